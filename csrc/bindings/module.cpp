@@ -1,0 +1,16 @@
+// The private extension module: one bind_<family> per binding file.
+#include "bindings/common.h"
+
+namespace minidnn::bindings {
+void bind_runtime(py::module_& m);
+void bind_softmax(py::module_& m);
+void bind_activation(py::module_& m);
+}  // namespace minidnn::bindings
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "minidnn kernels (private: use the minidnn package)";
+  m.attr("__version__") = MINIDNN_VERSION;
+  minidnn::bindings::bind_runtime(m);
+  minidnn::bindings::bind_softmax(m);
+  minidnn::bindings::bind_activation(m);
+}

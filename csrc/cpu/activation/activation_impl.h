@@ -1,0 +1,110 @@
+// Elementwise activation kernels, written once over a SIMD vocabulary and
+// instantiated by activation_<isa>.cpp (anonymous namespace: see
+// simd/README.md).
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+
+#include "cpu/activation/activation.h"
+#include "cpu/simd/math.h"
+#include "runtime/threads.h"
+
+namespace {
+
+using minidnn::cpu::Activation;
+
+// Below this many elements a second thread costs more to wake than it saves.
+constexpr int64_t kActivationGrain = 1 << 15;
+
+// Applies op(i, n) over [0, n) in W-wide steps, the last one partial, split
+// into contiguous per-thread ranges that start on a vector boundary.
+template <class Ops, class Body>
+void parallel_lanes(int64_t n, Body body) {
+  const int threads = minidnn::threads_for(n, kActivationGrain);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int64_t nt = omp_get_num_threads();
+    const int64_t t = omp_get_thread_num();
+    const int64_t vectors = (n + Ops::W - 1) / Ops::W;
+    const int64_t begin = vectors * t / nt * Ops::W;
+    const int64_t end_v = vectors * (t + 1) / nt * Ops::W;
+    const int64_t end = end_v < n ? end_v : n;
+    int64_t i = begin;
+    for (; i + Ops::W <= end; i += Ops::W) body(i, int64_t{Ops::W});
+    if (i < end) body(i, end - i);
+  }
+}
+
+template <class Ops>
+typename Ops::V activate(Activation f, typename Ops::V x, typename Ops::V alpha) {
+  switch (f) {
+    case Activation::relu: return Ops::max(Ops::zero(), x);
+    case Activation::leaky_relu: return Ops::select(Ops::gt(x, Ops::zero()), x, Ops::mul(alpha, x));
+    case Activation::sigmoid: return vsigmoid<Ops>(x);
+    case Activation::tanh: return vtanh<Ops>(x);
+  }
+  return x;
+}
+
+template <class Ops>
+typename Ops::V activate_grad(Activation f, typename Ops::V g, typename Ops::V s, typename Ops::V alpha) {
+  using V = typename Ops::V;
+  const V one = Ops::set1(1.0f);
+  switch (f) {
+    case Activation::relu: return Ops::select(Ops::le(s, Ops::zero()), Ops::zero(), g);
+    case Activation::leaky_relu: return Ops::select(Ops::gt(s, Ops::zero()), g, Ops::mul(alpha, g));
+    case Activation::sigmoid: return Ops::mul(Ops::mul(g, s), Ops::sub(one, s));
+    case Activation::tanh: return Ops::mul(g, Ops::fnmadd(s, s, one));
+  }
+  return g;
+}
+
+template <class Ops, Activation F>
+void forward_as(const float* x, float* y, int64_t n, float alpha) {
+  const typename Ops::V a = Ops::set1(alpha);
+  parallel_lanes<Ops>(n, [&](int64_t i, int64_t w) {
+    if (w == Ops::W) {
+      Ops::store(y + i, activate<Ops>(F, Ops::load(x + i), a));
+    } else {
+      Ops::store_tail(y + i, activate<Ops>(F, Ops::load_tail(x + i, w, 0.0f), a), w);
+    }
+  });
+}
+
+template <class Ops, Activation F>
+void backward_as(const float* g, const float* s, float* gx, int64_t n, float alpha) {
+  const typename Ops::V a = Ops::set1(alpha);
+  parallel_lanes<Ops>(n, [&](int64_t i, int64_t w) {
+    if (w == Ops::W) {
+      Ops::store(gx + i, activate_grad<Ops>(F, Ops::load(g + i), Ops::load(s + i), a));
+    } else {
+      Ops::store_tail(gx + i,
+                      activate_grad<Ops>(F, Ops::load_tail(g + i, w, 0.0f), Ops::load_tail(s + i, w, 0.0f), a),
+                      w);
+    }
+  });
+}
+
+template <class Ops>
+void activation_forward(Activation f, const float* x, float* y, int64_t n, float alpha) {
+  switch (f) {
+    case Activation::relu: return forward_as<Ops, Activation::relu>(x, y, n, alpha);
+    case Activation::leaky_relu: return forward_as<Ops, Activation::leaky_relu>(x, y, n, alpha);
+    case Activation::sigmoid: return forward_as<Ops, Activation::sigmoid>(x, y, n, alpha);
+    case Activation::tanh: return forward_as<Ops, Activation::tanh>(x, y, n, alpha);
+  }
+}
+
+template <class Ops>
+void activation_backward(Activation f, const float* g, const float* s, float* gx, int64_t n, float alpha) {
+  switch (f) {
+    case Activation::relu: return backward_as<Ops, Activation::relu>(g, s, gx, n, alpha);
+    case Activation::leaky_relu: return backward_as<Ops, Activation::leaky_relu>(g, s, gx, n, alpha);
+    case Activation::sigmoid: return backward_as<Ops, Activation::sigmoid>(g, s, gx, n, alpha);
+    case Activation::tanh: return backward_as<Ops, Activation::tanh>(g, s, gx, n, alpha);
+  }
+}
+
+}  // namespace

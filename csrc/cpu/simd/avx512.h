@@ -1,0 +1,61 @@
+// AVX-512 (F/BW/VL/DQ) vocabulary, 16 lanes; see README.md for the contract.
+#pragma once
+
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || !defined(__AVX512DQ__)
+#error "simd/avx512.h belongs only to translation units compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq"
+#endif
+
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace {
+
+struct Avx512Ops {
+  static constexpr int W = 16;
+  using V = __m512;
+  using M = __mmask16;
+
+  static V set1(float a) { return _mm512_set1_ps(a); }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
+  static void stream(float* p, V v) { _mm512_stream_ps(p, v); }
+  static __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
+  static V load_tail(const float* p, int64_t n, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), tail_mask(n), p);
+  }
+  static void store_tail(float* p, V v, int64_t n) { _mm512_mask_storeu_ps(p, tail_mask(n), v); }
+
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V abs(V a) { return _mm512_abs_ps(a); }
+  static V copysign(V magnitude, V sign) {
+    const V s = _mm512_set1_ps(-0.0f);
+    return _mm512_or_ps(_mm512_andnot_ps(s, magnitude), _mm512_and_ps(s, sign));
+  }
+
+  static M gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static M lt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static M le(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+  static V select(M m, V a, V b) { return _mm512_mask_blend_ps(m, b, a); }
+
+  static float reduce_max(V a) { return _mm512_reduce_max_ps(a); }
+  static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }
+
+  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+  static V scale_pow2(V p, V n) {
+    // vscalefps computes p * 2^floor(n) in one step, overflow and gradual
+    // underflow included.
+    return _mm512_scalef_ps(p, n);
+  }
+};
+
+}  // namespace

@@ -1,0 +1,66 @@
+// Transcendental functions written once over a SIMD vocabulary (Ops is one
+// of ScalarOps, Avx2Ops, Avx512Ops). See README.md for why this is in an
+// anonymous namespace.
+#pragma once
+
+namespace {
+
+// exp(x), within 2 ulp over the whole float range.
+//
+// Range reduction x = n ln2 + r with |r| <= ln2/2 (ln2 split in two parts
+// so n*ln2 is exact), a degree-7 polynomial for e^r (Cephes' minimax
+// coefficients), then p * 2^n. The clamp keeps n in [-150, 129]: past
+// 88.72 the scaling overflows to +inf, below -103.97 it underflows to 0,
+// and in between the gradual-underflow results are rounded once.
+// max(lo, x) keeps a NaN x (the vocabulary's NaN rule), so NaN propagates.
+template <class Ops>
+typename Ops::V vexp(typename Ops::V x) {
+  using V = typename Ops::V;
+  x = Ops::min(Ops::set1(89.0f), Ops::max(Ops::set1(-104.0f), x));
+  const V n = Ops::round(Ops::mul(x, Ops::set1(1.44269504088896341f)));
+  V r = Ops::fnmadd(n, Ops::set1(0.693359375f), x);
+  r = Ops::fnmadd(n, Ops::set1(-2.12194440e-4f), r);
+  V p = Ops::set1(1.9875691500e-4f);
+  p = Ops::fmadd(p, r, Ops::set1(1.3981999507e-3f));
+  p = Ops::fmadd(p, r, Ops::set1(8.3334519073e-3f));
+  p = Ops::fmadd(p, r, Ops::set1(4.1665795894e-2f));
+  p = Ops::fmadd(p, r, Ops::set1(1.6666665459e-1f));
+  p = Ops::fmadd(p, r, Ops::set1(5.0000001201e-1f));
+  p = Ops::fmadd(p, Ops::mul(r, r), Ops::add(r, Ops::set1(1.0f)));
+  return Ops::scale_pow2(p, n);
+}
+
+// sigmoid(x) = 1 / (1 + e^-x), evaluated as s = 1 / (1 + e^-|x|) and
+// e^-|x| * s for negative x: never overflows, and keeps full relative
+// accuracy deep into the negative tail (down to the subnormals).
+template <class Ops>
+typename Ops::V vsigmoid(typename Ops::V x) {
+  using V = typename Ops::V;
+  const V e = vexp<Ops>(Ops::sub(Ops::zero(), Ops::abs(x)));
+  const V s = Ops::div(Ops::set1(1.0f), Ops::add(Ops::set1(1.0f), e));
+  return Ops::select(Ops::lt(x, Ops::zero()), Ops::mul(e, s), s);
+}
+
+// tanh(x). For |x| < 0.5 the Taylor series to x^15 (truncation < 1e-8
+// relative) avoids the cancellation of 1 - 2/(e^2x + 1) near zero; above,
+// that form loses at most ~1 bit. Odd symmetry restores the sign; a NaN
+// fails |x| < 0.5 and flows through the exp branch.
+template <class Ops>
+typename Ops::V vtanh(typename Ops::V x) {
+  using V = typename Ops::V;
+  const V a = Ops::abs(x);
+  const V z = Ops::mul(a, a);
+  V p = Ops::set1(-929569.0f / 638512875.0f);
+  p = Ops::fmadd(p, z, Ops::set1(21844.0f / 6081075.0f));
+  p = Ops::fmadd(p, z, Ops::set1(-1382.0f / 155925.0f));
+  p = Ops::fmadd(p, z, Ops::set1(62.0f / 2835.0f));
+  p = Ops::fmadd(p, z, Ops::set1(-17.0f / 315.0f));
+  p = Ops::fmadd(p, z, Ops::set1(2.0f / 15.0f));
+  p = Ops::fmadd(p, z, Ops::set1(-1.0f / 3.0f));
+  const V small = Ops::fmadd(Ops::mul(a, z), p, a);
+  const V e = vexp<Ops>(Ops::add(a, a));
+  const V large = Ops::sub(Ops::set1(1.0f), Ops::div(Ops::set1(2.0f), Ops::add(e, Ops::set1(1.0f))));
+  return Ops::copysign(Ops::select(Ops::lt(a, Ops::set1(0.5f)), small, large), x);
+}
+
+}  // namespace

@@ -1,0 +1,76 @@
+// Portable one-lane vocabulary; see README.md for the contract.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+struct ScalarOps {
+  static constexpr int W = 1;
+  using V = float;
+  using M = bool;
+
+  static V set1(float a) { return a; }
+  static V zero() { return 0.0f; }
+  static V load(const float* p) { return *p; }
+  static void store(float* p, V v) { *p = v; }
+  static void stream(float* p, V v) { *p = v; }
+  static V load_tail(const float* p, int64_t n, float fill) { return n > 0 ? *p : fill; }
+  static void store_tail(float* p, V v, int64_t n) {
+    if (n > 0) *p = v;
+  }
+
+  static V add(V a, V b) { return a + b; }
+  static V sub(V a, V b) { return a - b; }
+  static V mul(V a, V b) { return a * b; }
+  static V div(V a, V b) { return a / b; }
+  static V fmadd(V a, V b, V c) { return a * b + c; }
+  static V fnmadd(V a, V b, V c) { return c - a * b; }
+  static V max(V a, V b) { return a > b ? a : b; }
+  static V min(V a, V b) { return a < b ? a : b; }
+  static V abs(V a) { return bits_to_float(float_to_bits(a) & 0x7fffffffu); }
+  static V copysign(V magnitude, V sign) {
+    return bits_to_float((float_to_bits(magnitude) & 0x7fffffffu) |
+                         (float_to_bits(sign) & 0x80000000u));
+  }
+
+  static M gt(V a, V b) { return a > b; }
+  static M lt(V a, V b) { return a < b; }
+  static M le(V a, V b) { return a <= b; }
+  static V select(M m, V a, V b) { return m ? a : b; }
+
+  static float reduce_max(V a) { return a; }
+  static float reduce_add(V a) { return a; }
+
+  static V round(V a) {
+    // Adding 1.5 * 2^23 pushes the fraction out of the mantissa, rounding to
+    // nearest even; valid for |a| < 2^22, which the callers guarantee.
+    const float magic = 12582912.0f;
+    volatile float shifted = a + magic;
+    return shifted - magic;
+  }
+
+  static V scale_pow2(V p, V n) {
+    if (n != n) return n;
+    const int32_t ni = static_cast<int32_t>(n);
+    const int32_t n1 = ni >> 1;
+    const int32_t n2 = ni - n1;
+    return p * bits_to_float(static_cast<uint32_t>(n1 + 127) << 23) *
+           bits_to_float(static_cast<uint32_t>(n2 + 127) << 23);
+  }
+
+ private:
+  static uint32_t float_to_bits(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  }
+  static float bits_to_float(uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+};
+
+}  // namespace

@@ -1,0 +1,800 @@
+// Softmax, log-softmax and cross-entropy kernels, written once over a SIMD
+// vocabulary and instantiated by softmax_<isa>.cpp (anonymous namespace:
+// see simd/README.md).
+//
+// Two layouts of the reduced axis:
+//
+// * Rows (inner == 1): each row is contiguous. Pass 1 is an online softmax
+//   over chunks that stay in L1: the chunk's max is found first, the running
+//   sum is rescaled only when the max grows, then exp(x - max) is summed, so
+//   the logits are read from memory once and exp runs once per element.
+//   Pass 2 re-reads the row (from cache for rows up to L2 size) and writes.
+//   Cross-entropy folds the target gather and the label-smoothing /
+//   soft-target dot products into pass 1, so its forward is one pass.
+//   Rows are split across threads when they are few and long; each thread
+//   then reduces a slice, the partial statistics are merged, and each thread
+//   writes its slice.
+//
+// * Columns (inner > 1, e.g. the channel axis of NCHW): SIMD lanes run along
+//   the contiguous inner axis, a block of 4 vectors at a time, and the class
+//   loop strides by `inner`. Max, sum and write are three short loops over
+//   a block that stays in cache.
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+
+#include "cpu/simd/math.h"
+#include "cpu/softmax/softmax.h"
+#include "runtime/threads.h"
+
+namespace {
+
+using minidnn::cpu::LossScale;
+using minidnn::cpu::LossTarget;
+using minidnn::cpu::SoftmaxShape;
+
+constexpr float kNegInf = -__builtin_inff();
+constexpr float kNaN = __builtin_nanf("");
+constexpr int64_t kChunk = 1024;         // floats per online chunk: 4 KB
+constexpr int64_t kGrain = 1 << 14;      // elements worth waking a thread for
+constexpr int64_t kSplitMinRow = 1 << 14;  // shorter rows are never split
+constexpr int kMaxSplit = 64;
+constexpr int kBlockVectors = 4;         // column path: vectors per block
+
+inline float min_f(float a, float b) { return a < b ? a : b; }
+inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// ---------------------------------------------------------------------------
+// Work distribution shared by every kernel of the family.
+// ---------------------------------------------------------------------------
+
+// Runs reduce/combine/write over `rows` rows of length n. reduce(r, b, e)
+// returns the statistics of row r's slice [b, e); combine merges the slices'
+// statistics in order; write(r, b, e, total) writes the slice. Rows are
+// shared out whole when there are enough of them, otherwise split.
+template <class Ops, class Stats, class Reduce, class Combine, class Write>
+void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
+  const int threads = minidnn::threads_for(rows * n, kGrain);
+  const bool split = threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
+  if (!split) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int64_t r = 0; r < rows; ++r) {
+      const Stats total = reduce(r, int64_t{0}, n);
+      write(r, int64_t{0}, n, total);
+    }
+    return;
+  }
+  Stats parts[2][kMaxSplit];
+  const int split_threads = threads < kMaxSplit ? threads : kMaxSplit;
+#pragma omp parallel num_threads(split_threads)
+  {
+    const int64_t nt = omp_get_num_threads();
+    const int64_t t = omp_get_thread_num();
+    const int64_t vectors = n / Ops::W;
+    const int64_t b = vectors * t / nt * Ops::W;
+    const int64_t e = t + 1 == nt ? n : vectors * (t + 1) / nt * Ops::W;
+    for (int64_t r = 0; r < rows; ++r) {
+      // Double-buffered: a thread can only reach row r + 2 after every
+      // thread has passed row r + 1's barrier, so parts[r & 1] is free.
+      Stats* mine = parts[r & 1];
+      mine[t] = reduce(r, b, e);
+#pragma omp barrier
+      write(r, b, e, combine(mine, static_cast<int>(nt)));
+    }
+  }
+}
+
+// Calls block(o, j0, lanes) for every block of up to kBlockVectors * W
+// columns of every outer index.
+template <class Ops, class Block>
+void for_each_column_block(SoftmaxShape s, Block block) {
+  const int64_t width = kBlockVectors * Ops::W;
+  const int64_t blocks = (s.inner + width - 1) / width;
+  const int64_t items = s.outer * blocks;
+  const int threads = minidnn::threads_for(items * s.classes * width, kGrain);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t item = 0; item < items; ++item) {
+    const int64_t o = item / blocks;
+    const int64_t j0 = (item % blocks) * width;
+    block(o, j0, min_i(width, s.inner - j0));
+  }
+}
+
+// A block of kBlockVectors vectors whose last `lanes` may end early: loads
+// and stores that touch only the block's valid lanes.
+template <class Ops>
+struct ColumnBlock {
+  using V = typename Ops::V;
+  int64_t lanes;
+  int vectors() const { return static_cast<int>((lanes + Ops::W - 1) / Ops::W); }
+  int64_t valid(int u) const { return min_i(Ops::W, lanes - int64_t{u} * Ops::W); }
+  V load(const float* p, int u, float fill) const {
+    const int64_t v = valid(u);
+    return v == Ops::W ? Ops::load(p + u * Ops::W) : Ops::load_tail(p + u * Ops::W, v, fill);
+  }
+  void store(float* p, int u, V x) const {
+    const int64_t v = valid(u);
+    if (v == Ops::W) {
+      Ops::store(p + u * Ops::W, x);
+    } else {
+      Ops::store_tail(p + u * Ops::W, x, v);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------
+// Row statistics: max, sum of exp, and the dot products cross-entropy needs.
+// ---------------------------------------------------------------------------
+
+// m: max; s: sum exp(x - m); d: sum wq * (x - m); qw: sum wq, where wq is
+// the class weight times the target probability (each 1 when absent).
+// d is kept relative to the max, so it is a sum of non-positive terms and
+// never cancels, however large the logits.
+struct RowStats {
+  float m;
+  float s;
+  double d;
+  double qw;
+};
+
+constexpr RowStats kEmptyStats{kNegInf, 0.0f, 0.0, 0.0};
+
+template <class Ops>
+float max_of(const float* x, int64_t n) {
+  using V = typename Ops::V;
+  V a0 = Ops::set1(kNegInf), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + 4 * Ops::W <= n; i += 4 * Ops::W) {
+    a0 = Ops::max(a0, Ops::load(x + i));
+    a1 = Ops::max(a1, Ops::load(x + i + Ops::W));
+    a2 = Ops::max(a2, Ops::load(x + i + 2 * Ops::W));
+    a3 = Ops::max(a3, Ops::load(x + i + 3 * Ops::W));
+  }
+  for (; i + Ops::W <= n; i += Ops::W) a0 = Ops::max(a0, Ops::load(x + i));
+  if (i < n) a1 = Ops::max(a1, Ops::load_tail(x + i, n - i, kNegInf));
+  return Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
+}
+
+// wq at x + i: class weight times target probability, either one 1 when
+// absent. The tail form reads n < W lanes and gives 0 in the others (1
+// when both are absent: the callers multiply it by 0 there).
+template <class Ops, bool kWeight, bool kProb>
+typename Ops::V load_wq(const float* w, const float* q, int64_t i) {
+  if constexpr (kWeight && kProb) return Ops::mul(Ops::load(w + i), Ops::load(q + i));
+  if constexpr (kWeight && !kProb) return Ops::load(w + i);
+  if constexpr (!kWeight && kProb) return Ops::load(q + i);
+  return Ops::set1(1.0f);
+}
+
+template <class Ops, bool kWeight, bool kProb>
+typename Ops::V load_wq_tail(const float* w, const float* q, int64_t i, int64_t n) {
+  if constexpr (kWeight && kProb) {
+    return Ops::mul(Ops::load_tail(w + i, n, 0.0f), Ops::load_tail(q + i, n, 0.0f));
+  }
+  if constexpr (kWeight && !kProb) return Ops::load_tail(w + i, n, 0.0f);
+  if constexpr (!kWeight && kProb) return Ops::load_tail(q + i, n, 0.0f);
+  return Ops::set1(1.0f);
+}
+
+template <class Ops, bool kWeight, bool kProb>
+double sum_wq(const float* w, const float* q, int64_t n) {
+  if constexpr (!kWeight && !kProb) return static_cast<double>(n);
+  typename Ops::V acc = Ops::zero();
+  int64_t i = 0;
+  for (; i + Ops::W <= n; i += Ops::W) acc = Ops::add(acc, load_wq<Ops, kWeight, kProb>(w, q, i));
+  if (i < n) acc = Ops::add(acc, load_wq_tail<Ops, kWeight, kProb>(w, q, i, n - i));
+  return Ops::reduce_add(acc);
+}
+
+// Adds exp(x - m) to st->s and, with kDot, wq * (x - m) to st->d and wq to
+// st->qw, over one chunk.
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n, RowStats* st) {
+  using V = typename Ops::V;
+  const V m = Ops::set1(st->m);
+  V s0 = Ops::zero(), s1 = Ops::zero(), d0 = Ops::zero(), q0 = Ops::zero();
+  int64_t i = 0;
+  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
+    const V z0 = Ops::sub(Ops::load(x + i), m);
+    const V z1 = Ops::sub(Ops::load(x + i + Ops::W), m);
+    s0 = Ops::add(s0, vexp<Ops>(z0));
+    s1 = Ops::add(s1, vexp<Ops>(z1));
+    if constexpr (kDot) {
+      const V wq0 = load_wq<Ops, kWeight, kProb>(w, q, i);
+      const V wq1 = load_wq<Ops, kWeight, kProb>(w, q, i + Ops::W);
+      d0 = Ops::fmadd(wq1, z1, Ops::fmadd(wq0, z0, d0));
+      q0 = Ops::add(q0, Ops::add(wq0, wq1));
+    }
+  }
+  for (; i < n; i += Ops::W) {
+    const int64_t len = min_i(Ops::W, n - i);
+    // Missing lanes read x = -inf, adding exp(-inf) = 0 to the sum, and
+    // x = m, adding wq * 0 to the dot product.
+    s0 = Ops::add(s0, vexp<Ops>(Ops::sub(Ops::load_tail(x + i, len, kNegInf), m)));
+    if constexpr (kDot) {
+      const V wq = load_wq_tail<Ops, kWeight, kProb>(w, q, i, len);
+      d0 = Ops::fmadd(wq, Ops::sub(Ops::load_tail(x + i, len, st->m), m), d0);
+      q0 = Ops::add(q0, wq);
+    }
+  }
+  st->s += Ops::reduce_add(Ops::add(s0, s1));
+  if constexpr (kDot) {
+    st->d += Ops::reduce_add(d0);
+    // Without weights or probabilities wq is 1, and the caller counts.
+    if constexpr (kWeight || kProb) st->qw += Ops::reduce_add(q0);
+  }
+}
+
+// Online statistics of x[0, n) (with w, q at the same offsets).
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+RowStats row_stats(const float* x, const float* w, const float* q, int64_t n) {
+  RowStats st = kEmptyStats;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t len = min_i(kChunk, n - c);
+    const float* wc = kWeight ? w + c : nullptr;
+    const float* qc = kProb ? q + c : nullptr;
+    const float cm = max_of<Ops>(x + c, len);
+    if (cm == kNegInf) {
+      // exp(-inf - m) is 0 whatever m is; a positive wq on a -inf logit
+      // makes the loss +inf, as log_softmax would give -inf there.
+      if (kDot) {
+        const double cq = sum_wq<Ops, kWeight, kProb>(wc, qc, len);
+        if (cq > 0) st.d = -__builtin_inf();
+        st.qw += cq;
+      }
+      continue;
+    }
+    if (cm > st.m) {
+      if (st.m > kNegInf) {
+        st.s *= __builtin_expf(st.m - cm);
+        if (kDot) st.d += (static_cast<double>(st.m) - cm) * st.qw;
+      }
+      st.m = cm;
+    }
+    accumulate_chunk<Ops, kDot, kWeight, kProb>(x + c, wc, qc, len, &st);
+    if constexpr (kDot && !kWeight && !kProb) st.qw += static_cast<double>(len);
+  }
+  return st;
+}
+
+// Merges slice statistics, in slice order (deterministic for a thread count).
+inline RowStats merge_stats(const RowStats* parts, int k) {
+  float m = kNegInf;
+  for (int i = 0; i < k; ++i) m = parts[i].m > m ? parts[i].m : m;
+  RowStats total{m, 0.0f, 0.0, 0.0};
+  for (int i = 0; i < k; ++i) {
+    const RowStats& p = parts[i];
+    if (p.m > kNegInf) {
+      total.s += p.s * __builtin_expf(p.m - m);
+      total.d += p.d + (static_cast<double>(p.m) - m) * p.qw;
+    } else {
+      total.s += p.s;
+      total.d += p.d;
+    }
+    total.qw += p.qw;
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// softmax / log_softmax forward
+// ---------------------------------------------------------------------------
+
+template <class Ops>
+void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log) {
+  using V = typename Ops::V;
+  const V mv = Ops::set1(m);
+  int64_t i = 0;
+  if (log) {
+    const V ls = Ops::set1(__builtin_logf(s));
+    for (; i + Ops::W <= n; i += Ops::W) Ops::store(y + i, Ops::sub(Ops::sub(Ops::load(x + i), mv), ls));
+    if (i < n) Ops::store_tail(y + i, Ops::sub(Ops::sub(Ops::load_tail(x + i, n - i, 0.0f), mv), ls), n - i);
+  } else {
+    const V inv = Ops::set1(1.0f / s);
+    for (; i + Ops::W <= n; i += Ops::W) {
+      Ops::store(y + i, Ops::mul(vexp<Ops>(Ops::sub(Ops::load(x + i), mv)), inv));
+    }
+    if (i < n) {
+      Ops::store_tail(y + i, Ops::mul(vexp<Ops>(Ops::sub(Ops::load_tail(x + i, n - i, 0.0f), mv)), inv), n - i);
+    }
+  }
+}
+
+template <class Ops>
+void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
+  using V = typename Ops::V;
+  for_each_column_block<Ops>(s, [&](int64_t o, int64_t j0, int64_t lanes) {
+    const ColumnBlock<Ops> blk{lanes};
+    const int nv = blk.vectors();
+    const float* xb = x + o * s.classes * s.inner + j0;
+    float* yb = y + o * s.classes * s.inner + j0;
+    V m[kBlockVectors], sum[kBlockVectors];
+    for (int u = 0; u < nv; ++u) {
+      m[u] = Ops::set1(kNegInf);
+      sum[u] = Ops::zero();
+    }
+    for (int64_t c = 0; c < s.classes; ++c) {
+      for (int u = 0; u < nv; ++u) m[u] = Ops::max(m[u], blk.load(xb + c * s.inner, u, 0.0f));
+    }
+    for (int64_t c = 0; c < s.classes; ++c) {
+      for (int u = 0; u < nv; ++u) {
+        sum[u] = Ops::add(sum[u], vexp<Ops>(Ops::sub(blk.load(xb + c * s.inner, u, 0.0f), m[u])));
+      }
+    }
+    V k[kBlockVectors];
+    for (int u = 0; u < nv; ++u) {
+      if (log) {
+        float lanes_s[Ops::W];
+        Ops::store(lanes_s, sum[u]);
+        for (int l = 0; l < Ops::W; ++l) lanes_s[l] = __builtin_logf(lanes_s[l]);
+        k[u] = Ops::load(lanes_s);
+      } else {
+        k[u] = Ops::div(Ops::set1(1.0f), sum[u]);
+      }
+    }
+    for (int64_t c = 0; c < s.classes; ++c) {
+      for (int u = 0; u < nv; ++u) {
+        const V z = Ops::sub(blk.load(xb + c * s.inner, u, 0.0f), m[u]);
+        blk.store(yb + c * s.inner, u, log ? Ops::sub(z, k[u]) : Ops::mul(vexp<Ops>(z), k[u]));
+      }
+    }
+  });
+}
+
+template <class Ops>
+void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
+  if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
+  const int64_t n = s.classes;
+  for_each_row<Ops, RowStats>(
+      s.outer, n,
+      [&](int64_t r, int64_t b, int64_t e) {
+        return row_stats<Ops, false, false, false>(x + r * n + b, nullptr, nullptr, e - b);
+      },
+      merge_stats,
+      [&](int64_t r, int64_t b, int64_t e, const RowStats& st) {
+        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log);
+      });
+}
+
+// ---------------------------------------------------------------------------
+// softmax / log_softmax backward
+//   softmax:     gx = y * (gy - sum(gy * y))
+//   log_softmax: gx = gy - exp(y) * sum(gy)
+// ---------------------------------------------------------------------------
+
+template <class Ops>
+double backward_dot(const float* gy, const float* y, int64_t n, bool log) {
+  using V = typename Ops::V;
+  double total = 0.0;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t len = min_i(kChunk, n - c);
+    V a0 = Ops::zero(), a1 = Ops::zero();
+    int64_t i = c;
+    const int64_t end = c + len;
+    for (; i + 2 * Ops::W <= end; i += 2 * Ops::W) {
+      if (log) {
+        a0 = Ops::add(a0, Ops::load(gy + i));
+        a1 = Ops::add(a1, Ops::load(gy + i + Ops::W));
+      } else {
+        a0 = Ops::fmadd(Ops::load(gy + i), Ops::load(y + i), a0);
+        a1 = Ops::fmadd(Ops::load(gy + i + Ops::W), Ops::load(y + i + Ops::W), a1);
+      }
+    }
+    for (; i < end; i += Ops::W) {
+      const int64_t w = min_i(Ops::W, end - i);
+      const V g = Ops::load_tail(gy + i, w, 0.0f);
+      a0 = log ? Ops::add(a0, g) : Ops::fmadd(g, Ops::load_tail(y + i, w, 0.0f), a0);
+    }
+    total += Ops::reduce_add(Ops::add(a0, a1));
+  }
+  return total;
+}
+
+template <class Ops>
+typename Ops::V backward_value(typename Ops::V g, typename Ops::V y, typename Ops::V dot, bool log) {
+  return log ? Ops::fnmadd(vexp<Ops>(y), dot, g) : Ops::mul(y, Ops::sub(g, dot));
+}
+
+template <class Ops>
+void softmax_backward_columns(const float* gy, const float* y, float* gx, SoftmaxShape s, bool log) {
+  using V = typename Ops::V;
+  for_each_column_block<Ops>(s, [&](int64_t o, int64_t j0, int64_t lanes) {
+    const ColumnBlock<Ops> blk{lanes};
+    const int nv = blk.vectors();
+    const int64_t base = o * s.classes * s.inner + j0;
+    V dot[kBlockVectors];
+    for (int u = 0; u < nv; ++u) dot[u] = Ops::zero();
+    for (int64_t c = 0; c < s.classes; ++c) {
+      const int64_t off = base + c * s.inner;
+      for (int u = 0; u < nv; ++u) {
+        const V g = blk.load(gy + off, u, 0.0f);
+        dot[u] = log ? Ops::add(dot[u], g) : Ops::fmadd(g, blk.load(y + off, u, 0.0f), dot[u]);
+      }
+    }
+    for (int64_t c = 0; c < s.classes; ++c) {
+      const int64_t off = base + c * s.inner;
+      for (int u = 0; u < nv; ++u) {
+        blk.store(gx + off, u,
+                  backward_value<Ops>(blk.load(gy + off, u, 0.0f), blk.load(y + off, u, 0.0f), dot[u], log));
+      }
+    }
+  });
+}
+
+template <class Ops>
+void softmax_backward(const float* gy, const float* y, float* gx, SoftmaxShape s, bool log) {
+  using V = typename Ops::V;
+  if (s.inner != 1) return softmax_backward_columns<Ops>(gy, y, gx, s, log);
+  const int64_t n = s.classes;
+  for_each_row<Ops, double>(
+      s.outer, n,
+      [&](int64_t r, int64_t b, int64_t e) { return backward_dot<Ops>(gy + r * n + b, y + r * n + b, e - b, log); },
+      [](const double* parts, int k) {
+        double total = 0.0;
+        for (int i = 0; i < k; ++i) total += parts[i];
+        return total;
+      },
+      [&](int64_t r, int64_t b, int64_t e, double total) {
+        const V dot = Ops::set1(static_cast<float>(total));
+        const int64_t off = r * n;
+        int64_t i = b;
+        for (; i + Ops::W <= e; i += Ops::W) {
+          Ops::store(gx + off + i, backward_value<Ops>(Ops::load(gy + off + i), Ops::load(y + off + i), dot, log));
+        }
+        if (i < e) {
+          const int64_t w = e - i;
+          Ops::store_tail(gx + off + i,
+                          backward_value<Ops>(Ops::load_tail(gy + off + i, w, 0.0f),
+                                              Ops::load_tail(y + off + i, w, 0.0f), dot, log),
+                          w);
+        }
+      });
+}
+
+// ---------------------------------------------------------------------------
+// cross-entropy, fused
+//   class targets:       loss = (1-eps) w_t (lse - x_t) + eps/C sum_c w_c (lse - x_c)
+//   probability targets: loss = sum_c w_c q_c (lse - x_c)
+// From the statistics relative to the max m: lse - x = (m - x) + log s and
+// sum wq (lse - x) = qw log s - d. The gradient of loss_i wrt logit c is
+//   class: g ((1-eps) w_t + eps/C W) p_c - g eps/C w_c - [c == t] g (1-eps) w_t
+//   prob:  g qw p_c - g w_c q_c
+// with p = softmax(x) and W = sum_c w_c: a scale A on p minus B * wq, plus
+// one correction at the target.
+// ---------------------------------------------------------------------------
+
+// What one call needs besides the data.
+struct CrossEntropyPlan {
+  const LossTarget& t;
+  int64_t classes;
+  double one_minus_eps;
+  double eps_over_c;
+  double weight_sum;
+
+  CrossEntropyPlan(const LossTarget& target, int64_t c)
+      : t(target),
+        classes(c),
+        one_minus_eps(1.0 - target.label_smoothing),
+        eps_over_c(static_cast<double>(target.label_smoothing) / static_cast<double>(c)),
+        weight_sum(0.0) {
+    if (target.weight == nullptr) {
+      weight_sum = static_cast<double>(c);
+    } else {
+      for (int64_t i = 0; i < c; ++i) weight_sum += target.weight[i];
+    }
+  }
+
+  // 0: ignored, 1: a valid class, -1: out of range.
+  int classify(int64_t idx) const {
+    if (idx == t.ignore_index) return 0;
+    return idx >= 0 && idx < classes ? 1 : -1;
+  }
+  float weight_of(int64_t idx) const { return t.weight != nullptr ? t.weight[idx] : 1.0f; }
+  bool smoothing() const { return t.label_smoothing > 0.0f; }
+
+  double class_loss(const RowStats& st, float w_t, float x_t) const {
+    const double log_s = __builtin_log(static_cast<double>(st.s));
+    double loss = one_minus_eps * w_t * ((static_cast<double>(st.m) - x_t) + log_s);
+    if (smoothing()) loss += eps_over_c * (st.qw * log_s - st.d);
+    return loss;
+  }
+  static double prob_loss(const RowStats& st) {
+    return st.qw * __builtin_log(static_cast<double>(st.s)) - st.d;
+  }
+  // A and B of the gradient formula for one element of scale g.
+  void gradient_terms(const RowStats& st, float w_t, float g, float* a, float* b) const {
+    if (t.prob != nullptr) {
+      *a = static_cast<float>(g * st.qw);
+      *b = g;
+    } else {
+      *a = static_cast<float>(g * (one_minus_eps * w_t + eps_over_c * weight_sum));
+      *b = static_cast<float>(g * eps_over_c);
+    }
+  }
+  float target_correction(float w_t, float g) const { return static_cast<float>(g * one_minus_eps * w_t); }
+};
+
+inline float scale_of(const LossScale& scale, int64_t i) {
+  return scale.per_element != nullptr ? scale.per_element[i] : scale.scalar;
+}
+
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+int64_t cross_entropy_rows(const float* x, const CrossEntropyPlan& plan, int64_t rows, double* loss) {
+  const int64_t n = plan.classes;
+  const LossTarget& t = plan.t;
+  int64_t bad = 0;
+  for_each_row<Ops, RowStats>(
+      rows, n,
+      [&](int64_t r, int64_t b, int64_t e) {
+        if (!kProb && plan.classify(t.index[r]) != 1) return kEmptyStats;
+        return row_stats<Ops, kDot, kWeight, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
+                                                    kProb ? t.prob + r * n + b : nullptr, e - b);
+      },
+      merge_stats,
+      [&](int64_t r, int64_t b, int64_t, const RowStats& st) {
+        if (b != 0) return;
+        if constexpr (kProb) {
+          loss[r] = CrossEntropyPlan::prob_loss(st);
+        } else {
+          const int64_t idx = t.index[r];
+          const int kind = plan.classify(idx);
+          if (kind == 1) {
+            loss[r] = plan.class_loss(st, plan.weight_of(idx), x[r * n + idx]);
+          } else {
+            loss[r] = kind == 0 ? 0.0 : kNaN;
+            if (kind < 0) {
+#pragma omp atomic
+              ++bad;
+            }
+          }
+        }
+      });
+  return bad;
+}
+
+// Column statistics of one block: max pass, then sums relative to the max.
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t base, const ColumnBlock<Ops>& blk,
+                  float* m, float* sum, float* d, float* qw) {
+  using V = typename Ops::V;
+  const int nv = blk.vectors();
+  V vm[kBlockVectors], vs[kBlockVectors], vd[kBlockVectors], vq[kBlockVectors];
+  for (int u = 0; u < nv; ++u) {
+    vm[u] = Ops::set1(kNegInf);
+    vs[u] = vd[u] = vq[u] = Ops::zero();
+  }
+  for (int64_t c = 0; c < s.classes; ++c) {
+    for (int u = 0; u < nv; ++u) vm[u] = Ops::max(vm[u], blk.load(x + base + c * s.inner, u, 0.0f));
+  }
+  for (int64_t c = 0; c < s.classes; ++c) {
+    const int64_t off = base + c * s.inner;
+    const V wc = kWeight ? Ops::set1(t.weight[c]) : Ops::set1(1.0f);
+    for (int u = 0; u < nv; ++u) {
+      const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
+      vs[u] = Ops::add(vs[u], vexp<Ops>(z));
+      if constexpr (kDot) {
+        const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
+        vd[u] = Ops::fmadd(wq, z, vd[u]);
+        vq[u] = Ops::add(vq[u], wq);
+      }
+    }
+  }
+  for (int u = 0; u < nv; ++u) {
+    Ops::store(m + u * Ops::W, vm[u]);
+    Ops::store(sum + u * Ops::W, vs[u]);
+    Ops::store(d + u * Ops::W, vd[u]);
+    Ops::store(qw + u * Ops::W, vq[u]);
+  }
+}
+
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+int64_t cross_entropy_columns(const float* x, const CrossEntropyPlan& plan, SoftmaxShape s, double* loss) {
+  constexpr int kLanes = kBlockVectors * Ops::W;
+  const LossTarget& t = plan.t;
+  int64_t bad = 0;
+  for_each_column_block<Ops>(s, [&](int64_t o, int64_t j0, int64_t lanes) {
+    const ColumnBlock<Ops> blk{lanes};
+    const int64_t base = o * s.classes * s.inner + j0;
+    float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes];
+    column_stats<Ops, kDot, kWeight, kProb>(x, t, s, base, blk, m, sum, d, qw);
+    for (int64_t l = 0; l < lanes; ++l) {
+      const int64_t elem = o * s.inner + j0 + l;
+      const RowStats st{m[l], sum[l], d[l], kWeight || kProb ? qw[l] : static_cast<double>(s.classes)};
+      if constexpr (kProb) {
+        loss[elem] = CrossEntropyPlan::prob_loss(st);
+      } else {
+        const int64_t idx = t.index[elem];
+        const int kind = plan.classify(idx);
+        if (kind == 1) {
+          loss[elem] = plan.class_loss(st, plan.weight_of(idx), x[base + idx * s.inner + l]);
+        } else {
+          loss[elem] = kind == 0 ? 0.0 : kNaN;
+          if (kind < 0) {
+#pragma omp atomic
+            ++bad;
+          }
+        }
+      }
+    }
+  });
+  return bad;
+}
+
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+int64_t cross_entropy_as(const float* x, const CrossEntropyPlan& plan, SoftmaxShape s, double* loss) {
+  if (s.inner == 1) return cross_entropy_rows<Ops, kDot, kWeight, kProb>(x, plan, s.outer, loss);
+  return cross_entropy_columns<Ops, kDot, kWeight, kProb>(x, plan, s, loss);
+}
+
+template <class Ops>
+int64_t cross_entropy_forward(const float* x, const LossTarget& t, SoftmaxShape s, double* loss) {
+  const CrossEntropyPlan plan(t, s.classes);
+  const bool w = t.weight != nullptr;
+  if (t.prob != nullptr) {
+    return w ? cross_entropy_as<Ops, true, true, true>(x, plan, s, loss)
+             : cross_entropy_as<Ops, true, false, true>(x, plan, s, loss);
+  }
+  if (plan.smoothing()) {
+    return w ? cross_entropy_as<Ops, true, true, false>(x, plan, s, loss)
+             : cross_entropy_as<Ops, true, false, false>(x, plan, s, loss);
+  }
+  return cross_entropy_as<Ops, false, false, false>(x, plan, s, loss);
+}
+
+// grad = a * exp(x - m) - b * wq over [0, n) of one row; kSub: b * wq exists.
+template <class Ops, bool kSub, bool kWeight, bool kProb>
+void write_ce_gradient(const float* x, const float* w, const float* q, float* grad, int64_t n, float m, float a,
+                       float b) {
+  using V = typename Ops::V;
+  const V mv = Ops::set1(m), av = Ops::set1(a), bv = Ops::set1(b);
+  int64_t i = 0;
+  for (; i + Ops::W <= n; i += Ops::W) {
+    V g = Ops::mul(av, vexp<Ops>(Ops::sub(Ops::load(x + i), mv)));
+    if constexpr (kSub) g = Ops::fnmadd(bv, load_wq<Ops, kWeight, kProb>(w, q, i), g);
+    Ops::store(grad + i, g);
+  }
+  if (i < n) {
+    const int64_t len = n - i;
+    V g = Ops::mul(av, vexp<Ops>(Ops::sub(Ops::load_tail(x + i, len, 0.0f), mv)));
+    if constexpr (kSub) g = Ops::fnmadd(bv, load_wq_tail<Ops, kWeight, kProb>(w, q, i, len), g);
+    Ops::store_tail(grad + i, g, len);
+  }
+}
+
+template <class Ops>
+void fill_zero(float* p, int64_t n) {
+  int64_t i = 0;
+  for (; i + Ops::W <= n; i += Ops::W) Ops::store(p + i, Ops::zero());
+  if (i < n) Ops::store_tail(p + i, Ops::zero(), n - i);
+}
+
+template <class Ops, bool kSub, bool kWeight, bool kProb>
+int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan, int64_t rows, LossScale scale,
+                                    float* grad) {
+  const int64_t n = plan.classes;
+  const LossTarget& t = plan.t;
+  int64_t bad = 0;
+  for_each_row<Ops, RowStats>(
+      rows, n,
+      [&](int64_t r, int64_t b, int64_t e) {
+        if (!kProb && plan.classify(t.index[r]) != 1) return kEmptyStats;
+        return row_stats<Ops, kProb, kWeight && kProb, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
+                                                              kProb ? t.prob + r * n + b : nullptr, e - b);
+      },
+      merge_stats,
+      [&](int64_t r, int64_t b, int64_t e, const RowStats& st) {
+        float* gr = grad + r * n;
+        const float g = scale_of(scale, r);
+        int64_t idx = 0;
+        float w_t = 1.0f;
+        if constexpr (!kProb) {
+          idx = t.index[r];
+          const int kind = plan.classify(idx);
+          if (kind != 1) {
+            fill_zero<Ops>(gr + b, e - b);
+            if (kind < 0 && b == 0) {
+#pragma omp atomic
+              ++bad;
+            }
+            return;
+          }
+          w_t = plan.weight_of(idx);
+        }
+        float a, bb;
+        plan.gradient_terms(st, w_t, g, &a, &bb);
+        write_ce_gradient<Ops, kSub, kWeight, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
+                                                      kProb ? t.prob + r * n + b : nullptr, gr + b, e - b, st.m,
+                                                      a / st.s, bb);
+        if (!kProb && idx >= b && idx < e) gr[idx] -= plan.target_correction(w_t, g);
+      });
+  return bad;
+}
+
+template <class Ops, bool kSub, bool kWeight, bool kProb>
+int64_t cross_entropy_backward_columns(const float* x, const CrossEntropyPlan& plan, SoftmaxShape s,
+                                       LossScale scale, float* grad) {
+  using V = typename Ops::V;
+  constexpr int kLanes = kBlockVectors * Ops::W;
+  const LossTarget& t = plan.t;
+  int64_t bad = 0;
+  for_each_column_block<Ops>(s, [&](int64_t o, int64_t j0, int64_t lanes) {
+    const ColumnBlock<Ops> blk{lanes};
+    const int nv = blk.vectors();
+    const int64_t base = o * s.classes * s.inner + j0;
+    float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes], a[kLanes], b[kLanes], fix[kLanes];
+    int64_t target[kLanes];
+    column_stats<Ops, kProb, kWeight && kProb, kProb>(x, t, s, base, blk, m, sum, d, qw);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      a[l] = b[l] = fix[l] = 0.0f;
+      target[l] = -1;
+      if (l >= lanes) continue;
+      const int64_t elem = o * s.inner + j0 + l;
+      const float g = scale_of(scale, elem);
+      float w_t = 1.0f;
+      if constexpr (!kProb) {
+        const int64_t idx = t.index[elem];
+        const int kind = plan.classify(idx);
+        if (kind != 1) {
+          if (kind < 0) {
+#pragma omp atomic
+            ++bad;
+          }
+          continue;
+        }
+        target[l] = idx;
+        w_t = plan.weight_of(idx);
+        fix[l] = plan.target_correction(w_t, g);
+      }
+      plan.gradient_terms(RowStats{m[l], sum[l], d[l], qw[l]}, w_t, g, &a[l], &b[l]);
+      a[l] /= sum[l];
+    }
+    V vm[kBlockVectors], va[kBlockVectors], vb[kBlockVectors];
+    for (int u = 0; u < nv; ++u) {
+      vm[u] = Ops::load(m + u * Ops::W);
+      va[u] = Ops::load(a + u * Ops::W);
+      vb[u] = Ops::load(b + u * Ops::W);
+    }
+    for (int64_t c = 0; c < s.classes; ++c) {
+      const int64_t off = base + c * s.inner;
+      const V wc = kWeight ? Ops::set1(t.weight[c]) : Ops::set1(1.0f);
+      for (int u = 0; u < nv; ++u) {
+        V g = Ops::mul(va[u], vexp<Ops>(Ops::sub(blk.load(x + off, u, 0.0f), vm[u])));
+        if constexpr (kSub) {
+          const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
+          g = Ops::fnmadd(vb[u], wq, g);
+        }
+        blk.store(grad + off, u, g);
+      }
+    }
+    for (int64_t l = 0; l < lanes; ++l) {
+      if (target[l] >= 0) grad[base + target[l] * s.inner + l] -= fix[l];
+    }
+  });
+  return bad;
+}
+
+template <class Ops, bool kSub, bool kWeight, bool kProb>
+int64_t cross_entropy_backward_as(const float* x, const CrossEntropyPlan& plan, SoftmaxShape s, LossScale scale,
+                                  float* grad) {
+  if (s.inner == 1) return cross_entropy_backward_rows<Ops, kSub, kWeight, kProb>(x, plan, s.outer, scale, grad);
+  return cross_entropy_backward_columns<Ops, kSub, kWeight, kProb>(x, plan, s, scale, grad);
+}
+
+template <class Ops>
+int64_t cross_entropy_backward(const float* x, const LossTarget& t, SoftmaxShape s, LossScale scale, float* grad) {
+  const CrossEntropyPlan plan(t, s.classes);
+  const bool w = t.weight != nullptr;
+  if (t.prob != nullptr) {
+    return w ? cross_entropy_backward_as<Ops, true, true, true>(x, plan, s, scale, grad)
+             : cross_entropy_backward_as<Ops, true, false, true>(x, plan, s, scale, grad);
+  }
+  if (plan.smoothing()) {
+    return w ? cross_entropy_backward_as<Ops, true, true, false>(x, plan, s, scale, grad)
+             : cross_entropy_backward_as<Ops, true, false, false>(x, plan, s, scale, grad);
+  }
+  return cross_entropy_backward_as<Ops, false, false, false>(x, plan, s, scale, grad);
+}
+
+}  // namespace

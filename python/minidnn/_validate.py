@@ -1,0 +1,184 @@
+"""Argument validation for every public op, in one place.
+
+Each check raises TypeError (wrong type or dtype), ValueError (wrong shape or
+value) or IndexError (class target out of range) with a message that names
+the argument, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _describe(x) -> str:
+    if isinstance(x, np.ndarray):
+        return f"ndarray of {x.dtype} with shape {x.shape}"
+    return type(x).__name__
+
+
+def _reject_device_arrays(name: str, x) -> None:
+    if hasattr(x, "__cuda_array_interface__") or (
+        hasattr(x, "__dlpack_device__") and not isinstance(x, np.ndarray)
+    ):
+        raise TypeError(
+            f"{name}: expected a NumPy array (the CPU kernels run on host memory), got {type(x).__name__}; "
+            "CUDA arrays are not accepted by this version"
+        )
+
+
+def float_array(name: str, x) -> np.ndarray:
+    """A C-contiguous float32 ndarray (non-contiguous input is copied once)."""
+    _reject_device_arrays(name, x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray of float32, got {_describe(x)}")
+    if x.dtype != np.float32:
+        raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
+    return np.ascontiguousarray(x)
+
+
+def index_array(name: str, x) -> np.ndarray:
+    """A C-contiguous int64 ndarray; int32 is widened."""
+    _reject_device_arrays(name, x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy.ndarray of int64 or int32, got {_describe(x)}")
+    if x.dtype not in (np.int64, np.int32):
+        raise TypeError(f"{name}: expected dtype int64 or int32, got {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.int64)
+
+
+def integer(name: str, value) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    return int(value)
+
+
+def positive_int(name: str, value) -> int:
+    value = integer(name, value)
+    if value < 1:
+        raise ValueError(f"{name}: expected an int >= 1, got {value}")
+    return value
+
+
+def real(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
+    return float(value)
+
+
+def axis(name: str, value, ndim: int) -> int:
+    """A normalized axis in [0, max(ndim, 1)); a 0-d array has the one axis 0 / -1."""
+    value = integer(name, value)
+    rank = max(ndim, 1)
+    if not -rank <= value < rank:
+        raise ValueError(f"{name}: expected an axis in [{-rank}, {rank - 1}] for a {ndim}-d array, got {value}")
+    return value % rank
+
+
+def same_shape(name: str, x: np.ndarray, ref_name: str, ref: np.ndarray) -> None:
+    if x.shape != ref.shape:
+        raise ValueError(f"{name}: expected shape {ref.shape} (the shape of {ref_name}), got {x.shape}")
+
+
+def reduction(value) -> str:
+    if not isinstance(value, str) or value not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of 'none', 'mean', 'sum', got {value!r}")
+    return value
+
+
+def label_smoothing(value) -> float:
+    value = real("label_smoothing", value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"label_smoothing: expected a float in [0.0, 1.0], got {value}")
+    return value
+
+
+def axis_view(shape: tuple, ax: int) -> tuple[int, int, int]:
+    """(outer, classes, inner) of a C-contiguous array reduced over `ax`."""
+    if not shape:
+        return 1, 1, 1
+    outer = int(np.prod(shape[:ax], dtype=np.int64))
+    inner = int(np.prod(shape[ax + 1 :], dtype=np.int64))
+    return outer, int(shape[ax]), inner
+
+
+class LossInputs:
+    """Validated inputs of a classification loss, viewed as (outer, classes,
+    inner) with the class axis 1 (0 for unbatched (C,) input)."""
+
+    def __init__(self, input_name, x, target, weight, ignore_index, allow_prob):
+        self.x = float_array(input_name, x)
+        if self.x.ndim == 0:
+            raise ValueError(f"{input_name}: expected shape (C,), (N, C) or (N, C, d1, ..., dk), got ()")
+        self.unbatched = self.x.ndim == 1
+        class_axis = 0 if self.unbatched else 1
+        self.classes = int(self.x.shape[class_axis])
+        if self.classes < 1:
+            raise ValueError(f"{input_name}: expected at least one class on axis {class_axis}, got shape {self.x.shape}")
+        self.outer, _, self.inner = axis_view(self.x.shape, class_axis)
+        self.ignore_index = integer("ignore_index", ignore_index)
+
+        _reject_device_arrays("target", target)
+        if not isinstance(target, np.ndarray):
+            raise TypeError(f"target: expected a numpy.ndarray, got {_describe(target)}")
+        self.prob = None
+        self.index = None
+        if target.dtype.kind == "f":
+            if not allow_prob:
+                raise TypeError(f"target: expected dtype int64 or int32 (class indices), got {target.dtype}")
+            self.prob = float_array("target", target)
+            same_shape("target", self.prob, input_name, self.x)
+            self.target_shape = self.x.shape[:class_axis] + self.x.shape[class_axis + 1 :]
+        else:
+            self.index = index_array("target", target)
+            expected = self.x.shape[:class_axis] + self.x.shape[class_axis + 1 :]
+            if self.index.shape != expected:
+                raise ValueError(
+                    f"target: expected class indices of shape {expected} for {input_name} of shape "
+                    f"{self.x.shape}, got {self.index.shape}"
+                )
+            self.target_shape = expected
+            bad = (self.index != self.ignore_index) & ((self.index < 0) | (self.index >= self.classes))
+            if bad.any():
+                first = int(self.index[bad].flat[0])
+                raise IndexError(
+                    f"target: expected class indices in [0, {self.classes - 1}] or ignore_index="
+                    f"{self.ignore_index}, got {first}"
+                )
+
+        self.weight = None
+        if weight is not None:
+            self.weight = float_array("weight", weight)
+            if self.weight.shape != (self.classes,):
+                raise ValueError(f"weight: expected shape ({self.classes},), got {self.weight.shape}")
+
+    @property
+    def elements(self) -> int:
+        return self.outer * self.inner
+
+    def class_weight_total(self) -> float:
+        """Sum of the weights of the non-ignored class targets ("mean" divisor)."""
+        kept = self.index[self.index != self.ignore_index]
+        if self.weight is None:
+            return float(kept.size)
+        return float(self.weight[kept].sum(dtype=np.float64))
+
+
+def grad_loss(value, reduction_: str, target_shape: tuple):
+    """(per_element float32 array or None, scalar float) for a loss backward."""
+    if reduction_ == "none":
+        _reject_device_arrays("grad_loss", value)
+        g = float_array("grad_loss", value)
+        if g.shape != tuple(target_shape):
+            raise ValueError(f"grad_loss: expected shape {tuple(target_shape)} for reduction='none', got {g.shape}")
+        return g, 1.0
+    if isinstance(value, np.ndarray):
+        if value.shape != ():
+            raise ValueError(f"grad_loss: expected a float or 0-d array for reduction={reduction_!r}, got shape {value.shape}")
+        if value.dtype.kind != "f":
+            raise TypeError(f"grad_loss: expected a floating dtype, got {value.dtype}")
+        return None, float(value)
+    return None, real("grad_loss", value)

@@ -1,0 +1,44 @@
+"""Float64 NumPy reference implementations (the test oracle for the C++ kernels).
+
+Readable, exact, numpy-only; semantics follow torch.nn.functional.
+"""
+
+from .softmax import (
+    softmax,
+    log_softmax,
+    softmax_backward,
+    log_softmax_backward,
+    nll_loss,
+    nll_loss_backward,
+    cross_entropy,
+    cross_entropy_backward,
+)
+from .activation import (
+    relu,
+    relu_backward,
+    leaky_relu,
+    leaky_relu_backward,
+    sigmoid,
+    sigmoid_backward,
+    tanh,
+    tanh_backward,
+)
+
+__all__ = [
+    "softmax",
+    "log_softmax",
+    "softmax_backward",
+    "log_softmax_backward",
+    "nll_loss",
+    "nll_loss_backward",
+    "cross_entropy",
+    "cross_entropy_backward",
+    "relu",
+    "relu_backward",
+    "leaky_relu",
+    "leaky_relu_backward",
+    "sigmoid",
+    "sigmoid_backward",
+    "tanh",
+    "tanh_backward",
+]
