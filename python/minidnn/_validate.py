@@ -30,24 +30,33 @@ def _reject_device_arrays(name: str, x) -> None:
         )
 
 
+def _as_ndarray(x):
+    """NumPy scalars (np.float32(1.0)) count as 0-d arrays."""
+    return np.asarray(x) if isinstance(x, np.generic) else x
+
+
 def float_array(name: str, x) -> np.ndarray:
     """A C-contiguous float32 ndarray (non-contiguous input is copied once)."""
     _reject_device_arrays(name, x)
+    x = _as_ndarray(x)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray of float32, got {_describe(x)}")
     if x.dtype != np.float32:
         raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
-    return np.ascontiguousarray(x)
+    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
+    return x if x.flags.c_contiguous else x.copy(order="C")
 
 
 def index_array(name: str, x) -> np.ndarray:
     """A C-contiguous int64 ndarray; int32 is widened."""
     _reject_device_arrays(name, x)
+    x = _as_ndarray(x)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray of int64 or int32, got {_describe(x)}")
     if x.dtype not in (np.int64, np.int32):
         raise TypeError(f"{name}: expected dtype int64 or int32, got {x.dtype}")
-    return np.ascontiguousarray(x, dtype=np.int64)
+    x = x.astype(np.int64, copy=False)
+    return x if x.flags.c_contiguous else x.copy(order="C")
 
 
 def integer(name: str, value) -> int:
@@ -122,6 +131,7 @@ class LossInputs:
         self.ignore_index = integer("ignore_index", ignore_index)
 
         _reject_device_arrays("target", target)
+        target = _as_ndarray(target)
         if not isinstance(target, np.ndarray):
             raise TypeError(f"target: expected a numpy.ndarray, got {_describe(target)}")
         self.prob = None

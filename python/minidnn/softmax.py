@@ -62,7 +62,12 @@ def log_softmax_backward(grad_y: np.ndarray, y: np.ndarray, axis: int = -1) -> n
 
 
 def _loss_target(inputs: _validate.LossInputs, label_smoothing: float = 0.0):
-    return _C.LossTarget(inputs.index, inputs.prob, inputs.weight, inputs.ignore_index, label_smoothing)
+    prob = inputs.prob
+    if prob is not None and label_smoothing > 0.0:
+        # Smoothed probability targets are rare enough to pay one extra pass
+        # (over the targets, not the logits) rather than a second kernel form.
+        prob = prob * np.float32(1.0 - label_smoothing) + np.float32(label_smoothing / inputs.classes)
+    return _C.LossTarget(inputs.index, prob, inputs.weight, inputs.ignore_index, label_smoothing)
 
 
 def _reduce(loss: np.ndarray, inputs: _validate.LossInputs, reduction: str) -> np.ndarray:

@@ -56,7 +56,8 @@ typename Ops::V activate_grad(Activation f, typename Ops::V g, typename Ops::V s
     case Activation::relu: return Ops::select(Ops::le(s, Ops::zero()), Ops::zero(), g);
     case Activation::leaky_relu: return Ops::select(Ops::gt(s, Ops::zero()), g, Ops::mul(alpha, g));
     case Activation::sigmoid: return Ops::mul(Ops::mul(g, s), Ops::sub(one, s));
-    case Activation::tanh: return Ops::mul(g, Ops::fnmadd(s, s, one));
+    // (1 - y)(1 + y): exact 1 - y for y near 1 even without a fused multiply-add.
+    case Activation::tanh: return Ops::mul(g, Ops::mul(Ops::sub(one, s), Ops::add(one, s)));
   }
   return g;
 }

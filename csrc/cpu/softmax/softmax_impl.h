@@ -42,8 +42,8 @@ constexpr int64_t kGrain = 1 << 14;      // elements worth waking a thread for
 constexpr int64_t kSplitMinRow = 1 << 14;  // shorter rows are never split
 constexpr int kMaxSplit = 64;
 constexpr int kBlockVectors = 4;         // column path: vectors per block
+constexpr int64_t kSumBlock = 32;        // column path: classes per partial sum
 
-inline float min_f(float a, float b) { return a < b ? a : b; }
 inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---------------------------------------------------------------------------
@@ -278,6 +278,53 @@ inline RowStats merge_stats(const RowStats* parts, int k) {
   return total;
 }
 
+// Column statistics of one block into per-lane arrays: a max pass, then
+// the sums relative to the max. The sums go through partial sums of
+// kSumBlock classes, so float error grows with kSumBlock + C / kSumBlock
+// rather than with C.
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t base, const ColumnBlock<Ops>& blk,
+                  float* m, float* sum, float* d, float* qw) {
+  using V = typename Ops::V;
+  const int nv = blk.vectors();
+  V vm[kBlockVectors], vs[kBlockVectors], vd[kBlockVectors], vq[kBlockVectors];
+  for (int u = 0; u < nv; ++u) {
+    vm[u] = Ops::set1(kNegInf);
+    vs[u] = vd[u] = vq[u] = Ops::zero();
+  }
+  for (int64_t c = 0; c < s.classes; ++c) {
+    for (int u = 0; u < nv; ++u) vm[u] = Ops::max(vm[u], blk.load(x + base + c * s.inner, u, 0.0f));
+  }
+  for (int64_t c0 = 0; c0 < s.classes; c0 += kSumBlock) {
+    V ps[kBlockVectors], pd[kBlockVectors], pq[kBlockVectors];
+    for (int u = 0; u < nv; ++u) ps[u] = pd[u] = pq[u] = Ops::zero();
+    for (int64_t c = c0; c < min_i(c0 + kSumBlock, s.classes); ++c) {
+      const int64_t off = base + c * s.inner;
+      const V wc = kWeight ? Ops::set1(t.weight[c]) : Ops::set1(1.0f);
+      for (int u = 0; u < nv; ++u) {
+        const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
+        ps[u] = Ops::add(ps[u], vexp<Ops>(z));
+        if constexpr (kDot) {
+          const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
+          pd[u] = Ops::fmadd(wq, z, pd[u]);
+          pq[u] = Ops::add(pq[u], wq);
+        }
+      }
+    }
+    for (int u = 0; u < nv; ++u) {
+      vs[u] = Ops::add(vs[u], ps[u]);
+      vd[u] = Ops::add(vd[u], pd[u]);
+      vq[u] = Ops::add(vq[u], pq[u]);
+    }
+  }
+  for (int u = 0; u < nv; ++u) {
+    Ops::store(m + u * Ops::W, vm[u]);
+    Ops::store(sum + u * Ops::W, vs[u]);
+    Ops::store(d + u * Ops::W, vd[u]);
+    Ops::store(qw + u * Ops::W, vq[u]);
+  }
+}
+
 // ---------------------------------------------------------------------------
 // softmax / log_softmax forward
 // ---------------------------------------------------------------------------
@@ -305,39 +352,25 @@ void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bo
 template <class Ops>
 void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
   using V = typename Ops::V;
+  constexpr int kLanes = kBlockVectors * Ops::W;
   for_each_column_block<Ops>(s, [&](int64_t o, int64_t j0, int64_t lanes) {
     const ColumnBlock<Ops> blk{lanes};
     const int nv = blk.vectors();
-    const float* xb = x + o * s.classes * s.inner + j0;
-    float* yb = y + o * s.classes * s.inner + j0;
-    V m[kBlockVectors], sum[kBlockVectors];
+    const int64_t base = o * s.classes * s.inner + j0;
+    float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes];
+    column_stats<Ops, false, false, false>(x, LossTarget{}, s, base, blk, m, sum, d, qw);
+    // log: subtract log(sum); otherwise multiply by 1 / sum.
+    for (int l = 0; l < kLanes; ++l) sum[l] = log ? __builtin_logf(sum[l]) : 1.0f / sum[l];
+    V vm[kBlockVectors], k[kBlockVectors];
     for (int u = 0; u < nv; ++u) {
-      m[u] = Ops::set1(kNegInf);
-      sum[u] = Ops::zero();
+      vm[u] = Ops::load(m + u * Ops::W);
+      k[u] = Ops::load(sum + u * Ops::W);
     }
     for (int64_t c = 0; c < s.classes; ++c) {
-      for (int u = 0; u < nv; ++u) m[u] = Ops::max(m[u], blk.load(xb + c * s.inner, u, 0.0f));
-    }
-    for (int64_t c = 0; c < s.classes; ++c) {
+      const int64_t off = base + c * s.inner;
       for (int u = 0; u < nv; ++u) {
-        sum[u] = Ops::add(sum[u], vexp<Ops>(Ops::sub(blk.load(xb + c * s.inner, u, 0.0f), m[u])));
-      }
-    }
-    V k[kBlockVectors];
-    for (int u = 0; u < nv; ++u) {
-      if (log) {
-        float lanes_s[Ops::W];
-        Ops::store(lanes_s, sum[u]);
-        for (int l = 0; l < Ops::W; ++l) lanes_s[l] = __builtin_logf(lanes_s[l]);
-        k[u] = Ops::load(lanes_s);
-      } else {
-        k[u] = Ops::div(Ops::set1(1.0f), sum[u]);
-      }
-    }
-    for (int64_t c = 0; c < s.classes; ++c) {
-      for (int u = 0; u < nv; ++u) {
-        const V z = Ops::sub(blk.load(xb + c * s.inner, u, 0.0f), m[u]);
-        blk.store(yb + c * s.inner, u, log ? Ops::sub(z, k[u]) : Ops::mul(vexp<Ops>(z), k[u]));
+        const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
+        blk.store(y + off, u, log ? Ops::sub(z, k[u]) : Ops::mul(vexp<Ops>(z), k[u]));
       }
     }
   });
@@ -406,12 +439,17 @@ void softmax_backward_columns(const float* gy, const float* y, float* gx, Softma
     const int64_t base = o * s.classes * s.inner + j0;
     V dot[kBlockVectors];
     for (int u = 0; u < nv; ++u) dot[u] = Ops::zero();
-    for (int64_t c = 0; c < s.classes; ++c) {
-      const int64_t off = base + c * s.inner;
-      for (int u = 0; u < nv; ++u) {
-        const V g = blk.load(gy + off, u, 0.0f);
-        dot[u] = log ? Ops::add(dot[u], g) : Ops::fmadd(g, blk.load(y + off, u, 0.0f), dot[u]);
+    for (int64_t c0 = 0; c0 < s.classes; c0 += kSumBlock) {
+      V part[kBlockVectors];
+      for (int u = 0; u < nv; ++u) part[u] = Ops::zero();
+      for (int64_t c = c0; c < min_i(c0 + kSumBlock, s.classes); ++c) {
+        const int64_t off = base + c * s.inner;
+        for (int u = 0; u < nv; ++u) {
+          const V g = blk.load(gy + off, u, 0.0f);
+          part[u] = log ? Ops::add(part[u], g) : Ops::fmadd(g, blk.load(y + off, u, 0.0f), part[u]);
+        }
       }
+      for (int u = 0; u < nv; ++u) dot[u] = Ops::add(dot[u], part[u]);
     }
     for (int64_t c = 0; c < s.classes; ++c) {
       const int64_t off = base + c * s.inner;
@@ -552,41 +590,6 @@ int64_t cross_entropy_rows(const float* x, const CrossEntropyPlan& plan, int64_t
         }
       });
   return bad;
-}
-
-// Column statistics of one block: max pass, then sums relative to the max.
-template <class Ops, bool kDot, bool kWeight, bool kProb>
-void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t base, const ColumnBlock<Ops>& blk,
-                  float* m, float* sum, float* d, float* qw) {
-  using V = typename Ops::V;
-  const int nv = blk.vectors();
-  V vm[kBlockVectors], vs[kBlockVectors], vd[kBlockVectors], vq[kBlockVectors];
-  for (int u = 0; u < nv; ++u) {
-    vm[u] = Ops::set1(kNegInf);
-    vs[u] = vd[u] = vq[u] = Ops::zero();
-  }
-  for (int64_t c = 0; c < s.classes; ++c) {
-    for (int u = 0; u < nv; ++u) vm[u] = Ops::max(vm[u], blk.load(x + base + c * s.inner, u, 0.0f));
-  }
-  for (int64_t c = 0; c < s.classes; ++c) {
-    const int64_t off = base + c * s.inner;
-    const V wc = kWeight ? Ops::set1(t.weight[c]) : Ops::set1(1.0f);
-    for (int u = 0; u < nv; ++u) {
-      const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
-      vs[u] = Ops::add(vs[u], vexp<Ops>(z));
-      if constexpr (kDot) {
-        const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
-        vd[u] = Ops::fmadd(wq, z, vd[u]);
-        vq[u] = Ops::add(vq[u], wq);
-      }
-    }
-  }
-  for (int u = 0; u < nv; ++u) {
-    Ops::store(m + u * Ops::W, vm[u]);
-    Ops::store(sum + u * Ops::W, vs[u]);
-    Ops::store(d + u * Ops::W, vd[u]);
-    Ops::store(qw + u * Ops::W, vq[u]);
-  }
 }
 
 template <class Ops, bool kDot, bool kWeight, bool kProb>

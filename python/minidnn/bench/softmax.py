@@ -1,0 +1,187 @@
+"""Benchmark cases of the softmax family: softmax / log_softmax forward and
+backward, cross-entropy forward and forward+backward, and the element-wise
+activations. All are memory-bound: `bytes` is the minimum traffic of a call.
+
+PyTorch and ONNX imports happen inside the peer builders, so this module
+works without them (the harness skips peers that do not import).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+import minidnn
+from minidnn import reference
+
+from .harness import Case, Inputs, onnx_model
+
+CLASSIFIER_SHAPES = [(4096, 1000), (512, 32000), (64, 262144)]  # (N, C): classes, vocabularies
+ACTIVATION_SIZE = 16 * 2**20
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def _normal(shape: tuple[int, ...]) -> Callable[[np.random.Generator], Inputs]:
+    """make(): x standard normal."""
+    return lambda rng: {"x": rng.standard_normal(shape, dtype=np.float32)}
+
+
+def _logits_and_targets(shape: tuple[int, int]) -> Callable[[np.random.Generator], Inputs]:
+    """make(): x standard normal (N, C) logits, target int64 class indices (N,)."""
+    n, c = shape
+
+    def make(rng: np.random.Generator) -> Inputs:
+        return {
+            "x": rng.standard_normal(shape, dtype=np.float32),
+            "target": rng.integers(0, c, n, dtype=np.int64),
+        }
+
+    return make
+
+
+def _softmax_forward(shape: tuple[int, ...], axis: int = -1, log: bool = False) -> Case:
+    op, ref, op_name = (
+        (minidnn.log_softmax, reference.log_softmax, "log_softmax")
+        if log
+        else (minidnn.softmax, reference.softmax, "softmax")
+    )
+
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        x, fn = torch.from_numpy(inputs["x"]), torch.log_softmax if log else torch.softmax
+        return lambda: fn(x, axis)
+
+    suffix = "" if axis == -1 else f" axis={axis}"
+    return Case(
+        name=f"{op_name} fwd {_dims(shape)}{suffix}",
+        make=_normal(shape),
+        run=lambda inputs: op(inputs["x"], axis),
+        reference=lambda inputs: ref(inputs["x"], axis),
+        bytes=8 * int(np.prod(shape)),
+        torch=torch_call,
+        onnx=lambda inputs: onnx_model("LogSoftmax" if log else "Softmax", inputs, axis=axis),
+    )
+
+
+def _softmax_backward(shape: tuple[int, int]) -> Case:
+    """softmax_backward(grad_y, y) with y a genuine softmax output."""
+
+    def make(rng: np.random.Generator) -> Inputs:
+        y = reference.softmax(rng.standard_normal(shape)).astype(np.float32)
+        return {"grad_y": rng.standard_normal(shape, dtype=np.float32), "y": y}
+
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        grad_y, y = torch.from_numpy(inputs["grad_y"]), torch.from_numpy(inputs["y"])
+        # The kernel autograd runs for softmax's backward (no public function exists).
+        return lambda: torch.ops.aten._softmax_backward_data(grad_y, y, -1, torch.float32)
+
+    return Case(
+        name=f"softmax bwd {_dims(shape)}",
+        make=make,
+        run=lambda inputs: minidnn.softmax_backward(inputs["grad_y"], inputs["y"]),
+        reference=lambda inputs: reference.softmax_backward(inputs["grad_y"], inputs["y"]),
+        bytes=12 * int(np.prod(shape)),
+        torch=torch_call,
+    )
+
+
+def _cross_entropy_forward(shape: tuple[int, int]) -> Case:
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+        import torch.nn.functional as F
+
+        x, target = torch.from_numpy(inputs["x"]), torch.from_numpy(inputs["target"])
+        return lambda: F.cross_entropy(x, target)
+
+    return Case(
+        name=f"cross_entropy fwd {_dims(shape)}",
+        make=_logits_and_targets(shape),
+        run=lambda inputs: minidnn.cross_entropy(inputs["x"], inputs["target"]),
+        reference=lambda inputs: reference.cross_entropy(inputs["x"], inputs["target"]),
+        bytes=4 * int(np.prod(shape)),
+        torch=torch_call,
+        onnx=lambda inputs: onnx_model("SoftmaxCrossEntropyLoss", inputs, reduction="mean"),
+    )
+
+
+def _cross_entropy_forward_backward(shape: tuple[int, int]) -> Case:
+    """One call: the mean loss, then its gradient wrt the logits (grad_loss 1)."""
+
+    def run(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+        x, target = inputs["x"], inputs["target"]
+        return minidnn.cross_entropy(x, target), minidnn.cross_entropy_backward(1.0, x, target)
+
+    def ref(inputs: Inputs) -> tuple[np.ndarray, np.ndarray]:
+        x, target = inputs["x"], inputs["target"]
+        return reference.cross_entropy(x, target), reference.cross_entropy_backward(1.0, x, target)
+
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(inputs["x"]).requires_grad_()
+        target = torch.from_numpy(inputs["target"])
+
+        def call() -> tuple[Any, Any]:
+            x.grad = None
+            with torch.enable_grad():
+                loss = F.cross_entropy(x, target)
+                loss.backward()
+            return loss.detach(), x.grad
+
+        return call
+
+    return Case(
+        name=f"cross_entropy fwd+bwd {_dims(shape)}",
+        make=_logits_and_targets(shape),
+        run=run,
+        reference=ref,
+        bytes=12 * int(np.prod(shape)),  # forward reads x; backward reads x, writes grad
+        torch=torch_call,
+    )
+
+
+def _activation_forward(name: str, onnx_op: str) -> Case:
+    op, ref = getattr(minidnn, name), getattr(reference, name)
+
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        x, fn = torch.from_numpy(inputs["x"]), getattr(torch, name)
+        return lambda: fn(x)
+
+    return Case(
+        name=f"{name} fwd {ACTIVATION_SIZE // 2**20}M",
+        make=lambda rng: {"x": 3 * rng.standard_normal(ACTIVATION_SIZE, dtype=np.float32)},
+        run=lambda inputs: op(inputs["x"]),
+        reference=lambda inputs: ref(inputs["x"]),
+        bytes=8 * ACTIVATION_SIZE,
+        torch=torch_call,
+        onnx=lambda inputs: onnx_model(onnx_op, inputs),
+    )
+
+
+def cases(device: str, quick: bool) -> list[Case]:
+    """The softmax-family cases on `device` (none on CUDA yet). The suite is
+    the same with `quick`: the harness shrinks the repeats, not the shapes."""
+    if device != "cpu":
+        return []
+    return [
+        *(_softmax_forward(shape) for shape in CLASSIFIER_SHAPES),
+        _softmax_forward((96, 128, 128)),  # attention: 96 heads x 128 queries, rows of 128 keys
+        _softmax_forward((8, 21, 128, 128), axis=1),  # per-pixel class scores, NCHW
+        *(_softmax_forward(shape, log=True) for shape in CLASSIFIER_SHAPES),
+        *(_softmax_backward(shape) for shape in CLASSIFIER_SHAPES[:2]),
+        *(_cross_entropy_forward(shape) for shape in CLASSIFIER_SHAPES),
+        *(_cross_entropy_forward_backward(shape) for shape in CLASSIFIER_SHAPES),
+        _activation_forward("relu", "Relu"),
+        _activation_forward("sigmoid", "Sigmoid"),
+        _activation_forward("tanh", "Tanh"),
+    ]
