@@ -99,3 +99,10 @@ def test_against_torch(rng):
     assert_close(minidnn.sigmoid(x), torch.sigmoid(xt).numpy(), tol=1e-6)
     assert_close(minidnn.tanh(x), torch.tanh(xt).numpy(), tol=1e-6)
     assert_close(minidnn.leaky_relu(x, 0.2), torch.nn.functional.leaky_relu(xt, 0.2).numpy(), tol=0)
+
+
+@pytest.mark.parametrize("op", ["relu", "tanh"])
+def test_large_outputs_streamed(isa, threads, rng, op):
+    """8 MB and more: streaming stores, from a misaligned start."""
+    x = (rng.standard_normal(2**21 + 37) * 3).astype(np.float32)[5:]
+    assert_close(getattr(minidnn, op)(x), getattr(ref, op)(x))

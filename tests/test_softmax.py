@@ -245,3 +245,15 @@ def test_against_torch(rng):
     for axis in (0, 1, 2):
         assert_close(minidnn.softmax(x, axis=axis), torch.softmax(torch.from_numpy(x), axis).numpy(), tol=1e-5)
         assert_close(minidnn.log_softmax(x, axis=axis), torch.log_softmax(torch.from_numpy(x), axis).numpy(), tol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(65, 32771), (1, 300007)], ids=str)
+def test_large_outputs_streamed_and_unscratched_rows(isa, threads, rng, shape):
+    """Outputs of 8 MB and more are written with streaming stores (rows that
+    start at every alignment here); rows past the scratch limit recompute
+    the exp instead of caching it."""
+    x = logits(rng, shape, LOSS_SCALE)
+    assert_close(minidnn.softmax(x), ref.softmax(x))
+    assert_close(minidnn.log_softmax(x), ref.log_softmax(x))
+    t = class_targets(rng, shape)
+    assert_close(minidnn.cross_entropy_backward(1.0, x, t), ref.cross_entropy_backward(1.0, x, t), tol=5e-6)

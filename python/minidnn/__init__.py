@@ -3,7 +3,7 @@ CUDA on the GPU), each verified against the float64 NumPy reference in
 minidnn.reference."""
 
 from . import _C
-from ._runtime import config, get_num_threads, set_num_threads, show_config
+from ._runtime import config, empty_cache, get_num_threads, set_num_threads, show_config
 from .activation import (
     leaky_relu,
     leaky_relu_backward,
@@ -32,6 +32,7 @@ __all__ = [
     "__version__",
     "config",
     "show_config",
+    "empty_cache",
     "set_num_threads",
     "get_num_threads",
     "cuda",

@@ -1,9 +1,12 @@
 """Runtime control: threads, the CPU code path, configuration, and output
-allocation (with the poisoning hook the tests use)."""
+allocation (a reuse pool for large outputs, and the poisoning hook the
+tests use)."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
+import threading
 import warnings
 from typing import Iterator
 
@@ -11,7 +14,7 @@ import numpy as np
 
 from . import _C, _validate
 
-__all__ = ["set_num_threads", "get_num_threads", "config", "show_config"]
+__all__ = ["set_num_threads", "get_num_threads", "config", "show_config", "empty_cache"]
 
 if _C.isa_warning():
     warnings.warn(_C.isa_warning(), RuntimeWarning, stacklevel=3)
@@ -67,13 +70,62 @@ def _isa(name: str) -> Iterator[None]:
 
 _poison: float | None = None
 
+# Output buffers of this size and more are kept for reuse. Below it, malloc
+# already recycles freed memory; above it (glibc maps large blocks afresh),
+# a new array costs a page fault per page on first write, which for a 64 MB
+# output takes longer than the kernel that fills it.
+_POOL_MIN_BYTES = 32 << 20
+_POOL_CAP_BYTES = 1 << 30
+_pool: dict[int, list[np.ndarray]] = {}
+_pool_lock = threading.Lock()
+
+
+def _free_buffer(buffers: list[np.ndarray]) -> np.ndarray | None:
+    """A buffer of the list that no array uses any more, or None."""
+    for i in range(len(buffers)):
+        # Every array handed out is a view whose .base is the buffer, and so
+        # is every view of such an array: while one exists the buffer has
+        # more references than the list's and getrefcount's argument.
+        if sys.getrefcount(buffers[i]) <= 2:
+            return buffers[i]
+    return None
+
+
+def _pooled_bytes(nbytes: int) -> np.ndarray:
+    with _pool_lock:
+        buffers = _pool.setdefault(nbytes, [])
+        raw = _free_buffer(buffers)
+        if raw is not None:
+            return raw
+        total = sum(size * len(bufs) for size, bufs in _pool.items())
+        raw = np.empty(nbytes, dtype=np.uint8)
+        if total + nbytes <= _POOL_CAP_BYTES:
+            buffers.append(raw)
+        return raw
+
+
+def empty_cache() -> None:
+    """Releases the large output buffers minidnn keeps for reuse (those no
+    array still uses)."""
+    with _pool_lock:
+        for buffers in _pool.values():
+            while (raw := _free_buffer(buffers)) is not None:
+                buffers.remove(raw)
+                del raw
+
 
 def empty(shape, dtype=np.float32) -> np.ndarray:
     """An uninitialized output array (filled with the poison value inside
     poisoned_outputs(), so a kernel that skips an element is caught)."""
-    if _poison is None:
-        return np.empty(shape, dtype=dtype)
-    return np.full(shape, _poison, dtype=dtype)
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes >= _POOL_MIN_BYTES:
+        out = _pooled_bytes(nbytes).view(dtype).reshape(shape)
+    else:
+        out = np.empty(shape, dtype=dtype)
+    if _poison is not None:
+        out.fill(_poison)
+    return out
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@
 
 #include "cpu/activation/activation.h"
 #include "cpu/simd/math.h"
+#include "cpu/simd/store.h"
 #include "runtime/threads.h"
 
 namespace {
@@ -18,22 +19,24 @@ using minidnn::cpu::Activation;
 // Below this many elements a second thread costs more to wake than it saves.
 constexpr int64_t kActivationGrain = 1 << 15;
 
-// Applies op(i, n) over [0, n) in W-wide steps, the last one partial, split
-// into contiguous per-thread ranges that start on a vector boundary.
-template <class Ops, class Body>
-void parallel_lanes(int64_t n, Body body) {
+// Writes y[0, n) from value(i, len) (see store_row), split into contiguous
+// per-thread ranges that start on a 64-byte boundary of the index space.
+template <class Ops, class Value>
+void write_elementwise(float* y, int64_t n, Value value) {
   const int threads = minidnn::threads_for(n, kActivationGrain);
+  const bool stream = should_stream(n);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int64_t nt = omp_get_num_threads();
     const int64_t t = omp_get_thread_num();
-    const int64_t vectors = (n + Ops::W - 1) / Ops::W;
-    const int64_t begin = vectors * t / nt * Ops::W;
-    const int64_t end_v = vectors * (t + 1) / nt * Ops::W;
-    const int64_t end = end_v < n ? end_v : n;
-    int64_t i = begin;
-    for (; i + Ops::W <= end; i += Ops::W) body(i, int64_t{Ops::W});
-    if (i < end) body(i, end - i);
+    const int64_t lines = (n + 15) / 16;
+    const int64_t begin = lines * t / nt * 16;
+    const int64_t end_line = lines * (t + 1) / nt * 16;
+    const int64_t end = end_line < n ? end_line : n;
+    if (begin < end) {
+      store_row<Ops>(y + begin, end - begin, stream, [&](int64_t i, int64_t len) { return value(begin + i, len); });
+    }
+    if (stream) Ops::fence();
   }
 }
 
@@ -65,26 +68,16 @@ typename Ops::V activate_grad(Activation f, typename Ops::V g, typename Ops::V s
 template <class Ops, Activation F>
 void forward_as(const float* x, float* y, int64_t n, float alpha) {
   const typename Ops::V a = Ops::set1(alpha);
-  parallel_lanes<Ops>(n, [&](int64_t i, int64_t w) {
-    if (w == Ops::W) {
-      Ops::store(y + i, activate<Ops>(F, Ops::load(x + i), a));
-    } else {
-      Ops::store_tail(y + i, activate<Ops>(F, Ops::load_tail(x + i, w, 0.0f), a), w);
-    }
+  write_elementwise<Ops>(y, n, [&](int64_t i, int64_t len) {
+    return activate<Ops>(F, load_part<Ops>(x, i, len, 0.0f), a);
   });
 }
 
 template <class Ops, Activation F>
 void backward_as(const float* g, const float* s, float* gx, int64_t n, float alpha) {
   const typename Ops::V a = Ops::set1(alpha);
-  parallel_lanes<Ops>(n, [&](int64_t i, int64_t w) {
-    if (w == Ops::W) {
-      Ops::store(gx + i, activate_grad<Ops>(F, Ops::load(g + i), Ops::load(s + i), a));
-    } else {
-      Ops::store_tail(gx + i,
-                      activate_grad<Ops>(F, Ops::load_tail(g + i, w, 0.0f), Ops::load_tail(s + i, w, 0.0f), a),
-                      w);
-    }
+  write_elementwise<Ops>(gx, n, [&](int64_t i, int64_t len) {
+    return activate_grad<Ops>(F, load_part<Ops>(g, i, len, 0.0f), load_part<Ops>(s, i, len, 0.0f), a);
   });
 }
 

@@ -30,21 +30,48 @@ typename Ops::V vexp(typename Ops::V x) {
   return Ops::scale_pow2(p, n);
 }
 
+// exp(z) for the arguments of softmax and cross-entropy, z = x - max(x) <=
+// 88.7: the same reduction and polynomial as vexp, with the rounding to an
+// integer done by adding 1.5 * 2^23 (whose low bits then hold the biased
+// exponent of 2^n) and results below the smallest normal float (z <
+// -87.34, including -inf) flushed to 0, which moves a softmax output by
+// less than 1.2e-38. About 40% fewer instructions than vexp.
+template <class Ops>
+typename Ops::V vexp_nonpositive(typename Ops::V z) {
+  using V = typename Ops::V;
+  const auto tiny = Ops::lt(z, Ops::set1(-87.3365447f));
+  const V biased = Ops::fmadd(z, Ops::set1(1.44269504088896341f), Ops::set1(12582912.0f + 127.0f));
+  const V n = Ops::sub(biased, Ops::set1(12582912.0f + 127.0f));
+  V r = Ops::fnmadd(n, Ops::set1(0.693359375f), z);
+  r = Ops::fnmadd(n, Ops::set1(-2.12194440e-4f), r);
+  V p = Ops::set1(1.9875691500e-4f);
+  p = Ops::fmadd(p, r, Ops::set1(1.3981999507e-3f));
+  p = Ops::fmadd(p, r, Ops::set1(8.3334519073e-3f));
+  p = Ops::fmadd(p, r, Ops::set1(4.1665795894e-2f));
+  p = Ops::fmadd(p, r, Ops::set1(1.6666665459e-1f));
+  p = Ops::fmadd(p, r, Ops::set1(5.0000001201e-1f));
+  p = Ops::fmadd(p, Ops::mul(r, r), Ops::add(r, Ops::set1(1.0f)));
+  return Ops::select(tiny, Ops::zero(), Ops::mul(p, Ops::pow2_from_biased(biased)));
+}
+
 // sigmoid(x) = 1 / (1 + e^-x), evaluated as s = 1 / (1 + e^-|x|) and
 // e^-|x| * s for negative x: never overflows, and keeps full relative
-// accuracy deep into the negative tail (down to the subnormals).
+// accuracy deep into the negative tail. Vectors with a lane below -87.3
+// (a subnormal result) take the full-range exp, the rest the faster one.
 template <class Ops>
 typename Ops::V vsigmoid(typename Ops::V x) {
   using V = typename Ops::V;
-  const V e = vexp<Ops>(Ops::sub(Ops::zero(), Ops::abs(x)));
+  const V na = Ops::sub(Ops::zero(), Ops::abs(x));
+  const V e = Ops::any(Ops::lt(na, Ops::set1(-87.0f))) ? vexp<Ops>(na) : vexp_nonpositive<Ops>(na);
   const V s = Ops::div(Ops::set1(1.0f), Ops::add(Ops::set1(1.0f), e));
   return Ops::select(Ops::lt(x, Ops::zero()), Ops::mul(e, s), s);
 }
 
 // tanh(x). For |x| < 0.5 the Taylor series to x^15 (truncation < 1e-8
-// relative) avoids the cancellation of 1 - 2/(e^2x + 1) near zero; above,
-// that form loses at most ~1 bit. Odd symmetry restores the sign; a NaN
-// fails |x| < 0.5 and flows through the exp branch.
+// relative) avoids cancellation near zero; above, (1 - e) / (1 + e) with
+// e = exp(-2|x|) <= 1/e, where 1 - e cannot cancel. Once e underflows the
+// result is 1 either way, so the flushing exp serves. Odd symmetry restores
+// the sign; a NaN fails |x| < 0.5 and flows through the exp branch.
 template <class Ops>
 typename Ops::V vtanh(typename Ops::V x) {
   using V = typename Ops::V;
@@ -58,8 +85,9 @@ typename Ops::V vtanh(typename Ops::V x) {
   p = Ops::fmadd(p, z, Ops::set1(2.0f / 15.0f));
   p = Ops::fmadd(p, z, Ops::set1(-1.0f / 3.0f));
   const V small = Ops::fmadd(Ops::mul(a, z), p, a);
-  const V e = vexp<Ops>(Ops::add(a, a));
-  const V large = Ops::sub(Ops::set1(1.0f), Ops::div(Ops::set1(2.0f), Ops::add(e, Ops::set1(1.0f))));
+  const V one = Ops::set1(1.0f);
+  const V e = vexp_nonpositive<Ops>(Ops::mul(a, Ops::set1(-2.0f)));
+  const V large = Ops::div(Ops::sub(one, e), Ops::add(one, e));
   return Ops::copysign(Ops::select(Ops::lt(a, Ops::set1(0.5f)), small, large), x);
 }
 

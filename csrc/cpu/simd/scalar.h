@@ -16,6 +16,7 @@ struct ScalarOps {
   static V load(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
   static void stream(float* p, V v) { *p = v; }
+  static void fence() {}
   static V load_tail(const float* p, int64_t n, float fill) { return n > 0 ? *p : fill; }
   static void store_tail(float* p, V v, int64_t n) {
     if (n > 0) *p = v;
@@ -38,6 +39,7 @@ struct ScalarOps {
   static M gt(V a, V b) { return a > b; }
   static M lt(V a, V b) { return a < b; }
   static M le(V a, V b) { return a <= b; }
+  static bool any(M m) { return m; }
   static V select(M m, V a, V b) { return m ? a : b; }
 
   static float reduce_max(V a) { return a; }
@@ -49,6 +51,10 @@ struct ScalarOps {
     const float magic = 12582912.0f;
     volatile float shifted = a + magic;
     return shifted - magic;
+  }
+
+  static V pow2_from_biased(V t) {
+    return bits_to_float(float_to_bits(t) << 23);
   }
 
   static V scale_pow2(V p, V n) {

@@ -24,8 +24,10 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "cpu/simd/math.h"
+#include "cpu/simd/store.h"
 #include "cpu/softmax/softmax.h"
 #include "runtime/threads.h"
 
@@ -55,8 +57,9 @@ inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 // statistics in order; write(r, b, e, total) writes the slice. Rows are
 // shared out whole when there are enough of them, otherwise split.
 template <class Ops, class Stats, class Reduce, class Combine, class Write>
-void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
-  const int threads = minidnn::threads_for(rows * n, kGrain);
+void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write, int max_threads = kMaxSplit) {
+  const int wanted = minidnn::threads_for(rows * n, kGrain);
+  const int threads = wanted < max_threads ? wanted : max_threads;
   const bool split = threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
   if (!split) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -199,8 +202,8 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
   for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
     const V z0 = Ops::sub(Ops::load(x + i), m);
     const V z1 = Ops::sub(Ops::load(x + i + Ops::W), m);
-    s0 = Ops::add(s0, vexp<Ops>(z0));
-    s1 = Ops::add(s1, vexp<Ops>(z1));
+    s0 = Ops::add(s0, vexp_nonpositive<Ops>(z0));
+    s1 = Ops::add(s1, vexp_nonpositive<Ops>(z1));
     if constexpr (kDot) {
       const V wq0 = load_wq<Ops, kWeight, kProb>(w, q, i);
       const V wq1 = load_wq<Ops, kWeight, kProb>(w, q, i + Ops::W);
@@ -212,7 +215,7 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
     const int64_t len = min_i(Ops::W, n - i);
     // Missing lanes read x = -inf, adding exp(-inf) = 0 to the sum, and
     // x = m, adding wq * 0 to the dot product.
-    s0 = Ops::add(s0, vexp<Ops>(Ops::sub(Ops::load_tail(x + i, len, kNegInf), m)));
+    s0 = Ops::add(s0, vexp_nonpositive<Ops>(Ops::sub(Ops::load_tail(x + i, len, kNegInf), m)));
     if constexpr (kDot) {
       const V wq = load_wq_tail<Ops, kWeight, kProb>(w, q, i, len);
       d0 = Ops::fmadd(wq, Ops::sub(Ops::load_tail(x + i, len, st->m), m), d0);
@@ -303,7 +306,7 @@ void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t b
       const V wc = kWeight ? Ops::set1(t.weight[c]) : Ops::set1(1.0f);
       for (int u = 0; u < nv; ++u) {
         const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
-        ps[u] = Ops::add(ps[u], vexp<Ops>(z));
+        ps[u] = Ops::add(ps[u], vexp_nonpositive<Ops>(z));
         if constexpr (kDot) {
           const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
           pd[u] = Ops::fmadd(wq, z, pd[u]);
@@ -329,24 +332,109 @@ void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t b
 // softmax / log_softmax forward
 // ---------------------------------------------------------------------------
 
+// log_softmax: y = (x - m) - log s. softmax rows too long for the scratch
+// path: y = exp(x - m) / s, recomputing the exp.
 template <class Ops>
-void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log) {
+void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log, bool stream) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m);
-  int64_t i = 0;
   if (log) {
     const V ls = Ops::set1(__builtin_logf(s));
-    for (; i + Ops::W <= n; i += Ops::W) Ops::store(y + i, Ops::sub(Ops::sub(Ops::load(x + i), mv), ls));
-    if (i < n) Ops::store_tail(y + i, Ops::sub(Ops::sub(Ops::load_tail(x + i, n - i, 0.0f), mv), ls), n - i);
+    store_row<Ops>(y, n, stream, [&](int64_t i, int64_t len) {
+      return Ops::sub(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv), ls);
+    });
   } else {
     const V inv = Ops::set1(1.0f / s);
-    for (; i + Ops::W <= n; i += Ops::W) {
-      Ops::store(y + i, Ops::mul(vexp<Ops>(Ops::sub(Ops::load(x + i), mv)), inv));
+    store_row<Ops>(y, n, stream, [&](int64_t i, int64_t len) {
+      return Ops::mul(vexp_nonpositive<Ops>(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv)), inv);
+    });
+  }
+  if (stream) Ops::fence();
+}
+
+// softmax on rows of up to kScratchMax floats evaluates exp once per element:
+// pass 1 stores exp(x - chunk max) in a per-thread scratch row that stays in
+// L2, with each chunk's max; pass 2 scales each chunk by
+// exp(chunk max - row max) / sum on its way to y. The logits are read once
+// and y written once, so the traffic is that of a copy.
+constexpr int64_t kScratchMax = int64_t{1} << 18;
+
+inline int64_t scratch_slot(int64_t n) { return (n + n / kChunk + 2 + 15) / 16 * 16; }
+
+// The calling thread's scratch, `threads` slots of scratch_slot(n) floats.
+// Owned per calling thread (Python threads may run kernels concurrently);
+// grows, and is kept for the next call. Null if allocation fails.
+inline float* caller_scratch(int64_t floats) {
+  static thread_local float* buffer = nullptr;
+  static thread_local int64_t capacity = 0;
+  if (floats > capacity) {
+    std::free(buffer);
+    buffer = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(floats) * sizeof(float)));
+    capacity = buffer != nullptr ? floats : 0;
+  }
+  return buffer;
+}
+
+// e[i] = exp(x[i] - m) for i in [0, n); returns their sum.
+template <class Ops>
+float exp_store_sum(const float* x, float* e, int64_t n, float m) {
+  using V = typename Ops::V;
+  const V mv = Ops::set1(m);
+  V s0 = Ops::zero(), s1 = Ops::zero();
+  int64_t i = 0;
+  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
+    const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i), mv));
+    const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i + Ops::W), mv));
+    Ops::store(e + i, e0);
+    Ops::store(e + i + Ops::W, e1);
+    s0 = Ops::add(s0, e0);
+    s1 = Ops::add(s1, e1);
+  }
+  for (; i < n; i += Ops::W) {
+    const int64_t len = min_i(Ops::W, n - i);
+    const V ev = vexp_nonpositive<Ops>(Ops::sub(Ops::load_tail(x + i, len, kNegInf), mv));
+    Ops::store_tail(e + i, ev, len);
+    s0 = Ops::add(s0, ev);
+  }
+  return Ops::reduce_add(Ops::add(s0, s1));
+}
+
+// Pass 1 of the scratch path over x[0, n): fills e[0, n) and, per chunk k,
+// chunk_max[k]; returns the online (max, sum).
+template <class Ops>
+RowStats exp_into_scratch(const float* x, int64_t n, float* e, float* chunk_max) {
+  RowStats st = kEmptyStats;
+  for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
+    const int64_t len = min_i(kChunk, n - c);
+    const float cm = max_of<Ops>(x + c, len);
+    chunk_max[k] = cm;
+    if (cm == kNegInf) {
+      // exp(-inf - m) = 0 for any m; pass 2 turns these into NaN if the
+      // whole row is -inf.
+      for (int64_t i = 0; i < len; ++i) e[c + i] = 0.0f;
+      continue;
     }
-    if (i < n) {
-      Ops::store_tail(y + i, Ops::mul(vexp<Ops>(Ops::sub(Ops::load_tail(x + i, n - i, 0.0f), mv)), inv), n - i);
+    const float cs = exp_store_sum<Ops>(x + c, e + c, len, cm);
+    if (cm > st.m) {
+      st.s = (st.m > kNegInf ? st.s * __builtin_expf(st.m - cm) : 0.0f) + cs;
+      st.m = cm;
+    } else {
+      st.s += cs * __builtin_expf(cm - st.m);  // a NaN chunk max poisons the sum, as it should
     }
   }
+  return st;
+}
+
+template <class Ops>
+void scale_from_scratch(const float* e, const float* chunk_max, float* y, int64_t n, const RowStats& total,
+                        bool stream) {
+  for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
+    const int64_t len = min_i(kChunk, n - c);
+    const typename Ops::V f = Ops::set1(__builtin_expf(chunk_max[k] - total.m) / total.s);
+    store_row<Ops>(y + c, len, stream,
+                   [&](int64_t i, int64_t l) { return Ops::mul(load_part<Ops>(e + c, i, l, 0.0f), f); });
+  }
+  if (stream) Ops::fence();
 }
 
 template <class Ops>
@@ -370,7 +458,7 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
       const int64_t off = base + c * s.inner;
       for (int u = 0; u < nv; ++u) {
         const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
-        blk.store(y + off, u, log ? Ops::sub(z, k[u]) : Ops::mul(vexp<Ops>(z), k[u]));
+        blk.store(y + off, u, log ? Ops::sub(z, k[u]) : Ops::mul(vexp_nonpositive<Ops>(z), k[u]));
       }
     }
   });
@@ -380,6 +468,43 @@ template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
+  const bool stream = should_stream(s.outer * n);
+  const int64_t slot = scratch_slot(n);
+  if (!log && !stream && n <= kChunk) {
+    // Short rows whose output stays cached: y = exp(x - max) in one pass,
+    // then y *= 1 / sum in place, all in L1.
+    static_assert(kChunk < kSplitMinRow, "a short row is never split across threads");
+    for_each_row<Ops, RowStats>(
+        s.outer, n,
+        [&](int64_t r, int64_t, int64_t) {
+          const float m = max_of<Ops>(x + r * n, n);
+          return RowStats{m, exp_store_sum<Ops>(x + r * n, y + r * n, n, m), 0.0, 0.0};
+        },
+        merge_stats,
+        [&](int64_t r, int64_t, int64_t, const RowStats& total) {
+          float* yr = y + r * n;
+          const typename Ops::V inv = Ops::set1(1.0f / total.s);
+          store_row<Ops>(yr, n, false, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(yr, i, len, 0.0f), inv); });
+        });
+    return;
+  }
+  const int threads = minidnn::get_num_threads();
+  float* scratch = !log && n <= kScratchMax ? caller_scratch(slot * threads) : nullptr;
+  if (scratch != nullptr) {
+    for_each_row<Ops, RowStats>(
+        s.outer, n,
+        [&](int64_t r, int64_t b, int64_t e) {
+          float* mine = scratch + slot * omp_get_thread_num();
+          return exp_into_scratch<Ops>(x + r * n + b, e - b, mine, mine + (e - b));
+        },
+        merge_stats,
+        [&](int64_t r, int64_t b, int64_t e, const RowStats& total) {
+          const float* mine = scratch + slot * omp_get_thread_num();
+          scale_from_scratch<Ops>(mine, mine + (e - b), y + r * n + b, e - b, total, stream);
+        },
+        threads);
+    return;
+  }
   for_each_row<Ops, RowStats>(
       s.outer, n,
       [&](int64_t r, int64_t b, int64_t e) {
@@ -387,7 +512,7 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
       },
       merge_stats,
       [&](int64_t r, int64_t b, int64_t e, const RowStats& st) {
-        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log);
+        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log, stream);
       });
 }
 
@@ -646,31 +771,26 @@ int64_t cross_entropy_forward(const float* x, const LossTarget& t, SoftmaxShape 
   return cross_entropy_as<Ops, false, false, false>(x, plan, s, loss);
 }
 
-// grad = a * exp(x - m) - b * wq over [0, n) of one row; kSub: b * wq exists.
+// grad = a * exp(x - m) - b * wq over [0, n) of one row; kSub: b * wq
+// exists. Not fenced: the caller writes the target correction after it.
 template <class Ops, bool kSub, bool kWeight, bool kProb>
 void write_ce_gradient(const float* x, const float* w, const float* q, float* grad, int64_t n, float m, float a,
-                       float b) {
+                       float b, bool stream) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m), av = Ops::set1(a), bv = Ops::set1(b);
-  int64_t i = 0;
-  for (; i + Ops::W <= n; i += Ops::W) {
-    V g = Ops::mul(av, vexp<Ops>(Ops::sub(Ops::load(x + i), mv)));
-    if constexpr (kSub) g = Ops::fnmadd(bv, load_wq<Ops, kWeight, kProb>(w, q, i), g);
-    Ops::store(grad + i, g);
-  }
-  if (i < n) {
-    const int64_t len = n - i;
-    V g = Ops::mul(av, vexp<Ops>(Ops::sub(Ops::load_tail(x + i, len, 0.0f), mv)));
-    if constexpr (kSub) g = Ops::fnmadd(bv, load_wq_tail<Ops, kWeight, kProb>(w, q, i, len), g);
-    Ops::store_tail(grad + i, g, len);
-  }
+  store_row<Ops>(grad, n, stream, [&](int64_t i, int64_t len) {
+    V g = Ops::mul(av, vexp_nonpositive<Ops>(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv)));
+    if constexpr (kSub) {
+      const V wq = len == Ops::W ? load_wq<Ops, kWeight, kProb>(w, q, i) : load_wq_tail<Ops, kWeight, kProb>(w, q, i, len);
+      g = Ops::fnmadd(bv, wq, g);
+    }
+    return g;
+  });
 }
 
 template <class Ops>
-void fill_zero(float* p, int64_t n) {
-  int64_t i = 0;
-  for (; i + Ops::W <= n; i += Ops::W) Ops::store(p + i, Ops::zero());
-  if (i < n) Ops::store_tail(p + i, Ops::zero(), n - i);
+void fill_zero(float* p, int64_t n, bool stream) {
+  store_row<Ops>(p, n, stream, [](int64_t, int64_t) { return Ops::zero(); });
 }
 
 template <class Ops, bool kSub, bool kWeight, bool kProb>
@@ -678,6 +798,7 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
                                     float* grad) {
   const int64_t n = plan.classes;
   const LossTarget& t = plan.t;
+  const bool stream = should_stream(rows * n);
   int64_t bad = 0;
   for_each_row<Ops, RowStats>(
       rows, n,
@@ -696,7 +817,8 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
           idx = t.index[r];
           const int kind = plan.classify(idx);
           if (kind != 1) {
-            fill_zero<Ops>(gr + b, e - b);
+            fill_zero<Ops>(gr + b, e - b, stream);
+            if (stream) Ops::fence();
             if (kind < 0 && b == 0) {
 #pragma omp atomic
               ++bad;
@@ -709,7 +831,8 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
         plan.gradient_terms(st, w_t, g, &a, &bb);
         write_ce_gradient<Ops, kSub, kWeight, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
                                                       kProb ? t.prob + r * n + b : nullptr, gr + b, e - b, st.m,
-                                                      a / st.s, bb);
+                                                      a / st.s, bb, stream);
+        if (stream) Ops::fence();
         if (!kProb && idx >= b && idx < e) gr[idx] -= plan.target_correction(w_t, g);
       });
   return bad;
@@ -763,7 +886,7 @@ int64_t cross_entropy_backward_columns(const float* x, const CrossEntropyPlan& p
       const int64_t off = base + c * s.inner;
       const V wc = kWeight ? Ops::set1(t.weight[c]) : Ops::set1(1.0f);
       for (int u = 0; u < nv; ++u) {
-        V g = Ops::mul(va[u], vexp<Ops>(Ops::sub(blk.load(x + off, u, 0.0f), vm[u])));
+        V g = Ops::mul(va[u], vexp_nonpositive<Ops>(Ops::sub(blk.load(x + off, u, 0.0f), vm[u])));
         if constexpr (kSub) {
           const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
           g = Ops::fnmadd(vb[u], wq, g);
