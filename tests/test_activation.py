@@ -102,7 +102,7 @@ def test_against_torch(rng):
 
 
 @pytest.mark.parametrize("op", ["relu", "tanh"])
-def test_large_outputs_streamed(isa, threads, rng, op):
-    """8 MB and more: streaming stores, from a misaligned start."""
+def test_large_outputs_misaligned_input(isa, threads, rng, op):
+    """Two threads' ranges over 8 MB, from an input that starts off a vector boundary."""
     x = (rng.standard_normal(2**21 + 37) * 3).astype(np.float32)[5:]
     assert_close(getattr(minidnn, op)(x), getattr(ref, op)(x))

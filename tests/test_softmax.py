@@ -248,10 +248,9 @@ def test_against_torch(rng):
 
 
 @pytest.mark.parametrize("shape", [(65, 32771), (1, 300007)], ids=str)
-def test_large_outputs_streamed_and_unscratched_rows(isa, threads, rng, shape):
-    """Outputs of 8 MB and more are written with streaming stores (rows that
-    start at every alignment here); rows past the scratch limit recompute
-    the exp instead of caching it."""
+def test_large_outputs_and_rows_past_the_one_pass_limit(isa, threads, rng, shape):
+    """Large outputs come from the reuse pool; rows longer than the one-pass
+    softmax limit (2^18) recompute the exp instead of keeping it in y."""
     x = logits(rng, shape, LOSS_SCALE)
     assert_close(minidnn.softmax(x), ref.softmax(x))
     assert_close(minidnn.log_softmax(x), ref.log_softmax(x))

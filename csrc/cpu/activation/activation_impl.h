@@ -24,7 +24,6 @@ constexpr int64_t kActivationGrain = 1 << 15;
 template <class Ops, class Value>
 void write_elementwise(float* y, int64_t n, Value value) {
   const int threads = minidnn::threads_for(n, kActivationGrain);
-  const bool stream = should_stream(n);
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int64_t nt = omp_get_num_threads();
@@ -34,9 +33,8 @@ void write_elementwise(float* y, int64_t n, Value value) {
     const int64_t end_line = lines * (t + 1) / nt * 16;
     const int64_t end = end_line < n ? end_line : n;
     if (begin < end) {
-      store_row<Ops>(y + begin, end - begin, stream, [&](int64_t i, int64_t len) { return value(begin + i, len); });
+      store_row<Ops>(y + begin, end - begin, [&](int64_t i, int64_t len) { return value(begin + i, len); });
     }
-    if (stream) Ops::fence();
   }
 }
 

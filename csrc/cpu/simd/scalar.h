@@ -15,8 +15,6 @@ struct ScalarOps {
   static V zero() { return 0.0f; }
   static V load(const float* p) { return *p; }
   static void store(float* p, V v) { *p = v; }
-  static void stream(float* p, V v) { *p = v; }
-  static void fence() {}
   static V load_tail(const float* p, int64_t n, float fill) { return n > 0 ? *p : fill; }
   static void store_tail(float* p, V v, int64_t n) {
     if (n > 0) *p = v;

@@ -24,7 +24,6 @@
 #include <omp.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "cpu/simd/math.h"
 #include "cpu/simd/store.h"
@@ -57,9 +56,8 @@ inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 // statistics in order; write(r, b, e, total) writes the slice. Rows are
 // shared out whole when there are enough of them, otherwise split.
 template <class Ops, class Stats, class Reduce, class Combine, class Write>
-void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write, int max_threads = kMaxSplit) {
-  const int wanted = minidnn::threads_for(rows * n, kGrain);
-  const int threads = wanted < max_threads ? wanted : max_threads;
+void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
+  const int threads = minidnn::threads_for(rows * n, kGrain);
   const bool split = threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
   if (!split) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
@@ -332,47 +330,36 @@ void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t b
 // softmax / log_softmax forward
 // ---------------------------------------------------------------------------
 
-// log_softmax: y = (x - m) - log s. softmax rows too long for the scratch
-// path: y = exp(x - m) / s, recomputing the exp.
+// log_softmax: y = (x - m) - log s. softmax rows too long for the one-pass
+// form: y = exp(x - m) / s, recomputing the exp.
 template <class Ops>
-void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log, bool stream) {
+void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m);
   if (log) {
     const V ls = Ops::set1(__builtin_logf(s));
-    store_row<Ops>(y, n, stream, [&](int64_t i, int64_t len) {
+    store_row<Ops>(y, n, [&](int64_t i, int64_t len) {
       return Ops::sub(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv), ls);
     });
   } else {
     const V inv = Ops::set1(1.0f / s);
-    store_row<Ops>(y, n, stream, [&](int64_t i, int64_t len) {
+    store_row<Ops>(y, n, [&](int64_t i, int64_t len) {
       return Ops::mul(vexp_nonpositive<Ops>(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv)), inv);
     });
   }
-  if (stream) Ops::fence();
 }
 
-// softmax on rows of up to kScratchMax floats evaluates exp once per element:
-// pass 1 stores exp(x - chunk max) in a per-thread scratch row that stays in
-// L2, with each chunk's max; pass 2 scales each chunk by
-// exp(chunk max - row max) / sum on its way to y. The logits are read once
-// and y written once, so the traffic is that of a copy.
-constexpr int64_t kScratchMax = int64_t{1} << 18;
+// softmax on rows of up to kOnePassMax floats evaluates exp once per
+// element: pass 1 writes exp(x - chunk max) into y and keeps each chunk's
+// max (in a per-thread array, the chunks of one row slice); pass 2 scales
+// each chunk of y in place by exp(chunk max - row max) / sum, from cache.
+// The logits are read once and y written once. Longer rows recompute the
+// exp in pass 2 instead (write_softmax_row).
+constexpr int64_t kOnePassMax = int64_t{1} << 18;
 
-inline int64_t scratch_slot(int64_t n) { return (n + n / kChunk + 2 + 15) / 16 * 16; }
-
-// The calling thread's scratch, `threads` slots of scratch_slot(n) floats.
-// Owned per calling thread (Python threads may run kernels concurrently);
-// grows, and is kept for the next call. Null if allocation fails.
-inline float* caller_scratch(int64_t floats) {
-  static thread_local float* buffer = nullptr;
-  static thread_local int64_t capacity = 0;
-  if (floats > capacity) {
-    std::free(buffer);
-    buffer = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(floats) * sizeof(float)));
-    capacity = buffer != nullptr ? floats : 0;
-  }
-  return buffer;
+inline float* thread_chunk_maxima() {
+  static thread_local float maxima[kOnePassMax / kChunk + 1];
+  return maxima;
 }
 
 // e[i] = exp(x[i] - m) for i in [0, n); returns their sum.
@@ -399,10 +386,10 @@ float exp_store_sum(const float* x, float* e, int64_t n, float m) {
   return Ops::reduce_add(Ops::add(s0, s1));
 }
 
-// Pass 1 of the scratch path over x[0, n): fills e[0, n) and, per chunk k,
-// chunk_max[k]; returns the online (max, sum).
+// Pass 1 of the one-pass softmax over x[0, n): fills e[0, n) and, per
+// chunk k, chunk_max[k]; returns the online (max, sum).
 template <class Ops>
-RowStats exp_into_scratch(const float* x, int64_t n, float* e, float* chunk_max) {
+RowStats exp_into_output(const float* x, int64_t n, float* e, float* chunk_max) {
   RowStats st = kEmptyStats;
   for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
     const int64_t len = min_i(kChunk, n - c);
@@ -426,15 +413,14 @@ RowStats exp_into_scratch(const float* x, int64_t n, float* e, float* chunk_max)
 }
 
 template <class Ops>
-void scale_from_scratch(const float* e, const float* chunk_max, float* y, int64_t n, const RowStats& total,
-                        bool stream) {
+void scale_in_place(float* y, const float* chunk_max, int64_t n, const RowStats& total) {
   for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
     const int64_t len = min_i(kChunk, n - c);
-    const typename Ops::V f = Ops::set1(__builtin_expf(chunk_max[k] - total.m) / total.s);
-    store_row<Ops>(y + c, len, stream,
-                   [&](int64_t i, int64_t l) { return Ops::mul(load_part<Ops>(e + c, i, l, 0.0f), f); });
+    const float f = chunk_max[k] == total.m ? 1.0f / total.s : __builtin_expf(chunk_max[k] - total.m) / total.s;
+    const typename Ops::V fv = Ops::set1(f);
+    float* yc = y + c;
+    store_row<Ops>(yc, len, [&](int64_t i, int64_t l) { return Ops::mul(load_part<Ops>(yc, i, l, 0.0f), fv); });
   }
-  if (stream) Ops::fence();
 }
 
 template <class Ops>
@@ -468,41 +454,16 @@ template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
-  const bool stream = should_stream(s.outer * n);
-  const int64_t slot = scratch_slot(n);
-  if (!log && !stream && n <= kChunk) {
-    // Short rows whose output stays cached: y = exp(x - max) in one pass,
-    // then y *= 1 / sum in place, all in L1.
-    static_assert(kChunk < kSplitMinRow, "a short row is never split across threads");
-    for_each_row<Ops, RowStats>(
-        s.outer, n,
-        [&](int64_t r, int64_t, int64_t) {
-          const float m = max_of<Ops>(x + r * n, n);
-          return RowStats{m, exp_store_sum<Ops>(x + r * n, y + r * n, n, m), 0.0, 0.0};
-        },
-        merge_stats,
-        [&](int64_t r, int64_t, int64_t, const RowStats& total) {
-          float* yr = y + r * n;
-          const typename Ops::V inv = Ops::set1(1.0f / total.s);
-          store_row<Ops>(yr, n, false, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(yr, i, len, 0.0f), inv); });
-        });
-    return;
-  }
-  const int threads = minidnn::get_num_threads();
-  float* scratch = !log && n <= kScratchMax ? caller_scratch(slot * threads) : nullptr;
-  if (scratch != nullptr) {
+  if (!log && n <= kOnePassMax) {
     for_each_row<Ops, RowStats>(
         s.outer, n,
         [&](int64_t r, int64_t b, int64_t e) {
-          float* mine = scratch + slot * omp_get_thread_num();
-          return exp_into_scratch<Ops>(x + r * n + b, e - b, mine, mine + (e - b));
+          return exp_into_output<Ops>(x + r * n + b, e - b, y + r * n + b, thread_chunk_maxima());
         },
         merge_stats,
         [&](int64_t r, int64_t b, int64_t e, const RowStats& total) {
-          const float* mine = scratch + slot * omp_get_thread_num();
-          scale_from_scratch<Ops>(mine, mine + (e - b), y + r * n + b, e - b, total, stream);
-        },
-        threads);
+          scale_in_place<Ops>(y + r * n + b, thread_chunk_maxima(), e - b, total);
+        });
     return;
   }
   for_each_row<Ops, RowStats>(
@@ -512,7 +473,7 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
       },
       merge_stats,
       [&](int64_t r, int64_t b, int64_t e, const RowStats& st) {
-        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log, stream);
+        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log);
       });
 }
 
@@ -772,13 +733,13 @@ int64_t cross_entropy_forward(const float* x, const LossTarget& t, SoftmaxShape 
 }
 
 // grad = a * exp(x - m) - b * wq over [0, n) of one row; kSub: b * wq
-// exists. Not fenced: the caller writes the target correction after it.
+// exists.
 template <class Ops, bool kSub, bool kWeight, bool kProb>
 void write_ce_gradient(const float* x, const float* w, const float* q, float* grad, int64_t n, float m, float a,
-                       float b, bool stream) {
+                       float b) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m), av = Ops::set1(a), bv = Ops::set1(b);
-  store_row<Ops>(grad, n, stream, [&](int64_t i, int64_t len) {
+  store_row<Ops>(grad, n, [&](int64_t i, int64_t len) {
     V g = Ops::mul(av, vexp_nonpositive<Ops>(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv)));
     if constexpr (kSub) {
       const V wq = len == Ops::W ? load_wq<Ops, kWeight, kProb>(w, q, i) : load_wq_tail<Ops, kWeight, kProb>(w, q, i, len);
@@ -789,8 +750,8 @@ void write_ce_gradient(const float* x, const float* w, const float* q, float* gr
 }
 
 template <class Ops>
-void fill_zero(float* p, int64_t n, bool stream) {
-  store_row<Ops>(p, n, stream, [](int64_t, int64_t) { return Ops::zero(); });
+void fill_zero(float* p, int64_t n) {
+  store_row<Ops>(p, n, [](int64_t, int64_t) { return Ops::zero(); });
 }
 
 template <class Ops, bool kSub, bool kWeight, bool kProb>
@@ -798,7 +759,6 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
                                     float* grad) {
   const int64_t n = plan.classes;
   const LossTarget& t = plan.t;
-  const bool stream = should_stream(rows * n);
   int64_t bad = 0;
   for_each_row<Ops, RowStats>(
       rows, n,
@@ -817,8 +777,7 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
           idx = t.index[r];
           const int kind = plan.classify(idx);
           if (kind != 1) {
-            fill_zero<Ops>(gr + b, e - b, stream);
-            if (stream) Ops::fence();
+            fill_zero<Ops>(gr + b, e - b);
             if (kind < 0 && b == 0) {
 #pragma omp atomic
               ++bad;
@@ -831,8 +790,7 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
         plan.gradient_terms(st, w_t, g, &a, &bb);
         write_ce_gradient<Ops, kSub, kWeight, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
                                                       kProb ? t.prob + r * n + b : nullptr, gr + b, e - b, st.m,
-                                                      a / st.s, bb, stream);
-        if (stream) Ops::fence();
+                                                      a / st.s, bb);
         if (!kProb && idx >= b && idx < e) gr[idx] -= plan.target_correction(w_t, g);
       });
   return bad;
