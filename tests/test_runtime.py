@@ -109,3 +109,13 @@ def test_concurrent_calls_from_python_threads():
         t.join()
     for x, y in zip(xs, outs):
         np.testing.assert_allclose(y, minidnn.reference.softmax(x), rtol=1e-5, atol=1e-9)
+
+
+def test_openmp_spin_setting_is_not_left_behind():
+    code = "import os, minidnn; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+    kept = run_python(code, GOMP_SPINCOUNT="123")
+    assert kept.stdout.strip() == "123"

@@ -1,12 +1,37 @@
 // _C bindings of the runtime: threads, CPU path selection, CUDA queries.
 #include <omp.h>
 
+#include <cstring>
+
 #include "bindings/common.h"
 #include "cuda/runtime/device.h"
 #include "runtime/cpu_features.h"
 #include "runtime/threads.h"
 
 namespace minidnn::bindings {
+namespace {
+
+// The benchmark's copy-bandwidth probe: every thread copies 256 KB blocks
+// with memcpy, small enough that glibc uses cached stores (a single large
+// memcpy switches to non-temporal stores, which run at about half speed on
+// our machines and would understate the ceiling).
+void copy_probe(const Array<float>& src, Array<float>& dst) {
+  const int64_t n = src.size();
+  const float* s = input(src, n, "src");
+  float* d = output(dst, n, "dst");
+  constexpr int64_t kBlock = int64_t{1} << 16;
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  const int threads = get_num_threads();
+  py::gil_scoped_release nogil;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t begin = b * kBlock;
+    const int64_t len = n - begin < kBlock ? n - begin : kBlock;
+    std::memcpy(d + begin, s + begin, static_cast<size_t>(len) * sizeof(float));
+  }
+}
+
+}  // namespace
 
 void bind_runtime(py::module_& m) {
   m.def("get_num_threads", &get_num_threads);
@@ -21,6 +46,7 @@ void bind_runtime(py::module_& m) {
     return d;
   });
   m.def("openmp_version", [] { return static_cast<int>(_OPENMP); });
+  m.def("copy_probe", &copy_probe, py::arg("src"), py::arg("dst").noconvert());
 
   py::module_ cuda = m.def_submodule("cuda", "CUDA device queries");
   cuda.def("built", &cuda::built);

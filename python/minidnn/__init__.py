@@ -2,7 +2,31 @@
 CUDA on the GPU), each verified against the float64 NumPy reference in
 minidnn.reference."""
 
-from . import _C
+import os as _os
+
+
+def _load_extension():
+    """Imports _C, which loads the OpenMP runtime (libgomp) unless another
+    library loaded it first. libgomp reads its spin setting once, at load:
+    by default idle workers spin for milliseconds after each parallel
+    region, which on a 2-core machine made the caller's next NumPy matmul
+    12x slower (bench/NOTES.md). 5000 spins (~0.1 ms) keep back-to-back
+    minidnn calls fast and let the cores go soon after. A setting of the
+    user's own (GOMP_SPINCOUNT, OMP_WAIT_POLICY) is left alone, and the
+    variable is not left behind for child processes."""
+    if "GOMP_SPINCOUNT" in _os.environ or "OMP_WAIT_POLICY" in _os.environ:
+        from . import _C
+        return _C
+    _os.environ["GOMP_SPINCOUNT"] = "5000"
+    try:
+        from . import _C
+    finally:
+        del _os.environ["GOMP_SPINCOUNT"]
+    return _C
+
+
+_C = _load_extension()
+
 from ._runtime import config, empty_cache, get_num_threads, set_num_threads, show_config
 from .activation import (
     leaky_relu,
