@@ -10,8 +10,8 @@ namespace {
 // [i, i + len), len <= W (len < W only for the tail).
 //
 // Plain stores on purpose: streaming (non-temporal) stores, which skip the
-// read for ownership of large outputs, measured 5-45% slower on every case
-// of the softmax suite on our machines (bench/NOTES.md).
+// read for ownership of large outputs, were slower on 10 of the 12 large
+// softmax-family cases we measured (bench/NOTES.md).
 template <class Ops, class Value>
 void store_row(float* y, int64_t n, Value value) {
   int64_t i = 0;
