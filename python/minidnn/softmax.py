@@ -70,23 +70,29 @@ def _loss_target(inputs: _validate.LossInputs, label_smoothing: float = 0.0):
     return _C.LossTarget(inputs.index, prob, inputs.weight, inputs.ignore_index, label_smoothing)
 
 
-def _reduce(loss: np.ndarray, inputs: _validate.LossInputs, reduction: str) -> np.ndarray:
+def _mean_divisor(inputs: _validate.LossInputs) -> float:
+    """What "mean" divides by: the element count for probability targets,
+    the summed weights of the non-ignored targets for class indices."""
+    return inputs.elements if inputs.prob is not None else inputs.class_weight_total()
+
+
+def _loss(kernel, inputs: _validate.LossInputs, label_smoothing: float, reduction: str) -> np.ndarray:
+    loss = np.empty(inputs.elements, dtype=np.float64)
+    kernel(inputs.x, _loss_target(inputs, label_smoothing), inputs.outer, inputs.classes, inputs.inner, loss)
     if reduction == "none":
         return loss.astype(np.float32).reshape(inputs.target_shape)
     total = loss.sum()
     if reduction == "mean":
-        divisor = inputs.elements if inputs.prob is not None else inputs.class_weight_total()
         with np.errstate(invalid="ignore", divide="ignore"):
-            total = np.float64(total) / np.float64(divisor)
+            total = np.float64(total) / np.float64(_mean_divisor(inputs))
     return np.asarray(total, dtype=np.float32)
 
 
 def _scale(grad_loss, inputs: _validate.LossInputs, reduction: str):
     per_element, scalar = _validate.grad_loss(grad_loss, reduction, inputs.target_shape)
     if reduction == "mean":
-        divisor = inputs.elements if inputs.prob is not None else inputs.class_weight_total()
         with np.errstate(invalid="ignore", divide="ignore"):
-            scalar = float(np.float64(scalar) / np.float64(divisor))
+            scalar = float(np.float64(scalar) / np.float64(_mean_divisor(inputs)))
     return per_element, scalar
 
 
@@ -107,9 +113,7 @@ def cross_entropy(
     reduction = _validate.reduction(reduction)
     eps = _validate.label_smoothing(label_smoothing)
     inputs = _validate.LossInputs("logits", logits, target, weight, ignore_index, allow_prob=True)
-    loss = np.empty(inputs.elements, dtype=np.float64)
-    _C.cross_entropy(inputs.x, _loss_target(inputs, eps), inputs.outer, inputs.classes, inputs.inner, loss)
-    return _reduce(loss, inputs, reduction)
+    return _loss(_C.cross_entropy, inputs, eps, reduction)
 
 
 def cross_entropy_backward(
@@ -145,9 +149,7 @@ def nll_loss(
     """torch.nn.functional.nll_loss: -weight[t] * log_probs[i, t], 0 for ignored targets."""
     reduction = _validate.reduction(reduction)
     inputs = _validate.LossInputs("log_probs", log_probs, target, weight, ignore_index, allow_prob=False)
-    loss = np.empty(inputs.elements, dtype=np.float64)
-    _C.nll_loss(inputs.x, _loss_target(inputs), inputs.outer, inputs.classes, inputs.inner, loss)
-    return _reduce(loss, inputs, reduction)
+    return _loss(_C.nll_loss, inputs, 0.0, reduction)
 
 
 def nll_loss_backward(

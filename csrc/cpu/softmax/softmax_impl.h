@@ -8,9 +8,11 @@
 //   over chunks that stay in L1: the chunk's max is found first, the running
 //   sum is rescaled only when the max grows, then exp(x - max) is summed, so
 //   the logits are read from memory once and exp runs once per element.
-//   Pass 2 re-reads the row (from cache for rows up to L2 size) and writes.
-//   Cross-entropy folds the target gather and the label-smoothing /
-//   soft-target dot products into pass 1, so its forward is one pass.
+//   softmax keeps those exps in y and pass 2 rescales y in place;
+//   log_softmax's pass 2 re-reads the row (from cache for rows up to L2
+//   size) and writes. Cross-entropy folds the target gather and the
+//   label-smoothing / soft-target dot products into pass 1, so its forward
+//   is one pass.
 //   Rows are split across threads when they are few and long; each thread
 //   then reduces a slice, the partial statistics are merged, and each thread
 //   writes its slice.
@@ -627,6 +629,19 @@ struct CrossEntropyPlan {
   static double prob_loss(const RowStats& st) {
     return st.qw * __builtin_log(static_cast<double>(st.s)) - st.d;
   }
+  // The loss of one element from its statistics, its class target `idx`
+  // (unused for probability targets) and its logits, class c at
+  // logits[c * stride]. False for a target out of range (loss NaN).
+  template <bool kProb>
+  bool element_loss(const RowStats& st, int64_t idx, const float* logits, int64_t stride, double* loss) const {
+    if constexpr (kProb) {
+      *loss = prob_loss(st);
+      return true;
+    }
+    const int kind = classify(idx);
+    *loss = kind == 1 ? class_loss(st, weight_of(idx), logits[idx * stride]) : kind == 0 ? 0.0 : kNaN;
+    return kind >= 0;
+  }
   // A and B of the gradient formula for one element of scale g.
   void gradient_terms(const RowStats& st, float w_t, float g, float* a, float* b) const {
     if (t.prob != nullptr) {
@@ -658,21 +673,9 @@ int64_t cross_entropy_rows(const float* x, const CrossEntropyPlan& plan, int64_t
       },
       merge_stats,
       [&](int64_t r, int64_t b, int64_t, const RowStats& st) {
-        if (b != 0) return;
-        if constexpr (kProb) {
-          loss[r] = CrossEntropyPlan::prob_loss(st);
-        } else {
-          const int64_t idx = t.index[r];
-          const int kind = plan.classify(idx);
-          if (kind == 1) {
-            loss[r] = plan.class_loss(st, plan.weight_of(idx), x[r * n + idx]);
-          } else {
-            loss[r] = kind == 0 ? 0.0 : kNaN;
-            if (kind < 0) {
+        if (b == 0 && !plan.element_loss<kProb>(st, kProb ? 0 : t.index[r], x + r * n, 1, &loss[r])) {
 #pragma omp atomic
-              ++bad;
-            }
-          }
+          ++bad;
         }
       });
   return bad;
@@ -691,20 +694,9 @@ int64_t cross_entropy_columns(const float* x, const CrossEntropyPlan& plan, Soft
     for (int64_t l = 0; l < lanes; ++l) {
       const int64_t elem = o * s.inner + j0 + l;
       const RowStats st{m[l], sum[l], d[l], kWeight || kProb ? qw[l] : static_cast<double>(s.classes)};
-      if constexpr (kProb) {
-        loss[elem] = CrossEntropyPlan::prob_loss(st);
-      } else {
-        const int64_t idx = t.index[elem];
-        const int kind = plan.classify(idx);
-        if (kind == 1) {
-          loss[elem] = plan.class_loss(st, plan.weight_of(idx), x[base + idx * s.inner + l]);
-        } else {
-          loss[elem] = kind == 0 ? 0.0 : kNaN;
-          if (kind < 0) {
+      if (!plan.element_loss<kProb>(st, kProb ? 0 : t.index[elem], x + base + l, s.inner, &loss[elem])) {
 #pragma omp atomic
-            ++bad;
-          }
-        }
+        ++bad;
       }
     }
   });
