@@ -5,24 +5,13 @@
 * exact comparisons against torch.nn.functional when torch is installed.
 """
 
-import importlib.util
-import pathlib
-import sys
 import warnings
 import zlib
 
 import numpy as np
 import pytest
 
-_REF = pathlib.Path(__file__).resolve().parents[1] / "python" / "minidnn" / "reference" / "__init__.py"
-try:
-    import minidnn.reference as ref
-except ImportError:
-    spec = importlib.util.spec_from_file_location(
-        "minidnn_reference_src", _REF, submodule_search_locations=[str(_REF.parent)])
-    ref = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = ref
-    spec.loader.exec_module(ref)
+import minidnn.reference as ref
 
 
 # ---------------------------------------------------------------------------
