@@ -69,18 +69,30 @@ void softmax_backward(const Array<float>& grad_y, const Array<float>& y, Array<f
   if (n > 0) cpu::softmax_kernels().softmax_backward(gp, yp, gxp, s, log);
 }
 
-void cross_entropy(const Array<float>& logits, const TargetArgs& target, int64_t outer, int64_t classes,
-                   int64_t inner, Array<double>& loss) {
+// A loss forward: the unreduced loss of every element into `loss`.
+template <class Kernel>
+void loss_forward(const Array<float>& x, const char* x_name, const TargetArgs& target, int64_t outer,
+                  int64_t classes, int64_t inner, Array<double>& loss, Kernel kernel) {
   const SoftmaxShape s = make_shape(outer, classes, inner);
-  const float* xp = input(logits, s.outer * s.classes * s.inner, "logits");
+  const float* xp = input(x, s.outer * s.classes * s.inner, x_name);
   const LossTarget t = target.resolve(s);
   double* lp = output(loss, s.outer * s.inner, "out");
   int64_t bad = 0;
   {
     py::gil_scoped_release nogil;
-    if (s.outer * s.inner > 0) bad = cpu::softmax_kernels().cross_entropy(xp, t, s, lp);
+    if (s.outer * s.inner > 0) bad = kernel(xp, t, s, lp);
   }
   throw_if_bad_targets(bad);
+}
+
+void cross_entropy(const Array<float>& logits, const TargetArgs& target, int64_t outer, int64_t classes,
+                   int64_t inner, Array<double>& loss) {
+  loss_forward(logits, "logits", target, outer, classes, inner, loss, cpu::softmax_kernels().cross_entropy);
+}
+
+void nll_loss(const Array<float>& log_probs, const TargetArgs& target, int64_t outer, int64_t classes,
+              int64_t inner, Array<double>& loss) {
+  loss_forward(log_probs, "log_probs", target, outer, classes, inner, loss, cpu::nll_loss_forward);
 }
 
 LossScale make_scale(const std::optional<Array<float>>& per_element, float scalar, SoftmaxShape s) {
@@ -100,20 +112,6 @@ void cross_entropy_backward(const Array<float>& logits, const TargetArgs& target
   {
     py::gil_scoped_release nogil;
     if (n > 0) bad = cpu::softmax_kernels().cross_entropy_backward(xp, t, s, scale, gp);
-  }
-  throw_if_bad_targets(bad);
-}
-
-void nll_loss(const Array<float>& log_probs, const TargetArgs& target, int64_t outer, int64_t classes,
-              int64_t inner, Array<double>& loss) {
-  const SoftmaxShape s = make_shape(outer, classes, inner);
-  const float* xp = input(log_probs, s.outer * s.classes * s.inner, "log_probs");
-  const LossTarget t = target.resolve(s);
-  double* lp = output(loss, s.outer * s.inner, "out");
-  int64_t bad = 0;
-  {
-    py::gil_scoped_release nogil;
-    bad = cpu::nll_loss_forward(xp, t, s, lp);
   }
   throw_if_bad_targets(bad);
 }

@@ -659,6 +659,17 @@ inline float scale_of(const LossScale& scale, int64_t i) {
   return scale.per_element != nullptr ? scale.per_element[i] : scale.scalar;
 }
 
+// Statistics of the slice [b, e) of row r of the logits; an ignored or
+// out-of-range class target skips the row without reading it.
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+RowStats loss_row_stats(const float* x, const CrossEntropyPlan& plan, int64_t r, int64_t b, int64_t e) {
+  const LossTarget& t = plan.t;
+  if (!kProb && plan.classify(t.index[r]) != 1) return kEmptyStats;
+  const int64_t n = plan.classes;
+  return row_stats<Ops, kDot, kWeight, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
+                                              kProb ? t.prob + r * n + b : nullptr, e - b);
+}
+
 template <class Ops, bool kDot, bool kWeight, bool kProb>
 int64_t cross_entropy_rows(const float* x, const CrossEntropyPlan& plan, int64_t rows, double* loss) {
   const int64_t n = plan.classes;
@@ -666,11 +677,7 @@ int64_t cross_entropy_rows(const float* x, const CrossEntropyPlan& plan, int64_t
   int64_t bad = 0;
   for_each_row<Ops, RowStats>(
       rows, n,
-      [&](int64_t r, int64_t b, int64_t e) {
-        if (!kProb && plan.classify(t.index[r]) != 1) return kEmptyStats;
-        return row_stats<Ops, kDot, kWeight, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
-                                                    kProb ? t.prob + r * n + b : nullptr, e - b);
-      },
+      [&](int64_t r, int64_t b, int64_t e) { return loss_row_stats<Ops, kDot, kWeight, kProb>(x, plan, r, b, e); },
       merge_stats,
       [&](int64_t r, int64_t b, int64_t, const RowStats& st) {
         if (b == 0 && !plan.element_loss<kProb>(st, kProb ? 0 : t.index[r], x + r * n, 1, &loss[r])) {
@@ -755,9 +762,7 @@ int64_t cross_entropy_backward_rows(const float* x, const CrossEntropyPlan& plan
   for_each_row<Ops, RowStats>(
       rows, n,
       [&](int64_t r, int64_t b, int64_t e) {
-        if (!kProb && plan.classify(t.index[r]) != 1) return kEmptyStats;
-        return row_stats<Ops, kProb, kWeight && kProb, kProb>(x + r * n + b, kWeight ? t.weight + b : nullptr,
-                                                              kProb ? t.prob + r * n + b : nullptr, e - b);
+        return loss_row_stats<Ops, kProb, kWeight && kProb, kProb>(x, plan, r, b, e);
       },
       merge_stats,
       [&](int64_t r, int64_t b, int64_t e, const RowStats& st) {
