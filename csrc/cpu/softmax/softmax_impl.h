@@ -281,6 +281,16 @@ inline RowStats merge_stats(const RowStats* parts, int k) {
   return total;
 }
 
+// The per-lane max over the classes of one column block.
+template <class Ops>
+void column_max(const float* x, SoftmaxShape s, int64_t base, const ColumnBlock<Ops>& blk, typename Ops::V* vm) {
+  const int nv = blk.vectors();
+  for (int u = 0; u < nv; ++u) vm[u] = Ops::set1(kNegInf);
+  for (int64_t c = 0; c < s.classes; ++c) {
+    for (int u = 0; u < nv; ++u) vm[u] = Ops::max(vm[u], blk.load(x + base + c * s.inner, u, 0.0f));
+  }
+}
+
 // Column statistics of one block into per-lane arrays: a max pass, then
 // the sums relative to the max. The sums go through partial sums of
 // kSumBlock classes, so float error grows with kSumBlock + C / kSumBlock
@@ -291,13 +301,8 @@ void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t b
   using V = typename Ops::V;
   const int nv = blk.vectors();
   V vm[kBlockVectors], vs[kBlockVectors], vd[kBlockVectors], vq[kBlockVectors];
-  for (int u = 0; u < nv; ++u) {
-    vm[u] = Ops::set1(kNegInf);
-    vs[u] = vd[u] = vq[u] = Ops::zero();
-  }
-  for (int64_t c = 0; c < s.classes; ++c) {
-    for (int u = 0; u < nv; ++u) vm[u] = Ops::max(vm[u], blk.load(x + base + c * s.inner, u, 0.0f));
-  }
+  for (int u = 0; u < nv; ++u) vs[u] = vd[u] = vq[u] = Ops::zero();
+  column_max<Ops>(x, s, base, blk, vm);
   for (int64_t c0 = 0; c0 < s.classes; c0 += kSumBlock) {
     V ps[kBlockVectors], pd[kBlockVectors], pq[kBlockVectors];
     for (int u = 0; u < nv; ++u) ps[u] = pd[u] = pq[u] = Ops::zero();
@@ -425,6 +430,9 @@ void scale_in_place(float* y, const float* chunk_max, int64_t n, const RowStats&
   }
 }
 
+// Columns. log_softmax: statistics, then y = (x - m) - log s. softmax, as
+// on rows, evaluates exp once: y = exp(x - m) with the sum, then y *= 1 / s
+// over the block, which is still in cache.
 template <class Ops>
 void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
   using V = typename Ops::V;
@@ -433,21 +441,41 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
     const ColumnBlock<Ops> blk{lanes};
     const int nv = blk.vectors();
     const int64_t base = o * s.classes * s.inner + j0;
-    float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes];
-    column_stats<Ops, false, false, false>(x, LossTarget{}, s, base, blk, m, sum, d, qw);
-    // log: subtract log(sum); otherwise multiply by 1 / sum.
-    for (int l = 0; l < kLanes; ++l) sum[l] = log ? __builtin_logf(sum[l]) : 1.0f / sum[l];
     V vm[kBlockVectors], k[kBlockVectors];
-    for (int u = 0; u < nv; ++u) {
-      vm[u] = Ops::load(m + u * Ops::W);
-      k[u] = Ops::load(sum + u * Ops::W);
+    if (log) {
+      float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes];
+      column_stats<Ops, false, false, false>(x, LossTarget{}, s, base, blk, m, sum, d, qw);
+      for (int l = 0; l < kLanes; ++l) sum[l] = __builtin_logf(sum[l]);
+      for (int u = 0; u < nv; ++u) {
+        vm[u] = Ops::load(m + u * Ops::W);
+        k[u] = Ops::load(sum + u * Ops::W);
+      }
+      for (int64_t c = 0; c < s.classes; ++c) {
+        const int64_t off = base + c * s.inner;
+        for (int u = 0; u < nv; ++u) blk.store(y + off, u, Ops::sub(Ops::sub(blk.load(x + off, u, 0.0f), vm[u]), k[u]));
+      }
+      return;
     }
+    column_max<Ops>(x, s, base, blk, vm);
+    V sum[kBlockVectors];
+    for (int u = 0; u < nv; ++u) sum[u] = Ops::zero();
+    for (int64_t c0 = 0; c0 < s.classes; c0 += kSumBlock) {
+      V part[kBlockVectors];
+      for (int u = 0; u < nv; ++u) part[u] = Ops::zero();
+      for (int64_t c = c0; c < min_i(c0 + kSumBlock, s.classes); ++c) {
+        const int64_t off = base + c * s.inner;
+        for (int u = 0; u < nv; ++u) {
+          const V e = vexp_nonpositive<Ops>(Ops::sub(blk.load(x + off, u, 0.0f), vm[u]));
+          blk.store(y + off, u, e);
+          part[u] = Ops::add(part[u], e);
+        }
+      }
+      for (int u = 0; u < nv; ++u) sum[u] = Ops::add(sum[u], part[u]);
+    }
+    for (int u = 0; u < nv; ++u) k[u] = Ops::div(Ops::set1(1.0f), sum[u]);
     for (int64_t c = 0; c < s.classes; ++c) {
       const int64_t off = base + c * s.inner;
-      for (int u = 0; u < nv; ++u) {
-        const V z = Ops::sub(blk.load(x + off, u, 0.0f), vm[u]);
-        blk.store(y + off, u, log ? Ops::sub(z, k[u]) : Ops::mul(vexp_nonpositive<Ops>(z), k[u]));
-      }
+      for (int u = 0; u < nv; ++u) blk.store(y + off, u, Ops::mul(blk.load(y + off, u, 0.0f), k[u]));
     }
   });
 }
