@@ -256,3 +256,16 @@ def test_large_outputs_and_rows_past_the_one_pass_limit(isa, threads, rng, shape
     assert_close(minidnn.log_softmax(x), ref.log_softmax(x))
     t = class_targets(rng, shape)
     assert_close(minidnn.cross_entropy_backward(1.0, x, t), ref.cross_entropy_backward(1.0, x, t), tol=5e-6)
+
+
+def test_empty_batches_follow_pytorch():
+    x = np.zeros((0, 5), dtype=np.float32)
+    t = np.zeros((0,), dtype=np.int64)
+    assert np.isnan(minidnn.cross_entropy(x, t))
+    assert minidnn.cross_entropy(x, t, reduction="sum") == 0.0
+    assert minidnn.cross_entropy(x, t, reduction="none").shape == (0,)
+    assert minidnn.cross_entropy_backward(1.0, x, t).shape == (0, 5)
+    assert np.isnan(minidnn.nll_loss(x, t))
+    spatial = np.ones((2, 5, 0), dtype=np.float32)
+    assert minidnn.log_softmax(spatial, axis=1).shape == (2, 5, 0)
+    assert minidnn.cross_entropy(spatial, np.zeros((2, 0), dtype=np.int64), reduction="none").shape == (2, 0)
