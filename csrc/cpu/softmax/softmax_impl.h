@@ -513,41 +513,37 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
 //   log_softmax: gx = gy - exp(y) * sum(gy)
 // ---------------------------------------------------------------------------
 
-template <class Ops>
-double backward_dot(const float* gy, const float* y, int64_t n, bool log) {
+// sum(gy * y) (softmax) or sum(gy) (log_softmax) over [0, n), through
+// float partial sums of one chunk each.
+template <class Ops, bool kLog>
+double backward_dot(const float* gy, const float* y, int64_t n) {
   using V = typename Ops::V;
+  const auto term = [&](V acc, int64_t i, int64_t len) {
+    const V g = load_part<Ops>(gy, i, len, 0.0f);
+    return kLog ? Ops::add(acc, g) : Ops::fmadd(g, load_part<Ops>(y, i, len, 0.0f), acc);
+  };
   double total = 0.0;
   for (int64_t c = 0; c < n; c += kChunk) {
-    const int64_t len = min_i(kChunk, n - c);
+    const int64_t end = c + min_i(kChunk, n - c);
     V a0 = Ops::zero(), a1 = Ops::zero();
     int64_t i = c;
-    const int64_t end = c + len;
     for (; i + 2 * Ops::W <= end; i += 2 * Ops::W) {
-      if (log) {
-        a0 = Ops::add(a0, Ops::load(gy + i));
-        a1 = Ops::add(a1, Ops::load(gy + i + Ops::W));
-      } else {
-        a0 = Ops::fmadd(Ops::load(gy + i), Ops::load(y + i), a0);
-        a1 = Ops::fmadd(Ops::load(gy + i + Ops::W), Ops::load(y + i + Ops::W), a1);
-      }
+      a0 = term(a0, i, Ops::W);
+      a1 = term(a1, i + Ops::W, Ops::W);
     }
-    for (; i < end; i += Ops::W) {
-      const int64_t w = min_i(Ops::W, end - i);
-      const V g = Ops::load_tail(gy + i, w, 0.0f);
-      a0 = log ? Ops::add(a0, g) : Ops::fmadd(g, Ops::load_tail(y + i, w, 0.0f), a0);
-    }
+    for (; i < end; i += Ops::W) a0 = term(a0, i, min_i(Ops::W, end - i));
     total += Ops::reduce_add(Ops::add(a0, a1));
   }
   return total;
 }
 
-template <class Ops>
-typename Ops::V backward_value(typename Ops::V g, typename Ops::V y, typename Ops::V dot, bool log) {
-  return log ? Ops::fnmadd(vexp<Ops>(y), dot, g) : Ops::mul(y, Ops::sub(g, dot));
+template <class Ops, bool kLog>
+typename Ops::V backward_value(typename Ops::V g, typename Ops::V y, typename Ops::V dot) {
+  return kLog ? Ops::fnmadd(vexp<Ops>(y), dot, g) : Ops::mul(y, Ops::sub(g, dot));
 }
 
-template <class Ops>
-void softmax_backward_columns(const float* gy, const float* y, float* gx, SoftmaxShape s, bool log) {
+template <class Ops, bool kLog>
+void softmax_backward_columns(const float* gy, const float* y, float* gx, SoftmaxShape s) {
   using V = typename Ops::V;
   for_each_column_block<Ops>(s, [&](int64_t o, int64_t j0, int64_t lanes) {
     const ColumnBlock<Ops> blk{lanes};
@@ -562,7 +558,7 @@ void softmax_backward_columns(const float* gy, const float* y, float* gx, Softma
         const int64_t off = base + c * s.inner;
         for (int u = 0; u < nv; ++u) {
           const V g = blk.load(gy + off, u, 0.0f);
-          part[u] = log ? Ops::add(part[u], g) : Ops::fmadd(g, blk.load(y + off, u, 0.0f), part[u]);
+          part[u] = kLog ? Ops::add(part[u], g) : Ops::fmadd(g, blk.load(y + off, u, 0.0f), part[u]);
         }
       }
       for (int u = 0; u < nv; ++u) dot[u] = Ops::add(dot[u], part[u]);
@@ -570,41 +566,38 @@ void softmax_backward_columns(const float* gy, const float* y, float* gx, Softma
     for (int64_t c = 0; c < s.classes; ++c) {
       const int64_t off = base + c * s.inner;
       for (int u = 0; u < nv; ++u) {
-        blk.store(gx + off, u,
-                  backward_value<Ops>(blk.load(gy + off, u, 0.0f), blk.load(y + off, u, 0.0f), dot[u], log));
+        blk.store(gx + off, u, backward_value<Ops, kLog>(blk.load(gy + off, u, 0.0f), blk.load(y + off, u, 0.0f), dot[u]));
       }
     }
   });
 }
 
-template <class Ops>
-void softmax_backward(const float* gy, const float* y, float* gx, SoftmaxShape s, bool log) {
-  using V = typename Ops::V;
-  if (s.inner != 1) return softmax_backward_columns<Ops>(gy, y, gx, s, log);
+template <class Ops, bool kLog>
+void softmax_backward_as(const float* gy, const float* y, float* gx, SoftmaxShape s) {
+  if (s.inner != 1) return softmax_backward_columns<Ops, kLog>(gy, y, gx, s);
   const int64_t n = s.classes;
   for_each_row<Ops, double>(
       s.outer, n,
-      [&](int64_t r, int64_t b, int64_t e) { return backward_dot<Ops>(gy + r * n + b, y + r * n + b, e - b, log); },
+      [&](int64_t r, int64_t b, int64_t e) { return backward_dot<Ops, kLog>(gy + r * n + b, y + r * n + b, e - b); },
       [](const double* parts, int k) {
         double total = 0.0;
         for (int i = 0; i < k; ++i) total += parts[i];
         return total;
       },
       [&](int64_t r, int64_t b, int64_t e, double total) {
-        const V dot = Ops::set1(static_cast<float>(total));
-        const int64_t off = r * n;
-        int64_t i = b;
-        for (; i + Ops::W <= e; i += Ops::W) {
-          Ops::store(gx + off + i, backward_value<Ops>(Ops::load(gy + off + i), Ops::load(y + off + i), dot, log));
-        }
-        if (i < e) {
-          const int64_t w = e - i;
-          Ops::store_tail(gx + off + i,
-                          backward_value<Ops>(Ops::load_tail(gy + off + i, w, 0.0f),
-                                              Ops::load_tail(y + off + i, w, 0.0f), dot, log),
-                          w);
-        }
+        const typename Ops::V dot = Ops::set1(static_cast<float>(total));
+        const float* gr = gy + r * n + b;
+        const float* yr = y + r * n + b;
+        store_row<Ops>(gx + r * n + b, e - b, [&](int64_t i, int64_t len) {
+          return backward_value<Ops, kLog>(load_part<Ops>(gr, i, len, 0.0f), load_part<Ops>(yr, i, len, 0.0f), dot);
+        });
       });
+}
+
+template <class Ops>
+void softmax_backward(const float* gy, const float* y, float* gx, SoftmaxShape s, bool log) {
+  if (log) return softmax_backward_as<Ops, true>(gy, y, gx, s);
+  softmax_backward_as<Ops, false>(gy, y, gx, s);
 }
 
 // ---------------------------------------------------------------------------
