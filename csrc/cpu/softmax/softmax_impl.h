@@ -281,6 +281,21 @@ inline RowStats merge_stats(const RowStats* parts, int k) {
   return total;
 }
 
+// acc[u] += the sum over classes c of term(c, u), for the vectors u of a
+// column block, through partial sums of kSumBlock classes: float error then
+// grows with kSumBlock + C / kSumBlock rather than with C.
+template <class Ops, class Term>
+void sum_over_classes(int64_t classes, int nv, typename Ops::V* acc, Term term) {
+  for (int64_t c0 = 0; c0 < classes; c0 += kSumBlock) {
+    typename Ops::V part[kBlockVectors];
+    for (int u = 0; u < nv; ++u) part[u] = Ops::zero();
+    for (int64_t c = c0; c < min_i(c0 + kSumBlock, classes); ++c) {
+      for (int u = 0; u < nv; ++u) part[u] = Ops::add(part[u], term(c, u));
+    }
+    for (int u = 0; u < nv; ++u) acc[u] = Ops::add(acc[u], part[u]);
+  }
+}
+
 // The per-lane max over the classes of one column block.
 template <class Ops>
 void column_max(const float* x, SoftmaxShape s, int64_t base, const ColumnBlock<Ops>& blk, typename Ops::V* vm) {
@@ -292,9 +307,7 @@ void column_max(const float* x, SoftmaxShape s, int64_t base, const ColumnBlock<
 }
 
 // Column statistics of one block into per-lane arrays: a max pass, then
-// the sums relative to the max. The sums go through partial sums of
-// kSumBlock classes, so float error grows with kSumBlock + C / kSumBlock
-// rather than with C.
+// the three sums relative to the max, blocked as in sum_over_classes.
 template <class Ops, bool kDot, bool kWeight, bool kProb>
 void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t base, const ColumnBlock<Ops>& blk,
                   float* m, float* sum, float* d, float* qw) {
@@ -459,19 +472,12 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
     column_max<Ops>(x, s, base, blk, vm);
     V sum[kBlockVectors];
     for (int u = 0; u < nv; ++u) sum[u] = Ops::zero();
-    for (int64_t c0 = 0; c0 < s.classes; c0 += kSumBlock) {
-      V part[kBlockVectors];
-      for (int u = 0; u < nv; ++u) part[u] = Ops::zero();
-      for (int64_t c = c0; c < min_i(c0 + kSumBlock, s.classes); ++c) {
-        const int64_t off = base + c * s.inner;
-        for (int u = 0; u < nv; ++u) {
-          const V e = vexp_nonpositive<Ops>(Ops::sub(blk.load(x + off, u, 0.0f), vm[u]));
-          blk.store(y + off, u, e);
-          part[u] = Ops::add(part[u], e);
-        }
-      }
-      for (int u = 0; u < nv; ++u) sum[u] = Ops::add(sum[u], part[u]);
-    }
+    sum_over_classes<Ops>(s.classes, nv, sum, [&](int64_t c, int u) {
+      const int64_t off = base + c * s.inner;
+      const V e = vexp_nonpositive<Ops>(Ops::sub(blk.load(x + off, u, 0.0f), vm[u]));
+      blk.store(y + off, u, e);
+      return e;
+    });
     for (int u = 0; u < nv; ++u) k[u] = Ops::div(Ops::set1(1.0f), sum[u]);
     for (int64_t c = 0; c < s.classes; ++c) {
       const int64_t off = base + c * s.inner;
@@ -551,18 +557,11 @@ void softmax_backward_columns(const float* gy, const float* y, float* gx, Softma
     const int64_t base = o * s.classes * s.inner + j0;
     V dot[kBlockVectors];
     for (int u = 0; u < nv; ++u) dot[u] = Ops::zero();
-    for (int64_t c0 = 0; c0 < s.classes; c0 += kSumBlock) {
-      V part[kBlockVectors];
-      for (int u = 0; u < nv; ++u) part[u] = Ops::zero();
-      for (int64_t c = c0; c < min_i(c0 + kSumBlock, s.classes); ++c) {
-        const int64_t off = base + c * s.inner;
-        for (int u = 0; u < nv; ++u) {
-          const V g = blk.load(gy + off, u, 0.0f);
-          part[u] = kLog ? Ops::add(part[u], g) : Ops::fmadd(g, blk.load(y + off, u, 0.0f), part[u]);
-        }
-      }
-      for (int u = 0; u < nv; ++u) dot[u] = Ops::add(dot[u], part[u]);
-    }
+    sum_over_classes<Ops>(s.classes, nv, dot, [&](int64_t c, int u) {
+      const int64_t off = base + c * s.inner;
+      const V g = blk.load(gy + off, u, 0.0f);
+      return kLog ? g : Ops::mul(g, blk.load(y + off, u, 0.0f));
+    });
     for (int64_t c = 0; c < s.classes; ++c) {
       const int64_t off = base + c * s.inner;
       for (int u = 0; u < nv; ++u) {
