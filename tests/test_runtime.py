@@ -119,3 +119,25 @@ def test_openmp_spin_setting_is_not_left_behind():
     assert out.stdout.strip() == "None"
     kept = run_python(code, GOMP_SPINCOUNT="123")
     assert kept.stdout.strip() == "123"
+
+
+def test_large_outputs_are_reused_only_when_free():
+    from minidnn import _runtime
+
+    shape = (64, 2**17 + 1)  # 32 MB and more: pooled
+    nbytes = shape[0] * shape[1] * 4
+    minidnn.empty_cache()
+    first = _runtime.empty(shape)
+    view = first[1:3]
+    del first
+    second = _runtime.empty(shape)
+    assert second.base is not view.base  # a live view keeps its buffer out of reuse
+    del second
+    third = _runtime.empty(shape)
+    assert third.base is not view.base
+    del third
+    minidnn.empty_cache()  # the in-use buffer comes first in the list
+    assert [raw is view.base for raw in _runtime._pool[nbytes]] == [True]
+    del view
+    minidnn.empty_cache()
+    assert _runtime._pool[nbytes] == []

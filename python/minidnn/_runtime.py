@@ -80,23 +80,23 @@ _pool: dict[int, list[np.ndarray]] = {}
 _pool_lock = threading.Lock()
 
 
-def _free_buffer(buffers: list[np.ndarray]) -> np.ndarray | None:
-    """A buffer of the list that no array uses any more, or None."""
+def _free_index(buffers: list[np.ndarray]) -> int | None:
+    """The index of a buffer of the list that no array uses any more, or None."""
     for i in range(len(buffers)):
         # Every array handed out is a view whose .base is the buffer, and so
         # is every view of such an array: while one exists the buffer has
         # more references than the list's and getrefcount's argument.
         if sys.getrefcount(buffers[i]) <= 2:
-            return buffers[i]
+            return i
     return None
 
 
 def _pooled_bytes(nbytes: int) -> np.ndarray:
     with _pool_lock:
         buffers = _pool.setdefault(nbytes, [])
-        raw = _free_buffer(buffers)
-        if raw is not None:
-            return raw
+        i = _free_index(buffers)
+        if i is not None:
+            return buffers[i]
         total = sum(size * len(bufs) for size, bufs in _pool.items())
         raw = np.empty(nbytes, dtype=np.uint8)
         if total + nbytes <= _POOL_CAP_BYTES:
@@ -109,9 +109,9 @@ def empty_cache() -> None:
     array still uses)."""
     with _pool_lock:
         for buffers in _pool.values():
-            while (raw := _free_buffer(buffers)) is not None:
-                buffers.remove(raw)
-                del raw
+            # By index: list.remove would compare arrays with ==.
+            while (i := _free_index(buffers)) is not None:
+                del buffers[i]
 
 
 def empty(shape, dtype=np.float32) -> np.ndarray:
