@@ -160,24 +160,14 @@ float max_of(const float* x, int64_t n) {
   return Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
 }
 
-// wq at x + i: class weight times target probability, either one 1 when
-// absent. The tail form reads n < W lanes and gives 0 in the others (1
-// when both are absent: the callers multiply it by 0 there).
+// wq over [i, i + len): class weight times target probability, either
+// one 1 when absent. Lanes past len read 0 (or 1 when both are absent: the
+// callers multiply them by 0 there).
 template <class Ops, bool kWeight, bool kProb>
-typename Ops::V load_wq(const float* w, const float* q, int64_t i) {
-  if constexpr (kWeight && kProb) return Ops::mul(Ops::load(w + i), Ops::load(q + i));
-  if constexpr (kWeight && !kProb) return Ops::load(w + i);
-  if constexpr (!kWeight && kProb) return Ops::load(q + i);
-  return Ops::set1(1.0f);
-}
-
-template <class Ops, bool kWeight, bool kProb>
-typename Ops::V load_wq_tail(const float* w, const float* q, int64_t i, int64_t n) {
-  if constexpr (kWeight && kProb) {
-    return Ops::mul(Ops::load_tail(w + i, n, 0.0f), Ops::load_tail(q + i, n, 0.0f));
-  }
-  if constexpr (kWeight && !kProb) return Ops::load_tail(w + i, n, 0.0f);
-  if constexpr (!kWeight && kProb) return Ops::load_tail(q + i, n, 0.0f);
+typename Ops::V load_wq(const float* w, const float* q, int64_t i, int64_t len = Ops::W) {
+  if constexpr (kWeight && kProb) return Ops::mul(load_part<Ops>(w, i, len, 0.0f), load_part<Ops>(q, i, len, 0.0f));
+  if constexpr (kWeight && !kProb) return load_part<Ops>(w, i, len, 0.0f);
+  if constexpr (!kWeight && kProb) return load_part<Ops>(q, i, len, 0.0f);
   return Ops::set1(1.0f);
 }
 
@@ -187,7 +177,7 @@ double sum_wq(const float* w, const float* q, int64_t n) {
   typename Ops::V acc = Ops::zero();
   int64_t i = 0;
   for (; i + Ops::W <= n; i += Ops::W) acc = Ops::add(acc, load_wq<Ops, kWeight, kProb>(w, q, i));
-  if (i < n) acc = Ops::add(acc, load_wq_tail<Ops, kWeight, kProb>(w, q, i, n - i));
+  if (i < n) acc = Ops::add(acc, load_wq<Ops, kWeight, kProb>(w, q, i, n - i));
   return Ops::reduce_add(acc);
 }
 
@@ -217,7 +207,7 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
     // x = m, adding wq * 0 to the dot product.
     s0 = Ops::add(s0, vexp_nonpositive<Ops>(Ops::sub(Ops::load_tail(x + i, len, kNegInf), m)));
     if constexpr (kDot) {
-      const V wq = load_wq_tail<Ops, kWeight, kProb>(w, q, i, len);
+      const V wq = load_wq<Ops, kWeight, kProb>(w, q, i, len);
       d0 = Ops::fmadd(wq, Ops::sub(Ops::load_tail(x + i, len, st->m), m), d0);
       q0 = Ops::add(q0, wq);
     }
@@ -382,6 +372,11 @@ inline float* thread_chunk_maxima() {
   return maxima;
 }
 
+template <class Ops>
+void fill_zero(float* p, int64_t n) {
+  store_row<Ops>(p, n, [](int64_t, int64_t) { return Ops::zero(); });
+}
+
 // e[i] = exp(x[i] - m) for i in [0, n); returns their sum.
 template <class Ops>
 float exp_store_sum(const float* x, float* e, int64_t n, float m) {
@@ -418,7 +413,7 @@ RowStats exp_into_output(const float* x, int64_t n, float* e, float* chunk_max) 
     if (cm == kNegInf) {
       // exp(-inf - m) = 0 for any m; pass 2 turns these into NaN if the
       // whole row is -inf.
-      for (int64_t i = 0; i < len; ++i) e[c + i] = 0.0f;
+      fill_zero<Ops>(e + c, len);
       continue;
     }
     const float cs = exp_store_sum<Ops>(x + c, e + c, len, cm);
@@ -761,16 +756,10 @@ void write_ce_gradient(const float* x, const float* w, const float* q, float* gr
   store_row<Ops>(grad, n, [&](int64_t i, int64_t len) {
     V g = Ops::mul(av, vexp_nonpositive<Ops>(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv)));
     if constexpr (kSub) {
-      const V wq = len == Ops::W ? load_wq<Ops, kWeight, kProb>(w, q, i) : load_wq_tail<Ops, kWeight, kProb>(w, q, i, len);
-      g = Ops::fnmadd(bv, wq, g);
+      g = Ops::fnmadd(bv, load_wq<Ops, kWeight, kProb>(w, q, i, len), g);
     }
     return g;
   });
-}
-
-template <class Ops>
-void fill_zero(float* p, int64_t n) {
-  store_row<Ops>(p, n, [](int64_t, int64_t) { return Ops::zero(); });
 }
 
 template <class Ops, bool kSub, bool kWeight, bool kProb>
