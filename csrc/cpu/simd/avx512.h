@@ -36,8 +36,10 @@ struct Avx512Ops {
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
   static V abs(V a) { return _mm512_abs_ps(a); }
   static V copysign(V magnitude, V sign) {
-    const V s = _mm512_set1_ps(-0.0f);
-    return _mm512_or_ps(_mm512_andnot_ps(s, magnitude), _mm512_and_ps(s, sign));
+    // One bitwise select, mask ? sign : magnitude (truth table 0xAC).
+    const __m512i mask = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    return _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(mask, _mm512_castps_si512(magnitude), _mm512_castps_si512(sign), 0xAC));
   }
 
   static M gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
