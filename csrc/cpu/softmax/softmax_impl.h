@@ -473,10 +473,28 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
   });
 }
 
+// softmax of one row of up to kChunk floats, which stays in L1: max, then
+// y = exp(x - max) with the sum, then y *= 1 / sum. Short rows (attention's
+// 128 keys, 1000 classes) spend a good part of their time outside the
+// element loops, so this skips the chunk bookkeeping of exp_into_output
+// (a thread_local lookup, a call into the TLS resolver from a shared
+// library, per pass).
+template <class Ops>
+void softmax_short_row(const float* x, float* y, int64_t n) {
+  const float m = max_of<Ops>(x, n);
+  const typename Ops::V inv = Ops::set1(1.0f / exp_store_sum<Ops>(x, y, n, m));
+  store_row<Ops>(y, n, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(y, i, len, 0.0f), inv); });
+}
+
 template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
+  if (!log && n <= kChunk) {
+    minidnn::parallel_for(minidnn::threads_for(s.outer * n, kGrain), s.outer,
+                          [&](int64_t r) { softmax_short_row<Ops>(x + r * n, y + r * n, n); });
+    return;
+  }
   if (!log && n <= kOnePassMax) {
     for_each_row<Ops, RowStats>(
         s.outer, n,
