@@ -54,13 +54,13 @@ typename Ops::V vexp(typename Ops::V x) {
 }
 
 // exp(z) for z <= 88.7, the arguments of softmax and cross-entropy
-// (z = x - max(x)) and of sigmoid and tanh: rounding to an integer by
+// (z = x - max(x)) and of sigmoid: rounding to an integer by
 // adding 1.5 * 2^23, whose low bits then hold the biased exponent of 2^n
 // (pow2_from_biased), and no special cases: clamping z at -88 makes n =
 // -127, whose 2^n reads as +0, so z <= -87.68 (including -inf) gives
 // exactly 0 and results between 2^-127 and the smallest normal float round
 // through the final multiply. kDegree 5 (2.0 ulp) serves softmax, whose
-// outputs are checked to about 1e-6 relative; 6 (1.04 ulp) the activations'
+// outputs are checked to about 1e-6 relative; 6 (1.04 ulp) sigmoid's
 // few-ulp bound. 11 vector operations at degree 5, against 16 for the
 // previous form (degree 7 and a select for the flush).
 template <class Ops, int kDegree = 5>
@@ -89,25 +89,30 @@ typename Ops::V vsigmoid(typename Ops::V x) {
   return Ops::select(Ops::lt(x, Ops::zero()), Ops::mul(e, s), s);
 }
 
-// tanh(x). For |x| < 0.5 an odd polynomial x + x^3 P(x^2), P of degree 3
-// fitted for minimax relative error (1.5e-8, 0.82 ulp in float32), avoids
-// cancellation near zero; above, (1 - e) / (1 + e) with e = exp(-2|x|) <=
-// 1/e, where 1 - e cannot cancel. Once e underflows the result is 1.
-// Odd symmetry restores the sign; a NaN fails |x| < 0.5 and flows through
-// the exp branch.
+// tanh(x) = -m / (2 + m) with m = expm1(-2|x|), and the sign of x. No
+// branches and no cancellation near 0: expm1(t) = 2^n expm1(r) + (2^n - 1)
+// after the reduction t = n ln2 + r, with expm1(r) = r + r^2 Q(r), Q of
+// degree 4 fitted here for minimax relative error (1.3e-8). Clamping t at
+// -88 makes 2^n read as +0, so m = -1 and the result 1 for large |x|; a
+// NaN flows through. 2.5 ulp worst over a dense sweep (bench/NOTES.md),
+// in about 20 vector operations where the former series-or-exp select took
+// about 30.
 template <class Ops>
 typename Ops::V vtanh(typename Ops::V x) {
   using V = typename Ops::V;
-  const V a = Ops::abs(x);
-  const V z = Ops::mul(a, a);
-  V p = Ops::fmadd(Ops::set1(1.7240978777e-2f), z, Ops::set1(-5.3045280278e-2f));
-  p = Ops::fmadd(p, z, Ops::set1(1.3325875998e-1f));
-  p = Ops::fmadd(p, z, Ops::set1(-3.3333143592e-1f));
-  const V small = Ops::fmadd(Ops::mul(a, z), p, a);
+  const V magic = Ops::set1(12582912.0f + 127.0f);
   const V one = Ops::set1(1.0f);
-  const V e = vexp_nonpositive<Ops, 6>(Ops::mul(a, Ops::set1(-2.0f)));
-  const V large = Ops::div(Ops::sub(one, e), Ops::add(one, e));
-  return Ops::copysign(Ops::select(Ops::lt(a, Ops::set1(0.5f)), small, large), x);
+  const V t = Ops::max(Ops::set1(-88.0f), Ops::mul(Ops::abs(x), Ops::set1(-2.0f)));
+  const V biased = Ops::fmadd(t, Ops::set1(1.44269504088896341f), magic);
+  const V r = reduce_ln2<Ops>(t, Ops::sub(biased, magic));
+  V q = Ops::fmadd(Ops::set1(1.3882492203e-3f), r, Ops::set1(8.3665736020e-3f));
+  q = Ops::fmadd(q, r, Ops::set1(4.1667200625e-2f));
+  q = Ops::fmadd(q, r, Ops::set1(1.6666543484e-1f));
+  q = Ops::fmadd(q, r, Ops::set1(4.9999997020e-1f));
+  const V expm1_r = Ops::fmadd(Ops::mul(r, r), q, r);
+  const V scale = Ops::pow2_from_biased(biased);
+  const V m = Ops::fmadd(scale, expm1_r, Ops::sub(scale, one));
+  return Ops::copysign(Ops::div(m, Ops::add(m, Ops::set1(2.0f))), x);
 }
 
 }  // namespace
