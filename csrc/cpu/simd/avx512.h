@@ -13,6 +13,7 @@ namespace {
 
 struct Avx512Ops {
   static constexpr int W = 16;
+  static constexpr bool kOneOpScale = true;  // scale_pow2 is one instruction (see README.md)
   using V = __m512;
   using M = __mmask16;
 
@@ -50,8 +51,6 @@ struct Avx512Ops {
 
   static float reduce_max(V a) { return _mm512_reduce_max_ps(a); }
   static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }
-
-  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
   static V pow2_from_biased(V t) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)); }
 

@@ -40,7 +40,9 @@ typename Ops::V exp_polynomial(typename Ops::V r) {
 
 // exp(x), within 1.1 ulp over the whole float range (degree-6 polynomial).
 //
-// Range reduction x = n ln2 + r, then e^r * 2^n. The clamp keeps n in
+// Range reduction x = n ln2 + r (n rounded by adding and subtracting
+// 1.5 * 2^23: two operations, where a round instruction is two micro-ops
+// after the multiply), then e^r * 2^n. The clamp keeps n in
 // [-150, 129]: past 88.72 the scaling overflows to +inf, below -103.97 it
 // underflows to 0, and in between the gradual-underflow results are
 // rounded once. max(lo, x) keeps a NaN x (the vocabulary's NaN rule), so
@@ -48,21 +50,27 @@ typename Ops::V exp_polynomial(typename Ops::V r) {
 template <class Ops>
 typename Ops::V vexp(typename Ops::V x) {
   using V = typename Ops::V;
+  const V magic = Ops::set1(12582912.0f);
   x = Ops::min(Ops::set1(89.0f), Ops::max(Ops::set1(-104.0f), x));
-  const V n = Ops::round(Ops::mul(x, Ops::set1(1.44269504088896341f)));
+  const V n = Ops::sub(Ops::fmadd(x, Ops::set1(1.44269504088896341f), magic), magic);
   return Ops::scale_pow2(exp_polynomial<Ops, 6>(reduce_ln2<Ops>(x, n)), n);
 }
 
 // exp(z) for z <= 88.7, the arguments of softmax and cross-entropy
-// (z = x - max(x)) and of sigmoid: rounding to an integer by
-// adding 1.5 * 2^23, whose low bits then hold the biased exponent of 2^n
+// (z = x - max(x)) and of sigmoid: rounding to an integer by adding
+// 1.5 * 2^23, whose low bits then hold the biased exponent of 2^n
 // (pow2_from_biased), and no special cases: clamping z at -88 makes n =
 // -127, whose 2^n reads as +0, so z <= -87.68 (including -inf) gives
 // exactly 0 and results between 2^-127 and the smallest normal float round
 // through the final multiply. kDegree 5 (2.0 ulp) serves softmax, whose
 // outputs are checked to about 1e-6 relative; 6 (1.04 ulp) sigmoid's
-// few-ulp bound. 11 vector operations at degree 5, against 16 for the
+// few-ulp bound. 12 vector operations at degree 5, against 16 for the
 // previous form (degree 7 and a select for the flush).
+//
+// AVX-512's vscalefps would build 2^n and scale in one operation instead of
+// two, but it underflows to 0 for -inf lanes (SIMD tails, masked logits)
+// through a microcode assist: softmax 128x1000 took 21% longer with it,
+// while 512x128 (no tails) took 15% less (bench/NOTES.md).
 template <class Ops, int kDegree = 5>
 typename Ops::V vexp_nonpositive(typename Ops::V z) {
   using V = typename Ops::V;
@@ -75,8 +83,10 @@ typename Ops::V vexp_nonpositive(typename Ops::V z) {
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated as s = 1 / (1 + e^-|x|) and
 // e^-|x| * s for negative x: never overflows, and keeps full relative
-// accuracy deep into the negative tail. Vectors with a lane below -87
-// (a subnormal result) take the full-range exp, the rest the faster one.
+// accuracy deep into the negative tail. With a one-instruction scale_pow2
+// the full-range exp is the cheaper one (its underflow assists hit only
+// |x| > 87); otherwise vectors with a lane below -87 (a subnormal result)
+// take it and the rest the faster vexp_nonpositive.
 // The division stays: the divider works beside the FMA ports, which bound
 // this code; a reciprocal estimate with Newton steps measured the same on
 // AVX-512 and 10-25% slower on AVX2 (bench/NOTES.md).
@@ -84,7 +94,8 @@ template <class Ops>
 typename Ops::V vsigmoid(typename Ops::V x) {
   using V = typename Ops::V;
   const V na = Ops::sub(Ops::zero(), Ops::abs(x));
-  const V e = Ops::any(Ops::lt(na, Ops::set1(-87.0f))) ? vexp<Ops>(na) : vexp_nonpositive<Ops, 6>(na);
+  const bool full_range = Ops::kOneOpScale || Ops::any(Ops::lt(na, Ops::set1(-87.0f)));
+  const V e = full_range ? vexp<Ops>(na) : vexp_nonpositive<Ops, 6>(na);
   const V s = Ops::div(Ops::set1(1.0f), Ops::add(Ops::set1(1.0f), e));
   return Ops::select(Ops::lt(x, Ops::zero()), Ops::mul(e, s), s);
 }
