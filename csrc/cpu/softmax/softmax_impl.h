@@ -491,17 +491,29 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
   });
 }
 
-// softmax of one row of up to kChunk floats, which stays in L1: max, then
-// y = exp(x - max) with the sum, then y *= 1 / sum. Short rows (attention's
-// 128 keys, 1000 classes) spend a good part of their time outside the
-// element loops, so this skips the chunk bookkeeping of exp_into_output
-// (a thread_local lookup, a call into the TLS resolver from a shared
-// library, per pass).
+// softmax of whole rows [begin, end) of up to kChunk floats, which stay in
+// L1: max, then y = exp(x - max) with the sum, then y *= 1 / sum. Short
+// rows (attention's 128 keys, 1000 classes) spend a good part of their
+// time outside the element loops, so this skips the chunk bookkeeping of
+// exp_into_output (a thread_local lookup, a call into the TLS resolver
+// from a shared library, per pass), and scales each row after the exp pass
+// of the next, so that the wait for a row's sum overlaps other work.
 template <class Ops>
-void softmax_short_row(const float* x, float* y, int64_t n) {
-  const float m = max_of<Ops>(x, n);
-  const typename Ops::V inv = Ops::set1(1.0f / exp_store_sum<Ops>(x, y, n, m));
-  store_row<Ops>(y, n, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(y, i, len, 0.0f), inv); });
+void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int64_t end) {
+  float inv_prev = 0.0f;
+  for (int64_t r = begin; r <= end; ++r) {
+    float inv = 0.0f;
+    if (r < end) {
+      const float m = max_of<Ops>(x + r * n, n);
+      inv = 1.0f / exp_store_sum<Ops>(x + r * n, y + r * n, n, m);
+    }
+    if (r > begin) {
+      float* yp = y + (r - 1) * n;
+      const typename Ops::V f = Ops::set1(inv_prev);
+      store_row<Ops>(yp, n, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(yp, i, len, 0.0f), f); });
+    }
+    inv_prev = inv;
+  }
 }
 
 // log_softmax of whole rows [begin, end) of length n, the write pass of
@@ -532,12 +544,13 @@ template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
+  const int threads = minidnn::threads_for(s.outer * n, kGrain);
   if (!log && n <= kChunk) {
-    minidnn::parallel_for(minidnn::threads_for(s.outer * n, kGrain), s.outer,
-                          [&](int64_t r) { softmax_short_row<Ops>(x + r * n, y + r * n, n); });
+    minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
+      softmax_short_rows<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt);
+    });
     return;
   }
-  const int threads = minidnn::threads_for(s.outer * n, kGrain);
   if (log && !splits_rows(threads, s.outer, n)) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
       log_softmax_pipelined<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt);
