@@ -14,10 +14,11 @@ typename Ops::V reduce_ln2(typename Ops::V x, typename Ops::V n) {
 }
 
 // e^r for |r| <= ln2 / 2 by a polynomial of degree kDegree (5 or 6), by
-// Horner's rule: kDegree fused multiply-adds. Coefficients fitted here for
-// minimax relative error on that interval with c0 = 1 (Lawson's iteration,
-// bench/NOTES.md): degree 5 errs by 9.2e-8, degree 6 by 2.0e-9; the whole
-// exp, float32 rounding included, is then within 2.0 and 1.04 ulp.
+// Horner's rule: kDegree fused multiply-adds. Coefficients fitted for
+// minimax relative error on that interval with c0 = 1 by
+// bench/scripts/fit_polynomials.py: degree 5 errs by 9.2e-8, degree 6 by
+// 2.0e-9; the whole exp, float32 rounding included, is then within 2.0 and
+// 1.04 ulp.
 template <class Ops, int kDegree>
 typename Ops::V exp_polynomial(typename Ops::V r) {
   static_assert(kDegree == 5 || kDegree == 6, "exp_polynomial: degree 5 or 6");
@@ -103,11 +104,11 @@ typename Ops::V vsigmoid(typename Ops::V x) {
 // tanh(x) = -m / (2 + m) with m = expm1(-2|x|), and the sign of x. No
 // branches and no cancellation near 0: expm1(t) = 2^n expm1(r) + (2^n - 1)
 // after the reduction t = n ln2 + r, with expm1(r) = r + r^2 Q(r), Q of
-// degree 4 fitted here for minimax relative error (1.3e-8). Clamping t at
-// -88 makes 2^n read as +0, so m = -1 and the result 1 for large |x|; a
-// NaN flows through. 2.5 ulp worst over a dense sweep (bench/NOTES.md),
-// in about 20 vector operations where the former series-or-exp select took
-// about 30.
+// degree 4 fitted for minimax relative error (1.3e-8) by
+// bench/scripts/fit_polynomials.py. Clamping t at -88 makes 2^n read as
+// +0, so m = -1 and the result 1 for large |x|; a NaN flows through.
+// 2.5 ulp worst over a dense sweep (bench/NOTES.md), in about 20 vector
+// operations where the former series-or-exp select took about 30.
 template <class Ops>
 typename Ops::V vtanh(typename Ops::V x) {
   using V = typename Ops::V;
