@@ -112,7 +112,7 @@ def test_conv_transpose2d_is_the_adjoint_of_conv2d(rng, in_hw, kernel, stride, d
                                                    transpose_padding, output_padding):
     """<conv2d(a), b> = <a, conv_transpose2d(b)> with the same weight, for
     the padding forms PyTorch's conv_transpose2d lacks; and its backward
-    against the forward's finite differences."""
+    against conv2d (the transposed op is linear in x)."""
     w = rng.standard_normal((3, 2) + kernel)
     a = rng.standard_normal((2, 2) + in_hw)
     ya = ref.conv2d(a, w, stride=stride, padding=conv_padding, dilation=dilation)
