@@ -110,8 +110,8 @@ QUICK = Timing(samples=3, min_sample_s=0.02, warmup_s=0.0, overhead_rounds=2, ov
 
 # Working sets (bytes, half read and half written) of the copy-bandwidth
 # curve in the machine block: from L2-sized (1 MB per core on the EPYC of our
-# earlier runs) past its 32 MB L3, then a memory-sized one. This VM reports a
-# 480 MiB L3; 1 GiB is twice that and 32x the EPYC's.
+# earlier runs) past its 32 MB L3, then a memory-sized one: 1 GiB, 32x the
+# EPYC's L3 and twice the 480 MiB L3 our development VM reports.
 COPY_CURVE_BYTES = tuple(mib * 2**20 for mib in (1, 4, 16, 64, 256, 1024))
 
 
@@ -243,19 +243,26 @@ def time_per_call_in_rounds(fn: Callable[[], Any], rounds: int, calls: int) -> f
     return fastest / calls
 
 
-COPY_METHODS = "NumPy copyto (1 thread), copyto on {threads} Python threads, _C.copy_probe ({threads} OpenMP threads)"
+def copy_methods(threads: int, torch: Optional[ModuleType]) -> str:
+    """The copies copy_bandwidth tries, in words, for the printed header."""
+    methods = f"NumPy copyto (1 thread), copyto on {threads} Python threads, " \
+              f"_C.copy_probe ({threads} OpenMP threads)"
+    return methods + (f", torch copy_ ({threads} threads)" if torch is not None else "")
 
 
-def copy_bandwidth(working_set: int, threads: int, timing: Timing) -> CopyBandwidth:
+def copy_bandwidth(working_set: int, threads: int, timing: Timing,
+                   torch: Optional[ModuleType]) -> CopyBandwidth:
     """The fastest copy of working_set / 2 bytes into another working_set / 2,
     each method timed like the cases (fastest sample, warm caches: a working
     set that fits stays cached from one call to the next, as a case's does).
 
     NumPy's copy is one large memcpy, which glibc performs with non-temporal
     stores past a size threshold (about half the speed of cached stores on
-    our machines); minidnn's probe copies in 256 KB blocks on its own
-    threads, so it keeps cached stores; the NumPy copy on Python threads is
-    a third opinion. The ceiling is the fastest of them at this size."""
+    our machines); minidnn's probe copies in 256 KB memcpy blocks on its own
+    threads, so it keeps cached stores; the NumPy copy on Python threads and
+    PyTorch's copy_ (its own vector loop, on `threads` threads, where torch
+    imports) are further opinions, none relying on one memcpy strategy. The
+    ceiling is the fastest of them at this size."""
     n = working_set // 8  # float32 elements per array: half the bytes read, half written
     src = np.full(n, 1.5, dtype=np.float32)
     dst = np.empty_like(src)
@@ -264,18 +271,22 @@ def copy_bandwidth(working_set: int, threads: int, timing: Timing) -> CopyBandwi
     with ThreadPoolExecutor(max_workers=threads) as pool:
         methods = {
             "numpy": lambda: np.copyto(dst, src),
+            # np.copyto releases the GIL, so the pool's threads copy in parallel.
             "numpy threads": lambda: list(pool.map(lambda part: np.copyto(*part), parts)),
             "copy_probe": lambda: _C.copy_probe(src, dst),
         }
+        if torch is not None:
+            src_tensor, dst_tensor = torch.from_numpy(src), torch.from_numpy(dst)
+            methods["torch copy_"] = lambda: dst_tensor.copy_(src_tensor)
         seconds = {name: time_per_call(fn, timing) for name, fn in methods.items()}
     fastest = min(seconds, key=seconds.get)
     return CopyBandwidth(working_set=2 * src.nbytes, GBps=2 * src.nbytes / seconds[fastest] / GB,
                          method=fastest)
 
 
-def measure_ceilings(threads: int, timing: Timing) -> Ceilings:
+def measure_ceilings(threads: int, timing: Timing, torch: Optional[ModuleType]) -> Ceilings:
     """The copy bandwidth over COPY_CURVE_BYTES and NumPy's SGEMM throughput."""
-    curve = tuple(copy_bandwidth(size, threads, timing) for size in COPY_CURVE_BYTES)
+    curve = tuple(copy_bandwidth(size, threads, timing, torch) for size in COPY_CURVE_BYTES)
     size = 2048
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
@@ -423,7 +434,7 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
     memory-sized working sets that favours the case slightly, since a copy
     also reads each written cache line before overwriting it."""
     working_set = case.working_set or case.bytes
-    ceiling = None if case.flops else copy_bandwidth(working_set, threads, timing)
+    ceiling = None if case.flops else copy_bandwidth(working_set, threads, timing, peers.torch)
 
     inputs = case.make(np.random.default_rng(seed))
     expected = case.run(inputs)
@@ -599,8 +610,8 @@ def report(ceilings: Optional[Ceilings], threads: int, results: Sequence[Result]
 def _run_throughput(cases: Sequence[tuple[str, Case]], device: str, threads: int, timing: Timing,
                     peers: Peers) -> tuple[Ceilings, list[Result]]:
     print(f"measuring ceilings: copy bandwidth counts read + write bytes, fastest of "
-          f"{COPY_METHODS.format(threads=threads)}, each timed like the cases...", flush=True)
-    ceilings = measure_ceilings(threads, timing)
+          f"{copy_methods(threads, peers.torch)}, each timed like the cases...", flush=True)
+    ceilings = measure_ceilings(threads, timing, peers.torch)
     curve = ", ".join(f"{_mib(p.working_set)} {p.GBps:.1f}" for p in ceilings.copy_curve)
     print(f"copy GB/s by working set (half read, half written): {curve}\n"
           f"sgemm {ceilings.sgemm_GFLOPs:.1f} GFLOP/s (NumPy BLAS, 2048^3)\n"

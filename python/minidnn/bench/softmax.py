@@ -255,9 +255,10 @@ def _loss_inputs(rng: np.random.Generator) -> Inputs:
 def _torch_loss_backward(torch: Any, t: dict, log_probs: Any) -> Callable[[Any], Any]:
     """PyTorch's nll_loss backward ("mean", no weight) from its saved tensors."""
     aten = torch.ops.aten
-    total_weight = aten.nll_loss_forward.default(log_probs, t["target"], None, 1, -100)[1]
+    mean, ignore_index = 1, -100  # ATen's reduction code for "mean"; F.nll_loss's default
+    total_weight = aten.nll_loss_forward.default(log_probs, t["target"], None, mean, ignore_index)[1]
     return lambda grad_loss: aten.nll_loss_backward.default(
-        grad_loss, log_probs, t["target"], None, 1, -100, total_weight)
+        grad_loss, log_probs, t["target"], None, mean, ignore_index, total_weight)
 
 
 def _torch_cross_entropy_backward(torch: Any, t: dict) -> tuple[Callable[..., Any], tuple]:
@@ -278,11 +279,11 @@ def overhead_cases(device: str) -> list[OverheadCase]:
     logits, act = OVERHEAD_LOGITS, OVERHEAD_ACTIVATION
     softmax_outputs = _with_output(reference.softmax, logits)
     log_softmax_outputs = _with_output(reference.log_softmax, logits)
-    activation_inputs = _with_output(lambda x: x, act, scale=3.0)  # backwards' x
+    relu_inputs = _with_output(reference.relu, act, scale=3.0)  # the relu ops read x, not y
     sigmoid_outputs = _with_output(reference.sigmoid, act, scale=3.0)
     tanh_outputs = _with_output(reference.tanh, act, scale=3.0)
 
-    def x(inputs: Inputs) -> tuple:
+    def x_only(inputs: Inputs) -> tuple:
         return (inputs["x"],)
 
     def grad_y_y(inputs: Inputs) -> tuple:
@@ -292,9 +293,9 @@ def overhead_cases(device: str) -> list[OverheadCase]:
         return inputs["grad_y"], inputs["x"]
 
     return [
-        _overhead_case("softmax", logits, softmax_outputs, x,
+        _overhead_case("softmax", logits, softmax_outputs, x_only,
                        lambda torch, t: (torch.softmax, (t["x"], -1))),
-        _overhead_case("log_softmax", logits, log_softmax_outputs, x,
+        _overhead_case("log_softmax", logits, log_softmax_outputs, x_only,
                        lambda torch, t: (torch.log_softmax, (t["x"], -1))),
         _overhead_case("softmax_backward", logits, softmax_outputs, grad_y_y,
                        lambda torch, t: (torch._softmax_backward_data,
@@ -315,20 +316,20 @@ def overhead_cases(device: str) -> list[OverheadCase]:
                        lambda inputs: (inputs["grad_loss"], inputs["log_probs"], inputs["target"]),
                        lambda torch, t: (_torch_loss_backward(torch, t, t["log_probs"]),
                                          (t["grad_loss"],))),
-        _overhead_case("relu", act, activation_inputs, x,
+        _overhead_case("relu", act, relu_inputs, x_only,
                        lambda torch, t: (torch.relu, (t["x"],))),
-        _overhead_case("relu_backward", act, activation_inputs, grad_y_x,
+        _overhead_case("relu_backward", act, relu_inputs, grad_y_x,
                        lambda torch, t: (torch.ops.aten.threshold_backward.default, (t["grad_y"], t["x"], 0))),
-        _overhead_case("leaky_relu", act, activation_inputs, x,
+        _overhead_case("leaky_relu", act, relu_inputs, x_only,
                        lambda torch, t: (torch.nn.functional.leaky_relu, (t["x"],))),
-        _overhead_case("leaky_relu_backward", act, activation_inputs, grad_y_x,
+        _overhead_case("leaky_relu_backward", act, relu_inputs, grad_y_x,
                        lambda torch, t: (torch.ops.aten.leaky_relu_backward.default,
                                          (t["grad_y"], t["x"], 0.01, False))),
-        _overhead_case("sigmoid", act, sigmoid_outputs, x,
+        _overhead_case("sigmoid", act, sigmoid_outputs, x_only,
                        lambda torch, t: (torch.sigmoid, (t["x"],))),
         _overhead_case("sigmoid_backward", act, sigmoid_outputs, grad_y_y,
                        lambda torch, t: (torch.ops.aten.sigmoid_backward.default, (t["grad_y"], t["y"]))),
-        _overhead_case("tanh", act, tanh_outputs, x,
+        _overhead_case("tanh", act, tanh_outputs, x_only,
                        lambda torch, t: (torch.tanh, (t["x"],))),
         _overhead_case("tanh_backward", act, tanh_outputs, grad_y_y,
                        lambda torch, t: (torch.ops.aten.tanh_backward.default, (t["grad_y"], t["y"]))),
