@@ -26,7 +26,7 @@ def throughput_table(run: dict) -> None:
     print(
         f"Measured ceilings: SGEMM {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s; copy GB/s by working set "
         f"(half read, half written): {curve}. Each case's ceiling is the copy of its own working "
-        "set, measured just before it.\n"
+        "set, the faster of two measurements, right before and right after minidnn's block.\n"
     )
     print("| case | ms | GB/s | ceiling GB/s | % of ceiling | PyTorch ms | x vs PyTorch | ORT ms | x vs best peer |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
