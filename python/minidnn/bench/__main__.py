@@ -46,8 +46,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m minidnn.bench",
         description="Times minidnn's kernels against the machine's ceilings and against "
-        "PyTorch and ONNX Runtime (where installed), after checking each against the "
-        "float64 reference.",
+        "PyTorch and ONNX Runtime (where installed), and the cost of a call on tiny inputs "
+        "against PyTorch, after checking each case against the float64 reference.",
     )
     parser.add_argument("--ops", type=_families, default=list(FAMILIES),
                         help=f"comma-separated op families (default: all of {','.join(FAMILIES)})")
