@@ -32,8 +32,10 @@ def test_quick_run_writes_the_documented_json(tmp_path):
     curve = ceilings["copy_curve"]
     assert [point["bytes"] for point in curve] == list(COPY_CURVE_BYTES)
     assert all(point["GBps"] > 0 for point in curve)
-    assert curve[-1] == {"bytes": ceilings["copy_memory_bytes"], "GBps": ceilings["copy_memory_GBps"],
-                         "method": curve[-1]["method"]}
+    assert {point["method"] for point in curve} <= {"numpy", "numpy threads", "copy_probe", "torch copy_"}
+    # The memory-sized figure is the curve's last point.
+    assert (curve[-1]["bytes"], curve[-1]["GBps"]) == (ceilings["copy_memory_bytes"],
+                                                       ceilings["copy_memory_GBps"])
     (result,) = report["results"]
     assert set(result) == RESULT_KEYS
     assert result["family"] == "softmax" and result["device"] == "cpu"
