@@ -5,6 +5,7 @@ namespace minidnn::bindings {
 void bind_runtime(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_activation(py::module_& m);
+void bind_linear(py::module_& m);
 }  // namespace minidnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -13,4 +14,5 @@ PYBIND11_MODULE(_C, m) {
   minidnn::bindings::bind_runtime(m);
   minidnn::bindings::bind_softmax(m);
   minidnn::bindings::bind_activation(m);
+  minidnn::bindings::bind_linear(m);
 }
