@@ -13,6 +13,7 @@ from .softmax import (
     cross_entropy,
     cross_entropy_backward,
 )
+from .linear import linear, linear_backward
 from .activation import (
     relu,
     relu_backward,
@@ -41,4 +42,6 @@ __all__ = [
     "sigmoid_backward",
     "tanh",
     "tanh_backward",
+    "linear",
+    "linear_backward",
 ]
