@@ -30,7 +30,7 @@ def test_quick_run_writes_the_documented_json(tmp_path):
 
 
 def test_every_family_case_has_a_unique_name():
-    assert set(FAMILIES) == {"softmax"}
+    assert "softmax" in FAMILIES  # each family checks its own cases (e.g. test_linear.py)
     names = [case.name for case in cases("cpu", quick=True)]
     assert len(names) == len(set(names)) and len(names) >= 19
 

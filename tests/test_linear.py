@@ -151,3 +151,12 @@ def test_bad_input(call, error, words):
     message = str(info.value)
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"
+
+
+def test_bench_cases_have_unique_names():
+    from minidnn.bench import FAMILIES
+    from minidnn.bench.linear import cases
+
+    assert FAMILIES["linear"] == "minidnn.bench.linear"
+    names = [case.name for case in cases("cpu", quick=True)]
+    assert len(names) == len(set(names)) and cases("cuda", quick=True) == []

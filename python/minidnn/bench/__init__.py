@@ -13,6 +13,7 @@ FAMILIES below; nothing else changes.
 # Op family name (as given to --ops) -> the module that provides its cases().
 FAMILIES: dict[str, str] = {
     "softmax": "minidnn.bench.softmax",
+    "linear": "minidnn.bench.linear",
 }
 
 __all__ = ["FAMILIES"]
