@@ -18,7 +18,31 @@ struct Avx2Gemm {
   static constexpr int64_t kKC = 256, kNC = 512, kMC = 1536;
   static constexpr int kDotRows = 4, kDotCols = 4;
   static constexpr int64_t kDotMaxM = 32;
-  static constexpr int64_t kInPlaceMaxM = 12;
+  // B read in place while one A panel covers M (each B row is then read
+  // once: packing can only add traffic); measured slower than packing from
+  // two panels on (bench/NOTES.md).
+  static constexpr int64_t kInPlaceMaxM = kMR;
+
+  // dst[c * ldd + r] = src[r * ld + c] for an 8 x 8 block: unpack pairs of
+  // rows, shuffle pairs of pairs, then exchange 128-bit halves.
+  static void transpose_tile(const float* src, int64_t ld, float* dst, int64_t ldd) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * ld);
+    for (int i = 0; i < 8; i += 2) {
+      t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+      r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int q = 0; q < 4; ++q) {
+      _mm256_storeu_ps(dst + q * ldd, _mm256_permute2f128_ps(r[q], r[4 + q], 0x20));
+      _mm256_storeu_ps(dst + (4 + q) * ldd, _mm256_permute2f128_ps(r[q], r[4 + q], 0x31));
+    }
+  }
 };
 
 }  // namespace

@@ -98,10 +98,13 @@ void store_tile(typename Ops::V (&acc)[kRows][kNV], float* c, int64_t ldc, int n
 // rather than wasting FMAs on padding rows. kExactB: B is read in place, only
 // its first n columns (masked loads); otherwise B is a zero-padded packed
 // panel and full vectors are loaded.
+constexpr int64_t kPrefetchRows = 8;
+
 template <class Ops, int kMR, int kRows, int kNV, bool kExactB>
 void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
                   const TileUpdate& u) {
   using V = typename Ops::V;
+  constexpr int kLinesPerVector = Ops::W >= 16 ? 1 : 16 / Ops::W;  // vectors per 64-byte line
   V acc[kRows][kNV];
   for (int i = 0; i < kRows; ++i) {
     for (int v = 0; v < kNV; ++v) acc[i][v] = Ops::zero();
@@ -109,6 +112,11 @@ void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float*
   int lanes[kNV];
   for (int v = 0; v < kNV; ++v) lanes[v] = kExactB ? lanes_of<Ops>(n, v) : Ops::W;
   for (int64_t p = 0; p < k; ++p) {
+    if constexpr (kExactB) {
+      // B in place: rows ldb apart (often 4 KB, past what the hardware
+      // stride prefetcher follows), so fetch the row kPrefetchRows ahead.
+      for (int v = 0; v < kNV; v += kLinesPerVector) __builtin_prefetch(b + kPrefetchRows * ldb + v * Ops::W);
+    }
     V bv[kNV];
     for (int v = 0; v < kNV; ++v) bv[v] = kExactB ? load_lanes<Ops>(b + v * Ops::W, lanes[v]) : Ops::load(b + v * Ops::W);
     for (int i = 0; i < kRows; ++i) {
@@ -168,9 +176,14 @@ void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t p0, int64_t kc, f
 }
 
 // Rows [p0, p0 + kc) x columns [j0, j0 + cols) of op(B) into a B panel of
-// kc x kNR (element (p, j) at dst[p * kNR + j]), columns past `cols` zero.
-template <class Ops, int kNV>
+// kc x NR (element (p, j) at dst[p * NR + j]), columns past `cols` zero.
+// A transposed B (the weight of linear, N x K) is transposed W x W floats
+// at a time in registers (Cfg::transpose_tile); a scalar loop did one float
+// per cycle, which at M = 64 cost as much as a third of the product.
+template <class Cfg>
 void pack_b_panel(GemmOperand b, int64_t p0, int64_t kc, int64_t j0, int cols, float* dst) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kNV = Cfg::kNV;
   constexpr int kNR = kNV * Ops::W;
   if (!b.trans) {
     for (int64_t p = 0; p < kc; ++p) {
@@ -179,15 +192,24 @@ void pack_b_panel(GemmOperand b, int64_t p0, int64_t kc, int64_t j0, int cols, f
         Ops::store(dst + p * kNR + v * Ops::W, load_lanes<Ops>(src + v * Ops::W, lanes_of<Ops>(cols, v)));
       }
     }
-  } else {
-    for (int j = 0; j < cols; ++j) {
-      const float* src = b.data + (j0 + j) * b.ld + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = src[p];
+    return;
+  }
+  int j = 0;
+  for (; j + Ops::W <= cols; j += Ops::W) {
+    const float* src = b.data + (j0 + j) * b.ld + p0;
+    int64_t p = 0;
+    for (; p + Ops::W <= kc; p += Ops::W) Cfg::transpose_tile(src + p, b.ld, dst + p * kNR + j, kNR);
+    for (; p < kc; ++p) {
+      for (int jj = 0; jj < Ops::W; ++jj) dst[p * kNR + j + jj] = src[jj * b.ld + p];
     }
-    if (cols < kNR) {
-      for (int64_t p = 0; p < kc; ++p) {
-        for (int j = cols; j < kNR; ++j) dst[p * kNR + j] = 0.0f;
-      }
+  }
+  for (; j < cols; ++j) {
+    const float* src = b.data + (j0 + j) * b.ld + p0;
+    for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = src[p];
+  }
+  if (cols < kNR) {
+    for (int64_t p = 0; p < kc; ++p) {
+      for (int jj = cols; jj < kNR; ++jj) dst[p * kNR + jj] = 0.0f;
     }
   }
 }
@@ -273,7 +295,7 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
           int64_t b_panel_stride = kc * kNR, ldb = kNR;
           if (source == BSource::pack) {
             for (int64_t j = 0; j < nc; j += kNR) {
-              pack_b_panel<Ops, Cfg::kNV>(b, pc, kc, jc + j, static_cast<int>(gemm_min(kNR, nc - j)),
+              pack_b_panel<Cfg>(b, pc, kc, jc + j, static_cast<int>(gemm_min(kNR, nc - j)),
                                           b_block + j * kc);
             }
             b_panels = b_block;
@@ -401,7 +423,7 @@ void pack_b(int64_t k, int64_t n, GemmOperand b, float* packed) {
     for (int64_t q = 0; q < n_panels; ++q) {
       const int64_t pc = blk * Cfg::kKC;
       const int64_t kc = gemm_min(Cfg::kKC, k - pc);
-      pack_b_panel<typename Cfg::Ops, Cfg::kNV>(b, pc, kc, q * kNR, static_cast<int>(gemm_min(kNR, n - q * kNR)),
+      pack_b_panel<Cfg>(b, pc, kc, q * kNR, static_cast<int>(gemm_min(kNR, n - q * kNR)),
                                                 packed + pc * n_panels * kNR + q * kc * kNR);
     }
   }

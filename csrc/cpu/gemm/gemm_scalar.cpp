@@ -14,7 +14,13 @@ struct ScalarGemm {
   static constexpr int64_t kKC = 256, kNC = 128, kMC = 512;
   static constexpr int kDotRows = 2, kDotCols = 4;
   static constexpr int64_t kDotMaxM = 8;
-  static constexpr int64_t kInPlaceMaxM = 8;
+  // B read in place while one A panel covers M (each B row is then read
+  // once: packing can only add traffic); measured slower than packing from
+  // two panels on (bench/NOTES.md).
+  static constexpr int64_t kInPlaceMaxM = kMR;
+
+  // A 1 x 1 block: the scalar path transposes element by element.
+  static void transpose_tile(const float* src, int64_t, float* dst, int64_t) { *dst = *src; }
 };
 
 }  // namespace
