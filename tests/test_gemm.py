@@ -16,9 +16,9 @@ import minidnn
 from minidnn import _C
 
 # Rows around every ISA's mr (4, 6, 14; B is read in place up to mr rows) and
-# the dot-product route (up to 8 or 32 rows), columns around every nr (8, 16, 32) and
+# the dot-product route (up to 8, 12 or 24 rows), columns around every nr (8, 16, 32) and
 # lane width, K = 1 and around kc (256, 384).
-M_SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15, 27, 28, 29, 32, 33, 47]
+M_SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15, 24, 25, 28, 29, 32, 33, 47]
 N_SWEEP = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65]
 K_SWEEP = [1, 2, 17, 255, 256, 257, 383, 385]
 SWEEP = [(m, N_SWEEP[i % len(N_SWEEP)], K_SWEEP[i % len(K_SWEEP)]) for i, m in enumerate(M_SWEEP)] + [

@@ -16,8 +16,9 @@ struct Avx2Gemm {
   using Ops = Avx2Ops;
   static constexpr int kMR = 6, kNV = 2;
   static constexpr int64_t kKC = 256, kNC = 512, kMC = 1536;
+  // Dot-product route for x @ W^T up to 12 rows; packing wins from 16.
   static constexpr int kDotRows = 4, kDotCols = 4;
-  static constexpr int64_t kDotMaxM = 32;
+  static constexpr int64_t kDotMaxM = 12;
   // B read in place while one A panel covers M (each B row is then read
   // once: packing can only add traffic); measured slower than packing from
   // two panels on (bench/NOTES.md).

@@ -15,9 +15,10 @@ struct Avx512Gemm {
   using Ops = Avx512Ops;
   static constexpr int kMR = 14, kNV = 2;
   static constexpr int64_t kKC = 384, kNC = 640, kMC = 2016;
-  // Dot-product route for x @ W^T with M <= 32: 4 x 4 zmm accumulators.
+  // Dot-product route for x @ W^T with M <= 24 (4 x 4 zmm accumulators):
+  // faster than packing up to 24 rows, slower at 32 (bench/NOTES.md).
   static constexpr int kDotRows = 4, kDotCols = 4;
-  static constexpr int64_t kDotMaxM = 32;
+  static constexpr int64_t kDotMaxM = 24;
   // B read in place while one A panel covers M (each B row is then read
   // once: packing can only add traffic); measured slower than packing from
   // two panels on (bench/NOTES.md).
