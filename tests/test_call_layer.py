@@ -39,6 +39,9 @@ def _cases(rng):
     gl = rng.standard_normal(6).astype(np.float32)
     v = rng.standard_normal(37).astype(np.float32)
     gv = rng.standard_normal(37).astype(np.float32)
+    lw = rng.standard_normal((5, 11)).astype(np.float32)
+    lb = rng.standard_normal(5).astype(np.float32)
+    lg = rng.standard_normal((6, 5)).astype(np.float32)
     return [
         # (op, arguments of the direct way, the same values the other way)
         ("softmax", (x, 1), (_fortran(x), np.int64(1))),
@@ -64,6 +67,9 @@ def _cases(rng):
         ("sigmoid_backward", (gv, v), (_strided(gv), v)),
         ("tanh", (v,), (_strided(v),)),
         ("tanh_backward", (gv, v), (gv, _strided(v))),
+        ("linear", (x, lw, lb), (_fortran(x), lw, _strided(lb))),
+        ("linear", (x, lw, None), (x, _fortran(lw), None)),
+        ("linear_backward", (lg, x, lw), (_fortran(lg), x, lw)),
     ]
 
 
@@ -74,8 +80,9 @@ def test_both_ways_agree_bit_for_bit(rng):
         assert entry(*other) is None, f"{name}: the other way went straight through"
         expected = op(*direct)
         got = op(*other)
-        assert got.dtype == np.float32 and got.shape == expected.shape, name
-        np.testing.assert_array_equal(got, expected, err_msg=name)
+        for e, g in zip(*(r if isinstance(r, tuple) else (r,) for r in (expected, got))):
+            assert g.dtype == np.float32 and g.shape == e.shape, name
+            np.testing.assert_array_equal(g, e, err_msg=name)
 
 
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4, 2)], ids=str)

@@ -14,8 +14,9 @@ py::object forward(Activation f, py::handle x_arg, double alpha) {
   if (!float_arg(x_arg, &x)) return py::none();
   py::object y = new_float_array(x.nd, x.dims);
   float* yp = float_data(y);
-  ReleaseGilIfLarge nogil(x.size);
-  if (x.size > 0) cpu::activation_kernels().forward(f, x.data, yp, x.size, static_cast<float>(alpha));
+  run_kernel(x.size, [&] {
+    if (x.size > 0) cpu::activation_kernels().forward(f, x.data, yp, x.size, static_cast<float>(alpha));
+  });
   return y;
 }
 
@@ -26,10 +27,11 @@ py::object backward(Activation f, py::handle grad_y_arg, py::handle saved_arg, d
   }
   py::object grad_x = new_float_array(saved.nd, saved.dims);
   float* gxp = float_data(grad_x);
-  ReleaseGilIfLarge nogil(saved.size);
-  if (saved.size > 0) {
-    cpu::activation_kernels().backward(f, grad_y.data, saved.data, gxp, saved.size, static_cast<float>(alpha));
-  }
+  run_kernel(saved.size, [&] {
+    if (saved.size > 0) {
+      cpu::activation_kernels().backward(f, grad_y.data, saved.data, gxp, saved.size, static_cast<float>(alpha));
+    }
+  });
   return grad_x;
 }
 

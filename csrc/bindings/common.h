@@ -114,18 +114,20 @@ inline float* float_data(const py::object& a) {
   return reinterpret_cast<float*>(py::detail::array_proxy(a.ptr())->data);
 }
 
-// Releases the GIL for kernels with at least this much work (elements);
-// smaller ones finish in less time than the release and re-acquire take.
+// Kernels with at least this much work (elements) run without the GIL;
+// smaller ones finish in less time than releasing and re-taking it costs.
 constexpr int64_t kReleaseGilWork = int64_t{1} << 14;
 
-class ReleaseGilIfLarge {
- public:
-  explicit ReleaseGilIfLarge(int64_t work) {
-    if (work >= kReleaseGilWork) release_.emplace();
+// Runs kernel(), without the GIL when `work` is large. A function rather than
+// a guard object, so that no Python object is touched while the GIL is out.
+template <class Kernel>
+void run_kernel(int64_t work, Kernel&& kernel) {
+  if (work >= kReleaseGilWork) {
+    py::gil_scoped_release nogil;
+    kernel();
+  } else {
+    kernel();
   }
-
- private:
-  std::optional<py::gil_scoped_release> release_;
-};
+}
 
 }  // namespace minidnn::bindings

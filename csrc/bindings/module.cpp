@@ -6,6 +6,7 @@ void bind_runtime(py::module_& m);
 void bind_output_settings(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_activation(py::module_& m);
+void bind_linear(py::module_& m);
 }  // namespace minidnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -15,4 +16,5 @@ PYBIND11_MODULE(_C, m) {
   minidnn::bindings::bind_output_settings(m);
   minidnn::bindings::bind_softmax(m);
   minidnn::bindings::bind_activation(m);
+  minidnn::bindings::bind_linear(m);
 }

@@ -45,8 +45,9 @@ py::object softmax_forward(py::handle x_arg, py::handle axis_arg) {
   if (!float_arg(x_arg, &x) || !softmax_shape(x, axis_arg, &s)) return py::none();
   py::object y = new_float_array(x.nd, x.dims);
   float* yp = float_data(y);
-  ReleaseGilIfLarge nogil(x.size);
-  if (x.size > 0) cpu::softmax_kernels().softmax(x.data, yp, s, kLog);
+  run_kernel(x.size, [&] {
+    if (x.size > 0) cpu::softmax_kernels().softmax(x.data, yp, s, kLog);
+  });
   return y;
 }
 
@@ -60,8 +61,9 @@ py::object softmax_backward(py::handle grad_y_arg, py::handle y_arg, py::handle 
   }
   py::object grad_x = new_float_array(y.nd, y.dims);
   float* gxp = float_data(grad_x);
-  ReleaseGilIfLarge nogil(y.size);
-  if (y.size > 0) cpu::softmax_kernels().softmax_backward(grad_y.data, y.data, gxp, s, kLog);
+  run_kernel(y.size, [&] {
+    if (y.size > 0) cpu::softmax_kernels().softmax_backward(grad_y.data, y.data, gxp, s, kLog);
+  });
   return grad_x;
 }
 
@@ -162,10 +164,9 @@ py::object loss_forward(const Loss& loss, Kernel kernel) {
   const int64_t n = loss.elements();
   std::vector<double> per_element(static_cast<size_t>(n));
   int64_t bad = 0;
-  {
-    ReleaseGilIfLarge nogil(loss.x.size);
+  run_kernel(loss.x.size, [&] {
     if (n > 0) bad = kernel(loss.x.data, loss.target, loss.shape, per_element.data());
-  }
+  });
   // parse_loss checked the targets; the kernels check again, for targets
   // another Python thread rewrote while the GIL was released.
   if (bad > 0) return py::none();
@@ -226,12 +227,11 @@ py::object cross_entropy_backward(py::handle grad_loss, py::handle logits, py::h
   py::object grad = new_float_array(loss.x.nd, loss.x.dims);
   float* gp = float_data(grad);
   int64_t bad = 0;
-  {
-    ReleaseGilIfLarge nogil(loss.x.size);
+  run_kernel(loss.x.size, [&] {
     if (loss.x.size > 0) {
       bad = cpu::softmax_kernels().cross_entropy_backward(loss.x.data, loss.target, loss.shape, scale, gp);
     }
-  }
+  });
   return bad > 0 ? py::none() : grad;
 }
 
@@ -247,10 +247,9 @@ py::object nll_loss_backward(py::handle grad_loss, py::handle log_probs, py::han
   py::object grad = new_float_array(loss.x.nd, loss.x.dims);
   float* gp = float_data(grad);
   int64_t bad = 0;
-  {
-    ReleaseGilIfLarge nogil(loss.x.size);
+  run_kernel(loss.x.size, [&] {
     if (loss.x.size > 0) bad = cpu::nll_loss_backward(loss.target, loss.shape, scale, gp);
-  }
+  });
   return bad > 0 ? py::none() : grad;
 }
 

@@ -19,6 +19,7 @@ else changes.
 # Op family name (as given to --ops) -> the module that provides its cases().
 FAMILIES: dict[str, str] = {
     "softmax": "minidnn.bench.softmax",
+    "linear": "minidnn.bench.linear",
 }
 
 __all__ = ["FAMILIES"]

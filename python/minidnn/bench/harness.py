@@ -200,6 +200,33 @@ class OverheadResult:
         }
 
 
+def overhead_case(op: str, shape: Tuple[int, ...], make: Callable[[np.random.Generator], Inputs],
+                   args: Callable[[Inputs], tuple],
+                   torch_call: Callable[[Any, dict], tuple[Callable[..., Any], tuple]]) -> OverheadCase:
+    """minidnn.<op>(*args(inputs)) against the call torch_call(torch, tensors)
+    returns as (function, arguments), tensors being the inputs as torch
+    tensors sharing their memory."""
+
+    def run(inputs: Inputs) -> Callable[[], Any]:
+        fn, fn_args = getattr(minidnn, op), args(inputs)
+        return lambda: fn(*fn_args)
+
+    def torch_prepare(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        fn, fn_args = torch_call(torch, {k: torch.from_numpy(v) for k, v in inputs.items()})
+        return lambda: fn(*fn_args)
+
+    return OverheadCase(
+        op=op,
+        shape=shape,
+        make=make,
+        run=run,
+        reference=lambda inputs: getattr(minidnn.reference, op)(*args(inputs)),
+        torch=torch_prepare,
+    )
+
+
 # ---------------------------------------------------------------- measuring
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import minidnn
 from minidnn import reference
 
-from .harness import Case, Inputs, OverheadCase, onnx_model
+from .harness import Case, Inputs, OverheadCase, onnx_model, overhead_case
 
 CLASSIFIER_SHAPES = [(4096, 1000), (512, 32000), (64, 262144)]  # (N, C): classes, vocabularies
 ACTIVATION_SIZE = 16 * 2**20
@@ -204,33 +204,6 @@ def cases(device: str, quick: bool) -> list[Case]:
 # to PyTorch.
 
 
-def _overhead_case(op: str, shape: Tuple[int, ...], make: Callable[[np.random.Generator], Inputs],
-                   args: Callable[[Inputs], tuple],
-                   torch_call: Callable[[Any, dict], tuple[Callable[..., Any], tuple]]) -> OverheadCase:
-    """minidnn.<op>(*args(inputs)) against the call torch_call(torch, tensors)
-    returns as (function, arguments), tensors being the inputs as torch
-    tensors sharing their memory."""
-
-    def run(inputs: Inputs) -> Callable[[], Any]:
-        fn, fn_args = getattr(minidnn, op), args(inputs)
-        return lambda: fn(*fn_args)
-
-    def torch_prepare(inputs: Inputs) -> Callable[[], Any]:
-        import torch
-
-        fn, fn_args = torch_call(torch, {k: torch.from_numpy(v) for k, v in inputs.items()})
-        return lambda: fn(*fn_args)
-
-    return OverheadCase(
-        op=op,
-        shape=shape,
-        make=make,
-        run=run,
-        reference=lambda inputs: getattr(reference, op)(*args(inputs)),
-        torch=torch_prepare,
-    )
-
-
 def _with_output(forward: Callable[[np.ndarray], np.ndarray], shape: Tuple[int, ...],
                  scale: float = 1.0) -> Callable[[np.random.Generator], Inputs]:
     """make(): x (scale * standard normal), y = forward(x) in float32, and grad_y."""
@@ -293,44 +266,44 @@ def overhead_cases(device: str) -> list[OverheadCase]:
         return inputs["grad_y"], inputs["x"]
 
     return [
-        _overhead_case("softmax", logits, softmax_outputs, x_only,
+        overhead_case("softmax", logits, softmax_outputs, x_only,
                        lambda torch, t: (torch.softmax, (t["x"], -1))),
-        _overhead_case("log_softmax", logits, log_softmax_outputs, x_only,
+        overhead_case("log_softmax", logits, log_softmax_outputs, x_only,
                        lambda torch, t: (torch.log_softmax, (t["x"], -1))),
-        _overhead_case("softmax_backward", logits, softmax_outputs, grad_y_y,
+        overhead_case("softmax_backward", logits, softmax_outputs, grad_y_y,
                        lambda torch, t: (torch._softmax_backward_data,
                                          (t["grad_y"], t["y"], -1, torch.float32))),
-        _overhead_case("log_softmax_backward", logits, log_softmax_outputs, grad_y_y,
+        overhead_case("log_softmax_backward", logits, log_softmax_outputs, grad_y_y,
                        lambda torch, t: (torch._log_softmax_backward_data,
                                          (t["grad_y"], t["y"], -1, torch.float32))),
-        _overhead_case("cross_entropy", logits, _loss_inputs,
+        overhead_case("cross_entropy", logits, _loss_inputs,
                        lambda inputs: (inputs["x"], inputs["target"]),
                        lambda torch, t: (torch.nn.functional.cross_entropy, (t["x"], t["target"]))),
-        _overhead_case("cross_entropy_backward", logits, _loss_inputs,
+        overhead_case("cross_entropy_backward", logits, _loss_inputs,
                        lambda inputs: (inputs["grad_loss"], inputs["x"], inputs["target"]),
                        _torch_cross_entropy_backward),
-        _overhead_case("nll_loss", logits, _loss_inputs,
+        overhead_case("nll_loss", logits, _loss_inputs,
                        lambda inputs: (inputs["log_probs"], inputs["target"]),
                        lambda torch, t: (torch.nn.functional.nll_loss, (t["log_probs"], t["target"]))),
-        _overhead_case("nll_loss_backward", logits, _loss_inputs,
+        overhead_case("nll_loss_backward", logits, _loss_inputs,
                        lambda inputs: (inputs["grad_loss"], inputs["log_probs"], inputs["target"]),
                        lambda torch, t: (_torch_loss_backward(torch, t, t["log_probs"]),
                                          (t["grad_loss"],))),
-        _overhead_case("relu", act, relu_inputs, x_only,
+        overhead_case("relu", act, relu_inputs, x_only,
                        lambda torch, t: (torch.relu, (t["x"],))),
-        _overhead_case("relu_backward", act, relu_inputs, grad_y_x,
+        overhead_case("relu_backward", act, relu_inputs, grad_y_x,
                        lambda torch, t: (torch.ops.aten.threshold_backward.default, (t["grad_y"], t["x"], 0))),
-        _overhead_case("leaky_relu", act, relu_inputs, x_only,
+        overhead_case("leaky_relu", act, relu_inputs, x_only,
                        lambda torch, t: (torch.nn.functional.leaky_relu, (t["x"],))),
-        _overhead_case("leaky_relu_backward", act, relu_inputs, grad_y_x,
+        overhead_case("leaky_relu_backward", act, relu_inputs, grad_y_x,
                        lambda torch, t: (torch.ops.aten.leaky_relu_backward.default,
                                          (t["grad_y"], t["x"], 0.01, False))),
-        _overhead_case("sigmoid", act, sigmoid_outputs, x_only,
+        overhead_case("sigmoid", act, sigmoid_outputs, x_only,
                        lambda torch, t: (torch.sigmoid, (t["x"],))),
-        _overhead_case("sigmoid_backward", act, sigmoid_outputs, grad_y_y,
+        overhead_case("sigmoid_backward", act, sigmoid_outputs, grad_y_y,
                        lambda torch, t: (torch.ops.aten.sigmoid_backward.default, (t["grad_y"], t["y"]))),
-        _overhead_case("tanh", act, tanh_outputs, x_only,
+        overhead_case("tanh", act, tanh_outputs, x_only,
                        lambda torch, t: (torch.tanh, (t["x"],))),
-        _overhead_case("tanh_backward", act, tanh_outputs, grad_y_y,
+        overhead_case("tanh_backward", act, tanh_outputs, grad_y_y,
                        lambda torch, t: (torch.ops.aten.tanh_backward.default, (t["grad_y"], t["y"]))),
     ]

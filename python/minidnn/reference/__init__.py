@@ -21,6 +21,7 @@ from .conv import (
     conv1d,
     conv1d_backward,
 )
+from .linear import linear, linear_backward
 from .activation import (
     relu,
     relu_backward,
@@ -55,4 +56,6 @@ __all__ = [
     "conv_transpose2d_backward",
     "conv1d",
     "conv1d_backward",
+    "linear",
+    "linear_backward",
 ]
