@@ -3,8 +3,6 @@
 // simd/README.md).
 #pragma once
 
-#include <omp.h>
-
 #include <cstdint>
 
 #include "cpu/activation/activation.h"
@@ -23,11 +21,7 @@ constexpr int64_t kActivationGrain = 1 << 15;
 // per-thread ranges that start on a 64-byte boundary of the index space.
 template <class Ops, class Value>
 void write_elementwise(float* y, int64_t n, Value value) {
-  const int threads = minidnn::threads_for(n, kActivationGrain);
-#pragma omp parallel num_threads(threads) if (threads > 1)
-  {
-    const int64_t nt = omp_get_num_threads();
-    const int64_t t = omp_get_thread_num();
+  minidnn::parallel(minidnn::threads_for(n, kActivationGrain), [&](int64_t t, int64_t nt) {
     const int64_t lines = (n + 15) / 16;
     const int64_t begin = lines * t / nt * 16;
     const int64_t end_line = lines * (t + 1) / nt * 16;
@@ -35,7 +29,7 @@ void write_elementwise(float* y, int64_t n, Value value) {
     if (begin < end) {
       store_row<Ops>(y + begin, end - begin, [&](int64_t i, int64_t len) { return value(begin + i, len); });
     }
-  }
+  });
 }
 
 template <class Ops>

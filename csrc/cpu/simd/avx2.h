@@ -13,6 +13,7 @@ namespace {
 
 struct Avx2Ops {
   static constexpr int W = 8;
+  static constexpr bool kOneOpScale = false;  // scale_pow2 is one instruction (see README.md)
   using V = __m256;
   using M = __m256;
 
@@ -62,8 +63,6 @@ struct Avx2Ops {
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
   }
-
-  static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
   static V pow2_from_biased(V t) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)); }
 

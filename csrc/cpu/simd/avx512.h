@@ -13,6 +13,7 @@ namespace {
 
 struct Avx512Ops {
   static constexpr int W = 16;
+  static constexpr bool kOneOpScale = true;  // scale_pow2 is one instruction (see README.md)
   using V = __m512;
   using M = __mmask16;
 
@@ -36,8 +37,10 @@ struct Avx512Ops {
   static V min(V a, V b) { return _mm512_min_ps(a, b); }
   static V abs(V a) { return _mm512_abs_ps(a); }
   static V copysign(V magnitude, V sign) {
-    const V s = _mm512_set1_ps(-0.0f);
-    return _mm512_or_ps(_mm512_andnot_ps(s, magnitude), _mm512_and_ps(s, sign));
+    // One bitwise select, mask ? sign : magnitude (truth table 0xAC).
+    const __m512i mask = _mm512_set1_epi32(static_cast<int>(0x80000000u));
+    return _mm512_castsi512_ps(
+        _mm512_ternarylogic_epi32(mask, _mm512_castps_si512(magnitude), _mm512_castps_si512(sign), 0xAC));
   }
 
   static M gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
@@ -48,8 +51,6 @@ struct Avx512Ops {
 
   static float reduce_max(V a) { return _mm512_reduce_max_ps(a); }
   static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }
-
-  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
   static V pow2_from_biased(V t) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)); }
 

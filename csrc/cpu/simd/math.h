@@ -5,89 +5,125 @@
 
 namespace {
 
-// e^r for r = x - n ln2 (|r| <= ln2 / 2), ln2 split in two parts so that
-// n ln2 is exact. The polynomial 1 + r + r^2 P(r) has Cephes' minimax
-// coefficients; P is evaluated as (p0 + p1 r) + r^2 ((p2 + p3 r) + r^2 (p4 +
-// p5 r)) rather than by Horner's rule: the same six operations with a
-// dependency chain three deep instead of five.
+// r = x - n ln2, with ln2 split in two parts so that n ln2_hi is exact
+// (Cody and Waite): |r| <= ln2 / 2 when n = round(x / ln2).
 template <class Ops>
-typename Ops::V exp_reduced(typename Ops::V x, typename Ops::V n) {
-  using V = typename Ops::V;
-  V r = Ops::fnmadd(n, Ops::set1(0.693359375f), x);
-  r = Ops::fnmadd(n, Ops::set1(-2.12194440e-4f), r);
-  const V r2 = Ops::mul(r, r);
-  const V p01 = Ops::fmadd(Ops::set1(1.6666665459e-1f), r, Ops::set1(5.0000001201e-1f));
-  const V p23 = Ops::fmadd(Ops::set1(8.3334519073e-3f), r, Ops::set1(4.1665795894e-2f));
-  const V p45 = Ops::fmadd(Ops::set1(1.9875691500e-4f), r, Ops::set1(1.3981999507e-3f));
-  const V p = Ops::fmadd(Ops::fmadd(p45, r2, p23), r2, p01);
-  return Ops::fmadd(p, r2, Ops::add(r, Ops::set1(1.0f)));
+typename Ops::V reduce_ln2(typename Ops::V x, typename Ops::V n) {
+  const typename Ops::V r = Ops::fnmadd(n, Ops::set1(0.693359375f), x);
+  return Ops::fnmadd(n, Ops::set1(-2.12194440e-4f), r);
 }
 
-// exp(x), within 2 ulp over the whole float range.
+// e^r for |r| <= ln2 / 2 by a polynomial of degree kDegree (5 or 6), by
+// Horner's rule: kDegree fused multiply-adds. Coefficients fitted here for
+// minimax relative error on that interval with c0 = 1 (Lawson's iteration,
+// bench/NOTES.md): degree 5 errs by 9.2e-8, degree 6 by 2.0e-9; the whole
+// exp, float32 rounding included, is then within 2.0 and 1.04 ulp.
+template <class Ops, int kDegree>
+typename Ops::V exp_polynomial(typename Ops::V r) {
+  static_assert(kDegree == 5 || kDegree == 6, "exp_polynomial: degree 5 or 6");
+  using V = typename Ops::V;
+  V p;
+  if constexpr (kDegree == 5) {
+    p = Ops::fmadd(Ops::set1(8.2902517170e-3f), r, Ops::set1(4.1898112744e-2f));
+    p = Ops::fmadd(p, r, Ops::set1(1.6667638719e-1f));
+    p = Ops::fmadd(p, r, Ops::set1(4.9999147654e-1f));
+    p = Ops::fmadd(p, r, Ops::set1(9.9999970198e-1f));
+  } else {
+    p = Ops::fmadd(Ops::set1(1.3843582710e-3f), r, Ops::set1(8.3741899580e-3f));
+    p = Ops::fmadd(p, r, Ops::set1(4.1668005288e-2f));
+    p = Ops::fmadd(p, r, Ops::set1(1.6666430235e-1f));
+    p = Ops::fmadd(p, r, Ops::set1(4.9999994040e-1f));
+    p = Ops::fmadd(p, r, Ops::set1(1.0f));
+  }
+  return Ops::fmadd(p, r, Ops::set1(1.0f));
+}
+
+// exp(x), within 1.1 ulp over the whole float range (degree-6 polynomial).
 //
-// Range reduction x = n ln2 + r, e^r by exp_reduced, then e^r * 2^n. The
-// clamp keeps n in [-150, 129]: past 88.72 the scaling overflows to +inf,
-// below -103.97 it underflows to 0, and in between the gradual-underflow
-// results are rounded once.
-// max(lo, x) keeps a NaN x (the vocabulary's NaN rule), so NaN propagates.
+// Range reduction x = n ln2 + r (n rounded by adding and subtracting
+// 1.5 * 2^23: two operations, where a round instruction is two micro-ops
+// after the multiply), then e^r * 2^n. The clamp keeps n in
+// [-150, 129]: past 88.72 the scaling overflows to +inf, below -103.97 it
+// underflows to 0, and in between the gradual-underflow results are
+// rounded once. max(lo, x) keeps a NaN x (the vocabulary's NaN rule), so
+// NaN propagates.
 template <class Ops>
 typename Ops::V vexp(typename Ops::V x) {
   using V = typename Ops::V;
+  const V magic = Ops::set1(12582912.0f);
   x = Ops::min(Ops::set1(89.0f), Ops::max(Ops::set1(-104.0f), x));
-  const V n = Ops::round(Ops::mul(x, Ops::set1(1.44269504088896341f)));
-  return Ops::scale_pow2(exp_reduced<Ops>(x, n), n);
+  const V n = Ops::sub(Ops::fmadd(x, Ops::set1(1.44269504088896341f), magic), magic);
+  return Ops::scale_pow2(exp_polynomial<Ops, 6>(reduce_ln2<Ops>(x, n)), n);
 }
 
-// exp(z) for the arguments of softmax and cross-entropy, z = x - max(x) <=
-// 88.7: the reduction and polynomial of vexp, with the rounding to an
-// integer done by adding 1.5 * 2^23 (whose low bits then hold the biased
-// exponent of 2^n) and results below the smallest normal float (z < -87.34,
-// including -inf) flushed to 0, which moves a softmax output by less than
-// 1.2e-38. About 40% fewer instructions than vexp.
-template <class Ops>
+// exp(z) for z <= 88.7, the arguments of softmax and cross-entropy
+// (z = x - max(x)) and of sigmoid: rounding to an integer by adding
+// 1.5 * 2^23, whose low bits then hold the biased exponent of 2^n
+// (pow2_from_biased), and no special cases: clamping z at -88 makes n =
+// -127, whose 2^n reads as +0, so z <= -87.68 (including -inf) gives
+// exactly 0 and results between 2^-127 and the smallest normal float round
+// through the final multiply. kDegree 5 (2.0 ulp) serves softmax, whose
+// outputs are checked to about 1e-6 relative; 6 (1.04 ulp) sigmoid's
+// few-ulp bound. 12 vector operations at degree 5, against 16 for the
+// previous form (degree 7 and a select for the flush).
+//
+// AVX-512's vscalefps would build 2^n and scale in one operation instead of
+// two, but it underflows to 0 for -inf lanes (SIMD tails, masked logits)
+// through a microcode assist: softmax 128x1000 took 21% longer with it,
+// while 512x128 (no tails) took 15% less (bench/NOTES.md).
+template <class Ops, int kDegree = 5>
 typename Ops::V vexp_nonpositive(typename Ops::V z) {
   using V = typename Ops::V;
-  const auto tiny = Ops::lt(z, Ops::set1(-87.3365447f));
-  const V biased = Ops::fmadd(z, Ops::set1(1.44269504088896341f), Ops::set1(12582912.0f + 127.0f));
-  const V n = Ops::sub(biased, Ops::set1(12582912.0f + 127.0f));
-  return Ops::select(tiny, Ops::zero(), Ops::mul(exp_reduced<Ops>(z, n), Ops::pow2_from_biased(biased)));
+  const V magic = Ops::set1(12582912.0f + 127.0f);
+  z = Ops::max(Ops::set1(-88.0f), z);
+  const V biased = Ops::fmadd(z, Ops::set1(1.44269504088896341f), magic);
+  const V n = Ops::sub(biased, magic);
+  return Ops::mul(exp_polynomial<Ops, kDegree>(reduce_ln2<Ops>(z, n)), Ops::pow2_from_biased(biased));
 }
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated as s = 1 / (1 + e^-|x|) and
 // e^-|x| * s for negative x: never overflows, and keeps full relative
-// accuracy deep into the negative tail. Vectors with a lane below -87.3
-// (a subnormal result) take the full-range exp, the rest the faster one.
+// accuracy deep into the negative tail. With a one-instruction scale_pow2
+// the full-range exp is the cheaper one (its underflow assists hit only
+// |x| > 87); otherwise vectors with a lane below -87 (a subnormal result)
+// take it and the rest the faster vexp_nonpositive.
+// The division stays: the divider works beside the FMA ports, which bound
+// this code; a reciprocal estimate with Newton steps measured the same on
+// AVX-512 and 10-25% slower on AVX2 (bench/NOTES.md).
 template <class Ops>
 typename Ops::V vsigmoid(typename Ops::V x) {
   using V = typename Ops::V;
   const V na = Ops::sub(Ops::zero(), Ops::abs(x));
-  const V e = Ops::any(Ops::lt(na, Ops::set1(-87.0f))) ? vexp<Ops>(na) : vexp_nonpositive<Ops>(na);
+  const bool full_range = Ops::kOneOpScale || Ops::any(Ops::lt(na, Ops::set1(-87.0f)));
+  const V e = full_range ? vexp<Ops>(na) : vexp_nonpositive<Ops, 6>(na);
   const V s = Ops::div(Ops::set1(1.0f), Ops::add(Ops::set1(1.0f), e));
   return Ops::select(Ops::lt(x, Ops::zero()), Ops::mul(e, s), s);
 }
 
-// tanh(x). For |x| < 0.5 the Taylor series to x^15 (truncation < 1e-8
-// relative) avoids cancellation near zero; above, (1 - e) / (1 + e) with
-// e = exp(-2|x|) <= 1/e, where 1 - e cannot cancel. Once e underflows the
-// result is 1 either way, so the flushing exp serves. Odd symmetry restores
-// the sign; a NaN fails |x| < 0.5 and flows through the exp branch.
+// tanh(x) = -m / (2 + m) with m = expm1(-2|x|), and the sign of x. No
+// branches and no cancellation near 0: expm1(t) = 2^n expm1(r) + (2^n - 1)
+// after the reduction t = n ln2 + r, with expm1(r) = r + r^2 Q(r), Q of
+// degree 4 fitted here for minimax relative error (1.3e-8). Clamping t at
+// -88 makes 2^n read as +0, so m = -1 and the result 1 for large |x|; a
+// NaN flows through. 2.5 ulp worst over a dense sweep (bench/NOTES.md),
+// in about 20 vector operations where the former series-or-exp select took
+// about 30.
 template <class Ops>
 typename Ops::V vtanh(typename Ops::V x) {
   using V = typename Ops::V;
-  const V a = Ops::abs(x);
-  const V z = Ops::mul(a, a);
-  V p = Ops::set1(-929569.0f / 638512875.0f);
-  p = Ops::fmadd(p, z, Ops::set1(21844.0f / 6081075.0f));
-  p = Ops::fmadd(p, z, Ops::set1(-1382.0f / 155925.0f));
-  p = Ops::fmadd(p, z, Ops::set1(62.0f / 2835.0f));
-  p = Ops::fmadd(p, z, Ops::set1(-17.0f / 315.0f));
-  p = Ops::fmadd(p, z, Ops::set1(2.0f / 15.0f));
-  p = Ops::fmadd(p, z, Ops::set1(-1.0f / 3.0f));
-  const V small = Ops::fmadd(Ops::mul(a, z), p, a);
+  const V magic = Ops::set1(12582912.0f + 127.0f);
   const V one = Ops::set1(1.0f);
-  const V e = vexp_nonpositive<Ops>(Ops::mul(a, Ops::set1(-2.0f)));
-  const V large = Ops::div(Ops::sub(one, e), Ops::add(one, e));
-  return Ops::copysign(Ops::select(Ops::lt(a, Ops::set1(0.5f)), small, large), x);
+  const V t = Ops::max(Ops::set1(-88.0f), Ops::mul(Ops::abs(x), Ops::set1(-2.0f)));
+  const V biased = Ops::fmadd(t, Ops::set1(1.44269504088896341f), magic);
+  const V r = reduce_ln2<Ops>(t, Ops::sub(biased, magic));
+  V q = Ops::fmadd(Ops::set1(1.3882492203e-3f), r, Ops::set1(8.3665736020e-3f));
+  q = Ops::fmadd(q, r, Ops::set1(4.1667200625e-2f));
+  q = Ops::fmadd(q, r, Ops::set1(1.6666543484e-1f));
+  q = Ops::fmadd(q, r, Ops::set1(4.9999997020e-1f));
+  const V expm1_r = Ops::fmadd(Ops::mul(r, r), q, r);
+  const V scale = Ops::pow2_from_biased(biased);
+  const V m = Ops::fmadd(scale, expm1_r, Ops::sub(scale, one));
+  return Ops::copysign(Ops::div(m, Ops::add(m, Ops::set1(2.0f))), x);
 }
 
 }  // namespace

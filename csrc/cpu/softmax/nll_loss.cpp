@@ -1,6 +1,5 @@
 // NLL loss: a gather and a scatter, one version for every ISA (see softmax.h).
-#include <omp.h>
-
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -22,10 +21,8 @@ int classify(const LossTarget& t, int64_t idx, int64_t classes) {
 
 int64_t nll_loss_forward(const float* log_probs, const LossTarget& t, SoftmaxShape s, double* loss) {
   const int64_t elems = s.outer * s.inner;
-  const int threads = threads_for(elems, kGrain);
-  int64_t bad = 0;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(+ : bad)
-  for (int64_t e = 0; e < elems; ++e) {
+  std::atomic<int64_t> bad{0};
+  parallel_for(threads_for(elems, kGrain), elems, [&](int64_t e) {
     const int64_t idx = t.index[e];
     const int kind = classify(t, idx, s.classes);
     if (kind == 1) {
@@ -34,18 +31,16 @@ int64_t nll_loss_forward(const float* log_probs, const LossTarget& t, SoftmaxSha
       loss[e] = -w * log_probs[(o * s.classes + idx) * s.inner + j];
     } else {
       loss[e] = kind == 0 ? 0.0 : std::nan("");
-      bad += kind < 0;
+      if (kind < 0) bad.fetch_add(1, std::memory_order_relaxed);
     }
-  }
-  return bad;
+  });
+  return bad.load();
 }
 
 int64_t nll_loss_backward(const LossTarget& t, SoftmaxShape s, LossScale scale, float* grad) {
   const int64_t plane = s.classes * s.inner;
-  const int threads = threads_for(s.outer * plane, kGrain);
-  int64_t bad = 0;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1) reduction(+ : bad)
-  for (int64_t o = 0; o < s.outer; ++o) {
+  std::atomic<int64_t> bad{0};
+  parallel_for(threads_for(s.outer * plane, kGrain), s.outer, [&](int64_t o) {
     float* g = grad + o * plane;
     std::memset(g, 0, static_cast<size_t>(plane) * sizeof(float));
     for (int64_t j = 0; j < s.inner; ++j) {
@@ -57,10 +52,10 @@ int64_t nll_loss_backward(const LossTarget& t, SoftmaxShape s, LossScale scale, 
         const float ge = scale.per_element != nullptr ? scale.per_element[e] : scale.scalar;
         g[idx * s.inner + j] = -w * ge;
       }
-      bad += kind < 0;
+      if (kind < 0) bad.fetch_add(1, std::memory_order_relaxed);
     }
-  }
-  return bad;
+  });
+  return bad.load();
 }
 
 }  // namespace minidnn::cpu

@@ -23,8 +23,6 @@
 //   a block that stays in cache.
 #pragma once
 
-#include <omp.h>
-
 #include <cstdint>
 
 #include "cpu/simd/math.h"
@@ -62,19 +60,14 @@ void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write
   const int threads = minidnn::threads_for(rows * n, kGrain);
   const bool split = threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
   if (!split) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-    for (int64_t r = 0; r < rows; ++r) {
+    minidnn::parallel_for(threads, rows, [&](int64_t r) {
       const Stats total = reduce(r, int64_t{0}, n);
       write(r, int64_t{0}, n, total);
-    }
+    });
     return;
   }
   Stats parts[2][kMaxSplit];
-  const int split_threads = threads < kMaxSplit ? threads : kMaxSplit;
-#pragma omp parallel num_threads(split_threads)
-  {
-    const int64_t nt = omp_get_num_threads();
-    const int64_t t = omp_get_thread_num();
+  minidnn::parallel(threads < kMaxSplit ? threads : kMaxSplit, [&](int t, int nt) {
     const int64_t vectors = n / Ops::W;
     const int64_t b = vectors * t / nt * Ops::W;
     const int64_t e = t + 1 == nt ? n : vectors * (t + 1) / nt * Ops::W;
@@ -84,9 +77,9 @@ void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write
       Stats* mine = parts[r & 1];
       mine[t] = reduce(r, b, e);
 #pragma omp barrier
-      write(r, b, e, combine(mine, static_cast<int>(nt)));
+      write(r, b, e, combine(mine, nt));
     }
-  }
+  });
 }
 
 // Calls block(o, j0, lanes) for every block of up to kBlockVectors * W
@@ -97,12 +90,11 @@ void for_each_column_block(SoftmaxShape s, Block block) {
   const int64_t blocks = (s.inner + width - 1) / width;
   const int64_t items = s.outer * blocks;
   const int threads = minidnn::threads_for(items * s.classes * width, kGrain);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t item = 0; item < items; ++item) {
+  minidnn::parallel_for(threads, items, [&](int64_t item) {
     const int64_t o = item / blocks;
     const int64_t j0 = (item % blocks) * width;
     block(o, j0, min_i(width, s.inner - j0));
-  }
+  });
 }
 
 // A block of kBlockVectors vectors whose last `lanes` may end early: loads
@@ -481,10 +473,28 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
   });
 }
 
+// softmax of one row of up to kChunk floats, which stays in L1: max, then
+// y = exp(x - max) with the sum, then y *= 1 / sum. Short rows (attention's
+// 128 keys, 1000 classes) spend a good part of their time outside the
+// element loops, so this skips the chunk bookkeeping of exp_into_output
+// (a thread_local lookup, a call into the TLS resolver from a shared
+// library, per pass).
+template <class Ops>
+void softmax_short_row(const float* x, float* y, int64_t n) {
+  const float m = max_of<Ops>(x, n);
+  const typename Ops::V inv = Ops::set1(1.0f / exp_store_sum<Ops>(x, y, n, m));
+  store_row<Ops>(y, n, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(y, i, len, 0.0f), inv); });
+}
+
 template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
+  if (!log && n <= kChunk) {
+    minidnn::parallel_for(minidnn::threads_for(s.outer * n, kGrain), s.outer,
+                          [&](int64_t r) { softmax_short_row<Ops>(x + r * n, y + r * n, n); });
+    return;
+  }
   if (!log && n <= kOnePassMax) {
     for_each_row<Ops, RowStats>(
         s.outer, n,
