@@ -114,7 +114,8 @@ def test_softmax_forward(op, case):
 def softmax_backward_inputs(draw, op):
     """grad_y, and y as the forward gives it (rounded to float32)."""
     x, axis = draw(logits_and_axis())
-    y = getattr(ref, op)(x, axis=axis).astype(np.float32)
+    with np.errstate(over="ignore"):  # log_softmax of huge logits rounds to -inf in float32, as the kernel's would
+        y = getattr(ref, op)(x, axis=axis).astype(np.float32)
     return draw(float32_arrays(x.shape)), y, axis
 
 
