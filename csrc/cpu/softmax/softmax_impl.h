@@ -43,13 +43,19 @@ constexpr int64_t kGrain = 1 << 14;      // elements worth waking a thread for
 constexpr int64_t kSplitMinRow = 1 << 14;  // shorter rows are never split
 constexpr int kMaxSplit = 64;
 constexpr int kBlockVectors = 4;         // column path: vectors per block
-constexpr int64_t kSumBlock = 32;        // column path: classes per partial sum
+constexpr int64_t kSumBlock = 32;        // terms per lane of a partial sum
 
 inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // ---------------------------------------------------------------------------
 // Work distribution shared by every kernel of the family.
 // ---------------------------------------------------------------------------
+
+// Whether `threads` threads share out `rows` rows of length n by splitting
+// each row (few long rows) rather than taking whole rows.
+inline bool splits_rows(int threads, int64_t rows, int64_t n) {
+  return threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
+}
 
 // Runs reduce/combine/write over `rows` rows of length n. reduce(r, b, e)
 // returns the statistics of row r's slice [b, e); combine merges the slices'
@@ -58,8 +64,7 @@ inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 template <class Ops, class Stats, class Reduce, class Combine, class Write>
 void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
   const int threads = minidnn::threads_for(rows * n, kGrain);
-  const bool split = threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
-  if (!split) {
+  if (!splits_rows(threads, rows, n)) {
     minidnn::parallel_for(threads, rows, [&](int64_t r) {
       const Stats total = reduce(r, int64_t{0}, n);
       write(r, int64_t{0}, n, total);
@@ -222,34 +227,39 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
   }
 }
 
+// Folds one chunk x[0, len), len <= kChunk (with w, q at the same
+// offsets), into the online statistics st.
+template <class Ops, bool kDot, bool kWeight, bool kProb>
+void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len, RowStats* st) {
+  const float cm = max_of<Ops>(x, len);
+  if (cm == kNegInf) {
+    // exp(-inf - m) is 0 whatever m is; a positive wq on a -inf logit
+    // makes the loss +inf, as log_softmax would give -inf there.
+    if (kDot) {
+      const double cq = sum_wq<Ops, kWeight, kProb>(w, q, len);
+      if (cq > 0) st->d = -__builtin_inf();
+      st->qw += cq;
+    }
+    return;
+  }
+  if (cm > st->m) {
+    if (st->m > kNegInf) {
+      st->s *= __builtin_expf(st->m - cm);
+      if (kDot) st->d += (static_cast<double>(st->m) - cm) * st->qw;
+    }
+    st->m = cm;
+  }
+  accumulate_chunk<Ops, kDot, kWeight, kProb>(x, w, q, len, st);
+  if constexpr (kDot && !kWeight && !kProb) st->qw += static_cast<double>(len);
+}
+
 // Online statistics of x[0, n) (with w, q at the same offsets).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
 RowStats row_stats(const float* x, const float* w, const float* q, int64_t n) {
   RowStats st = kEmptyStats;
   for (int64_t c = 0; c < n; c += kChunk) {
-    const int64_t len = min_i(kChunk, n - c);
-    const float* wc = kWeight ? w + c : nullptr;
-    const float* qc = kProb ? q + c : nullptr;
-    const float cm = max_of<Ops>(x + c, len);
-    if (cm == kNegInf) {
-      // exp(-inf - m) is 0 whatever m is; a positive wq on a -inf logit
-      // makes the loss +inf, as log_softmax would give -inf there.
-      if (kDot) {
-        const double cq = sum_wq<Ops, kWeight, kProb>(wc, qc, len);
-        if (cq > 0) st.d = -__builtin_inf();
-        st.qw += cq;
-      }
-      continue;
-    }
-    if (cm > st.m) {
-      if (st.m > kNegInf) {
-        st.s *= __builtin_expf(st.m - cm);
-        if (kDot) st.d += (static_cast<double>(st.m) - cm) * st.qw;
-      }
-      st.m = cm;
-    }
-    accumulate_chunk<Ops, kDot, kWeight, kProb>(x + c, wc, qc, len, &st);
-    if constexpr (kDot && !kWeight && !kProb) st.qw += static_cast<double>(len);
+    add_chunk_stats<Ops, kDot, kWeight, kProb>(x + c, kWeight ? w + c : nullptr, kProb ? q + c : nullptr,
+                                               min_i(kChunk, n - c), &st);
   }
   return st;
 }
@@ -379,28 +389,36 @@ void fill_zero(float* p, int64_t n) {
   store_row<Ops>(p, n, [](int64_t, int64_t) { return Ops::zero(); });
 }
 
-// e[i] = exp(x[i] - m) for i in [0, n); returns their sum.
+// e[i] = exp(x[i] - m) for i in [0, n); returns their sum, through
+// partial sums of kSumBlock terms per lane (as sum_over_classes): with one
+// lane (the scalar path) a 1024-float row otherwise chains 512 additions,
+// enough to put softmax 2.8e-6 off in one test draw in about a thousand.
 template <class Ops>
 float exp_store_sum(const float* x, float* e, int64_t n, float m) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m);
-  V s0 = Ops::zero(), s1 = Ops::zero();
+  V total = Ops::zero();
   int64_t i = 0;
-  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
-    const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i), mv));
-    const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i + Ops::W), mv));
-    Ops::store(e + i, e0);
-    Ops::store(e + i + Ops::W, e1);
-    s0 = Ops::add(s0, e0);
-    s1 = Ops::add(s1, e1);
+  while (i + 2 * Ops::W <= n) {
+    const int64_t block_end = min_i(n, i + kSumBlock * 2 * Ops::W);
+    V s0 = Ops::zero(), s1 = Ops::zero();
+    for (; i + 2 * Ops::W <= block_end; i += 2 * Ops::W) {
+      const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i), mv));
+      const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i + Ops::W), mv));
+      Ops::store(e + i, e0);
+      Ops::store(e + i + Ops::W, e1);
+      s0 = Ops::add(s0, e0);
+      s1 = Ops::add(s1, e1);
+    }
+    total = Ops::add(total, Ops::add(s0, s1));
   }
   for (; i < n; i += Ops::W) {
     const int64_t len = min_i(Ops::W, n - i);
     const V ev = vexp_nonpositive<Ops>(Ops::sub(Ops::load_tail(x + i, len, kNegInf), mv));
     Ops::store_tail(e + i, ev, len);
-    s0 = Ops::add(s0, ev);
+    total = Ops::add(total, ev);
   }
-  return Ops::reduce_add(Ops::add(s0, s1));
+  return Ops::reduce_add(total);
 }
 
 // Pass 1 of the one-pass softmax over x[0, n): fills e[0, n) and, per
@@ -483,26 +501,70 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
   });
 }
 
-// softmax of one row of up to kChunk floats, which stays in L1: max, then
-// y = exp(x - max) with the sum, then y *= 1 / sum. Short rows (attention's
-// 128 keys, 1000 classes) spend a good part of their time outside the
-// element loops, so this skips the chunk bookkeeping of exp_into_output
-// (a thread_local lookup, a call into the TLS resolver from a shared
-// library, per pass).
+// softmax of whole rows [begin, end) of up to kChunk floats, which stay in
+// L1: max, then y = exp(x - max) with the sum, then y *= 1 / sum. Short
+// rows (attention's 128 keys, 1000 classes) spend a good part of their
+// time outside the element loops, so this skips the chunk bookkeeping of
+// exp_into_output (a thread_local lookup, a call into the TLS resolver
+// from a shared library, per pass), and scales each row after the exp pass
+// of the next, so that the wait for a row's sum overlaps other work.
 template <class Ops>
-void softmax_short_row(const float* x, float* y, int64_t n) {
-  const float m = max_of<Ops>(x, n);
-  const typename Ops::V inv = Ops::set1(1.0f / exp_store_sum<Ops>(x, y, n, m));
-  store_row<Ops>(y, n, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(y, i, len, 0.0f), inv); });
+void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int64_t end) {
+  float inv_prev = 0.0f;
+  for (int64_t r = begin; r <= end; ++r) {
+    float inv = 0.0f;
+    if (r < end) {
+      const float m = max_of<Ops>(x + r * n, n);
+      inv = 1.0f / exp_store_sum<Ops>(x + r * n, y + r * n, n, m);
+    }
+    if (r > begin) {
+      float* yp = y + (r - 1) * n;
+      const typename Ops::V f = Ops::set1(inv_prev);
+      store_row<Ops>(yp, n, [&](int64_t i, int64_t len) { return Ops::mul(load_part<Ops>(yp, i, len, 0.0f), f); });
+    }
+    inv_prev = inv;
+  }
+}
+
+// log_softmax of whole rows [begin, end) of length n, the write pass of
+// each row interleaved chunk by chunk with the statistics pass of the next.
+// Done row after row, the statistics pass reads memory while the exp keeps
+// the FMA ports busy, and the write pass then stores while the core has
+// little to compute (it re-reads the row from L1 or L2); interleaved, the
+// reads, the stores and the exp overlap. One thread, L3-resident, against
+// row after row: 256x32000 -25 to -36%, 2048x1000 and 12288x128 -5%
+// (bench/NOTES.md).
+template <class Ops>
+void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, int64_t end) {
+  if (begin >= end) return;
+  RowStats prev = row_stats<Ops, false, false, false>(x + begin * n, nullptr, nullptr, n);
+  for (int64_t r = begin + 1; r <= end; ++r) {
+    const float* written = x + (r - 1) * n;
+    RowStats next = kEmptyStats;
+    for (int64_t c = 0; c < n; c += kChunk) {
+      const int64_t len = min_i(kChunk, n - c);
+      if (r < end) add_chunk_stats<Ops, false, false, false>(x + r * n + c, nullptr, nullptr, len, &next);
+      write_softmax_row<Ops>(written + c, y + (r - 1) * n + c, len, prev.m, prev.s, true);
+    }
+    prev = next;
+  }
 }
 
 template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
+  const int threads = minidnn::threads_for(s.outer * n, kGrain);
   if (!log && n <= kChunk) {
-    minidnn::parallel_for(minidnn::threads_for(s.outer * n, kGrain), s.outer,
-                          [&](int64_t r) { softmax_short_row<Ops>(x + r * n, y + r * n, n); });
+    minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
+      softmax_short_rows<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt);
+    });
+    return;
+  }
+  if (log && !splits_rows(threads, s.outer, n)) {
+    minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
+      log_softmax_pipelined<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt);
+    });
     return;
   }
   if (!log && n <= kOnePassMax) {
