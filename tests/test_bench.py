@@ -2,42 +2,94 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 
+import pytest
+
+import minidnn
 from minidnn.bench import FAMILIES
 from minidnn.bench.__main__ import main
+from minidnn.bench.harness import COPY_CURVE_BYTES
 from minidnn.bench.softmax import cases
 
 RESULT_KEYS = {
-    "family", "case", "pass", "device", "time_ms", "gflops", "gbps", "pct_ceiling",
-    "torch_time_ms", "speedup_vs_torch", "ort_time_ms", "speedup_vs_best",
+    "family", "case", "pass", "device", "time_ms", "gflops", "gbps", "working_set_bytes",
+    "ceiling_GBps", "pct_ceiling", "torch_time_ms", "speedup_vs_torch", "ort_time_ms",
+    "speedup_vs_best",
 }
+OVERHEAD_KEYS = {"family", "op", "shape", "pass", "us", "torch_us", "speedup_vs_torch"}
 
 
 def test_quick_run_writes_the_documented_json(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["--quick", "--cases", "cross_entropy fwd+bwd 4096", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
-    assert set(report) >= {"machine", "commit", "date", "results"}
+    assert set(report) >= {"machine", "commit", "date", "results", "overhead"}
     assert set(report["machine"]) >= {"cpu", "gpu", "threads", "ceilings"}
     ceilings = report["machine"]["ceilings"]
-    assert ceilings["copy_GBps"] > 0 and ceilings["sgemm_GFLOPs"] > 0
+    assert ceilings["sgemm_GFLOPs"] > 0
+    curve = ceilings["copy_curve"]
+    assert [point["bytes"] for point in curve] == list(COPY_CURVE_BYTES)
+    assert all(point["GBps"] > 0 for point in curve)
+    assert {point["method"] for point in curve} <= {"numpy", "numpy threads", "copy_probe", "torch copy_"}
+    # The memory-sized figure is the curve's last point.
+    assert (curve[-1]["bytes"], curve[-1]["GBps"]) == (ceilings["copy_memory_bytes"],
+                                                       ceilings["copy_memory_GBps"])
     (result,) = report["results"]
     assert set(result) == RESULT_KEYS
     assert result["family"] == "softmax" and result["device"] == "cpu"
     assert result["pass"] is True
-    assert result["time_ms"] > 0 and result["pct_ceiling"] > 0
+    assert result["time_ms"] > 0 and result["ceiling_GBps"] > 0
+    # The case's own working set picks its ceiling: logits and gradient, 8 bytes per logit.
+    assert result["working_set_bytes"] == 8 * 4096 * 1000
+    assert result["pct_ceiling"] == pytest.approx(100 * result["gbps"] / result["ceiling_GBps"])
+    assert report["overhead"] == []  # no tiny case matches the filter
+
+
+def test_quick_overhead_group_covers_every_op_against_torch(tmp_path):
+    path = tmp_path / "overhead.json"
+    assert main(["--quick", "--groups", "overhead", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["machine"]["ceilings"] is None and report["results"] == []
+    rows = report["overhead"]
+    assert [row["op"] for row in rows] == [case.op for case in _all_overhead_cases()]
+    for row in rows:
+        assert set(row) == OVERHEAD_KEYS
+        assert row["pass"] is True and row["us"] > 0
+        # torch is installed with the test extras: every op has its PyTorch twin.
+        assert row["torch_us"] > 0
+        assert row["speedup_vs_torch"] == pytest.approx(row["torch_us"] / row["us"])
+
+
+def _all_overhead_cases(device="cpu"):
+    return [case for module in FAMILIES.values() for case in importlib.import_module(module).overhead_cases(device)]
+
+
+def test_every_public_op_has_a_tiny_case():
+    """Each family joins the call-overhead group with every op it exports."""
+    public_ops = {
+        name for name in minidnn.__all__
+        if callable(getattr(minidnn, name)) and getattr(minidnn, name).__module__ != "minidnn._runtime"
+    }
+    tiny = _all_overhead_cases()
+    assert {case.op for case in tiny} == public_ops
+    assert all(math.prod(case.shape) <= 1000 for case in tiny)
+    assert _all_overhead_cases("cuda") == []
 
 
 def test_every_family_case_has_a_unique_name():
-    assert set(FAMILIES) == {"softmax"}
+    assert "softmax" in FAMILIES  # each family checks its own cases (e.g. test_linear.py)
     names = [case.name for case in cases("cpu", quick=True)]
     assert len(names) == len(set(names)) and len(names) >= 19
 
 
 def test_unmatched_filter_fails_and_cuda_without_gpu_is_a_clean_exit(capsys):
     assert main(["--quick", "--cases", "no such case"]) == 1
-    import minidnn
+    assert main(["--quick", "--groups", "throughput", "--cases", "softmax 8x10"]) == 1  # a tiny case only
+    with pytest.raises(SystemExit):
+        main(["--groups", "latency"])
 
     if not minidnn.cuda.is_available():
         assert main(["--device", "cuda"]) == 0

@@ -73,16 +73,35 @@ def test_cuda_array_rejected_with_a_clear_message():
         minidnn.softmax(FakeCudaArray())
 
 
-def test_kernel_guard_against_unvalidated_targets():
-    """The C++ layer re-checks targets, so a call that skips the Python
-    validation still raises instead of reading out of bounds."""
+def test_entries_take_only_what_the_kernels_read():
+    """A _C entry called directly, skipping the Python validation, returns
+    None for anything but exactly the arrays and values its kernel reads,
+    and never reads or writes out of bounds."""
     from minidnn import _C
 
-    target = _C.LossTarget(np.array([0, 7, 1, 2], dtype=np.int64), None, None, -100, 0.0)
-    loss = np.empty(4, dtype=np.float64)
-    with pytest.raises(IndexError, match="out of range"):
-        _C.cross_entropy(X, target, 4, 5, 1, loss)
-    with pytest.raises(ValueError, match="expected 20 elements"):
-        _C.softmax_forward(X, np.empty(19, np.float32), 4, 5, 1, False)
-    with pytest.raises(ValueError, match="overflows"):
-        _C.softmax_forward(X, np.empty(20, np.float32), 2**40, 2**40, 1, False)
+    t = np.array([0, 1, 2, 3], dtype=np.int64)
+    assert _C.cross_entropy(X, t, None, -100, "mean", 0.0) is not None
+    assert _C.cross_entropy(X, np.array([0, 7, 1, 2]), None, -100, "mean", 0.0) is None  # class out of range
+    assert _C.cross_entropy(X, np.array([0, -3, 1, 2]), None, -100, "mean", 0.0) is None
+    assert _C.cross_entropy(X, t.astype(np.int32), None, -100, "mean", 0.0) is None  # widened in Python
+    assert _C.cross_entropy(X, t[:3], None, -100, "mean", 0.0) is None
+    assert _C.cross_entropy(X, t, np.ones(4, np.float32), -100, "mean", 0.0) is None  # weight of C - 1
+    assert _C.cross_entropy(X, t, None, True, "mean", 0.0) is None  # bool is not an index
+    assert _C.cross_entropy(X, t, None, -100, "average", 0.0) is None
+    assert _C.cross_entropy(X, t, None, -100, "mean", float("nan")) is None
+    assert _C.nll_loss_backward(np.ones(3, np.float32), X, t, None, -100, "none") is None  # grad_loss shape
+    assert _C.nll_loss(X, X, None, -100, "mean") is None  # probabilities: cross_entropy only
+    assert _C.softmax(X, 2) is None
+    assert _C.softmax(X[:, ::2], 1) is None  # non-contiguous: copied in Python
+    assert _C.softmax(X.astype(">f4"), 1) is None
+    unaligned = np.frombuffer(np.zeros(81, np.uint8).data, dtype=np.float32, offset=1, count=20).reshape(4, 5)
+    assert not unaligned.flags.aligned
+    assert _C.relu(unaligned) is None
+    np.testing.assert_array_equal(minidnn.relu(unaligned), np.zeros((4, 5), np.float32))  # copied, then run
+    assert _C.relu_backward(X, X[:3]) is None
+    assert _C.leaky_relu(X, "0.1") is None
+
+
+def test_ignore_index_beyond_int64():
+    with pytest.raises(ValueError, match=f"ignore_index: expected an int in the int64 range, got {2**70}"):
+        minidnn.cross_entropy(X, np.array([0, 1, 2, 3]), ignore_index=2**70)

@@ -1,5 +1,9 @@
-"""Prints a Markdown table of a `python -m minidnn.bench --json` result file,
-for the README: python bench/scripts/table.py bench/results/<file>.json"""
+"""Prints the Markdown tables of a `python -m minidnn.bench --json` result file,
+for the README: python bench/scripts/table.py bench/results/<file>.json
+
+Two tables, one per group that ran: throughput (each case against the copy
+ceiling at its own working set and against the peers) and call overhead
+(microseconds per call on tiny inputs, against PyTorch)."""
 
 from __future__ import annotations
 
@@ -11,23 +15,51 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def size(nbytes: int) -> str:
+    mib = nbytes / 2**20
+    return f"{mib / 1024:g} GiB" if mib >= 1024 else f"{mib:g} MiB"
+
+
+def throughput_table(run: dict) -> None:
+    ceilings = run["machine"]["ceilings"]
+    curve = ", ".join(f"{size(p['bytes'])} {p['GBps']:.1f}" for p in ceilings["copy_curve"])
+    print(
+        f"Measured ceilings: SGEMM {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s; copy GB/s by working set "
+        f"(half read, half written): {curve}. Each case's ceiling is the copy of its own working "
+        "set, the faster of two measurements, right before and right after minidnn's block.\n"
+    )
+    print("| case | ms | GB/s | ceiling GB/s | % of ceiling | PyTorch ms | x vs PyTorch | ORT ms | x vs best peer |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in run["results"]:
+        print(
+            f"| {r['case']} | {r['time_ms']:.3f} | {fmt(r['gbps'], '.1f')} | {fmt(r['ceiling_GBps'], '.1f')} | "
+            f"{fmt(r['pct_ceiling'], '.0f')} | {fmt(r['torch_time_ms'], '.3f')} | "
+            f"{fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['ort_time_ms'], '.3f')} | "
+            f"{fmt(r['speedup_vs_best'], '.2f')} |"
+        )
+
+
+def overhead_table(run: dict) -> None:
+    print("| op | shape | us per call | PyTorch us | x vs PyTorch |")
+    print("|---|---|---:|---:|---:|")
+    for r in run["overhead"]:
+        print(
+            f"| {r['op']} | {'x'.join(map(str, r['shape']))} | {r['us']:.2f} | "
+            f"{fmt(r['torch_us'], '.2f')} | {fmt(r['speedup_vs_torch'], '.2f')} |"
+        )
+
+
 def main(path: str) -> None:
     with open(path) as f:
         run = json.load(f)
     machine = run["machine"]
-    ceilings = machine["ceilings"]
-    print(
-        f"{machine['cpu']}, {machine['threads']} threads, commit {run['commit'][:7]}, {run['date'][:10]}; "
-        f"measured ceilings: copy {ceilings['copy_GBps']:.1f} GB/s, SGEMM {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s.\n"
-    )
-    print("| case | ms | GB/s | % of copy | PyTorch ms | x vs PyTorch | ORT ms | x vs best peer |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for r in run["results"]:
-        print(
-            f"| {r['case']} | {r['time_ms']:.3f} | {fmt(r['gbps'], '.1f')} | {fmt(r['pct_ceiling'], '.0f')} | "
-            f"{fmt(r['torch_time_ms'], '.3f')} | {fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['ort_time_ms'], '.3f')} | "
-            f"{fmt(r['speedup_vs_best'], '.2f')} |"
-        )
+    print(f"{machine['cpu']}, {machine['threads']} threads, commit {run['commit'][:7]}, {run['date'][:10]}.\n")
+    if run["results"]:
+        throughput_table(run)
+    if run["results"] and run["overhead"]:
+        print()
+    if run["overhead"]:
+        overhead_table(run)
 
 
 if __name__ == "__main__":

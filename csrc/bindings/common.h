@@ -1,52 +1,133 @@
-// Helpers shared by the binding files. The Python layer validates every
-// argument before it calls into _C; these checks are the last line that
-// keeps a malformed call from reading or writing out of bounds.
+// Helpers shared by the binding files: the argument access and output
+// allocation of every op's one _C entry.
+//
+// Each public op makes one _C call with its Python arguments as they are.
+// The entry takes an argument only when it is exactly what the kernel reads
+// (an ndarray of native float32 / int64, C-contiguous and aligned; an exact
+// int, float or str). Anything else, and any value a kernel would reject,
+// makes the entry return None without touching memory, and the op's Python
+// layer then validates (raising the documented TypeError / ValueError /
+// IndexError) and calls the entry again with normalized arguments. The
+// common call thus costs one C++ function call: no Python-side shape
+// arithmetic, no second allocation, no OpenMP region for tiny inputs.
 #pragma once
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-#include <pybind11/stl.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
-#include <stdexcept>
-#include <string>
 
 namespace minidnn::bindings {
 
 namespace py = pybind11;
 
-template <class T>
-using Array = py::array_t<T, py::array::c_style>;
+// NumPy's NPY_MAXDIMS (64 since NumPy 2; 32 before).
+constexpr int kMaxDims = 64;
 
+// An ndarray argument the kernels can read as it is.
 template <class T>
-const T* input(const Array<T>& a, int64_t expected, const char* name) {
-  if (a.size() != expected) {
-    throw std::invalid_argument(std::string(name) + ": expected " + std::to_string(expected) +
-                                " elements, got " + std::to_string(a.size()));
+struct ArrayArg {
+  PyObject* obj = nullptr;
+  T* data = nullptr;
+  int nd = 0;
+  const Py_intptr_t* dims = nullptr;
+  int64_t size = 0;
+
+  template <class U>
+  bool shape_equals(const ArrayArg<U>& other) const {
+    if (nd != other.nd) return false;
+    for (int i = 0; i < nd; ++i) {
+      if (dims[i] != other.dims[i]) return false;
+    }
+    return true;
   }
-  return a.data();
-}
+};
 
-template <class T>
-const T* optional_input(const std::optional<Array<T>>& a, int64_t expected, const char* name) {
-  return a ? input(*a, expected, name) : nullptr;
-}
+using FloatArg = ArrayArg<const float>;
+using IndexArg = ArrayArg<const int64_t>;
 
-template <class T>
-T* output(Array<T>& a, int64_t expected, const char* name) {
-  input(a, expected, name);
-  if (!a.writeable()) throw std::invalid_argument(std::string(name) + ": output array is read-only");
-  return a.mutable_data();
-}
+namespace detail {
+bool take_array(py::handle h, int type_num, int* nd, const Py_intptr_t** dims, void** data, int64_t* size);
+}  // namespace detail
 
-inline int64_t checked_product(int64_t a, int64_t b, int64_t c) {
-  if (a < 0 || b < 0 || c < 0) throw std::invalid_argument("shape: negative extent");
-  int64_t ab = 0, abc = 0;
-  if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) {
-    throw std::invalid_argument("shape: element count overflows int64");
+// h as a float32 (int64) array the kernels read in place, or false.
+inline bool float_arg(py::handle h, FloatArg* out) {
+  void* data = nullptr;
+  if (!detail::take_array(h, py::detail::npy_api::NPY_FLOAT32_, &out->nd, &out->dims, &data, &out->size)) {
+    return false;
   }
-  return abc;
+  out->obj = h.ptr();
+  out->data = static_cast<const float*>(data);
+  return true;
+}
+
+inline bool index_arg(py::handle h, IndexArg* out) {
+  void* data = nullptr;
+  if (!detail::take_array(h, py::detail::npy_api::NPY_INT64_, &out->nd, &out->dims, &data, &out->size)) {
+    return false;
+  }
+  out->obj = h.ptr();
+  out->data = static_cast<const int64_t*>(data);
+  return true;
+}
+
+// None (-> nullopt inside an engaged optional) or a float32 array.
+inline bool optional_float_arg(py::handle h, std::optional<FloatArg>* out) {
+  if (h.is_none()) {
+    out->reset();
+    return true;
+  }
+  FloatArg a;
+  if (!float_arg(h, &a)) return false;
+  *out = a;
+  return true;
+}
+
+// An exact Python int that fits int64 (bool, NumPy integers and int
+// subclasses take the validating path).
+bool int_arg(py::handle h, int64_t* out);
+// An exact Python float, or an exact Python int (as Python's numbers.Real).
+bool real_arg(py::handle h, double* out);
+// An exact Python str equal to one of `choices`; its index in *out.
+template <size_t N>
+bool choice_arg(py::handle h, const std::array<const char*, N>& choices, int* out) {
+  if (!PyUnicode_CheckExact(h.ptr())) return false;
+  for (size_t i = 0; i < N; ++i) {
+    if (PyUnicode_CompareWithASCIIString(h.ptr(), choices[i]) == 0) {
+      *out = static_cast<int>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+// A new C-contiguous float32 array of the given shape. Outputs of at least
+// the pool threshold come from the Python reuse pool (see _runtime.py);
+// inside the tests' poisoned_outputs() every output is filled with the
+// poison value first, so an element a kernel skips shows up.
+py::object new_float_array(int nd, const Py_intptr_t* dims);
+// A 0-d float32 array holding v.
+py::object new_float_scalar(float v);
+inline float* float_data(const py::object& a) {
+  return reinterpret_cast<float*>(py::detail::array_proxy(a.ptr())->data);
+}
+
+// Kernels with at least this much work (elements) run without the GIL;
+// smaller ones finish in less time than releasing and re-taking it costs.
+constexpr int64_t kReleaseGilWork = int64_t{1} << 14;
+
+// Runs kernel(), without the GIL when `work` is large. A function rather than
+// a guard object, so that no Python object is touched while the GIL is out.
+template <class Kernel>
+void run_kernel(int64_t work, Kernel&& kernel) {
+  if (work >= kReleaseGilWork) {
+    py::gil_scoped_release nogil;
+    kernel();
+  } else {
+    kernel();
+  }
 }
 
 }  // namespace minidnn::bindings

@@ -2,6 +2,9 @@
 #include <omp.h>
 
 #include <cstring>
+#include <stdexcept>
+
+#include <pybind11/stl.h>
 
 #include "bindings/common.h"
 #include "cuda/runtime/device.h"
@@ -15,10 +18,15 @@ namespace {
 // with memcpy, small enough that glibc uses cached stores (a single large
 // memcpy switches to non-temporal stores, which run at about half speed on
 // our machines and would understate the ceiling).
-void copy_probe(const Array<float>& src, Array<float>& dst) {
-  const int64_t n = src.size();
-  const float* s = input(src, n, "src");
-  float* d = output(dst, n, "dst");
+void copy_probe(py::handle src_arg, py::handle dst_arg) {
+  FloatArg src, dst;
+  if (!float_arg(src_arg, &src) || !float_arg(dst_arg, &dst) || dst.size != src.size ||
+      (py::detail::array_proxy(dst.obj)->flags & py::detail::npy_api::NPY_ARRAY_WRITEABLE_) == 0) {
+    throw std::invalid_argument("copy_probe: expected two writable C-contiguous float32 arrays of one size");
+  }
+  const int64_t n = src.size;
+  const float* s = src.data;
+  float* d = const_cast<float*>(dst.data);
   constexpr int64_t kBlock = int64_t{1} << 16;
   const int64_t blocks = (n + kBlock - 1) / kBlock;
   const int threads = get_num_threads();
@@ -46,7 +54,7 @@ void bind_runtime(py::module_& m) {
     return d;
   });
   m.def("openmp_version", [] { return static_cast<int>(_OPENMP); });
-  m.def("copy_probe", &copy_probe, py::arg("src"), py::arg("dst").noconvert());
+  m.def("copy_probe", &copy_probe, py::arg("src"), py::arg("dst"));
 
   py::module_ cuda = m.def_submodule("cuda", "CUDA device queries");
   cuda.def("built", &cuda::built);

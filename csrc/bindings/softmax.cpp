@@ -1,9 +1,10 @@
-// _C bindings of the softmax family: softmax / log_softmax, cross-entropy
-// and NLL, forward and backward. Arrays arrive validated and contiguous
-// from python/minidnn/softmax.py; every kernel runs without the GIL.
-#include <optional>
-#include <stdexcept>
-#include <string>
+// _C entries of the softmax family: softmax / log_softmax and their
+// backwards, cross-entropy and NLL loss forward and backward, each taking the
+// public op's arguments and returning its result, or None for arguments the
+// Python layer must validate first (see common.h). The loss entries also
+// reduce, so a loss costs one _C call.
+#include <array>
+#include <vector>
 
 #include "bindings/common.h"
 #include "cpu/softmax/softmax.h"
@@ -15,142 +16,259 @@ using cpu::LossScale;
 using cpu::LossTarget;
 using cpu::SoftmaxShape;
 
-SoftmaxShape make_shape(int64_t outer, int64_t classes, int64_t inner) {
-  checked_product(outer, classes, inner);
-  if (classes < 1) throw std::invalid_argument("classes: expected at least 1, got " + std::to_string(classes));
-  return SoftmaxShape{outer, classes, inner};
+int64_t product(const Py_intptr_t* dims, int begin, int end) {
+  int64_t p = 1;
+  for (int i = begin; i < end; ++i) p *= dims[i];
+  return p;
 }
 
-void throw_if_bad_targets(int64_t bad) {
-  if (bad > 0) {
-    throw std::out_of_range("target: " + std::to_string(bad) + " class indices out of range");
+// x seen as (outer, classes, inner) around `axis_arg`, or false for an axis
+// out of range (a 0-d array has the one axis 0 / -1).
+bool softmax_shape(const FloatArg& x, py::handle axis_arg, SoftmaxShape* s) {
+  int64_t axis = 0;
+  if (!int_arg(axis_arg, &axis)) return false;
+  const int64_t rank = x.nd > 0 ? x.nd : 1;
+  if (axis < -rank || axis >= rank) return false;
+  if (x.nd == 0) {
+    *s = SoftmaxShape{1, 1, 1};
+    return true;
   }
+  const int ax = static_cast<int>(axis < 0 ? axis + rank : axis);
+  *s = SoftmaxShape{product(x.dims, 0, ax), x.dims[ax], product(x.dims, ax + 1, x.nd)};
+  return true;
 }
 
-struct TargetArgs {
-  std::optional<Array<int64_t>> index;
-  std::optional<Array<float>> prob;
-  std::optional<Array<float>> weight;
-  int64_t ignore_index;
-  float label_smoothing;
+template <bool kLog>
+py::object softmax_forward(py::handle x_arg, py::handle axis_arg) {
+  FloatArg x;
+  SoftmaxShape s;
+  if (!float_arg(x_arg, &x) || !softmax_shape(x, axis_arg, &s)) return py::none();
+  py::object y = new_float_array(x.nd, x.dims);
+  float* yp = float_data(y);
+  run_kernel(x.size, [&] {
+    if (x.size > 0) cpu::softmax_kernels().softmax(x.data, yp, s, kLog);
+  });
+  return y;
+}
 
-  LossTarget resolve(SoftmaxShape s) const {
-    if (index.has_value() == prob.has_value()) {
-      throw std::invalid_argument("target: expected exactly one of class indices and probabilities");
-    }
-    LossTarget t;
-    t.index = optional_input(index, s.outer * s.inner, "target");
-    t.prob = optional_input(prob, s.outer * s.classes * s.inner, "target");
-    t.weight = optional_input(weight, s.classes, "weight");
-    t.ignore_index = ignore_index;
-    t.label_smoothing = label_smoothing;
-    return t;
+template <bool kLog>
+py::object softmax_backward(py::handle grad_y_arg, py::handle y_arg, py::handle axis_arg) {
+  FloatArg grad_y, y;
+  SoftmaxShape s;
+  if (!float_arg(grad_y_arg, &grad_y) || !float_arg(y_arg, &y) || !grad_y.shape_equals(y) ||
+      !softmax_shape(y, axis_arg, &s)) {
+    return py::none();
   }
+  py::object grad_x = new_float_array(y.nd, y.dims);
+  float* gxp = float_data(grad_x);
+  run_kernel(y.size, [&] {
+    if (y.size > 0) cpu::softmax_kernels().softmax_backward(grad_y.data, y.data, gxp, s, kLog);
+  });
+  return grad_x;
+}
+
+// ---------------------------------------------------------------------------
+// losses
+// ---------------------------------------------------------------------------
+
+enum Reduction { kNone = 0, kMean = 1, kSum = 2 };
+constexpr std::array<const char*, 3> kReductions{"none", "mean", "sum"};
+
+// The arguments of a loss, as the kernels take them: logits (N, C, d1..dk)
+// or unbatched (C,) seen as (outer, classes, inner) with the class axis 1
+// (0 when unbatched); targets class indices shaped like the logits without
+// the class axis, or probabilities shaped like the logits.
+struct Loss {
+  FloatArg x;
+  SoftmaxShape shape{};
+  LossTarget target;
+  int reduction = kMean;
+  int target_nd = 0;
+  std::array<Py_intptr_t, kMaxDims> target_dims{};
+  // "mean" divides by this: the summed weights of the non-ignored class
+  // targets, or the element count for probability targets.
+  double mean_divisor = 0.0;
+  std::vector<float> smoothed_prob;  // probability targets with label smoothing
+
+  int64_t elements() const { return shape.outer * shape.inner; }
 };
 
-void softmax_forward(const Array<float>& x, Array<float>& y, int64_t outer, int64_t classes, int64_t inner,
-                     bool log) {
-  const SoftmaxShape s = make_shape(outer, classes, inner);
-  const int64_t n = s.outer * s.classes * s.inner;
-  const float* xp = input(x, n, "x");
-  float* yp = output(y, n, "out");
-  py::gil_scoped_release nogil;
-  if (n > 0) cpu::softmax_kernels().softmax(xp, yp, s, log);
+// Fills `loss` from the Python arguments, or returns false (see common.h).
+// Class targets are range-checked here, before any kernel reads through
+// them; an out-of-range one returns false and the Python layer raises the
+// IndexError. `smoothing` is null for nll_loss, which has no such argument
+// and takes class targets only.
+bool parse_loss(py::handle x_arg, py::handle target_arg, py::handle weight_arg, py::handle ignore_arg,
+                py::handle reduction_arg, const py::handle* smoothing_arg, Loss* loss) {
+  FloatArg& x = loss->x;
+  if (!float_arg(x_arg, &x) || x.nd == 0) return false;
+  const int class_axis = x.nd == 1 ? 0 : 1;
+  const int64_t classes = x.dims[class_axis];
+  if (classes < 1) return false;
+  loss->shape = SoftmaxShape{product(x.dims, 0, class_axis), classes, product(x.dims, class_axis + 1, x.nd)};
+  loss->target_nd = x.nd - 1;
+  for (int i = 0, j = 0; i < x.nd; ++i) {
+    if (i != class_axis) loss->target_dims[j++] = x.dims[i];
+  }
+
+  LossTarget& t = loss->target;
+  double eps = 0.0;
+  if (!int_arg(ignore_arg, &t.ignore_index) || !choice_arg(reduction_arg, kReductions, &loss->reduction)) {
+    return false;
+  }
+  if (smoothing_arg != nullptr && (!real_arg(*smoothing_arg, &eps) || !(eps >= 0.0 && eps <= 1.0))) return false;
+  t.label_smoothing = static_cast<float>(eps);
+  std::optional<FloatArg> weight;
+  if (!optional_float_arg(weight_arg, &weight)) return false;
+  if (weight) {
+    if (weight->nd != 1 || weight->dims[0] != classes) return false;
+    t.weight = weight->data;
+  }
+
+  FloatArg prob;
+  IndexArg index;
+  if (smoothing_arg != nullptr && float_arg(target_arg, &prob)) {
+    if (!prob.shape_equals(x)) return false;
+    t.prob = prob.data;
+    if (eps > 0.0) {
+      // Mixing the uniform distribution into probability targets costs one
+      // pass over them, which keeps the kernels to one form.
+      const float keep = static_cast<float>(1.0 - eps);
+      const float uniform = static_cast<float>(eps / static_cast<double>(classes));
+      loss->smoothed_prob.resize(static_cast<size_t>(prob.size));
+      for (int64_t i = 0; i < prob.size; ++i) loss->smoothed_prob[i] = prob.data[i] * keep + uniform;
+      t.prob = loss->smoothed_prob.data();
+    }
+    loss->mean_divisor = static_cast<double>(loss->elements());
+    return true;
+  }
+  if (!index_arg(target_arg, &index) || index.nd != loss->target_nd) return false;
+  for (int i = 0; i < index.nd; ++i) {
+    if (index.dims[i] != loss->target_dims[i]) return false;
+  }
+  double weight_total = 0.0;
+  for (int64_t i = 0; i < index.size; ++i) {
+    const int64_t c = index.data[i];
+    if (c == t.ignore_index) continue;
+    if (c < 0 || c >= classes) return false;
+    weight_total += t.weight != nullptr ? static_cast<double>(t.weight[c]) : 1.0;
+  }
+  t.index = index.data;
+  loss->mean_divisor = weight_total;
+  return true;
 }
 
-void softmax_backward(const Array<float>& grad_y, const Array<float>& y, Array<float>& grad_x, int64_t outer,
-                      int64_t classes, int64_t inner, bool log) {
-  const SoftmaxShape s = make_shape(outer, classes, inner);
-  const int64_t n = s.outer * s.classes * s.inner;
-  const float* gp = input(grad_y, n, "grad_y");
-  const float* yp = input(y, n, "y");
-  float* gxp = output(grad_x, n, "out");
-  py::gil_scoped_release nogil;
-  if (n > 0) cpu::softmax_kernels().softmax_backward(gp, yp, gxp, s, log);
-}
-
-// A loss forward: the unreduced loss of every element into `loss`.
+// The reduced loss (0-d) or the per-element losses (target-shaped).
 template <class Kernel>
-void loss_forward(const Array<float>& x, const char* x_name, const TargetArgs& target, int64_t outer,
-                  int64_t classes, int64_t inner, Array<double>& loss, Kernel kernel) {
-  const SoftmaxShape s = make_shape(outer, classes, inner);
-  const float* xp = input(x, s.outer * s.classes * s.inner, x_name);
-  const LossTarget t = target.resolve(s);
-  double* lp = output(loss, s.outer * s.inner, "out");
+py::object loss_forward(const Loss& loss, Kernel kernel) {
+  const int64_t n = loss.elements();
+  std::vector<double> per_element(static_cast<size_t>(n));
   int64_t bad = 0;
-  {
-    py::gil_scoped_release nogil;
-    if (s.outer * s.inner > 0) bad = kernel(xp, t, s, lp);
+  run_kernel(loss.x.size, [&] {
+    if (n > 0) bad = kernel(loss.x.data, loss.target, loss.shape, per_element.data());
+  });
+  // parse_loss checked the targets; the kernels check again, for targets
+  // another Python thread rewrote while the GIL was released.
+  if (bad > 0) return py::none();
+  if (loss.reduction == kNone) {
+    py::object out = new_float_array(loss.target_nd, loss.target_dims.data());
+    float* op = float_data(out);
+    for (int64_t i = 0; i < n; ++i) op[i] = static_cast<float>(per_element[i]);
+    return out;
   }
-  throw_if_bad_targets(bad);
+  double total = 0.0;
+  for (double v : per_element) total += v;
+  if (loss.reduction == kMean) total /= loss.mean_divisor;  // 0 / 0 = NaN when every target is ignored
+  return new_float_scalar(static_cast<float>(total));
 }
 
-void cross_entropy(const Array<float>& logits, const TargetArgs& target, int64_t outer, int64_t classes,
-                   int64_t inner, Array<double>& loss) {
-  loss_forward(logits, "logits", target, outer, classes, inner, loss, cpu::softmax_kernels().cross_entropy);
+// The gradient scale of each element: grad_loss as an array shaped like the
+// per-element loss for "none", else a float (divided by the mean divisor
+// for "mean").
+bool parse_scale(py::handle grad_loss_arg, const Loss& loss, LossScale* scale, FloatArg* per_element) {
+  if (loss.reduction == kNone) {
+    if (!float_arg(grad_loss_arg, per_element) || per_element->nd != loss.target_nd) return false;
+    for (int i = 0; i < loss.target_nd; ++i) {
+      if (per_element->dims[i] != loss.target_dims[i]) return false;
+    }
+    scale->per_element = per_element->data;
+    return true;
+  }
+  double g = 0.0;
+  if (!real_arg(grad_loss_arg, &g)) return false;
+  if (loss.reduction == kMean) g /= loss.mean_divisor;
+  scale->scalar = static_cast<float>(g);
+  return true;
 }
 
-void nll_loss(const Array<float>& log_probs, const TargetArgs& target, int64_t outer, int64_t classes,
-              int64_t inner, Array<double>& loss) {
-  loss_forward(log_probs, "log_probs", target, outer, classes, inner, loss, cpu::nll_loss_forward);
+py::object cross_entropy(py::handle logits, py::handle target, py::handle weight, py::handle ignore_index,
+                         py::handle reduction, py::handle label_smoothing) {
+  Loss loss;
+  if (!parse_loss(logits, target, weight, ignore_index, reduction, &label_smoothing, &loss)) return py::none();
+  return loss_forward(loss, cpu::softmax_kernels().cross_entropy);
 }
 
-LossScale make_scale(const std::optional<Array<float>>& per_element, float scalar, SoftmaxShape s) {
-  return LossScale{optional_input(per_element, s.outer * s.inner, "grad_loss"), scalar};
+py::object nll_loss(py::handle log_probs, py::handle target, py::handle weight, py::handle ignore_index,
+                    py::handle reduction) {
+  Loss loss;
+  if (!parse_loss(log_probs, target, weight, ignore_index, reduction, nullptr, &loss)) return py::none();
+  return loss_forward(loss, cpu::nll_loss_forward);
 }
 
-void cross_entropy_backward(const Array<float>& logits, const TargetArgs& target, int64_t outer, int64_t classes,
-                            int64_t inner, const std::optional<Array<float>>& scale_per_element,
-                            float scale_scalar, Array<float>& grad) {
-  const SoftmaxShape s = make_shape(outer, classes, inner);
-  const int64_t n = s.outer * s.classes * s.inner;
-  const float* xp = input(logits, n, "logits");
-  const LossTarget t = target.resolve(s);
-  const LossScale scale = make_scale(scale_per_element, scale_scalar, s);
-  float* gp = output(grad, n, "out");
+py::object cross_entropy_backward(py::handle grad_loss, py::handle logits, py::handle target, py::handle weight,
+                                  py::handle ignore_index, py::handle reduction, py::handle label_smoothing) {
+  Loss loss;
+  LossScale scale;
+  FloatArg per_element;
+  if (!parse_loss(logits, target, weight, ignore_index, reduction, &label_smoothing, &loss) ||
+      !parse_scale(grad_loss, loss, &scale, &per_element)) {
+    return py::none();
+  }
+  py::object grad = new_float_array(loss.x.nd, loss.x.dims);
+  float* gp = float_data(grad);
   int64_t bad = 0;
-  {
-    py::gil_scoped_release nogil;
-    if (n > 0) bad = cpu::softmax_kernels().cross_entropy_backward(xp, t, s, scale, gp);
-  }
-  throw_if_bad_targets(bad);
+  run_kernel(loss.x.size, [&] {
+    if (loss.x.size > 0) {
+      bad = cpu::softmax_kernels().cross_entropy_backward(loss.x.data, loss.target, loss.shape, scale, gp);
+    }
+  });
+  return bad > 0 ? py::none() : grad;
 }
 
-void nll_loss_backward(const TargetArgs& target, int64_t outer, int64_t classes, int64_t inner,
-                       const std::optional<Array<float>>& scale_per_element, float scale_scalar, Array<float>& grad) {
-  const SoftmaxShape s = make_shape(outer, classes, inner);
-  const LossTarget t = target.resolve(s);
-  const LossScale scale = make_scale(scale_per_element, scale_scalar, s);
-  float* gp = output(grad, s.outer * s.classes * s.inner, "out");
-  int64_t bad = 0;
-  {
-    py::gil_scoped_release nogil;
-    bad = cpu::nll_loss_backward(t, s, scale, gp);
+py::object nll_loss_backward(py::handle grad_loss, py::handle log_probs, py::handle target, py::handle weight,
+                             py::handle ignore_index, py::handle reduction) {
+  Loss loss;
+  LossScale scale;
+  FloatArg per_element;
+  if (!parse_loss(log_probs, target, weight, ignore_index, reduction, nullptr, &loss) ||
+      !parse_scale(grad_loss, loss, &scale, &per_element)) {
+    return py::none();
   }
-  throw_if_bad_targets(bad);
+  py::object grad = new_float_array(loss.x.nd, loss.x.dims);
+  float* gp = float_data(grad);
+  int64_t bad = 0;
+  run_kernel(loss.x.size, [&] {
+    if (loss.x.size > 0) bad = cpu::nll_loss_backward(loss.target, loss.shape, scale, gp);
+  });
+  return bad > 0 ? py::none() : grad;
 }
 
 }  // namespace
 
 void bind_softmax(py::module_& m) {
-  py::class_<TargetArgs>(m, "LossTarget")
-      .def(py::init<std::optional<Array<int64_t>>, std::optional<Array<float>>, std::optional<Array<float>>,
-                    int64_t, float>(),
-           py::arg("index"), py::arg("prob"), py::arg("weight"), py::arg("ignore_index"),
-           py::arg("label_smoothing"));
-  m.def("softmax_forward", &softmax_forward, py::arg("x"), py::arg("out").noconvert(), py::arg("outer"),
-        py::arg("classes"), py::arg("inner"), py::arg("log"));
-  m.def("softmax_backward", &softmax_backward, py::arg("grad_y"), py::arg("y"), py::arg("out").noconvert(),
-        py::arg("outer"), py::arg("classes"), py::arg("inner"), py::arg("log"));
-  m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("outer"),
-        py::arg("classes"), py::arg("inner"), py::arg("out").noconvert());
-  m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("logits"), py::arg("target"), py::arg("outer"),
-        py::arg("classes"), py::arg("inner"), py::arg("scale_per_element"), py::arg("scale"),
-        py::arg("out").noconvert());
-  m.def("nll_loss", &nll_loss, py::arg("log_probs"), py::arg("target"), py::arg("outer"), py::arg("classes"),
-        py::arg("inner"), py::arg("out").noconvert());
-  m.def("nll_loss_backward", &nll_loss_backward, py::arg("target"), py::arg("outer"), py::arg("classes"),
-        py::arg("inner"), py::arg("scale_per_element"), py::arg("scale"), py::arg("out").noconvert());
+  m.def("softmax", &softmax_forward<false>, py::arg("x"), py::arg("axis"));
+  m.def("log_softmax", &softmax_forward<true>, py::arg("x"), py::arg("axis"));
+  m.def("softmax_backward", &softmax_backward<false>, py::arg("grad_y"), py::arg("y"), py::arg("axis"));
+  m.def("log_softmax_backward", &softmax_backward<true>, py::arg("grad_y"), py::arg("y"), py::arg("axis"));
+  m.def("cross_entropy", &cross_entropy, py::arg("logits"), py::arg("target"), py::arg("weight"),
+        py::arg("ignore_index"), py::arg("reduction"), py::arg("label_smoothing"));
+  m.def("cross_entropy_backward", &cross_entropy_backward, py::arg("grad_loss"), py::arg("logits"),
+        py::arg("target"), py::arg("weight"), py::arg("ignore_index"), py::arg("reduction"),
+        py::arg("label_smoothing"));
+  m.def("nll_loss", &nll_loss, py::arg("log_probs"), py::arg("target"), py::arg("weight"), py::arg("ignore_index"),
+        py::arg("reduction"));
+  m.def("nll_loss_backward", &nll_loss_backward, py::arg("grad_loss"), py::arg("log_probs"), py::arg("target"),
+        py::arg("weight"), py::arg("ignore_index"), py::arg("reduction"));
 }
 
 }  // namespace minidnn::bindings

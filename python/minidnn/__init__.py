@@ -38,6 +38,7 @@ from .activation import (
     tanh,
     tanh_backward,
 )
+from .linear import linear, linear_backward
 from .softmax import (
     cross_entropy,
     cross_entropy_backward,
@@ -77,4 +78,6 @@ __all__ = [
     "sigmoid_backward",
     "tanh",
     "tanh_backward",
+    "linear",
+    "linear_backward",
 ]

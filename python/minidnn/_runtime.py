@@ -1,6 +1,6 @@
-"""Runtime control: threads, the CPU code path, configuration, and output
-allocation (a reuse pool for large outputs, and the poisoning hook the
-tests use)."""
+"""Runtime control: threads, the CPU code path, configuration, and the
+settings of output allocation (a reuse pool for large outputs, and the
+poisoning hook the tests use); the _C entries allocate the outputs."""
 
 from __future__ import annotations
 
@@ -114,25 +114,26 @@ def empty_cache() -> None:
                 del buffers[i]
 
 
-def empty(shape, dtype=np.float32) -> np.ndarray:
-    """An uninitialized output array (filled with the poison value inside
-    poisoned_outputs(), so a kernel that skips an element is caught)."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes >= _POOL_MIN_BYTES:
-        out = _pooled_bytes(nbytes).view(dtype).reshape(shape)
-    else:
-        out = np.empty(shape, dtype=dtype)
-    if _poison is not None:
-        out.fill(_poison)
-    return out
+def _pooled_float32(shape: tuple) -> np.ndarray:
+    """A float32 array of at least _POOL_MIN_BYTES from the pool."""
+    nbytes = 4 * int(np.prod(shape, dtype=np.int64))
+    return _pooled_bytes(nbytes).view(np.float32).reshape(shape)
+
+
+# The _C entries allocate their outputs themselves (csrc/bindings/common.cpp)
+# and take large ones from this pool.
+_C.set_output_pool(_pooled_float32, _POOL_MIN_BYTES)
 
 
 @contextlib.contextmanager
 def poisoned_outputs(value: float = float("nan")) -> Iterator[None]:
+    """Every output allocated inside starts filled with `value`, so an
+    element a kernel fails to write shows up (the tests use NaN)."""
     global _poison
     previous, _poison = _poison, value
+    _C.set_output_poison(value)
     try:
         yield
     finally:
         _poison = previous
+        _C.set_output_poison(previous)

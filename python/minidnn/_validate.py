@@ -35,34 +35,46 @@ def _as_ndarray(x):
     return np.asarray(x) if isinstance(x, np.generic) else x
 
 
+def _contiguous(x: np.ndarray) -> np.ndarray:
+    """x itself if the kernels can read it in place, else a C-contiguous,
+    aligned copy (not np.ascontiguousarray: it turns a 0-d array into shape (1,))."""
+    flags = x.flags
+    return x if flags.c_contiguous and flags.aligned else x.copy(order="C")
+
+
 def float_array(name: str, x) -> np.ndarray:
-    """A C-contiguous float32 ndarray (non-contiguous input is copied once)."""
+    """A C-contiguous, aligned float32 ndarray (other layouts are copied once)."""
     _reject_device_arrays(name, x)
     x = _as_ndarray(x)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray of float32, got {_describe(x)}")
     if x.dtype != np.float32:
         raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
-    # Not np.ascontiguousarray: it turns a 0-d array into shape (1,).
-    return x if x.flags.c_contiguous else x.copy(order="C")
+    return _contiguous(x)
 
 
 def index_array(name: str, x) -> np.ndarray:
-    """A C-contiguous int64 ndarray; int32 is widened."""
+    """A C-contiguous, aligned int64 ndarray; int32 is widened."""
     _reject_device_arrays(name, x)
     x = _as_ndarray(x)
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name}: expected a numpy.ndarray of int64 or int32, got {_describe(x)}")
     if x.dtype not in (np.int64, np.int32):
         raise TypeError(f"{name}: expected dtype int64 or int32, got {x.dtype}")
-    x = x.astype(np.int64, copy=False)
-    return x if x.flags.c_contiguous else x.copy(order="C")
+    return _contiguous(x.astype(np.int64, copy=False))
 
 
 def integer(name: str, value) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
     return int(value)
+
+
+def int64(name: str, value) -> int:
+    value = integer(name, value)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name}: expected an int in the int64 range, got {value}")
+    return value
 
 
 def positive_int(name: str, value) -> int:
@@ -105,15 +117,6 @@ def label_smoothing(value) -> float:
     return value
 
 
-def axis_view(shape: tuple, ax: int) -> tuple[int, int, int]:
-    """(outer, classes, inner) of a C-contiguous array reduced over `ax`."""
-    if not shape:
-        return 1, 1, 1
-    outer = int(np.prod(shape[:ax], dtype=np.int64))
-    inner = int(np.prod(shape[ax + 1 :], dtype=np.int64))
-    return outer, int(shape[ax]), inner
-
-
 class LossInputs:
     """Validated inputs of a classification loss, viewed as (outer, classes,
     inner) with the class axis 1 (0 for unbatched (C,) input)."""
@@ -127,8 +130,7 @@ class LossInputs:
         self.classes = int(self.x.shape[class_axis])
         if self.classes < 1:
             raise ValueError(f"{input_name}: expected at least one class on axis {class_axis}, got shape {self.x.shape}")
-        self.outer, _, self.inner = axis_view(self.x.shape, class_axis)
-        self.ignore_index = integer("ignore_index", ignore_index)
+        self.ignore_index = int64("ignore_index", ignore_index)
 
         _reject_device_arrays("target", target)
         target = _as_ndarray(target)
@@ -164,17 +166,6 @@ class LossInputs:
             self.weight = float_array("weight", weight)
             if self.weight.shape != (self.classes,):
                 raise ValueError(f"weight: expected shape ({self.classes},), got {self.weight.shape}")
-
-    @property
-    def elements(self) -> int:
-        return self.outer * self.inner
-
-    def class_weight_total(self) -> float:
-        """Sum of the weights of the non-ignored class targets ("mean" divisor)."""
-        kept = self.index[self.index != self.ignore_index]
-        if self.weight is None:
-            return float(kept.size)
-        return float(self.weight[kept].sum(dtype=np.float64))
 
 
 def grad_loss(value, reduction_: str, target_shape: tuple):

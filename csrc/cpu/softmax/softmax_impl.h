@@ -154,7 +154,17 @@ float max_of(const float* x, int64_t n) {
   }
   for (; i + Ops::W <= n; i += Ops::W) a0 = Ops::max(a0, Ops::load(x + i));
   if (i < n) a1 = Ops::max(a1, Ops::load_tail(x + i, n - i, kNegInf));
-  return Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
+  const float m = Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
+  // max returns its second operand when either is NaN (as x86's maxps), so a
+  // lane that meets NaN and then -inf ends at -inf. A chunk that holds NaN
+  // must not pass for all -inf (callers skip those): its max is NaN, which
+  // poisons the row as it should. Only all -inf (or NaN) chunks pay the scan.
+  if (m == kNegInf) {
+    for (int64_t k = 0; k < n; ++k) {
+      if (x[k] != x[k]) return x[k];
+    }
+  }
+  return m;
 }
 
 // wq over [i, i + len): class weight times target probability, either
@@ -885,11 +895,11 @@ int64_t cross_entropy_backward_columns(const float* x, const CrossEntropyPlan& p
     const ColumnBlock<Ops> blk{lanes};
     const int nv = blk.vectors();
     const int64_t base = o * s.classes * s.inner + j0;
-    float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes], a[kLanes], b[kLanes], fix[kLanes];
+    float m[kLanes], sum[kLanes], d[kLanes], qw[kLanes], a[kLanes], b[kLanes], fix[kLanes], live[kLanes];
     int64_t target[kLanes];
     column_stats<Ops, kProb, kWeight && kProb, kProb>(x, t, s, base, blk, m, sum, d, qw);
     for (int64_t l = 0; l < kLanes; ++l) {
-      a[l] = b[l] = fix[l] = 0.0f;
+      a[l] = b[l] = fix[l] = live[l] = 0.0f;
       target[l] = -1;
       if (l >= lanes) continue;
       const int64_t elem = o * s.inner + j0 + l;
@@ -911,12 +921,14 @@ int64_t cross_entropy_backward_columns(const float* x, const CrossEntropyPlan& p
       }
       plan.gradient_terms(RowStats{m[l], sum[l], d[l], qw[l]}, w_t, g, &a[l], &b[l]);
       a[l] /= sum[l];
+      live[l] = 1.0f;
     }
-    V vm[kBlockVectors], va[kBlockVectors], vb[kBlockVectors];
+    V vm[kBlockVectors], va[kBlockVectors], vb[kBlockVectors], vlive[kBlockVectors];
     for (int u = 0; u < nv; ++u) {
       vm[u] = Ops::load(m + u * Ops::W);
       va[u] = Ops::load(a + u * Ops::W);
       vb[u] = Ops::load(b + u * Ops::W);
+      vlive[u] = Ops::load(live + u * Ops::W);
     }
     for (int64_t c = 0; c < s.classes; ++c) {
       const int64_t off = base + c * s.inner;
@@ -927,6 +939,9 @@ int64_t cross_entropy_backward_columns(const float* x, const CrossEntropyPlan& p
           const V wq = kProb ? Ops::mul(wc, blk.load(t.prob + off, u, 0.0f)) : wc;
           g = Ops::fnmadd(vb[u], wq, g);
         }
+        // An ignored element's gradient is 0, also where 0 * exp(inf - inf)
+        // would make it NaN (as the row path, which skips such rows).
+        if constexpr (!kProb) g = Ops::select(Ops::gt(vlive[u], Ops::zero()), g, Ops::zero());
         blk.store(grad + off, u, g);
       }
     }

@@ -1,18 +1,25 @@
 """minidnn's benchmark: `python -m minidnn.bench`.
 
-Measures the machine's ceilings (memory copy bandwidth, SGEMM throughput),
-then times every case of the selected op families against those ceilings and
-against PyTorch and ONNX Runtime where they are installed, after checking
-each case against the float64 reference in minidnn.reference.
+Two groups of cases, each checked against the float64 reference in
+minidnn.reference first:
 
-Adding an op family: write `bench/<family>.py` with a function
-`cases(device: str, quick: bool) -> list[harness.Case]` and add its entry to
-FAMILIES below; nothing else changes.
+- throughput: large shapes, timed against the machine's ceilings (copy
+  bandwidth at the case's own working set, SGEMM throughput) and against
+  PyTorch and ONNX Runtime where they are installed;
+- overhead: every public op on a tiny input, microseconds per call against
+  the same PyTorch eager call.
+
+Adding an op family: write `bench/<family>.py` with two functions,
+`cases(device: str, quick: bool) -> list[harness.Case]` (throughput) and
+`overhead_cases(device: str) -> list[harness.OverheadCase]` (each public op
+of the family on a tiny input), and add its entry to FAMILIES below; nothing
+else changes.
 """
 
 # Op family name (as given to --ops) -> the module that provides its cases().
 FAMILIES: dict[str, str] = {
     "softmax": "minidnn.bench.softmax",
+    "linear": "minidnn.bench.linear",
 }
 
 __all__ = ["FAMILIES"]

@@ -1,7 +1,10 @@
 """The benchmark harness: machine ceilings, timing, correctness checks, peers
-(PyTorch, ONNX Runtime), the printed table and the JSON report.
+(PyTorch, ONNX Runtime), the printed tables and the JSON report.
 
-Op families only describe cases (see Case); everything else lives here.
+Op families only describe cases (see Case and OverheadCase); everything else
+lives here. Two groups of cases: "throughput" (large shapes, against the
+machine's ceilings and the peers) and "overhead" (tiny shapes, microseconds
+per call against PyTorch eager).
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ class Case:
     bytes is the minimum memory traffic of one call (what a perfect kernel must
     read and write); flops, when given, makes the case compute-bound, so it is
     measured against the SGEMM ceiling instead of the copy bandwidth.
+    working_set is the number of distinct bytes one call touches, when fewer
+    than `bytes` (an operand read twice counts once): it decides how much of
+    the traffic the caches can hold, so it picks the copy ceiling.
     """
 
     name: str
@@ -59,9 +65,33 @@ class Case:
     reference: Callable[[Inputs], Output]
     bytes: int
     flops: Optional[int] = None
+    working_set: Optional[int] = None
     torch: Optional[TorchPrepare] = None
     onnx: Optional[Callable[[Inputs], Any]] = None  # Inputs -> onnx.ModelProto
     tol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class OverheadCase:
+    """A public op on a tiny input, timed per call against the same PyTorch
+    eager call: what a call costs beyond its arithmetic (argument checks,
+    dispatch, output allocation, waking threads).
+
+    run and torch both prepare the call to time from the inputs, so that each
+    library's timed call is one closure over ready arguments.
+    """
+
+    op: str
+    shape: Tuple[int, ...]
+    make: Callable[[np.random.Generator], Inputs]
+    run: Callable[[Inputs], Callable[[], Output]]
+    reference: Callable[[Inputs], Output]
+    torch: TorchPrepare
+    tol: float = 1e-5
+
+    @property
+    def name(self) -> str:
+        return f"{self.op} {'x'.join(map(str, self.shape))}"
 
 
 @dataclass(frozen=True)
@@ -71,17 +101,41 @@ class Timing:
     samples: int  # timed samples per case and library (the fastest is reported)
     min_sample_s: float  # each sample loops over k calls to last at least this long
     warmup_s: float  # warm-up calls before sampling, for at least this long
-    ceiling_repeats: int  # repeats of each ceiling measurement (the best is kept)
+    overhead_rounds: int  # overhead group: timed rounds per op and library (the fastest is reported)
+    overhead_calls: int  # overhead group: back-to-back calls per round
 
 
-FULL = Timing(samples=21, min_sample_s=0.02, warmup_s=0.2, ceiling_repeats=5)
-QUICK = Timing(samples=3, min_sample_s=0.02, warmup_s=0.0, ceiling_repeats=2)
+FULL = Timing(samples=21, min_sample_s=0.02, warmup_s=0.2, overhead_rounds=5, overhead_calls=2000)
+QUICK = Timing(samples=3, min_sample_s=0.02, warmup_s=0.0, overhead_rounds=2, overhead_calls=200)
+
+# Working sets (bytes, half read and half written) of the copy-bandwidth
+# curve in the machine block: from L2-sized (1 MB per core on the EPYC of our
+# earlier runs) past its 32 MB L3, then a memory-sized one: 1 GiB, 32x the
+# EPYC's L3 and twice the 480 MiB L3 our development VM reports.
+COPY_CURVE_BYTES = tuple(mib * 2**20 for mib in (1, 4, 16, 64, 256, 1024))
+
+
+@dataclass(frozen=True)
+class CopyBandwidth:
+    """The best copy bandwidth measured with `working_set` bytes in all,
+    half read and half written, counted as read + write bytes."""
+
+    working_set: int
+    GBps: float
+    method: str  # the fastest of the copies tried (see copy_bandwidth)
+
+    def to_json(self) -> dict:
+        return {"bytes": self.working_set, "GBps": self.GBps, "method": self.method}
 
 
 @dataclass(frozen=True)
 class Ceilings:
-    copy_GBps: float
+    copy_curve: Tuple[CopyBandwidth, ...]  # ascending working sets; the last is memory-sized
     sgemm_GFLOPs: float
+
+    @property
+    def copy_memory(self) -> CopyBandwidth:
+        return self.copy_curve[-1]
 
 
 @dataclass
@@ -93,6 +147,8 @@ class Result:
     time_ms: float
     gflops: Optional[float]
     gbps: float
+    working_set_bytes: int
+    ceiling_GBps: Optional[float]  # the copy ceiling at the case's working set; None if compute-bound
     pct_ceiling: float
     torch_time_ms: Optional[float]
     speedup_vs_torch: Optional[float]
@@ -108,6 +164,8 @@ class Result:
             "time_ms": self.time_ms,
             "gflops": self.gflops,
             "gbps": self.gbps,
+            "working_set_bytes": self.working_set_bytes,
+            "ceiling_GBps": self.ceiling_GBps,
             "pct_ceiling": self.pct_ceiling,
             "torch_time_ms": self.torch_time_ms,
             "speedup_vs_torch": self.speedup_vs_torch,
@@ -116,50 +174,60 @@ class Result:
         }
 
 
+@dataclass
+class OverheadResult:
+    family: str
+    op: str
+    shape: Tuple[int, ...]
+    passed: bool
+    us: float  # microseconds per call
+    torch_us: Optional[float]
+    speedup_vs_torch: Optional[float]
+
+    @property
+    def name(self) -> str:
+        return f"{self.op} {'x'.join(map(str, self.shape))}"
+
+    def to_json(self) -> dict:
+        return {
+            "family": self.family,
+            "op": self.op,
+            "shape": list(self.shape),
+            "pass": self.passed,
+            "us": self.us,
+            "torch_us": self.torch_us,
+            "speedup_vs_torch": self.speedup_vs_torch,
+        }
+
+
+def overhead_case(op: str, shape: Tuple[int, ...], make: Callable[[np.random.Generator], Inputs],
+                   args: Callable[[Inputs], tuple],
+                   torch_call: Callable[[Any, dict], tuple[Callable[..., Any], tuple]]) -> OverheadCase:
+    """minidnn.<op>(*args(inputs)) against the call torch_call(torch, tensors)
+    returns as (function, arguments), tensors being the inputs as torch
+    tensors sharing their memory."""
+
+    def run(inputs: Inputs) -> Callable[[], Any]:
+        fn, fn_args = getattr(minidnn, op), args(inputs)
+        return lambda: fn(*fn_args)
+
+    def torch_prepare(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        fn, fn_args = torch_call(torch, {k: torch.from_numpy(v) for k, v in inputs.items()})
+        return lambda: fn(*fn_args)
+
+    return OverheadCase(
+        op=op,
+        shape=shape,
+        make=make,
+        run=run,
+        reference=lambda inputs: getattr(minidnn.reference, op)(*args(inputs)),
+        torch=torch_prepare,
+    )
+
+
 # ---------------------------------------------------------------- measuring
-
-
-def best_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Seconds of the fastest of `repeats` calls, after one warm-up call."""
-    fn()
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def measure_ceilings(threads: int, repeats: int) -> Ceilings:
-    """The copy bandwidth (read + write bytes) and NumPy's SGEMM throughput."""
-    # 64 MiB, the largest operand of the suite: with 256 MiB arrays the
-    # probe measured 30-40 GB/s while the suite's 64 MiB relu moved 45-55,
-    # so the smaller size gives the higher, stricter ceiling.
-    n = 64 * 2**20 // 4
-    src = np.full(n, 1.5, dtype=np.float32)
-    dst = np.empty_like(src)
-    copy_bytes = 2 * src.nbytes
-    single = copy_bytes / best_time(lambda: np.copyto(dst, src), repeats)
-    bounds = [n * i // threads for i in range(threads + 1)]
-    parts = [(dst[lo:hi], src[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        def copy_parallel() -> None:
-            list(pool.map(lambda part: np.copyto(*part), parts))  # np.copyto releases the GIL
-
-        parallel = copy_bytes / best_time(copy_parallel, repeats)
-    # NumPy's copy is one large memcpy, which glibc performs with
-    # non-temporal stores; minidnn's probe copies in cache-sized blocks on
-    # its own threads. The ceiling is the fastest of the three.
-    probe = copy_bytes / best_time(lambda: _C.copy_probe(src, dst), repeats)
-    del src, dst, parts
-
-    size = 2048
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    c = np.empty_like(a)
-    sgemm = 2 * size**3 / best_time(lambda: np.matmul(a, b, out=c), repeats)
-    return Ceilings(copy_GBps=max(single, parallel, probe) / GB, sgemm_GFLOPs=sgemm / GFLOP)
 
 
 def time_per_call(fn: Callable[[], Any], timing: Timing) -> float:
@@ -185,6 +253,74 @@ def time_per_call(fn: Callable[[], Any], timing: Timing) -> float:
             fn()
         samples.append((time.perf_counter() - start) / k)
     return min(samples)
+
+
+def time_per_call_in_rounds(fn: Callable[[], Any], rounds: int, calls: int) -> float:
+    """Seconds per call of the fastest of `rounds` rounds of `calls`
+    back-to-back calls, after one untimed round: for calls of microseconds,
+    where a fixed count keeps every op's and library's rounds alike."""
+    for _ in range(calls):
+        fn()
+    fastest = math.inf
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        fastest = min(fastest, time.perf_counter() - start)
+    return fastest / calls
+
+
+def copy_methods(threads: int, torch: Optional[ModuleType]) -> str:
+    """The copies copy_bandwidth tries, in words, for the printed header."""
+    methods = f"NumPy copyto (1 thread), copyto on {threads} Python threads, " \
+              f"_C.copy_probe ({threads} OpenMP threads)"
+    return methods + (f", torch copy_ ({threads} threads)" if torch is not None else "")
+
+
+def copy_bandwidth(working_set: int, threads: int, timing: Timing,
+                   torch: Optional[ModuleType]) -> CopyBandwidth:
+    """The fastest copy of working_set / 2 bytes into another working_set / 2,
+    each method timed like the cases (fastest sample, warm caches: a working
+    set that fits stays cached from one call to the next, as a case's does).
+
+    NumPy's copy is one large memcpy, which glibc performs with non-temporal
+    stores past a size threshold (about half the speed of cached stores on
+    our machines); minidnn's probe copies in 256 KB memcpy blocks on its own
+    threads, so it keeps cached stores; the NumPy copy on Python threads and
+    PyTorch's copy_ (its own vector loop, on `threads` threads, where torch
+    imports) are further opinions, none relying on one memcpy strategy. The
+    ceiling is the fastest of them at this size."""
+    n = working_set // 8  # float32 elements per array: half the bytes read, half written
+    src = np.full(n, 1.5, dtype=np.float32)
+    dst = np.empty_like(src)
+    bounds = [n * i // threads for i in range(threads + 1)]
+    parts = [(dst[lo:hi], src[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        methods = {
+            "numpy": lambda: np.copyto(dst, src),
+            # np.copyto releases the GIL, so the pool's threads copy in parallel.
+            "numpy threads": lambda: list(pool.map(lambda part: np.copyto(*part), parts)),
+            "copy_probe": lambda: _C.copy_probe(src, dst),
+        }
+        if torch is not None:
+            src_tensor, dst_tensor = torch.from_numpy(src), torch.from_numpy(dst)
+            methods["torch copy_"] = lambda: dst_tensor.copy_(src_tensor)
+        seconds = {name: time_per_call(fn, timing) for name, fn in methods.items()}
+    fastest = min(seconds, key=seconds.get)
+    return CopyBandwidth(working_set=2 * src.nbytes, GBps=2 * src.nbytes / seconds[fastest] / GB,
+                         method=fastest)
+
+
+def measure_ceilings(threads: int, timing: Timing, torch: Optional[ModuleType]) -> Ceilings:
+    """The copy bandwidth over COPY_CURVE_BYTES and NumPy's SGEMM throughput."""
+    curve = tuple(copy_bandwidth(size, threads, timing, torch) for size in COPY_CURVE_BYTES)
+    size = 2048
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    c = np.empty_like(a)
+    sgemm = 2 * size**3 / time_per_call(lambda: np.matmul(a, b, out=c), timing)
+    return Ceilings(copy_curve=curve, sgemm_GFLOPs=sgemm / GFLOP)
 
 
 def _as_tuple(out: Any) -> Tuple[np.ndarray, ...]:
@@ -272,11 +408,20 @@ class Peers:
 
 
 def load_cases(families: Sequence[str], device: str, quick: bool) -> list[tuple[str, Case]]:
-    """(family, case) for every case of the given families on `device`."""
+    """(family, case) for every throughput case of the given families on `device`."""
     return [
         (family, case)
         for family in families
         for case in importlib.import_module(FAMILIES[family]).cases(device, quick)
+    ]
+
+
+def load_overhead_cases(families: Sequence[str], device: str) -> list[tuple[str, OverheadCase]]:
+    """(family, case) for every call-overhead case of the given families on `device`."""
+    return [
+        (family, case)
+        for family in families
+        for case in importlib.import_module(FAMILIES[family]).overhead_cases(device)
     ]
 
 
@@ -285,7 +430,7 @@ def _warn(message: str) -> None:
 
 
 def _time_peer(label: str, setup: Callable[[], Callable[[], Any]], expected: Output,
-               timing: Timing) -> Optional[float]:
+               seconds_per_call: Callable[[Callable[[], Any]], float]) -> Optional[float]:
     """Seconds per call of a peer (None if it fails), after checking that its
     output agrees with minidnn's."""
     time.sleep(PAUSE_S)
@@ -294,40 +439,62 @@ def _time_peer(label: str, setup: Callable[[], Callable[[], Any]], expected: Out
         error = relative_error(call(), expected)
         if error > REL_TOL_PEER:
             _warn(f"{label} output differs from minidnn's by {error:.2e} (relative)")
-        return time_per_call(call, timing)
+        return seconds_per_call(call)
     except Exception as exc:  # a peer that cannot run this case is reported and skipped
         _warn(f"{label} failed: {type(exc).__name__}: {exc}")
         return None
 
 
-def run_case(family: str, case: Case, device: str, ceilings: Ceilings, peers: Peers,
+def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: Peers,
              threads: int, timing: Timing, seed: int) -> tuple[Result, float]:
-    """Checks one case against the reference, then times minidnn, PyTorch and
-    ONNX Runtime in that order, one block each. Returns the result and the
-    relative error of minidnn's output."""
+    """Checks one case against the reference, times minidnn between two
+    measurements of its copy ceiling, then times PyTorch and ONNX Runtime,
+    one block each. Returns the result and the relative error of minidnn's
+    output.
+
+    The ceiling is the copy of the case's own working set (half read, half
+    written): the working set decides how much of the traffic stays in
+    cache between calls, for the copy as for the case. It is measured right
+    before and right after minidnn's block and the faster kept, so that the
+    copy sees the load the case saw from the machine's other tenants
+    (bench/NOTES.md, "Ceilings"). Cases that read more than they write (softmax
+    backward reads two arrays per one written) are compared with the copy's
+    even split; at memory-sized working sets that favours the case slightly,
+    since a copy also reads each written cache line before overwriting it."""
+    working_set = case.working_set or case.bytes
+
+    copies: list[CopyBandwidth] = []  # around minidnn's block; none for compute-bound cases
+
+    def measure_copy() -> None:
+        if case.flops is None:
+            copies.append(copy_bandwidth(working_set, threads, timing, peers.torch))
+
+    def seconds_per_call(call: Callable[[], Any]) -> float:
+        return time_per_call(call, timing)
+
     inputs = case.make(np.random.default_rng(seed))
     expected = case.run(inputs)
     error = relative_error(expected, case.reference(inputs))
-    seconds = time_per_call(lambda: case.run(inputs), timing)
+    measure_copy()
+    seconds = seconds_per_call(lambda: case.run(inputs))
+    measure_copy()
+    ceiling = max(copies, key=lambda copy: copy.GBps, default=None)
 
     torch_s = None
     if peers.torch is not None and case.torch is not None:
         with peers.torch.no_grad():
-            torch_s = _time_peer("torch", lambda: case.torch(inputs), expected, timing)
+            torch_s = _time_peer("torch", lambda: case.torch(inputs), expected, seconds_per_call)
     ort_s = None
     if peers.ort is not None and case.onnx is not None:
         def ort_call() -> Callable[[], Any]:
             session = peers.ort_session(case.onnx(inputs), threads)
             return lambda: session.run(None, inputs)
 
-        ort_s = _time_peer("onnxruntime", ort_call, expected, timing)
+        ort_s = _time_peer("onnxruntime", ort_call, expected, seconds_per_call)
 
     gbps = case.bytes / seconds / GB
-    gflops = case.flops / seconds / GFLOP if case.flops else None
-    if gflops is not None:
-        pct = gflops / ceilings.sgemm_GFLOPs * 100
-    else:
-        pct = gbps / ceilings.copy_GBps * 100
+    gflops = case.flops / seconds / GFLOP if case.flops is not None else None
+    pct = gflops / sgemm_GFLOPs * 100 if ceiling is None else gbps / ceiling.GBps * 100
     peer_times = [t for t in (torch_s, ort_s) if t is not None]
     result = Result(
         family=family,
@@ -337,6 +504,8 @@ def run_case(family: str, case: Case, device: str, ceilings: Ceilings, peers: Pe
         time_ms=seconds * 1e3,
         gflops=gflops,
         gbps=gbps,
+        working_set_bytes=working_set,
+        ceiling_GBps=ceiling.GBps if ceiling is not None else None,
         pct_ceiling=pct,
         torch_time_ms=torch_s * 1e3 if torch_s is not None else None,
         speedup_vs_torch=torch_s / seconds if torch_s is not None else None,
@@ -346,12 +515,45 @@ def run_case(family: str, case: Case, device: str, ceilings: Ceilings, peers: Pe
     return result, error
 
 
-# ---------------------------------------------------------------- table
+def run_overhead_case(family: str, case: OverheadCase, peers: Peers, timing: Timing,
+                      seed: int) -> tuple[OverheadResult, float]:
+    """Checks one tiny case against the reference, then times minidnn and
+    PyTorch, one block each. Returns the result and the relative error of
+    minidnn's output."""
+    inputs = case.make(np.random.default_rng(seed))
+    call = case.run(inputs)
+    expected = call()
+    error = relative_error(expected, case.reference(inputs))
+
+    def seconds_per_call(fn: Callable[[], Any]) -> float:
+        return time_per_call_in_rounds(fn, timing.overhead_rounds, timing.overhead_calls)
+
+    seconds = seconds_per_call(call)
+    torch_s = None
+    if peers.torch is not None:
+        with peers.torch.no_grad():
+            torch_s = _time_peer("torch", lambda: case.torch(inputs), expected, seconds_per_call)
+    result = OverheadResult(
+        family=family,
+        op=case.op,
+        shape=case.shape,
+        passed=error <= case.tol,
+        us=seconds * 1e6,
+        torch_us=torch_s * 1e6 if torch_s is not None else None,
+        speedup_vs_torch=torch_s / seconds if torch_s is not None else None,
+    )
+    return result, error
 
 
-_COLUMNS = (  # header, width, Result attribute, format
+# ---------------------------------------------------------------- tables
+
+
+Column = Tuple[str, int, str, str]  # header, width, result attribute, format
+
+THROUGHPUT_COLUMNS: Tuple[Column, ...] = (
     ("ms", 9, "time_ms", "{:.3f}"),
     ("GB/s", 7, "gbps", "{:.1f}"),
+    ("ceiling GB/s", 12, "ceiling_GBps", "{:.1f}"),
     ("% of ceiling", 12, "pct_ceiling", "{:.1f}"),
     ("torch ms", 9, "torch_time_ms", "{:.3f}"),
     ("x vs torch", 10, "speedup_vs_torch", "{:.2f}"),
@@ -359,16 +561,22 @@ _COLUMNS = (  # header, width, Result attribute, format
     ("x vs best", 9, "speedup_vs_best", "{:.2f}"),
 )
 
+OVERHEAD_COLUMNS: Tuple[Column, ...] = (
+    ("us", 8, "us", "{:.2f}"),
+    ("torch us", 8, "torch_us", "{:.2f}"),
+    ("x vs torch", 10, "speedup_vs_torch", "{:.2f}"),
+)
 
-def table_header(name_width: int) -> str:
-    cells = [f"{'case':<{name_width}}"] + [f"{h:>{w}}" for h, w, _, _ in _COLUMNS]
+
+def table_header(name_width: int, columns: Sequence[Column]) -> str:
+    cells = [f"{'case':<{name_width}}"] + [f"{h:>{w}}" for h, w, _, _ in columns]
     line = "  ".join(cells)
     return f"{line}\n{'-' * len(line)}"
 
 
-def table_row(result: Result, name_width: int) -> str:
-    cells = [f"{result.case:<{name_width}}"]
-    for _, width, attr, fmt in _COLUMNS:
+def table_row(name: str, result: Any, name_width: int, columns: Sequence[Column]) -> str:
+    cells = [f"{name:<{name_width}}"]
+    for _, width, attr, fmt in columns:
         value = getattr(result, attr)
         cells.append(f"{'-' if value is None else fmt.format(value):>{width}}")
     return "  ".join(cells)
@@ -407,53 +615,103 @@ def git_commit() -> str:
     return os.environ.get("MINIDNN_COMMIT", "unknown")
 
 
-def report(ceilings: Ceilings, threads: int, results: Sequence[Result]) -> dict:
-    """The JSON document written by --json."""
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:g} MiB"
+
+
+def report(ceilings: Optional[Ceilings], threads: int, results: Sequence[Result],
+           overhead: Sequence[OverheadResult]) -> dict:
+    """The JSON document written by --json. The ceilings are null when no
+    throughput case ran (the overhead group needs none)."""
     return {
         "machine": {
             "cpu": cpu_name(),
             "gpu": gpu_name(),
             "threads": threads,
-            "ceilings": {"copy_GBps": ceilings.copy_GBps, "sgemm_GFLOPs": ceilings.sgemm_GFLOPs},
+            "ceilings": None if ceilings is None else {
+                "copy_memory_GBps": ceilings.copy_memory.GBps,
+                "copy_memory_bytes": ceilings.copy_memory.working_set,
+                "copy_curve": [point.to_json() for point in ceilings.copy_curve],
+                "sgemm_GFLOPs": ceilings.sgemm_GFLOPs,
+            },
         },
         "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "minidnn": minidnn.config(),
         "results": [r.to_json() for r in results],
+        "overhead": [r.to_json() for r in overhead],
     }
 
 
-def run(cases: Sequence[tuple[str, Case]], device: str, threads: int, timing: Timing,
-        json_path: Optional[str]) -> int:
-    """Measures the ceilings, runs every case (printing a row as each one
-    finishes), writes the JSON report if asked. Returns the exit status: 0,
-    or 1 if a case failed its reference check."""
+def _run_throughput(cases: Sequence[tuple[str, Case]], device: str, threads: int, timing: Timing,
+                    peers: Peers) -> tuple[Ceilings, list[Result]]:
+    print(f"measuring ceilings: copy bandwidth counts read + write bytes, fastest of "
+          f"{copy_methods(threads, peers.torch)}, each timed like the cases...", flush=True)
+    ceilings = measure_ceilings(threads, timing, peers.torch)
+    curve = ", ".join(f"{_mib(p.working_set)} {p.GBps:.1f}" for p in ceilings.copy_curve)
+    print(f"copy GB/s by working set (half read, half written): {curve}\n"
+          f"sgemm {ceilings.sgemm_GFLOPs:.1f} GFLOP/s (NumPy BLAS, 2048^3)\n"
+          f"each case's ceiling: the copy of its own working set, the faster of two "
+          f"measurements, right before and right after minidnn's block\n")
+
+    width = max(len("case"), *(len(case.name) for _, case in cases))
+    print(table_header(width, THROUGHPUT_COLUMNS), flush=True)
+    results = []
+    for i, (family, case) in enumerate(cases):
+        print(f"[{i + 1}/{len(cases)}] {case.name}...", file=sys.stderr, flush=True)
+        result, error = run_case(family, case, device, ceilings.sgemm_GFLOPs, peers, threads,
+                                 timing, seed=i)
+        row = table_row(result.case, result, width, THROUGHPUT_COLUMNS)
+        if not result.passed:
+            row += f"  FAIL (relative error {error:.2e} > {case.tol:.0e})"
+        print(row, flush=True)
+        results.append(result)
+    return ceilings, results
+
+
+def _run_overhead(cases: Sequence[tuple[str, OverheadCase]], timing: Timing,
+                  peers: Peers) -> list[OverheadResult]:
+    print(f"call overhead: microseconds per call on tiny inputs, fastest of "
+          f"{timing.overhead_rounds} rounds of {timing.overhead_calls} calls, "
+          f"each library in its own block\n", flush=True)
+    width = max(len("case"), *(len(case.name) for _, case in cases))
+    print(table_header(width, OVERHEAD_COLUMNS), flush=True)
+    results = []
+    for i, (family, case) in enumerate(cases):
+        result, error = run_overhead_case(family, case, peers, timing, seed=i)
+        row = table_row(result.name, result, width, OVERHEAD_COLUMNS)
+        if not result.passed:
+            row += f"  FAIL (relative error {error:.2e} > {case.tol:.0e})"
+        print(row, flush=True)
+        results.append(result)
+    return results
+
+
+def run(cases: Sequence[tuple[str, Case]], overhead_cases: Sequence[tuple[str, OverheadCase]],
+        device: str, threads: int, timing: Timing, json_path: Optional[str]) -> int:
+    """Runs the throughput group (ceilings first) and the call-overhead group,
+    printing a row as each case finishes; writes the JSON report if asked.
+    Returns the exit status: 0, or 1 if a case failed its reference check."""
     minidnn.set_num_threads(threads)
     peers = Peers.load(threads)
     print(f"minidnn {minidnn.__version__} ({minidnn.config()['isa']}), {cpu_name()}, "
           f"{threads} thread(s), device {device}")
     print(f"peers: torch {'yes' if peers.torch else 'no'}, onnxruntime {'yes' if peers.ort else 'no'}")
-    print("measuring ceilings...", flush=True)
-    ceilings = measure_ceilings(threads, timing.ceiling_repeats)
-    print(f"ceilings: copy {ceilings.copy_GBps:.1f} GB/s (read + write), "
-          f"sgemm {ceilings.sgemm_GFLOPs:.1f} GFLOP/s (NumPy BLAS, 2048^3)\n")
 
-    width = max(len("case"), *(len(case.name) for _, case in cases))
-    print(table_header(width), flush=True)
-    results = []
-    for i, (family, case) in enumerate(cases):
-        print(f"[{i + 1}/{len(cases)}] {case.name}...", file=sys.stderr, flush=True)
-        result, error = run_case(family, case, device, ceilings, peers, threads, timing, seed=i)
-        row = table_row(result, width)
-        if not result.passed:
-            row += f"  FAIL (relative error {error:.2e} > {case.tol:.0e})"
-        print(row, flush=True)
-        results.append(result)
+    ceilings, results, overhead = None, [], []
+    if cases:
+        ceilings, results = _run_throughput(cases, device, threads, timing, peers)
+        print()
+    if overhead_cases:
+        overhead = _run_overhead(overhead_cases, timing, peers)
+        print()
 
-    failed = [r.case for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)}/{len(results)} cases pass the reference check"
+    names = [r.case for r in results] + [r.name for r in overhead]
+    failed = [name for name, r in zip(names, [*results, *overhead]) if not r.passed]
+    print(f"{len(names) - len(failed)}/{len(names)} cases pass the reference check"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(report(ceilings, threads, results), indent=2) + "\n")
+        document = report(ceilings, threads, results, overhead)
+        Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {json_path}")
     return 1 if failed else 0

@@ -1,6 +1,7 @@
 """Benchmark cases of the softmax family: softmax / log_softmax forward and
 backward, cross-entropy forward and forward+backward, and the element-wise
 activations. All are memory-bound: `bytes` is the minimum traffic of a call.
+The call-overhead group has every public op of the family on a tiny input.
 
 PyTorch and ONNX imports happen inside the peer builders, so this module
 works without them (the harness skips peers that do not import).
@@ -8,17 +9,19 @@ works without them (the harness skips peers that do not import).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Tuple
 
 import numpy as np
 
 import minidnn
 from minidnn import reference
 
-from .harness import Case, Inputs, onnx_model
+from .harness import Case, Inputs, OverheadCase, onnx_model, overhead_case
 
 CLASSIFIER_SHAPES = [(4096, 1000), (512, 32000), (64, 262144)]  # (N, C): classes, vocabularies
 ACTIVATION_SIZE = 16 * 2**20
+OVERHEAD_LOGITS = (8, 10)  # (N, C) for the call-overhead group
+OVERHEAD_ACTIVATION = (64,)
 
 
 def _dims(shape: tuple[int, ...]) -> str:
@@ -144,6 +147,7 @@ def _cross_entropy_forward_backward(shape: tuple[int, int]) -> Case:
         run=run,
         reference=ref,
         bytes=12 * int(np.prod(shape)),  # forward reads x; backward reads x, writes grad
+        working_set=8 * int(np.prod(shape)),  # x and grad
         torch=torch_call,
     )
 
@@ -184,4 +188,122 @@ def cases(device: str, quick: bool) -> list[Case]:
         _activation_forward("relu", "Relu"),
         _activation_forward("sigmoid", "Sigmoid"),
         _activation_forward("tanh", "Tanh"),
+    ]
+
+
+# ---------------------------------------------------------------- call overhead
+#
+# PyTorch's side of each op is the call its user makes: the public function
+# for the forwards (torch.softmax, F.cross_entropy, ...); for the backwards,
+# which have no public function, the ATen kernel autograd runs, through its
+# fastest Python binding (torch._softmax_backward_data where torch exposes
+# one, else torch.ops.aten.<op>.default). The loss backwards get what
+# PyTorch's forward saved (log-probabilities, total weight), prepared outside
+# the timed call, while minidnn's backwards take the logits and recompute:
+# the comparison is as strict for minidnn as PyTorch's training loop is kind
+# to PyTorch.
+
+
+def _with_output(forward: Callable[[np.ndarray], np.ndarray], shape: Tuple[int, ...],
+                 scale: float = 1.0) -> Callable[[np.random.Generator], Inputs]:
+    """make(): x (scale * standard normal), y = forward(x) in float32, and grad_y."""
+
+    def make(rng: np.random.Generator) -> Inputs:
+        x = scale * rng.standard_normal(shape, dtype=np.float32)
+        return {"x": x, "y": forward(x).astype(np.float32),
+                "grad_y": rng.standard_normal(shape, dtype=np.float32)}
+
+    return make
+
+
+def _loss_inputs(rng: np.random.Generator) -> Inputs:
+    """Logits, their log-probabilities, class targets and a unit grad_loss."""
+    n, c = OVERHEAD_LOGITS
+    x = rng.standard_normal(OVERHEAD_LOGITS, dtype=np.float32)
+    return {"x": x, "log_probs": reference.log_softmax(x).astype(np.float32),
+            "target": rng.integers(0, c, n, dtype=np.int64),
+            "grad_loss": np.array(1.0, dtype=np.float32)}
+
+
+def _torch_loss_backward(torch: Any, t: dict, log_probs: Any) -> Callable[[Any], Any]:
+    """PyTorch's nll_loss backward ("mean", no weight) from its saved tensors."""
+    aten = torch.ops.aten
+    mean, ignore_index = 1, -100  # ATen's reduction code for "mean"; F.nll_loss's default
+    total_weight = aten.nll_loss_forward.default(log_probs, t["target"], None, mean, ignore_index)[1]
+    return lambda grad_loss: aten.nll_loss_backward.default(
+        grad_loss, log_probs, t["target"], None, mean, ignore_index, total_weight)
+
+
+def _torch_cross_entropy_backward(torch: Any, t: dict) -> tuple[Callable[..., Any], tuple]:
+    log_probs = torch.log_softmax(t["x"], 1)
+    nll_backward = _torch_loss_backward(torch, t, log_probs)
+
+    def backward(grad_loss: Any) -> Any:
+        return torch._log_softmax_backward_data(nll_backward(grad_loss), log_probs, 1, torch.float32)
+
+    return backward, (t["grad_loss"],)
+
+
+def overhead_cases(device: str) -> list[OverheadCase]:
+    """Every public op of the family on a tiny input: (8, 10) logits, (64,)
+    activations."""
+    if device != "cpu":
+        return []
+    logits, act = OVERHEAD_LOGITS, OVERHEAD_ACTIVATION
+    softmax_outputs = _with_output(reference.softmax, logits)
+    log_softmax_outputs = _with_output(reference.log_softmax, logits)
+    relu_inputs = _with_output(reference.relu, act, scale=3.0)  # the relu ops read x, not y
+    sigmoid_outputs = _with_output(reference.sigmoid, act, scale=3.0)
+    tanh_outputs = _with_output(reference.tanh, act, scale=3.0)
+
+    def x_only(inputs: Inputs) -> tuple:
+        return (inputs["x"],)
+
+    def grad_y_y(inputs: Inputs) -> tuple:
+        return inputs["grad_y"], inputs["y"]
+
+    def grad_y_x(inputs: Inputs) -> tuple:
+        return inputs["grad_y"], inputs["x"]
+
+    return [
+        overhead_case("softmax", logits, softmax_outputs, x_only,
+                       lambda torch, t: (torch.softmax, (t["x"], -1))),
+        overhead_case("log_softmax", logits, log_softmax_outputs, x_only,
+                       lambda torch, t: (torch.log_softmax, (t["x"], -1))),
+        overhead_case("softmax_backward", logits, softmax_outputs, grad_y_y,
+                       lambda torch, t: (torch._softmax_backward_data,
+                                         (t["grad_y"], t["y"], -1, torch.float32))),
+        overhead_case("log_softmax_backward", logits, log_softmax_outputs, grad_y_y,
+                       lambda torch, t: (torch._log_softmax_backward_data,
+                                         (t["grad_y"], t["y"], -1, torch.float32))),
+        overhead_case("cross_entropy", logits, _loss_inputs,
+                       lambda inputs: (inputs["x"], inputs["target"]),
+                       lambda torch, t: (torch.nn.functional.cross_entropy, (t["x"], t["target"]))),
+        overhead_case("cross_entropy_backward", logits, _loss_inputs,
+                       lambda inputs: (inputs["grad_loss"], inputs["x"], inputs["target"]),
+                       _torch_cross_entropy_backward),
+        overhead_case("nll_loss", logits, _loss_inputs,
+                       lambda inputs: (inputs["log_probs"], inputs["target"]),
+                       lambda torch, t: (torch.nn.functional.nll_loss, (t["log_probs"], t["target"]))),
+        overhead_case("nll_loss_backward", logits, _loss_inputs,
+                       lambda inputs: (inputs["grad_loss"], inputs["log_probs"], inputs["target"]),
+                       lambda torch, t: (_torch_loss_backward(torch, t, t["log_probs"]),
+                                         (t["grad_loss"],))),
+        overhead_case("relu", act, relu_inputs, x_only,
+                       lambda torch, t: (torch.relu, (t["x"],))),
+        overhead_case("relu_backward", act, relu_inputs, grad_y_x,
+                       lambda torch, t: (torch.ops.aten.threshold_backward.default, (t["grad_y"], t["x"], 0))),
+        overhead_case("leaky_relu", act, relu_inputs, x_only,
+                       lambda torch, t: (torch.nn.functional.leaky_relu, (t["x"],))),
+        overhead_case("leaky_relu_backward", act, relu_inputs, grad_y_x,
+                       lambda torch, t: (torch.ops.aten.leaky_relu_backward.default,
+                                         (t["grad_y"], t["x"], 0.01, False))),
+        overhead_case("sigmoid", act, sigmoid_outputs, x_only,
+                       lambda torch, t: (torch.sigmoid, (t["x"],))),
+        overhead_case("sigmoid_backward", act, sigmoid_outputs, grad_y_y,
+                       lambda torch, t: (torch.ops.aten.sigmoid_backward.default, (t["grad_y"], t["y"]))),
+        overhead_case("tanh", act, tanh_outputs, x_only,
+                       lambda torch, t: (torch.tanh, (t["x"],))),
+        overhead_case("tanh_backward", act, tanh_outputs, grad_y_y,
+                       lambda torch, t: (torch.ops.aten.tanh_backward.default, (t["grad_y"], t["y"]))),
     ]

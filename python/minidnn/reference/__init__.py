@@ -13,6 +13,15 @@ from .softmax import (
     cross_entropy,
     cross_entropy_backward,
 )
+from .conv import (
+    conv2d,
+    conv2d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+    conv1d,
+    conv1d_backward,
+)
+from .linear import linear, linear_backward
 from .activation import (
     relu,
     relu_backward,
@@ -41,4 +50,12 @@ __all__ = [
     "sigmoid_backward",
     "tanh",
     "tanh_backward",
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "conv1d",
+    "conv1d_backward",
+    "linear",
+    "linear_backward",
 ]

@@ -47,6 +47,8 @@ def softmax(x, axis=-1):
     An all -inf slice gives NaN (as PyTorch); NaN propagates to its slice.
     """
     x = _f64(x)
+    if x.size == 0:  # an empty result, as PyTorch (np.max of an empty slice raises)
+        return x.copy()
     with np.errstate(**_quiet):
         shifted = x - np.max(x, axis=axis, keepdims=True)
         e = np.exp(shifted)
@@ -62,6 +64,8 @@ def log_softmax(x, axis=-1):
     An all -inf slice gives NaN (as PyTorch); NaN propagates to its slice.
     """
     x = _f64(x)
+    if x.size == 0:  # an empty result, as PyTorch (np.max of an empty slice raises)
+        return x.copy()
     with np.errstate(**_quiet):
         shifted = x - np.max(x, axis=axis, keepdims=True)
         y = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
@@ -214,7 +218,10 @@ def nll_loss_backward(grad_loss, log_probs, target, weight=None, ignore_index=-1
 
     with np.errstate(**_quiet):
         grad_per_element = np.where(ignored, 0.0, -w_t * g)        # (N, d..)
-    grad_last = _one_hot(safe_t, num_classes) * grad_per_element[..., None]
+    # Selected, not multiplied by the one-hot: an infinite or NaN g_i gives
+    # NaN or inf at the target only (0 * inf would spread NaN over the row).
+    on_target = _one_hot(safe_t, num_classes).astype(bool)
+    grad_last = np.where(on_target, grad_per_element[..., None], 0.0)
     return _f64(_from_class_last(grad_last))
 
 

@@ -1,0 +1,66 @@
+// GEMM, avx512 variant: compiled with this ISA's flags only.
+#include "cpu/gemm/gemm_impl.h"
+#include "cpu/simd/avx512.h"
+
+namespace {
+
+// Tile 14 x 32: 28 zmm accumulators + 2 for the B row + 1 broadcast = 31 of
+// the 32 registers; per k step 2 loads and 14 broadcasts feed 28 FMAs, so
+// the two FMA ports, not the loads, set the pace.
+// Blocking for Sapphire Rapids (48 KB L1d, 2 MB L2 per core):
+//   KC = 384: the A panel (14 x 384 x 4 B = 21 KB) holds half of L1;
+//   NC = 640: the B block (384 x 640 x 4 B = 960 KB) half of L2;
+//   MC = 2016: the A block (3 MB) sits in L3 and bounds how often B is repacked.
+struct Avx512Gemm {
+  using Ops = Avx512Ops;
+  static constexpr int kMR = 14, kNV = 2;
+  static constexpr int64_t kKC = 384, kNC = 640, kMC = 2016;
+  // Dot-product route for x @ W^T with M <= 24 (4 x 4 zmm accumulators):
+  // faster than packing up to 24 rows, slower at 32 (bench/NOTES.md).
+  static constexpr int kDotRows = 4, kDotCols = 4;
+  static constexpr int64_t kDotMaxM = 24;
+  // B read in place while one A panel covers M (each B row is then read
+  // once: packing can only add traffic); measured slower than packing from
+  // two panels on (bench/NOTES.md).
+  static constexpr int64_t kInPlaceMaxM = kMR;
+
+  // dst[c * ldd + r] = src[r * ld + c] for a 16 x 16 block: unpack pairs of
+  // rows, then pairs of pairs, then exchange 128-bit lanes twice.
+  static void transpose_tile(const float* src, int64_t ld, float* dst, int64_t ldd) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld);
+    for (int i = 0; i < 16; i += 2) {
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+      const __m512d t0 = _mm512_castps_pd(t[i]), t1 = _mm512_castps_pd(t[i + 1]);
+      const __m512d t2 = _mm512_castps_pd(t[i + 2]), t3 = _mm512_castps_pd(t[i + 3]);
+      r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+      r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+      r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+      r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int h = 0; h < 16; h += 8) {
+      for (int q = 0; q < 4; ++q) {
+        t[h + q] = _mm512_shuffle_f32x4(r[h + q], r[h + 4 + q], 0x88);
+        t[h + 4 + q] = _mm512_shuffle_f32x4(r[h + q], r[h + 4 + q], 0xdd);
+      }
+    }
+    for (int q = 0; q < 8; ++q) {
+      _mm512_storeu_ps(dst + q * ldd, _mm512_shuffle_f32x4(t[q], t[8 + q], 0x88));
+      _mm512_storeu_ps(dst + (8 + q) * ldd, _mm512_shuffle_f32x4(t[q], t[8 + q], 0xdd));
+    }
+  }
+};
+
+}  // namespace
+
+namespace minidnn::cpu {
+
+const GemmKernels& gemm_kernels_avx512() {
+  static const GemmKernels table = make_gemm_kernels<Avx512Gemm>();
+  return table;
+}
+
+}  // namespace minidnn::cpu

@@ -1,0 +1,455 @@
+// SGEMM written once over a SIMD vocabulary and instantiated by
+// gemm_<isa>.cpp with that ISA's tile and blocking (GemmConfig); anonymous
+// namespace as simd/README.md says.
+//
+// Loop nest of the packed path (Goto / BLIS, with the roles of the operands
+// chosen for a row-major C whose rows are the SIMD direction):
+//
+//   for ic over M by MC            A block (MC x KC) packed, shared by the team (L3)
+//     for pc over K by KC
+//       for jc over N by NC        B block (KC x NC) packed per thread (L2)
+//         for ir over MR panels    A panel (MR x KC) stays in L1
+//           for jr over NR panels  B panel streams from L2
+//             microkernel MR x NR: acc += A panel * B panel over KC
+//
+// The A panel is the operand broadcast one element at a time, so it is the
+// one kept in L1; each k step streams one row of NR floats of the B panel
+// (2 vectors) from L2, well within its bandwidth.
+//
+// Small problems take two other routes, chosen by shape only (never by the
+// thread count, so results stay bit-identical across thread counts):
+// * few rows of A and B not transposed: the microkernel reads B in place
+//   (b_exact), as packing would cost more than the product itself;
+// * few rows of A, A not transposed and B transposed (x @ W^T of linear at
+//   small batch, an LSTM step): dot products along K, both operands read
+//   in place with unit stride (gemm_dot).
+#pragma once
+
+#include <omp.h>
+
+#include <cstdint>
+
+#include "cpu/gemm/gemm.h"
+#include "runtime/threads.h"
+
+namespace {
+
+using minidnn::cpu::GemmBlocking;
+using minidnn::cpu::GemmEpilogue;
+using minidnn::cpu::GemmOperand;
+using minidnn::cpu::TileUpdate;
+
+inline int64_t gemm_min(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Lanes of vector v of a row whose first n columns are valid: 0..W.
+template <class Ops>
+int lanes_of(int64_t n, int v) {
+  const int64_t l = n - int64_t{v} * Ops::W;
+  return l <= 0 ? 0 : (l >= Ops::W ? Ops::W : static_cast<int>(l));
+}
+
+// A vector of p[0, lanes) (zeros past it); touches nothing past lanes.
+template <class Ops>
+typename Ops::V load_lanes(const float* p, int lanes) {
+  if (lanes == Ops::W) return Ops::load(p);
+  return lanes > 0 ? Ops::load_tail(p, lanes, 0.0f) : Ops::zero();
+}
+
+template <class Ops>
+void store_lanes(float* p, typename Ops::V v, int lanes) {
+  if (lanes == Ops::W) {
+    Ops::store(p, v);
+  } else if (lanes > 0) {
+    Ops::store_tail(p, v, lanes);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Microkernel: kRows x (kNV * W) accumulators in registers.
+// ---------------------------------------------------------------------------
+
+// acc[i][v] of the tile goes to C row i, columns [v*W, v*W + W), the
+// columns past n masked off.
+template <class Ops, int kRows, int kNV>
+void store_tile(typename Ops::V (&acc)[kRows][kNV], float* c, int64_t ldc, int n, const TileUpdate& u) {
+  using V = typename Ops::V;
+  const V alpha = Ops::set1(u.alpha);
+  const V beta = Ops::set1(u.beta);
+  const bool read_c = !u.first || u.beta != 0.0f;
+  for (int i = 0; i < kRows; ++i) {
+    float* row = c + i * ldc;
+    for (int v = 0; v < kNV; ++v) {
+      const int lanes = lanes_of<Ops>(n, v);
+      if (lanes == 0) break;
+      V r = Ops::mul(alpha, acc[i][v]);
+      if (read_c) {
+        const V old = load_lanes<Ops>(row + v * Ops::W, lanes);
+        r = u.first ? Ops::fmadd(beta, old, r) : Ops::add(r, old);
+      }
+      if (u.bias != nullptr) r = Ops::add(r, load_lanes<Ops>(u.bias + v * Ops::W, lanes));
+      store_lanes<Ops>(row + v * Ops::W, r, lanes);
+    }
+  }
+}
+
+// The tile's K loop. kMR is the A panel's row stride (the table's mr), kRows
+// <= kMR the rows computed: edge tiles of M run a kernel of their own height
+// rather than wasting FMAs on padding rows. kExactB: B is read in place, only
+// its first n columns (masked loads); otherwise B is a zero-padded packed
+// panel and full vectors are loaded.
+constexpr int64_t kPrefetchRows = 8;
+
+template <class Ops, int kMR, int kRows, int kNV, bool kExactB>
+void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
+                  const TileUpdate& u) {
+  using V = typename Ops::V;
+  constexpr int kLinesPerVector = Ops::W >= 16 ? 1 : 16 / Ops::W;  // vectors per 64-byte line
+  V acc[kRows][kNV];
+  for (int i = 0; i < kRows; ++i) {
+    for (int v = 0; v < kNV; ++v) acc[i][v] = Ops::zero();
+  }
+  int lanes[kNV];
+  for (int v = 0; v < kNV; ++v) lanes[v] = kExactB ? lanes_of<Ops>(n, v) : Ops::W;
+  for (int64_t p = 0; p < k; ++p) {
+    if constexpr (kExactB) {
+      // B in place: rows ldb apart (often 4 KB, past what the hardware
+      // stride prefetcher follows), so fetch the row kPrefetchRows ahead.
+      for (int v = 0; v < kNV; v += kLinesPerVector) __builtin_prefetch(b + kPrefetchRows * ldb + v * Ops::W);
+    }
+    V bv[kNV];
+    for (int v = 0; v < kNV; ++v) bv[v] = kExactB ? load_lanes<Ops>(b + v * Ops::W, lanes[v]) : Ops::load(b + v * Ops::W);
+    for (int i = 0; i < kRows; ++i) {
+      const V ai = Ops::set1(a[i]);
+      for (int v = 0; v < kNV; ++v) acc[i][v] = Ops::fmadd(ai, bv[v], acc[i][v]);
+    }
+    a += kMR;
+    b += ldb;
+  }
+  store_tile<Ops, kRows, kNV>(acc, c, ldc, n, u);
+}
+
+// Picks the kernel of height `rows` (1..kMR) by compile-time recursion.
+template <class Ops, int kMR, int kNV, bool kExactB, int kRows = kMR>
+void ukernel_any_rows(int rows, int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
+                      const TileUpdate& u) {
+  if constexpr (kRows > 1) {
+    if (rows < kRows) {
+      ukernel_any_rows<Ops, kMR, kNV, kExactB, kRows - 1>(rows, k, a, b, ldb, c, ldc, n, u);
+      return;
+    }
+  }
+  ukernel_rows<Ops, kMR, kRows, kNV, kExactB>(k, a, b, ldb, c, ldc, n, u);
+}
+
+template <class Cfg>
+void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb, bool b_exact, float* c, int64_t ldc,
+             int m, int n, const TileUpdate& u) {
+  using Ops = typename Cfg::Ops;
+  if (b_exact) {
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, true>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+  } else {
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, false>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Packing.
+// ---------------------------------------------------------------------------
+
+// Rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) into an A panel
+// (element (i, p) at dst[p * kMR + i]); rows past `rows` are left unwritten,
+// as the kernel of that height never reads them.
+template <int kMR>
+void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t p0, int64_t kc, float* dst) {
+  if (!a.trans) {
+    for (int i = 0; i < rows; ++i) {
+      const float* src = a.data + (i0 + i) * a.ld + p0;
+      for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = src[p];
+    }
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = a.data + (p0 + p) * a.ld + i0;
+      for (int i = 0; i < rows; ++i) dst[p * kMR + i] = src[i];
+    }
+  }
+}
+
+// Rows [p0, p0 + kc) x columns [j0, j0 + cols) of op(B) into a B panel of
+// kc x NR (element (p, j) at dst[p * NR + j]), columns past `cols` zero.
+// A transposed B (the weight of linear, N x K) is transposed W x W floats
+// at a time in registers (Cfg::transpose_tile); a scalar loop did one float
+// per cycle, which at M = 64 cost as much as a third of the product.
+template <class Cfg>
+void pack_b_panel(GemmOperand b, int64_t p0, int64_t kc, int64_t j0, int cols, float* dst) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kNV = Cfg::kNV;
+  constexpr int kNR = kNV * Ops::W;
+  if (!b.trans) {
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = b.data + (p0 + p) * b.ld + j0;
+      for (int v = 0; v < kNV; ++v) {
+        Ops::store(dst + p * kNR + v * Ops::W, load_lanes<Ops>(src + v * Ops::W, lanes_of<Ops>(cols, v)));
+      }
+    }
+    return;
+  }
+  int j = 0;
+  for (; j + Ops::W <= cols; j += Ops::W) {
+    const float* src = b.data + (j0 + j) * b.ld + p0;
+    int64_t p = 0;
+    for (; p + Ops::W <= kc; p += Ops::W) Cfg::transpose_tile(src + p, b.ld, dst + p * kNR + j, kNR);
+    for (; p < kc; ++p) {
+      for (int jj = 0; jj < Ops::W; ++jj) dst[p * kNR + j + jj] = src[jj * b.ld + p];
+    }
+  }
+  for (; j < cols; ++j) {
+    const float* src = b.data + (j0 + j) * b.ld + p0;
+    for (int64_t p = 0; p < kc; ++p) dst[p * kNR + j] = src[p];
+  }
+  if (cols < kNR) {
+    for (int64_t p = 0; p < kc; ++p) {
+      for (int jj = cols; jj < kNR; ++jj) dst[p * kNR + jj] = 0.0f;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Drivers.
+// ---------------------------------------------------------------------------
+
+// K == 0: C = beta * C (+ bias); beta == 0 never reads C.
+template <class Ops>
+void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc, const GemmEpilogue& ep) {
+  using V = typename Ops::V;
+  const V vb = Ops::set1(beta);
+  for (int64_t i = 0; i < m; ++i) {
+    float* row = c + i * ldc;
+    for (int64_t j = 0; j < n; j += Ops::W) {
+      const int lanes = lanes_of<Ops>(n - j, 0);
+      V r = beta != 0.0f ? Ops::mul(vb, load_lanes<Ops>(row + j, lanes)) : Ops::zero();
+      if (ep.bias != nullptr) r = Ops::add(r, load_lanes<Ops>(ep.bias + j, lanes));
+      store_lanes<Ops>(row + j, r, lanes);
+    }
+  }
+}
+
+// Where the B panels of one (pc, jc) block come from.
+enum class BSource { pack, prepacked, in_place };
+
+// FMAs worth waking a thread for (a few microseconds of work).
+constexpr int64_t kGemmGrain = int64_t{1} << 18;
+
+// Threads across N (each owns a contiguous range of NR panels: it packs only
+// its own part of B); the rest across the MR panels of each A block.
+inline int threads_across_n(int threads, int64_t n_panels) {
+  for (int d = threads; d > 1; --d) {
+    if (threads % d == 0 && d <= n_panels) return d;
+  }
+  return 1;
+}
+
+template <class Cfg>
+void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmOperand b, const float* packed_b,
+                  BSource source, float beta, float* c, int64_t ldc, const GemmEpilogue& ep) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kMR = Cfg::kMR;
+  constexpr int kNR = Cfg::kNV * Ops::W;
+  constexpr int64_t kKC = Cfg::kKC, kNC = Cfg::kNC, kMC = Cfg::kMC;
+  static_assert(kNC % kNR == 0 && kMC % kMR == 0, "blocks hold whole panels");
+
+  const int64_t n_panels = ceil_div(n, kNR);
+  const int64_t n_padded = n_panels * kNR;
+  const int threads = minidnn::threads_for(m * n * k, kGemmGrain);
+  // Allocated before the parallel region: an allocation failure throws
+  // here, not inside OpenMP (where it would terminate the process).
+  float* a_block = minidnn::cpu::gemm_scratch(0, kMC * kKC);
+  float* b_blocks = source == BSource::pack ? minidnn::cpu::gemm_scratch(1, threads * kKC * kNC) : nullptr;
+
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const int nt = omp_get_num_threads();
+    const int t = omp_get_thread_num();
+    const int tn_count = threads_across_n(nt, n_panels);
+    const int tm_count = nt / tn_count;
+    const int tn = t % tn_count, tm = t / tn_count;
+    const int64_t j_begin = n_panels * tn / tn_count * kNR;
+    const int64_t j_end = gemm_min(n, n_panels * (tn + 1) / tn_count * kNR);
+    float* b_block = source == BSource::pack ? b_blocks + t * kKC * kNC : nullptr;
+
+    for (int64_t ic = 0; ic < m; ic += kMC) {
+      const int64_t mc = gemm_min(kMC, m - ic);
+      const int64_t a_panels = ceil_div(mc, kMR);
+      for (int64_t pc = 0; pc < k; pc += kKC) {
+        const int64_t kc = gemm_min(kKC, k - pc);
+        const TileUpdate first_last{alpha, beta, pc == 0, pc + kc == k ? ep.bias : nullptr};
+        for (int64_t q = a_panels * t / nt; q < a_panels * (t + 1) / nt; ++q) {
+          pack_a_panel<kMR>(a, ic + q * kMR, static_cast<int>(gemm_min(kMR, mc - q * kMR)), pc, kc,
+                            a_block + q * kMR * kc);
+        }
+#pragma omp barrier
+        const int64_t q_begin = a_panels * tm / tm_count, q_end = a_panels * (tm + 1) / tm_count;
+        for (int64_t jc = j_begin; jc < j_end; jc += kNC) {
+          const int64_t nc = gemm_min(kNC, j_end - jc);
+          const float* b_panels = nullptr;
+          int64_t b_panel_stride = kc * kNR, ldb = kNR;
+          if (source == BSource::pack) {
+            for (int64_t j = 0; j < nc; j += kNR) {
+              pack_b_panel<Cfg>(b, pc, kc, jc + j, static_cast<int>(gemm_min(kNR, nc - j)),
+                                          b_block + j * kc);
+            }
+            b_panels = b_block;
+          } else if (source == BSource::prepacked) {
+            b_panels = packed_b + pc * n_padded + jc * kc;
+          } else {
+            b_panels = b.data + pc * b.ld + jc;
+            b_panel_stride = kNR;
+            ldb = b.ld;
+          }
+          for (int64_t q = q_begin; q < q_end; ++q) {
+            const float* a_panel = a_block + q * kMR * kc;
+            const int rows = static_cast<int>(gemm_min(kMR, mc - q * kMR));
+            for (int64_t j = 0; j < nc; j += kNR) {
+              TileUpdate u = first_last;
+              if (u.bias != nullptr) u.bias += jc + j;
+              ukernel<Cfg>(kc, a_panel, b_panels + j / kNR * b_panel_stride, ldb, source == BSource::in_place,
+                           c + (ic + q * kMR) * ldc + jc + j, ldc, rows, static_cast<int>(gemm_min(kNR, nc - j)),
+                           u);
+            }
+          }
+        }
+        // The A block is repacked by the next (ic, pc) step.
+#pragma omp barrier
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Dot-product route: A (M x K) and B^T (N x K) both row-major, few rows.
+// ---------------------------------------------------------------------------
+
+// C[i, j] for kRows rows of A and kDN rows of B^T (the rows past `cols` of
+// B^T repeat its last valid row; their results are dropped).
+template <class Ops, int kRows, int kDN>
+void dot_tile(int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb, int cols, float* c, int64_t ldc,
+              float alpha, float beta, const float* bias) {
+  using V = typename Ops::V;
+  const float* brow[kDN];
+  for (int j = 0; j < kDN; ++j) brow[j] = bt + (j < cols ? j : cols - 1) * ldb;
+  V acc[kRows][kDN];
+  for (int i = 0; i < kRows; ++i) {
+    for (int j = 0; j < kDN; ++j) acc[i][j] = Ops::zero();
+  }
+  auto step = [&](int64_t p, int lanes) {
+    V bv[kDN];
+    for (int j = 0; j < kDN; ++j) bv[j] = load_lanes<Ops>(brow[j] + p, lanes);
+    for (int i = 0; i < kRows; ++i) {
+      const V av = load_lanes<Ops>(a + i * lda + p, lanes);
+      for (int j = 0; j < kDN; ++j) acc[i][j] = Ops::fmadd(av, bv[j], acc[i][j]);
+    }
+  };
+  int64_t p = 0;
+  for (; p + Ops::W <= k; p += Ops::W) step(p, Ops::W);
+  if (p < k) step(p, static_cast<int>(k - p));
+  for (int i = 0; i < kRows; ++i) {
+    for (int j = 0; j < cols; ++j) {
+      float r = alpha * Ops::reduce_add(acc[i][j]);
+      if (beta != 0.0f) r += beta * c[i * ldc + j];
+      if (bias != nullptr) r += bias[j];
+      c[i * ldc + j] = r;
+    }
+  }
+}
+
+template <class Ops, int kDM, int kDN, int kRows = kDM>
+void dot_tile_any_rows(int rows, int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb, int cols,
+                       float* c, int64_t ldc, float alpha, float beta, const float* bias) {
+  if constexpr (kRows > 1) {
+    if (rows < kRows) {
+      dot_tile_any_rows<Ops, kDM, kDN, kRows - 1>(rows, k, a, lda, bt, ldb, cols, c, ldc, alpha, beta, bias);
+      return;
+    }
+  }
+  dot_tile<Ops, kRows, kDN>(k, a, lda, bt, ldb, cols, c, ldc, alpha, beta, bias);
+}
+
+template <class Cfg>
+void gemm_dot(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmOperand b, float beta, float* c,
+              int64_t ldc, const GemmEpilogue& ep) {
+  constexpr int kDM = Cfg::kDotRows, kDN = Cfg::kDotCols;
+  const int64_t groups = ceil_div(n, kDN);
+  const int threads = minidnn::threads_for(m * n * k, kGemmGrain);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t j = g * kDN;
+    const int cols = static_cast<int>(gemm_min(kDN, n - j));
+    for (int64_t i = 0; i < m; i += kDM) {
+      dot_tile_any_rows<typename Cfg::Ops, kDM, kDN>(static_cast<int>(gemm_min(kDM, m - i)), k, a.data + i * a.ld,
+                                                     a.ld, b.data + j * b.ld, b.ld, cols, c + i * ldc + j, ldc, alpha,
+                                                     beta, ep.bias != nullptr ? ep.bias + j : nullptr);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Table entries.
+// ---------------------------------------------------------------------------
+
+template <class Cfg>
+void gemm(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmOperand b, float beta, float* c,
+          int64_t ldc, const GemmEpilogue& ep) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    scale_c<typename Cfg::Ops>(m, n, beta, c, ldc, ep);
+  } else if (m <= Cfg::kDotMaxM && !a.trans && b.trans) {
+    gemm_dot<Cfg>(m, n, k, alpha, a, b, beta, c, ldc, ep);
+  } else {
+    const BSource source = m <= Cfg::kInPlaceMaxM && !b.trans ? BSource::in_place : BSource::pack;
+    gemm_blocked<Cfg>(m, n, k, alpha, a, b, nullptr, source, beta, c, ldc, ep);
+  }
+}
+
+// Packed B layout: block pc (rows [pc, pc + kc) of B) starts at pc * n_padded;
+// its panel j (columns [j * NR, j * NR + NR)) at j * kc * NR within it.
+template <class Cfg>
+void pack_b(int64_t k, int64_t n, GemmOperand b, float* packed) {
+  constexpr int kNR = Cfg::kNV * Cfg::Ops::W;
+  const int64_t n_panels = ceil_div(n, kNR);
+  const int64_t blocks = ceil_div(k, Cfg::kKC);
+  const int threads = minidnn::threads_for(k * n, int64_t{1} << 16);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    for (int64_t q = 0; q < n_panels; ++q) {
+      const int64_t pc = blk * Cfg::kKC;
+      const int64_t kc = gemm_min(Cfg::kKC, k - pc);
+      pack_b_panel<Cfg>(b, pc, kc, q * kNR, static_cast<int>(gemm_min(kNR, n - q * kNR)),
+                                                packed + pc * n_panels * kNR + q * kc * kNR);
+    }
+  }
+}
+
+template <class Cfg>
+void gemm_packed_b(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, const float* packed_b, float beta,
+                   float* c, int64_t ldc, const GemmEpilogue& ep) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {
+    scale_c<typename Cfg::Ops>(m, n, beta, c, ldc, ep);
+    return;
+  }
+  gemm_blocked<Cfg>(m, n, k, alpha, a, GemmOperand{nullptr, 0, false}, packed_b, BSource::prepacked, beta, c, ldc,
+                    ep);
+}
+
+template <class Cfg>
+minidnn::cpu::GemmKernels make_gemm_kernels() {
+  return minidnn::cpu::GemmKernels{
+      GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
+      gemm<Cfg>,
+      pack_b<Cfg>,
+      gemm_packed_b<Cfg>,
+      ukernel<Cfg>,
+  };
+}
+
+}  // namespace
