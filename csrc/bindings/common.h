@@ -35,13 +35,17 @@ struct ArrayArg {
   const Py_intptr_t* dims = nullptr;
   int64_t size = 0;
 
-  template <class U>
-  bool shape_equals(const ArrayArg<U>& other) const {
-    if (nd != other.nd) return false;
+  // The shape is exactly (dims[0], ..., dims[n - 1]).
+  bool shape_is(int n, const Py_intptr_t* other_dims) const {
+    if (nd != n) return false;
     for (int i = 0; i < nd; ++i) {
-      if (dims[i] != other.dims[i]) return false;
+      if (dims[i] != other_dims[i]) return false;
     }
     return true;
+  }
+  template <class U>
+  bool shape_equals(const ArrayArg<U>& other) const {
+    return shape_is(other.nd, other.dims);
   }
 };
 
@@ -52,26 +56,22 @@ namespace detail {
 bool take_array(py::handle h, int type_num, int* nd, const Py_intptr_t** dims, void** data, int64_t* size);
 }  // namespace detail
 
-// h as a float32 (int64) array the kernels read in place, or false.
-inline bool float_arg(py::handle h, FloatArg* out) {
+// h as an array of T (NumPy type number `type_num`) the kernels read in
+// place, or false.
+template <class T>
+bool array_arg(py::handle h, int type_num, ArrayArg<const T>* out) {
   void* data = nullptr;
-  if (!detail::take_array(h, py::detail::npy_api::NPY_FLOAT32_, &out->nd, &out->dims, &data, &out->size)) {
-    return false;
-  }
+  if (!detail::take_array(h, type_num, &out->nd, &out->dims, &data, &out->size)) return false;
   out->obj = h.ptr();
-  out->data = static_cast<const float*>(data);
+  out->data = static_cast<const T*>(data);
   return true;
 }
 
-inline bool index_arg(py::handle h, IndexArg* out) {
-  void* data = nullptr;
-  if (!detail::take_array(h, py::detail::npy_api::NPY_INT64_, &out->nd, &out->dims, &data, &out->size)) {
-    return false;
-  }
-  out->obj = h.ptr();
-  out->data = static_cast<const int64_t*>(data);
-  return true;
+inline bool float_arg(py::handle h, FloatArg* out) {
+  return array_arg(h, py::detail::npy_api::NPY_FLOAT32_, out);
 }
+
+inline bool index_arg(py::handle h, IndexArg* out) { return array_arg(h, py::detail::npy_api::NPY_INT64_, out); }
 
 // None (-> nullopt inside an engaged optional) or a float32 array.
 inline bool optional_float_arg(py::handle h, std::optional<FloatArg>* out) {

@@ -75,12 +75,9 @@ py::object linear(py::handle x_arg, py::handle weight_arg, py::handle bias_arg) 
 py::object linear_backward(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg) {
   LinearArgs a;
   FloatArg grad_y;
-  if (!parse_linear(x_arg, weight_arg, &a) || !float_arg(grad_y_arg, &grad_y) || grad_y.nd != a.x.nd) {
+  if (!parse_linear(x_arg, weight_arg, &a) || !float_arg(grad_y_arg, &grad_y) ||
+      !grad_y.shape_is(a.x.nd, with_last(a.x, a.out_features).data())) {
     return py::none();
-  }
-  const auto y_dims = with_last(a.x, a.out_features);
-  for (int i = 0; i < a.x.nd; ++i) {
-    if (grad_y.dims[i] != y_dims[i]) return py::none();
   }
   const int64_t rows = a.rows, in = a.in_features, out = a.out_features;
   py::object grad_x = new_float_array(a.x.nd, a.x.dims);

@@ -142,10 +142,7 @@ bool parse_loss(py::handle x_arg, py::handle target_arg, py::handle weight_arg, 
     loss->mean_divisor = static_cast<double>(loss->elements());
     return true;
   }
-  if (!index_arg(target_arg, &index) || index.nd != loss->target_nd) return false;
-  for (int i = 0; i < index.nd; ++i) {
-    if (index.dims[i] != loss->target_dims[i]) return false;
-  }
+  if (!index_arg(target_arg, &index) || !index.shape_is(loss->target_nd, loss->target_dims.data())) return false;
   double weight_total = 0.0;
   for (int64_t i = 0; i < index.size; ++i) {
     const int64_t c = index.data[i];
@@ -187,9 +184,8 @@ py::object loss_forward(const Loss& loss, Kernel kernel) {
 // for "mean").
 bool parse_scale(py::handle grad_loss_arg, const Loss& loss, LossScale* scale, FloatArg* per_element) {
   if (loss.reduction == kNone) {
-    if (!float_arg(grad_loss_arg, per_element) || per_element->nd != loss.target_nd) return false;
-    for (int i = 0; i < loss.target_nd; ++i) {
-      if (per_element->dims[i] != loss.target_dims[i]) return false;
+    if (!float_arg(grad_loss_arg, per_element) || !per_element->shape_is(loss.target_nd, loss.target_dims.data())) {
+      return false;
     }
     scale->per_element = per_element->data;
     return true;
@@ -215,42 +211,38 @@ py::object nll_loss(py::handle log_probs, py::handle target, py::handle weight, 
   return loss_forward(loss, cpu::nll_loss_forward);
 }
 
-py::object cross_entropy_backward(py::handle grad_loss, py::handle logits, py::handle target, py::handle weight,
-                                  py::handle ignore_index, py::handle reduction, py::handle label_smoothing) {
-  Loss loss;
+// grad of the loss wrt its input, from kernel(loss, scale, grad), which
+// returns how many targets it found out of range (see loss_forward).
+template <class Kernel>
+py::object loss_backward(py::handle grad_loss, const Loss& loss, Kernel kernel) {
   LossScale scale;
   FloatArg per_element;
-  if (!parse_loss(logits, target, weight, ignore_index, reduction, &label_smoothing, &loss) ||
-      !parse_scale(grad_loss, loss, &scale, &per_element)) {
-    return py::none();
-  }
+  if (!parse_scale(grad_loss, loss, &scale, &per_element)) return py::none();
   py::object grad = new_float_array(loss.x.nd, loss.x.dims);
   float* gp = float_data(grad);
   int64_t bad = 0;
   run_kernel(loss.x.size, [&] {
-    if (loss.x.size > 0) {
-      bad = cpu::softmax_kernels().cross_entropy_backward(loss.x.data, loss.target, loss.shape, scale, gp);
-    }
+    if (loss.x.size > 0) bad = kernel(loss, scale, gp);
   });
   return bad > 0 ? py::none() : grad;
+}
+
+py::object cross_entropy_backward(py::handle grad_loss, py::handle logits, py::handle target, py::handle weight,
+                                  py::handle ignore_index, py::handle reduction, py::handle label_smoothing) {
+  Loss loss;
+  if (!parse_loss(logits, target, weight, ignore_index, reduction, &label_smoothing, &loss)) return py::none();
+  return loss_backward(grad_loss, loss, [](const Loss& l, LossScale scale, float* grad) {
+    return cpu::softmax_kernels().cross_entropy_backward(l.x.data, l.target, l.shape, scale, grad);
+  });
 }
 
 py::object nll_loss_backward(py::handle grad_loss, py::handle log_probs, py::handle target, py::handle weight,
                              py::handle ignore_index, py::handle reduction) {
   Loss loss;
-  LossScale scale;
-  FloatArg per_element;
-  if (!parse_loss(log_probs, target, weight, ignore_index, reduction, nullptr, &loss) ||
-      !parse_scale(grad_loss, loss, &scale, &per_element)) {
-    return py::none();
-  }
-  py::object grad = new_float_array(loss.x.nd, loss.x.dims);
-  float* gp = float_data(grad);
-  int64_t bad = 0;
-  run_kernel(loss.x.size, [&] {
-    if (loss.x.size > 0) bad = cpu::nll_loss_backward(loss.target, loss.shape, scale, gp);
+  if (!parse_loss(log_probs, target, weight, ignore_index, reduction, nullptr, &loss)) return py::none();
+  return loss_backward(grad_loss, loss, [](const Loss& l, LossScale scale, float* grad) {
+    return cpu::nll_loss_backward(l.target, l.shape, scale, grad);
   });
-  return bad > 0 ? py::none() : grad;
 }
 
 }  // namespace
