@@ -1,0 +1,42 @@
+// Convolution on the CPU: the geometry every convolution kernel shares and
+// the drivers the bindings call (conv2d, its two backward passes; the
+// transposed convolution and conv1d are expressed through these).
+//
+// Layouts are the API's: x (N, C, H, W), weight (K, C/groups, R, S),
+// y (N, K, P, Q), all C-contiguous float32.
+//
+// Output (p, q) and tap (r, s) read input row p * stride_h - pad_top + r * dil_h
+// and column q * stride_w - pad_left + s * dil_w; a position outside
+// [0, h) x [0, w) reads zero. P and Q are given rather than derived, so the
+// bottom and right padding need no fields: they are whatever makes P x Q
+// outputs (the transposed convolution's crops and its output_padding, which
+// can extend past the last tap, are expressed this way too). Every index is
+// 64-bit.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/activation/activation.h"
+
+namespace minidnn::cpu {
+
+struct ConvGeometry {
+  int64_t n;                 // images
+  int64_t c, h, w;           // input channels (all groups) and size
+  int64_t k, p, q;           // output channels (all groups) and size
+  int64_t r, s;              // kernel rows and columns
+  int64_t stride_h, stride_w;
+  int64_t dil_h, dil_w;
+  int64_t pad_top, pad_left;
+  int64_t groups;            // divides c and k
+};
+
+// Work fused into the store of each output tile: y = f(conv + bias).
+struct ConvEpilogue {
+  const float* bias = nullptr;  // (K,) or null
+  bool activate = false;        // apply `activation` (with slope `alpha` for leaky_relu)
+  Activation activation = Activation::relu;
+  float alpha = 0.01f;
+};
+
+}  // namespace minidnn::cpu
