@@ -39,4 +39,20 @@ struct ConvEpilogue {
   float alpha = 0.01f;
 };
 
+// The three drivers (each fully writes its outputs, poisoned or not; threads
+// from runtime/threads.h; results bit-identical for any thread count).
+
+// y (N, K, P, Q) = epilogue(conv(x, weight)).
+void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y);
+
+// grad_x (N, C, H, W): the adjoint of conv2d_forward's linear part applied
+// to grad_y (N, K, P, Q). The transposed convolution's forward is this.
+void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x);
+
+// grad_weight (K, C/groups, R, S) = the sum over images and output positions
+// of grad_y times the input each tap read; grad_bias (K,) = grad_y summed
+// over N, P, Q, or null when not wanted.
+void conv2d_backward_weight(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight,
+                            float* grad_bias);
+
 }  // namespace minidnn::cpu
