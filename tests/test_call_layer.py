@@ -1,8 +1,8 @@
 """The two ways into every op (csrc/bindings/common.h): arguments that are
 exactly what the kernels read go straight through one _C entry; anything
-else (non-contiguous or unaligned arrays, int32 targets, NumPy scalars, 0-d
-grad_loss arrays, int subclasses) is validated and normalized in Python
-first. Both must give bit-identical results."""
+else (non-contiguous or unaligned arrays, int32 targets, NumPy integers,
+float16 scalars, float64 0-d grad_loss arrays, int subclasses) is validated
+and normalized in Python first. Both must give bit-identical results."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _cases(rng):
         ("cross_entropy", (x, t, None, -100, "none", 0.0), (x, _strided(t), None, -100, "none", np.float64(0.0))),
         ("cross_entropy_backward", (2.0, x, t, w, -100, "mean", 0.1), (np.array(2.0), x, t.astype(np.int32), w, -100, "mean", 0.1)),
         ("cross_entropy_backward", (gl, x, q, None, -100, "none", 0.0), (_strided(gl), x, q, None, -100, "none", 0.0)),
-        ("cross_entropy_backward", (3.0, x, t, None, -100, "sum", 0.0), (np.float32(3.0), x, t, None, -100, "sum", 0.0)),
+        ("cross_entropy_backward", (3.0, x, t, None, -100, "sum", 0.0), (np.float16(3.0), x, t, None, -100, "sum", 0.0)),
         ("nll_loss", (logy, t, w, -100, "mean"), (_fortran(logy), t, w, -100, "mean")),
         ("nll_loss", (logy, np.abs(t), None, 100, "none"), (logy, np.abs(t), None, np.int64(100), "none")),
         ("nll_loss_backward", (1.5, logy, t, w, -100, "mean"), (np.float64(1.5), logy, t.astype(np.int32), w, -100, "mean")),
@@ -61,7 +61,7 @@ def _cases(rng):
         ("relu", (v,), (_strided(v),)),
         ("relu", (np.array(1.5, np.float32),), (np.float32(1.5),)),
         ("relu_backward", (gv, v), (gv, _strided(v))),
-        ("leaky_relu", (v, 0.2), (v, np.float64(0.2))),
+        ("leaky_relu", (v, 0.25), (v, np.float16(0.25))),
         ("leaky_relu_backward", (gv, v, 1), (_strided(gv), v, 1)),
         ("sigmoid", (v,), (_strided(v),)),
         ("sigmoid_backward", (gv, v), (_strided(gv), v)),
@@ -83,6 +83,21 @@ def test_both_ways_agree_bit_for_bit(rng):
         for e, g in zip(*(r if isinstance(r, tuple) else (r,) for r in (expected, got))):
             assert g.dtype == np.float32 and g.shape == e.shape, name
             np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+def test_float_scalars_go_straight_through(rng):
+    """The scalars users pass most (a NumPy float32 or float64, the 0-d
+    float32 loss a forward returns) cost no validating detour."""
+    x = rng.standard_normal((4, 7)).astype(np.float32)
+    t = rng.integers(0, 7, 4)
+    loss = minidnn.cross_entropy(x, t)
+    expected = _C.cross_entropy_backward(0.5, x, t, None, -100, "mean", 0.0)
+    for grad_loss in (np.float32(0.5), np.float64(0.5), np.array(0.5, np.float32), loss * 0 + np.float32(0.5)):
+        got = _C.cross_entropy_backward(grad_loss, x, t, None, -100, "mean", 0.0)
+        assert got is not None, type(grad_loss)
+        np.testing.assert_array_equal(got, expected)
+    assert _C.leaky_relu(x, np.float32(0.25)) is not None
+    np.testing.assert_array_equal(_C.leaky_relu(x, np.float64(0.25)), _C.leaky_relu(x, 0.25))
 
 
 @pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 4, 2)], ids=str)

@@ -60,9 +60,26 @@ bool int_arg(py::handle h, int64_t* out) {
   return true;
 }
 
+namespace {
+
+// NumPy's float32 scalar type, looked up once (NumPy is loaded by then).
+PyTypeObject* numpy_float32_type() {
+  static PyTypeObject* const type =
+      reinterpret_cast<PyTypeObject*>(py::object(py::module_::import("numpy").attr("float32")).release().ptr());
+  return type;
+}
+
+}  // namespace
+
 bool real_arg(py::handle h, double* out) {
-  if (PyFloat_CheckExact(h.ptr())) {
+  // float and its subclasses (numpy.float64 among them), and numpy.float32:
+  // the scalars a user passes as an op's coefficient or a loss's gradient.
+  if (PyFloat_Check(h.ptr())) {
     *out = PyFloat_AS_DOUBLE(h.ptr());
+    return true;
+  }
+  if (Py_TYPE(h.ptr()) == numpy_float32_type()) {
+    *out = PyFloat_AsDouble(h.ptr());
     return true;
   }
   if (!PyLong_CheckExact(h.ptr())) return false;

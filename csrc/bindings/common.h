@@ -88,7 +88,9 @@ inline bool optional_float_arg(py::handle h, std::optional<FloatArg>* out) {
 // An exact Python int that fits int64 (bool, NumPy integers and int
 // subclasses take the validating path).
 bool int_arg(py::handle h, int64_t* out);
-// An exact Python float, or an exact Python int (as Python's numbers.Real).
+// A Python float (numpy.float64 included), a numpy.float32 or an exact
+// Python int (as Python's numbers.Real; bool and other types take the
+// validating path).
 bool real_arg(py::handle h, double* out);
 // An exact Python str equal to one of `choices`; its index in *out.
 template <size_t N>

@@ -191,7 +191,11 @@ bool parse_scale(py::handle grad_loss_arg, const Loss& loss, LossScale* scale, F
     return true;
   }
   double g = 0.0;
-  if (!real_arg(grad_loss_arg, &g)) return false;
+  if (float_arg(grad_loss_arg, per_element) && per_element->nd == 0) {
+    g = per_element->data[0];  // a 0-d float32 array, as the loss forward returns
+  } else if (!real_arg(grad_loss_arg, &g)) {
+    return false;
+  }
   if (loss.reduction == kMean) g /= loss.mean_divisor;
   scale->scalar = static_cast<float>(g);
   return true;
