@@ -35,6 +35,19 @@ def test_forward_and_backward(isa, threads, rng, op, n):
     assert_close(out, getattr(ref, op + "_backward")(g, saved, **kw))
 
 
+@pytest.mark.parametrize("op", ["relu", "tanh"])
+def test_streamed_outputs(isa, threads, rng, op):
+    """8M floats and more are written with streaming stores (simd/store.h);
+    an odd size leaves a plain-store tail, and each thread's share starts
+    on its own 64-byte boundary."""
+    x = (rng.standard_normal((1 << 23) + 5) * 3).astype(np.float32)
+    y = getattr(minidnn, op)(x)
+    assert_close(y, getattr(ref, op)(x))
+    g = rng.standard_normal(x.size).astype(np.float32)
+    saved = y if SAVES_OUTPUT[op] else x
+    assert_close(getattr(minidnn, op + "_backward")(g, saved), getattr(ref, op + "_backward")(g, saved))
+
+
 def ulps(out, expected):
     """|out - expected| in units of float32 spacing at expected."""
     out = out.astype(np.float64)

@@ -4,6 +4,9 @@ kernels split across threads."""
 
 from __future__ import annotations
 
+import functools
+import zlib
+
 import numpy as np
 import pytest
 
@@ -95,6 +98,38 @@ def test_long_row_tail_chunks_all_neg_inf(isa, threads):
     x[1, :3] = [0.0, 1.0, 2.0]
     assert_close(minidnn.softmax(x), ref.softmax(x))
     assert_close(minidnn.log_softmax(x), ref.log_softmax(x))
+
+
+# Outputs of 8M floats and more are written with streaming stores
+# (simd/store.h), whose plain-store head and tail depend on where each row
+# or thread share starts: odd row lengths start rows off every vector
+# boundary; 3 rows are split across 2 threads, and are longer than the
+# one-pass softmax keeps (the exp then runs twice).
+STREAMED_CASES = [
+    ("softmax", (2049, 4099)),
+    ("softmax", (3, 2796203)),
+    ("log_softmax", (2049, 4099)),
+    ("softmax_backward", (3, 2796203)),
+]
+
+
+@functools.lru_cache(maxsize=2)  # 0.1 GB each
+def _streamed_case(op, shape):
+    """(inputs, float64 reference) of one streamed case, built once for all
+    paths and thread counts."""
+    rng = np.random.default_rng(zlib.crc32(f"{op}{shape}".encode()))
+    x = (rng.standard_normal(shape) * 4).astype(np.float32)
+    if op.endswith("_backward"):
+        y = ref.softmax(x, -1).astype(np.float32)
+        g = rng.standard_normal(shape).astype(np.float32)
+        return (g, y), ref.softmax_backward(g, y, -1)
+    return (x,), getattr(ref, op)(x, -1)
+
+
+@pytest.mark.parametrize("op,shape", STREAMED_CASES, ids=str)
+def test_streamed_outputs(isa, threads, op, shape):
+    inputs, expected = _streamed_case(op, shape)
+    assert_close(getattr(minidnn, op)(*inputs, -1), expected)
 
 
 def test_non_contiguous_and_empty(rng):

@@ -21,13 +21,15 @@ constexpr int64_t kActivationGrain = 1 << 15;
 // per-thread ranges that start on a 64-byte boundary of the index space.
 template <class Ops, class Value>
 void write_elementwise(float* y, int64_t n, Value value) {
+  const bool streaming = n >= kStreamMinFloats;
   minidnn::parallel(minidnn::threads_for(n, kActivationGrain), [&](int64_t t, int64_t nt) {
     const int64_t lines = (n + 15) / 16;
     const int64_t begin = lines * t / nt * 16;
     const int64_t end_line = lines * (t + 1) / nt * 16;
     const int64_t end = end_line < n ? end_line : n;
     if (begin < end) {
-      store_row<Ops>(y + begin, end - begin, [&](int64_t i, int64_t len) { return value(begin + i, len); });
+      write_row<Ops>(y + begin, end - begin, streaming, [&](int64_t i, int64_t len) { return value(begin + i, len); });
+      if (streaming) Ops::stream_fence();
     }
   });
 }

@@ -20,6 +20,8 @@ struct ScalarOps {
   static void store_tail(float* p, V v, int64_t n) {
     if (n > 0) *p = v;
   }
+  static void stream(float* p, V v) { *p = v; }
+  static void stream_fence() {}
 
   static V add(V a, V b) { return a + b; }
   static V sub(V a, V b) { return a - b; }

@@ -28,6 +28,7 @@
 #include "cpu/simd/math.h"
 #include "cpu/simd/store.h"
 #include "cpu/softmax/softmax.h"
+#include "runtime/scratch.h"
 #include "runtime/threads.h"
 
 namespace {
@@ -59,15 +60,20 @@ inline bool splits_rows(int threads, int64_t rows, int64_t n) {
 
 // Runs reduce/combine/write over `rows` rows of length n. reduce(r, b, e)
 // returns the statistics of row r's slice [b, e); combine merges the slices'
-// statistics in order; write(r, b, e, total) writes the slice. Rows are
-// shared out whole when there are enough of them, otherwise split.
+// statistics in order; write(r, b, e, total) writes the slice, on the
+// thread that reduced it, right after. Rows are shared out whole when there
+// are enough of them, otherwise split. Each thread ends with the fence of
+// streaming stores (a no-op cost when it made none).
 template <class Ops, class Stats, class Reduce, class Combine, class Write>
 void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
   const int threads = minidnn::threads_for(rows * n, kGrain);
   if (!splits_rows(threads, rows, n)) {
-    minidnn::parallel_for(threads, rows, [&](int64_t r) {
-      const Stats total = reduce(r, int64_t{0}, n);
-      write(r, int64_t{0}, n, total);
+    minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
+      for (int64_t r = rows * t / nt; r < rows * (t + 1) / nt; ++r) {
+        const Stats total = reduce(r, int64_t{0}, n);
+        write(r, int64_t{0}, n, total);
+      }
+      Ops::stream_fence();
     });
     return;
   }
@@ -84,6 +90,7 @@ void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write
 #pragma omp barrier
       write(r, b, e, combine(mine, nt));
     }
+    Ops::stream_fence();
   });
 }
 
@@ -355,17 +362,17 @@ void column_stats(const float* x, const LossTarget& t, SoftmaxShape s, int64_t b
 // log_softmax: y = (x - m) - log s. softmax rows too long for the one-pass
 // form: y = exp(x - m) / s, recomputing the exp.
 template <class Ops>
-void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log) {
+void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bool log, bool streaming) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m);
   if (log) {
     const V ls = Ops::set1(__builtin_logf(s));
-    store_row<Ops>(y, n, [&](int64_t i, int64_t len) {
+    write_row<Ops>(y, n, streaming, [&](int64_t i, int64_t len) {
       return Ops::sub(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv), ls);
     });
   } else {
     const V inv = Ops::set1(1.0f / s);
-    store_row<Ops>(y, n, [&](int64_t i, int64_t len) {
+    write_row<Ops>(y, n, streaming, [&](int64_t i, int64_t len) {
       return Ops::mul(vexp_nonpositive<Ops>(Ops::sub(load_part<Ops>(x, i, len, 0.0f), mv)), inv);
     });
   }
@@ -447,14 +454,17 @@ RowStats exp_into_output(const float* x, int64_t n, float* e, float* chunk_max) 
   return st;
 }
 
+// Pass 2 of the one-pass softmax: y = exps scaled per chunk (exps may be y).
 template <class Ops>
-void scale_in_place(float* y, const float* chunk_max, int64_t n, const RowStats& total) {
+void scale_chunks(const float* exps, float* y, const float* chunk_max, int64_t n, const RowStats& total,
+                  bool streaming) {
   for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
     const int64_t len = min_i(kChunk, n - c);
     const float f = chunk_max[k] == total.m ? 1.0f / total.s : __builtin_expf(chunk_max[k] - total.m) / total.s;
     const typename Ops::V fv = Ops::set1(f);
-    float* yc = y + c;
-    store_row<Ops>(yc, len, [&](int64_t i, int64_t l) { return Ops::mul(load_part<Ops>(yc, i, l, 0.0f), fv); });
+    const float* ec = exps + c;
+    write_row<Ops>(y + c, len, streaming,
+                   [&](int64_t i, int64_t l) { return Ops::mul(load_part<Ops>(ec, i, l, 0.0f), fv); });
   }
 }
 
@@ -535,7 +545,7 @@ void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int6
 // row after row: 256x32000 -25 to -36%, 2048x1000 and 12288x128 -5%
 // (bench/NOTES.md).
 template <class Ops>
-void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, int64_t end) {
+void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, int64_t end, bool streaming) {
   if (begin >= end) return;
   RowStats prev = row_stats<Ops, false, false, false>(x + begin * n, nullptr, nullptr, n);
   for (int64_t r = begin + 1; r <= end; ++r) {
@@ -544,7 +554,7 @@ void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, i
     for (int64_t c = 0; c < n; c += kChunk) {
       const int64_t len = min_i(kChunk, n - c);
       if (r < end) add_chunk_stats<Ops, false, false, false>(x + r * n + c, nullptr, nullptr, len, &next);
-      write_softmax_row<Ops>(written + c, y + (r - 1) * n + c, len, prev.m, prev.s, true);
+      write_softmax_row<Ops>(written + c, y + (r - 1) * n + c, len, prev.m, prev.s, true, streaming);
     }
     prev = next;
   }
@@ -555,6 +565,7 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
   const int threads = minidnn::threads_for(s.outer * n, kGrain);
+  const bool streaming = s.outer * n >= kStreamMinFloats;
   if (!log && n <= kChunk) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
       softmax_short_rows<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt);
@@ -563,19 +574,26 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
   }
   if (log && !splits_rows(threads, s.outer, n)) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
-      log_softmax_pipelined<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt);
+      log_softmax_pipelined<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt, streaming);
+      if (streaming) Ops::stream_fence();
     });
     return;
   }
   if (!log && n <= kOnePassMax) {
+    // Streaming: the exps go to a per-thread slice in L2 rather than into
+    // y, which the scale pass then streams to; y is written once and never
+    // read for ownership.
     for_each_row<Ops, RowStats>(
         s.outer, n,
         [&](int64_t r, int64_t b, int64_t e) {
-          return exp_into_output<Ops>(x + r * n + b, e - b, y + r * n + b, thread_chunk_maxima());
+          float* exps = streaming ? minidnn::thread_scratch(minidnn::ScratchSlot::softmax_row, e - b) : y + r * n + b;
+          return exp_into_output<Ops>(x + r * n + b, e - b, exps, thread_chunk_maxima());
         },
         merge_stats,
         [&](int64_t r, int64_t b, int64_t e, const RowStats& total) {
-          scale_in_place<Ops>(y + r * n + b, thread_chunk_maxima(), e - b, total);
+          const float* exps =
+              streaming ? minidnn::thread_scratch(minidnn::ScratchSlot::softmax_row, e - b) : y + r * n + b;
+          scale_chunks<Ops>(exps, y + r * n + b, thread_chunk_maxima(), e - b, total, streaming);
         });
     return;
   }
@@ -586,7 +604,7 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
       },
       merge_stats,
       [&](int64_t r, int64_t b, int64_t e, const RowStats& st) {
-        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log);
+        write_softmax_row<Ops>(x + r * n + b, y + r * n + b, e - b, st.m, st.s, log, streaming);
       });
 }
 
@@ -652,6 +670,7 @@ template <class Ops, bool kLog>
 void softmax_backward_as(const float* gy, const float* y, float* gx, SoftmaxShape s) {
   if (s.inner != 1) return softmax_backward_columns<Ops, kLog>(gy, y, gx, s);
   const int64_t n = s.classes;
+  const bool streaming = s.outer * n >= kStreamMinFloats;
   for_each_row<Ops, double>(
       s.outer, n,
       [&](int64_t r, int64_t b, int64_t e) { return backward_dot<Ops, kLog>(gy + r * n + b, y + r * n + b, e - b); },
@@ -664,7 +683,7 @@ void softmax_backward_as(const float* gy, const float* y, float* gx, SoftmaxShap
         const typename Ops::V dot = Ops::set1(static_cast<float>(total));
         const float* gr = gy + r * n + b;
         const float* yr = y + r * n + b;
-        store_row<Ops>(gx + r * n + b, e - b, [&](int64_t i, int64_t len) {
+        write_row<Ops>(gx + r * n + b, e - b, streaming, [&](int64_t i, int64_t len) {
           return backward_value<Ops, kLog>(load_part<Ops>(gr, i, len, 0.0f), load_part<Ops>(yr, i, len, 0.0f), dot);
         });
       });
