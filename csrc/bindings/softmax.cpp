@@ -93,6 +93,9 @@ struct Loss {
   int64_t elements() const { return shape.outer * shape.inner; }
 };
 
+// Partial sums combined in a fixed order.
+double sum_of_four(const double* sums) { return (sums[0] + sums[1]) + (sums[2] + sums[3]); }
+
 // Fills `loss` from the Python arguments, or returns false (see common.h).
 // Class targets are range-checked here, before any kernel reads through
 // them; an out-of-range one returns false and the Python layer raises the
@@ -143,15 +146,19 @@ bool parse_loss(py::handle x_arg, py::handle target_arg, py::handle weight_arg, 
     return true;
   }
   if (!index_arg(target_arg, &index) || !index.shape_is(loss->target_nd, loss->target_dims.data())) return false;
-  double weight_total = 0.0;
+  // Four running sums: one chain of dependent double additions would take
+  // 4 cycles a target (2 us on 1000 targets, more than the kernel).
+  double weight_sums[4] = {0.0, 0.0, 0.0, 0.0};
+  int64_t counted = 0;
   for (int64_t i = 0; i < index.size; ++i) {
     const int64_t c = index.data[i];
     if (c == t.ignore_index) continue;
     if (c < 0 || c >= classes) return false;
-    weight_total += t.weight != nullptr ? static_cast<double>(t.weight[c]) : 1.0;
+    if (t.weight != nullptr) weight_sums[i & 3] += static_cast<double>(t.weight[c]);
+    ++counted;
   }
   t.index = index.data;
-  loss->mean_divisor = weight_total;
+  loss->mean_divisor = t.weight != nullptr ? sum_of_four(weight_sums) : static_cast<double>(counted);
   return true;
 }
 
@@ -173,8 +180,9 @@ py::object loss_forward(const Loss& loss, Kernel kernel) {
     for (int64_t i = 0; i < n; ++i) op[i] = static_cast<float>(per_element[i]);
     return out;
   }
-  double total = 0.0;
-  for (double v : per_element) total += v;
+  double sums[4] = {0.0, 0.0, 0.0, 0.0};  // four chains, as parse_loss's weight sums
+  for (int64_t i = 0; i < n; ++i) sums[i & 3] += per_element[i];
+  double total = sum_of_four(sums);
   if (loss.reduction == kMean) total /= loss.mean_divisor;  // 0 / 0 = NaN when every target is ignored
   return new_float_scalar(static_cast<float>(total));
 }

@@ -560,8 +560,25 @@ void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, i
   }
 }
 
+// One class: softmax 1 and log_softmax 0 where x is finite, NaN where it
+// is not (x - x, as the general path gives through x - max), elementwise:
+// the general path's per-row bookkeeping took 53 us on 1000 rows of one.
+template <class Ops>
+void single_class_softmax(const float* x, float* y, int64_t n, bool log) {
+  using V = typename Ops::V;
+  const V offset = Ops::set1(log ? 0.0f : 1.0f);
+  minidnn::parallel(minidnn::threads_for(n, kGrain), [&](int64_t t, int64_t nt) {
+    const int64_t begin = n * t / nt, end = n * (t + 1) / nt;
+    store_row<Ops>(y + begin, end - begin, [&](int64_t i, int64_t len) {
+      const V v = load_part<Ops>(x + begin, i, len, 0.0f);
+      return Ops::add(Ops::sub(v, v), offset);
+    });
+  });
+}
+
 template <class Ops>
 void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
+  if (s.classes == 1) return single_class_softmax<Ops>(x, y, s.outer * s.inner, log);
   if (s.inner != 1) return softmax_columns<Ops>(x, y, s, log);
   const int64_t n = s.classes;
   const int threads = minidnn::threads_for(s.outer * n, kGrain);
