@@ -7,6 +7,8 @@ void bind_output_settings(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_activation(py::module_& m);
 void bind_linear(py::module_& m);
+void bind_conv(py::module_& m);
+void bind_conv_backward(py::module_& m);
 }  // namespace minidnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -17,4 +19,6 @@ PYBIND11_MODULE(_C, m) {
   minidnn::bindings::bind_softmax(m);
   minidnn::bindings::bind_activation(m);
   minidnn::bindings::bind_linear(m);
+  minidnn::bindings::bind_conv(m);
+  minidnn::bindings::bind_conv_backward(m);
 }

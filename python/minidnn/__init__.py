@@ -38,6 +38,14 @@ from .activation import (
     tanh,
     tanh_backward,
 )
+from .conv import (
+    conv1d,
+    conv1d_backward,
+    conv2d,
+    conv2d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+)
 from .linear import linear, linear_backward
 from .softmax import (
     cross_entropy,
@@ -80,4 +88,10 @@ __all__ = [
     "tanh_backward",
     "linear",
     "linear_backward",
+    "conv2d",
+    "conv2d_backward",
+    "conv_transpose2d",
+    "conv_transpose2d_backward",
+    "conv1d",
+    "conv1d_backward",
 ]

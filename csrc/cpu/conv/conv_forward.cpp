@@ -1,0 +1,250 @@
+// conv2d_forward as an implicit GEMM on the project's SGEMM microkernel
+// (gemm.h), ISA-independent: the active ISA's kernel and blocking come from
+// gemm_kernels().
+//
+// Per image and group, with K_g = K / groups and C_g = C / groups:
+//
+//   Y_g[K_g, P*Q] = W_g[K_g, C_g*R*S] x col[C_g*R*S, P*Q]
+//
+// where row (c, r, s) of `col` holds, for every output position, the input
+// value tap (r, s) of channel c reads (zero in the padding). W is packed
+// once per call into A panels; `col` is never built: each (K block, column
+// block) of it is packed straight from x into B panels, kc x nr, by copying
+// runs of input rows (stride 1: contiguous), and the microkernel writes its
+// tiles straight into the NCHW output (row stride P*Q). A 1x1 stride-1
+// unpadded convolution needs no special route: its `col` is x itself, and
+// its panels are packed by plain row copies.
+//
+// Bias (per output channel, i.e. per GEMM row: TileUpdate's bias is per
+// column) and the activation are applied to each mr x nc strip right after
+// its last K block, while it is still in cache.
+//
+// Threads take contiguous shares of (image, group, column block, row chunk)
+// units. Every output element is accumulated in the same order (K blocks of
+// one size fixed by the shape) whoever computes it and however the units
+// are cut, so results are bit-identical for any thread count.
+#include <algorithm>
+#include <cstdint>
+#include <climits>
+#include <initializer_list>
+#include <vector>
+
+#include "cpu/activation/activation.h"
+#include "cpu/conv/conv.h"
+#include "cpu/gemm/gemm.h"
+#include "runtime/threads.h"
+
+namespace minidnn::cpu {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The product of non-negative extents, saturating at INT64_MAX.
+int64_t saturating_product(std::initializer_list<int64_t> extents) {
+  int64_t product = 1;
+  for (int64_t e : extents) {
+    if (__builtin_mul_overflow(product, e, &product)) return INT64_MAX;
+  }
+  return product;
+}
+
+// FMAs worth waking a thread for (as the GEMM's grain).
+constexpr int64_t kConvGrain = int64_t{1} << 18;
+
+// One run of output positions of a column block: consecutive q of output
+// row p, all in one B panel.
+struct Run {
+  int64_t ih0;      // input row of tap row 0: p * stride_h - pad_top
+  int64_t iw0;      // input column of the run's first position at tap column 0
+  int64_t panel;    // B panel of the block
+  int32_t col;      // first column within that panel
+  int32_t len;      // positions
+};
+
+// Splits columns [j0, j0 + ncols) of `col` (output positions) into runs.
+int64_t make_runs(const ConvGeometry& g, int64_t j0, int64_t ncols, int nr, Run* runs) {
+  int64_t count = 0;
+  int64_t j = 0;
+  while (j < ncols) {
+    const int64_t pos = j0 + j;
+    const int64_t p = pos / g.q, q = pos % g.q;
+    const int64_t in_panel = nr - j % nr;
+    const int64_t len = std::min({g.q - q, in_panel, ncols - j});
+    runs[count++] = Run{p * g.stride_h - g.pad_top, q * g.stride_w - g.pad_left, j / nr, static_cast<int32_t>(j % nr),
+                        static_cast<int32_t>(len)};
+    j += len;
+  }
+  return count;
+}
+
+// Rows [t0, t0 + kc) of `col` for the runs of one column block, into B
+// panels of kc x nr at `dst` (panel i at dst + i * kc * nr); columns past
+// `ncols` in the last panel are zero. `xg` is the group's first input channel.
+void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t kc, const Run* runs, int64_t n_runs,
+                    int64_t ncols, int nr, float* dst) {
+  const int64_t rs = g.r * g.s;
+  const int64_t panel_floats = kc * nr;
+  const int64_t last_panel = (ncols - 1) / nr;
+  const int64_t tail = ncols - last_panel * nr;  // valid columns of the last panel
+  int64_t c = t0 / rs, r = t0 % rs / g.s, s = t0 % g.s;
+  for (int64_t t = 0; t < kc; ++t) {
+    const float* xc = xg + c * g.h * g.w;
+    const int64_t dh = r * g.dil_h, dw = s * g.dil_w;
+    for (int64_t i = 0; i < n_runs; ++i) {
+      const Run& run = runs[i];
+      float* out = dst + run.panel * panel_floats + t * nr + run.col;
+      const int64_t len = run.len;
+      const int64_t ih = run.ih0 + dh;
+      if (ih < 0 || ih >= g.h) {
+        std::fill(out, out + len, 0.0f);
+        continue;
+      }
+      const float* xrow = xc + ih * g.w;
+      const int64_t iw = run.iw0 + dw;  // input column of position 0 of the run
+      if (g.stride_w == 1) {
+        const int64_t lo = std::clamp<int64_t>(-iw, 0, len), hi = std::clamp<int64_t>(g.w - iw, lo, len);
+        std::fill(out, out + lo, 0.0f);
+        const float* src = xrow + iw;
+        for (int64_t e = lo; e < hi; ++e) out[e] = src[e];
+        std::fill(out + hi, out + len, 0.0f);
+      } else {
+        const int64_t sw = g.stride_w;
+        // Positions e with 0 <= iw + e * sw < w.
+        const int64_t lo = std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, len);
+        const int64_t hi = std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, len);
+        std::fill(out, out + lo, 0.0f);
+        for (int64_t e = lo; e < hi; ++e) out[e] = xrow[iw + e * sw];
+        std::fill(out + hi, out + len, 0.0f);
+      }
+    }
+    if (tail < nr) std::fill(dst + last_panel * panel_floats + t * nr + tail, dst + last_panel * panel_floats + (t + 1) * nr, 0.0f);
+    if (++s == g.s) {
+      s = 0;
+      if (++r == g.r) {
+        r = 0;
+        ++c;
+      }
+    }
+  }
+}
+
+// y rows [0, rows) of length n (row stride ld) = f(y + bias[row]).
+void finish_rows(float* y, int64_t ld, int64_t rows, int64_t n, const float* bias, const ConvEpilogue& ep) {
+  for (int64_t i = 0; i < rows; ++i) {
+    float* row = y + i * ld;
+    if (bias != nullptr) {
+      const float b = bias[i];
+      for (int64_t j = 0; j < n; ++j) row[j] += b;
+    }
+    if (ep.activate) activation_kernels().forward(ep.activation, row, row, n, ep.alpha);
+  }
+}
+
+// y = f(bias) (or f(0)) everywhere: the convolution of an empty reduction.
+void fill_epilogue_only(const ConvGeometry& g, const ConvEpilogue& ep, float* y) {
+  const int64_t npix = g.p * g.q;
+  for (int64_t i = 0; i < g.n; ++i) {
+    for (int64_t k = 0; k < g.k; ++k) {
+      float* row = y + (i * g.k + k) * npix;
+      std::fill(row, row + npix, ep.bias != nullptr ? ep.bias[k] : 0.0f);
+      if (ep.activate) activation_kernels().forward(ep.activation, row, row, npix, ep.alpha);
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {
+  const int64_t npix = g.p * g.q;
+  if (g.n == 0 || g.k == 0 || npix == 0) return;
+  const int64_t kg = g.k / g.groups, cg = g.c / g.groups;
+  const int64_t kdim = cg * g.r * g.s;
+  if (kdim == 0) {
+    fill_epilogue_only(g, ep, y);
+    return;
+  }
+  const GemmKernels& kern = gemm_kernels();
+  const GemmBlocking& blk = kern.blocking;
+  const int mr = blk.mr, nr = blk.nr;
+
+  // K blocks of equal size (<= kc): a short last block would waste a pass.
+  const int64_t k_blocks = ceil_div(kdim, blk.kc);
+  const int64_t kc = ceil_div(kdim, k_blocks);
+  // Column blocks of equal size in whole panels (<= nc).
+  const int64_t col_blocks = ceil_div(npix, blk.nc);
+  const int64_t nc = ceil_div(ceil_div(npix, col_blocks), nr) * nr;
+  const int64_t n_col_blocks = ceil_div(npix, nc);
+
+  // Row chunks of whole A panels, only when images x groups x column blocks
+  // leave threads idle (each chunk repacks its B blocks).
+  const int64_t a_panels = ceil_div(kg, mr);
+  const int threads = threads_for(saturating_product({g.n, g.k, npix, kdim}), kConvGrain);
+  const int64_t outer_units = g.n * g.groups * n_col_blocks;
+  const int64_t row_chunks = std::min(a_panels, outer_units >= threads ? int64_t{1} : ceil_div(threads, outer_units));
+  const int64_t units = outer_units * row_chunks;
+
+  // Packed weight: group gi, K block b, A panel ip at
+  // gi * kg_pad * kdim + b * kc * kg_pad + ip * mr * kcur (kcur: rows of the block).
+  const int64_t kg_pad = a_panels * mr;
+  float* packed_w = gemm_scratch(0, g.groups * kg_pad * kdim);
+  const int nt_max = threads;
+  float* b_blocks = gemm_scratch(1, nt_max * kc * nc);
+  const int64_t max_runs = nc;  // each run holds at least one of the block's columns
+  std::vector<Run> runs_all(static_cast<size_t>(nt_max * max_runs));
+
+  parallel(threads, [&](int t, int nt) {
+    // Pack the weight: A panels split among the threads, then a barrier.
+    const int64_t all_panels = g.groups * k_blocks * a_panels;
+    for (int64_t u = all_panels * t / nt; u < all_panels * (t + 1) / nt; ++u) {
+      const int64_t gi = u / (k_blocks * a_panels), b = u / a_panels % k_blocks, ip = u % a_panels;
+      const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
+      float* dst = packed_w + gi * kg_pad * kdim + p0 * kg_pad + ip * mr * kcur;
+      const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
+      const float* src = weight + (gi * kg + ip * mr) * kdim + p0;
+      for (int i = 0; i < rows; ++i) {
+        for (int64_t p = 0; p < kcur; ++p) dst[p * mr + i] = src[i * kdim + p];
+      }
+      // Rows past kg are never read by the kernel of that height; zeroed
+      // anyway so that the buffer holds no stale values.
+      for (int i = rows; i < mr; ++i) {
+        for (int64_t p = 0; p < kcur; ++p) dst[p * mr + i] = 0.0f;
+      }
+    }
+#pragma omp barrier
+
+    float* b_block = b_blocks + t * kc * nc;
+    Run* runs = runs_all.data() + t * max_runs;
+    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
+      const int64_t chunk = u % row_chunks;
+      const int64_t jb = u / row_chunks % n_col_blocks;
+      const int64_t gi = u / (row_chunks * n_col_blocks) % g.groups;
+      const int64_t img = u / (row_chunks * n_col_blocks * g.groups);
+      const int64_t j0 = jb * nc, ncols = std::min(nc, npix - j0);
+      const int64_t ip_begin = a_panels * chunk / row_chunks, ip_end = a_panels * (chunk + 1) / row_chunks;
+      const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
+      float* yg = y + (img * g.k + gi * kg) * npix + j0;
+      const int64_t n_runs = make_runs(g, j0, ncols, nr, runs);
+      const int64_t col_panels = ceil_div(ncols, nr);
+      for (int64_t b = 0; b < k_blocks; ++b) {
+        const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
+        pack_col_block(g, xg, p0, kcur, runs, n_runs, ncols, nr, b_block);
+        const TileUpdate update{1.0f, 0.0f, b == 0, nullptr};
+        const bool last = b + 1 == k_blocks;
+        for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
+          const float* a_panel = packed_w + gi * kg_pad * kdim + p0 * kg_pad + ip * mr * kcur;
+          const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
+          float* c = yg + ip * mr * npix;
+          for (int64_t jp = 0; jp < col_panels; ++jp) {
+            kern.ukernel(kcur, a_panel, b_block + jp * kcur * nr, nr, false, c + jp * nr, npix, rows,
+                         static_cast<int>(std::min<int64_t>(nr, ncols - jp * nr)), update);
+          }
+          if (last && (ep.bias != nullptr || ep.activate)) {
+            finish_rows(c, npix, rows, ncols, ep.bias != nullptr ? ep.bias + gi * kg + ip * mr : nullptr, ep);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace minidnn::cpu
