@@ -20,6 +20,7 @@ else changes.
 FAMILIES: dict[str, str] = {
     "softmax": "minidnn.bench.softmax",
     "linear": "minidnn.bench.linear",
+    "conv": "minidnn.bench.conv",
 }
 
 __all__ = ["FAMILIES"]
