@@ -130,3 +130,52 @@ def probabilities(draw, shape, axis: int):
             q = (q / q.sum(axis=axis, keepdims=True, dtype=np.float64)).astype(np.float32)
         q[~np.isfinite(q)] = 0.0  # a slice of all zeros has no normalization
     return q
+
+
+# Padding forms of conv2d (API.md), as strategies of their own value.
+def _conv_paddings():
+    pad = st.integers(0, 3)
+    return st.one_of(
+        pad,
+        st.tuples(pad, pad),
+        st.tuples(st.tuples(pad, pad), st.tuples(pad, pad)),
+        st.sampled_from(["valid", "same"]),
+    )
+
+
+def _padded_extent(size, kernel, stride, dilation, padding, axis):
+    if padding == "valid":
+        return size
+    if padding == "same":
+        out = -(-size // stride)
+        return max(size, (out - 1) * stride + (kernel - 1) * dilation + 1)
+    if isinstance(padding, int):
+        return size + 2 * padding
+    if isinstance(padding[0], tuple):
+        return size + sum(padding[axis])
+    return size + 2 * padding[axis]
+
+
+@st.composite
+def conv2d_geometries(draw):
+    """Keyword arguments of a conv2d call and the shapes of x and weight:
+    N 0..2, groups 1, 2 or depthwise, sides 1..12, kernels 1..5 fitting the
+    padded input, strides and dilations 1..3, every padding form."""
+    groups_kind = draw(st.sampled_from(["one", "two", "depthwise"]))
+    groups = {"one": 1, "two": 2, "depthwise": draw(st.integers(1, 6))}[groups_kind]
+    cg = 1 if groups_kind == "depthwise" else draw(st.integers(1, 5))
+    kg = draw(st.integers(1, 6))
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(_conv_paddings())
+    kernel = []
+    for axis, size in enumerate((h, w)):
+        k = draw(st.integers(1, 5))
+        # Shrink the kernel until its dilated extent fits the padded input.
+        while k > 1 and _padded_extent(size, k, stride[axis], dilation[axis], padding, axis) < dilation[axis] * (k - 1) + 1:
+            k -= 1
+        kernel.append(k)
+    n = draw(st.integers(0, 2))
+    kwargs = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return (n, cg * groups, h, w), (kg * groups, cg, *kernel), kwargs

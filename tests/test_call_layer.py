@@ -99,3 +99,22 @@ def test_outputs_are_fresh_arrays():
     assert not np.shares_memory(a, b) and not np.shares_memory(a, x)
     loss = minidnn.cross_entropy(x, np.array([0, 2]))
     assert loss.shape == () and loss.dtype == np.float32 and loss.flags.writeable
+
+
+def test_conv_both_ways_agree_bit_for_bit(rng):
+    """The convolution entries take a normalized geometry rather than the
+    op's arguments (csrc/bindings/conv.cpp), so the pattern above applies
+    through the public ops: non-contiguous and strided arrays are refused by
+    the entry and copied once in Python, with the same bits as the direct way."""
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    assert _C.conv2d_forward(x, w, b, 1, 1, 1, 1, 1, 1, 9, 8, 2, 0, 0.01) is not None
+    assert _C.conv2d_forward(_fortran(x), w, b, 1, 1, 1, 1, 1, 1, 9, 8, 2, 0, 0.01) is None
+    assert _C.conv2d_forward(x, w, _strided(b), 1, 1, 1, 1, 1, 1, 9, 8, 2, 0, 0.01) is None
+    expected = minidnn.conv2d(x, w, b, padding=1, groups=2, activation="relu")
+    got = minidnn.conv2d(_fortran(x), _strided(w), _strided(b), padding=np.int64(1), groups=np.int32(2), activation="relu")
+    np.testing.assert_array_equal(got, expected)
+    x1, w1 = x[:, :, 0, :].copy(), w[:, :, 0, :].copy()
+    expected = minidnn.conv1d(x1, w1, b, padding="causal", groups=2)
+    np.testing.assert_array_equal(minidnn.conv1d(_strided(x1), _fortran(w1), b, padding="causal", groups=2), expected)

@@ -100,6 +100,7 @@ FIXED_CASES = [
     Case(0, 4, 5, 5, 6, 3, 3, pads=((1, 1), (1, 1))),                  # N = 0
     Case(1, 4, 5, 5, 6, 3, 3, crop_p=3, crop_q=1),                     # P = 0: grad_x and grad_w zero
     Case(2, 3, 23, 23, 8, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),  # ResNet stem, scaled down
+    Case(1, 6, 7, 9, 400, 3, 3, pads=((1, 1), (1, 1)), groups=2),     # K/groups past the GEMM's K block
 ]
 
 # Real layers (ResNet-50, MobileNet), one or two images: the reference is slow.

@@ -2,7 +2,8 @@
 float64 reference, on inputs drawn by hypothesis: ranks 0 to 4 with
 zero-size sides, every axis, magnitudes from subnormal to float max with 0,
 +-inf and NaN mixed in, every reduction, weights, ignore_index, label
-smoothing, class-index and probability targets. Each example runs on every
+smoothing, class-index and probability targets; conv2d over random
+geometries (every padding form, groups, strides, dilations, activations). Each example runs on every
 CPU path and 1 and 2 threads, with poisoned outputs.
 
 Each result is checked element by element: NaN and +-inf where the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import minidnn
@@ -27,6 +28,7 @@ from strategies import (
     SPECIAL_VALUES,
     axes,
     class_indices,
+    conv2d_geometries,
     float32_arrays,
     probabilities,
     shapes,
@@ -439,3 +441,41 @@ def test_activation_backward(op, data):
     run = lambda: getattr(minidnn, op + "_backward")(g, saved, **kwargs)  # noqa: E731
     for path, out in on_every_cpu_path(run).items():
         assert_agrees(out, expected, scale, RTOL, peak=peak, path=path)
+
+
+# ---------------------------------------------------------------------------
+# convolution
+# ---------------------------------------------------------------------------
+
+_CONV_ACTIVATIONS = {
+    None: lambda v: v,
+    "relu": lambda v: np.maximum(v, 0.0),
+    "leaky_relu": lambda v: np.where(v > 0, v, 0.01 * v),
+    "sigmoid": lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)),
+    "tanh": np.tanh,
+}
+
+
+# Fewer examples than the elementwise ops: each runs a float64 reference
+# convolution and six kernel calls.
+@settings(max_examples=60)
+@given(data=st.data())
+def test_conv2d(data):
+    x_shape, w_shape, kwargs = data.draw(conv2d_geometries())
+    activation = data.draw(st.sampled_from(list(_CONV_ACTIVATIONS)))
+    # Finite values over 2^-20..2^20: the sums stay far from overflow, and the
+    # zero padding never meets an inf (0 * inf is NaN in any implementation).
+    x = data.draw(float32_arrays(x_shape, min_exponent=-20, max_exponent=20, specials=FINITE_SPECIAL_VALUES[:2]))
+    w = data.draw(float32_arrays(w_shape, min_exponent=-20, max_exponent=20, specials=FINITE_SPECIAL_VALUES[:2]))
+    b = data.draw(st.one_of(st.none(), float32_arrays((w_shape[0],), min_exponent=-20, max_exponent=20, specials=())))
+    expected = _CONV_ACTIVATIONS[activation](ref.conv2d(x, w, b, **kwargs))
+    # The condition of each output: the sum of the magnitudes of its terms
+    # (plus the activation's own few ulp for sigmoid and tanh); float32
+    # accumulation of L = C/groups * R * S terms is good to about L ulp of it.
+    scale = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **kwargs) + TINY
+    if activation in ("sigmoid", "tanh"):
+        scale = scale + np.abs(expected)
+    reduction = w_shape[1] * w_shape[2] * w_shape[3]
+    run = lambda: minidnn.conv2d(x, w, b, activation=activation, **kwargs)  # noqa: E731
+    for path, out in on_every_cpu_path(run).items():
+        assert_agrees(out, expected, scale, RTOL * max(reduction, 4) / 4, path=path)

@@ -57,19 +57,20 @@ std::array<int64_t, 4> extents4(const char* name, const FloatArg& a, const char*
   return {a.dims[0], a.dims[1], a.dims[2], a.dims[3]};
 }
 
-// The geometry of a convolution of `input` (N, C, H, W) with `weight`
-// (K, C/groups, R, S) into N x K x P x Q, every relation checked (both
-// arrays 3-D: the conv1d layouts, H = R = 1). The names are those of the
-// caller's arguments.
+// The geometry of a convolution of an input of extents `xd` (N, C, H, W)
+// with `weight` (K, C/groups, R, S) into N x K x P x Q, every relation
+// checked; `nd` is the rank of the activations (3: conv1d, H = R = 1). The
+// names are those of the caller's arguments.
 struct GeometryArgs {
   int64_t stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups;
 };
 
-ConvGeometry make_geometry(const char* input_name, const FloatArg& input, const FloatArg& weight, const GeometryArgs& a) {
-  const std::array<int64_t, 4> xd = extents4(input_name, input, "(N, C, H, W)");
+ConvGeometry make_geometry(const char* input_name, const std::array<int64_t, 4>& xd, int nd, const FloatArg& weight,
+                           const GeometryArgs& a) {
   const std::array<int64_t, 4> wd = extents4("weight", weight, "(K, C/groups, R, S)");
-  if (input.nd != weight.nd) {
-    fail("weight", std::to_string(input.nd) + "-D as " + input_name, "shape " + shape_str(weight));
+  if (weight.nd != nd) fail("weight", std::to_string(nd) + "-D as " + input_name, "shape " + shape_str(weight));
+  for (int64_t e : xd) {
+    if (e > kMaxParam) fail(input_name, "extents of at most " + std::to_string(kMaxParam), "more");
   }
   check_param("stride_h", a.stride_h, 1);
   check_param("stride_w", a.stride_w, 1);
@@ -80,7 +81,8 @@ ConvGeometry make_geometry(const char* input_name, const FloatArg& input, const 
   check_param("p", a.p, 0);
   check_param("q", a.q, 0);
   check_param("groups", a.groups, 1);
-  if (input.nd == 3 && (a.p != 1 || a.stride_h != 1 || a.dil_h != 1 || a.pad_top != 0)) {
+  if (nd == 3 && xd[2] != 1) fail(input_name, "H = 1 for 3-D (conv1d) arrays", std::to_string(xd[2]));
+  if (nd == 3 && (a.p != 1 || a.stride_h != 1 || a.dil_h != 1 || a.pad_top != 0)) {
     fail("p, stride_h, dil_h, pad_top", "1, 1, 1, 0 for 3-D (conv1d) arrays",
          std::to_string(a.p) + ", " + std::to_string(a.stride_h) + ", " + std::to_string(a.dil_h) + ", " +
              std::to_string(a.pad_top));
@@ -107,7 +109,7 @@ ConvGeometry make_geometry(const char* input_name, const FloatArg& input, const 
     fail("weight", "a first extent divisible by groups = " + std::to_string(g.groups), "shape " + shape_str(weight));
   }
   if (g.c % g.groups != 0) {
-    fail(input_name, "channels divisible by groups = " + std::to_string(g.groups), "shape " + shape_str(input));
+    fail(input_name, "channels divisible by groups = " + std::to_string(g.groups), std::to_string(g.c) + " channels");
   }
   if (wd[1] * g.groups != g.c) {
     fail("weight", "shape[1] = " + std::to_string(g.c / g.groups) + " (" + input_name +
@@ -116,13 +118,13 @@ ConvGeometry make_geometry(const char* input_name, const FloatArg& input, const 
   return g;
 }
 
-// Elements of an N x K x P x Q array, or a ValueError if that overflows.
-void check_output_size(const ConvGeometry& g) {
-  int64_t nk = 0, pq = 0, all = 0;
-  if (__builtin_mul_overflow(g.n, g.k, &nk) || __builtin_mul_overflow(g.p, g.q, &pq) ||
-      __builtin_mul_overflow(nk, pq, &all) || all > (int64_t{1} << 62) / 4) {
+// A ValueError unless an n x c x h x w float32 output fits in memory.
+void check_output_size(int64_t n, int64_t c, int64_t h, int64_t w) {
+  int64_t nc = 0, hw = 0, all = 0;
+  if (__builtin_mul_overflow(n, c, &nc) || __builtin_mul_overflow(h, w, &hw) || __builtin_mul_overflow(nc, hw, &all) ||
+      all > (int64_t{1} << 60)) {
     fail("output size", "a product N x K x P x Q that fits in memory",
-         std::to_string(g.n) + " x " + std::to_string(g.k) + " x " + std::to_string(g.p) + " x " + std::to_string(g.q));
+         std::to_string(n) + " x " + std::to_string(c) + " x " + std::to_string(h) + " x " + std::to_string(w));
   }
 }
 
@@ -169,9 +171,9 @@ py::object conv2d_forward(py::handle x_arg, py::handle weight_arg, py::handle bi
   if (!float_arg(x_arg, &x) || !float_arg(weight_arg, &weight) || !optional_float_arg(bias_arg, &bias)) {
     return py::none();
   }
-  const ConvGeometry g =
-      make_geometry("x", x, weight, GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups});
-  check_output_size(g);
+  const ConvGeometry g = make_geometry("x", extents4("x", x, "(N, C, H, W)"), x.nd, weight,
+                                       GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups});
+  check_output_size(g.n, g.k, g.p, g.q);
   check_bias(bias, g.k);
   const ConvEpilogue ep = make_epilogue(bias, activation_code, alpha);
   py::object y = new_activation(x.nd, g.n, g.k, g.p, g.q);
@@ -180,12 +182,162 @@ py::object conv2d_forward(py::handle x_arg, py::handle weight_arg, py::handle bi
   return y;
 }
 
+// The extents of the array an N x K x P x Q convolution output of rank `nd`
+// must have, or a ValueError naming `name`.
+void check_output_array(const char* name, const FloatArg& a, int nd, const ConvGeometry& g, const char* layout) {
+  const std::array<int64_t, 4> want{g.n, g.k, g.p, g.q};
+  bool ok = a.nd == nd;
+  if (ok) {
+    const std::array<int64_t, 4> got = extents4(name, a, layout);
+    ok = got == want;
+  }
+  if (!ok) {
+    std::string expected = "shape (" + std::to_string(g.n) + ", " + std::to_string(g.k) + ", ";
+    if (nd == 4) expected += std::to_string(g.p) + ", ";
+    fail(name, expected + std::to_string(g.q) + ") " + layout, shape_str(a));
+  }
+}
+
+// out[c] = sum over images and positions of the (N, C, plane) array a, in
+// double (one fixed order: deterministic).
+void channel_sums(const float* a, int64_t n, int64_t c, int64_t plane, float* out) {
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* src = a + (i * c + ch) * plane;
+      for (int64_t e = 0; e < plane; ++e) sum += src[e];
+    }
+    out[ch] = static_cast<float>(sum);
+  }
+}
+
+// y (N, C, plane) += bias[c].
+void add_channel_bias(float* y, int64_t n, int64_t c, int64_t plane, const float* bias) {
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t ch = 0; ch < c; ++ch) {
+      float* dst = y + (i * c + ch) * plane;
+      for (int64_t e = 0; e < plane; ++e) dst[e] += bias[ch];
+    }
+  }
+}
+
+// (grad_x, grad_weight, grad_bias) of conv2d (conv1d with 3-D arrays); P and
+// Q are grad_y's.
+py::object conv2d_backward(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg, int64_t stride_h,
+                           int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                           int64_t groups) {
+  FloatArg grad_y, x, weight;
+  if (!float_arg(grad_y_arg, &grad_y) || !float_arg(x_arg, &x) || !float_arg(weight_arg, &weight)) {
+    return py::none();
+  }
+  const std::array<int64_t, 4> gyd = extents4("grad_y", grad_y, "(N, K, P, Q)");
+  const ConvGeometry g = make_geometry(
+      "x", extents4("x", x, "(N, C, H, W)"), x.nd, weight,
+      GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, gyd[2], gyd[3], groups});
+  check_output_array("grad_y", grad_y, x.nd, g, "(N, K, P, Q)");
+  py::object grad_x = new_activation(x.nd, g.n, g.c, g.h, g.w);
+  py::object grad_weight = new_float_array(weight.nd, weight.dims);
+  const Py_intptr_t bias_dims[1] = {static_cast<Py_intptr_t>(g.k)};
+  py::object grad_bias = new_float_array(1, bias_dims);
+  float* gx = float_data(grad_x);
+  float* gw = float_data(grad_weight);
+  float* gb = float_data(grad_bias);
+  run_kernel(work_of(g), [&] {
+    cpu::conv2d_backward_data(g, grad_y.data, weight.data, gx);
+    cpu::conv2d_backward_weight(g, grad_y.data, x.data, gw, gb);
+  });
+  return py::make_tuple(grad_x, grad_weight, grad_bias);
+}
+
+// The geometry of the convolution whose adjoint is the transposed
+// convolution of x (N, C, H, W) with weight (C, K/groups, R, S) into
+// (N, K, out_h, out_w): that convolution maps (N, K, out_h, out_w) to
+// (N, C, H, W) with weight as its own, the crops as its top / left pads.
+ConvGeometry transpose_geometry(const FloatArg& x, const FloatArg& weight, const GeometryArgs& a) {
+  const std::array<int64_t, 4> xd = extents4("x", x, "(N, C, H, W)");
+  const std::array<int64_t, 4> wd = extents4("weight", weight, "(C, K/groups, R, S)");
+  check_param("groups", a.groups, 1);
+  if (wd[0] != xd[1]) {
+    fail("weight", "shape[0] = " + std::to_string(xd[1]) + " (the channels of x)", "shape " + shape_str(weight));
+  }
+  // Its P x Q is x's H x W: the p and q of `a` are the transposed output's.
+  GeometryArgs conv = a;
+  conv.p = xd[2];
+  conv.q = xd[3];
+  const ConvGeometry g = make_geometry("output", {xd[0], wd[1] * a.groups, a.p, a.q}, x.nd, weight, conv);
+  check_output_size(g.n, g.c, g.h, g.w);
+  return g;
+}
+
+// conv_transpose2d: x (N, C, H, W), weight (C, K/groups, R, S), bias (K,)
+// or None -> (N, K, out_h, out_w); crop_top / crop_left as the padding.
+py::object conv_transpose2d(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, int64_t stride_h,
+                            int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t crop_top, int64_t crop_left,
+                            int64_t out_h, int64_t out_w, int64_t groups) {
+  FloatArg x, weight;
+  std::optional<FloatArg> bias;
+  if (!float_arg(x_arg, &x) || !float_arg(weight_arg, &weight) || !optional_float_arg(bias_arg, &bias)) {
+    return py::none();
+  }
+  const ConvGeometry g = transpose_geometry(
+      x, weight, GeometryArgs{stride_h, stride_w, dil_h, dil_w, crop_top, crop_left, out_h, out_w, groups});
+  check_bias(bias, g.c);
+  py::object y = new_activation(x.nd, g.n, g.c, g.h, g.w);
+  float* yp = float_data(y);
+  run_kernel(work_of(g), [&] {
+    cpu::conv2d_backward_data(g, x.data, weight.data, yp);
+    if (bias) add_channel_bias(yp, g.n, g.c, g.h * g.w, bias->data);
+  });
+  return y;
+}
+
+// (grad_x, grad_weight, grad_bias) of conv_transpose2d; out_h x out_w are grad_y's.
+py::object conv_transpose2d_backward(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg,
+                                     int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                                     int64_t crop_top, int64_t crop_left, int64_t groups) {
+  FloatArg grad_y, x, weight;
+  if (!float_arg(grad_y_arg, &grad_y) || !float_arg(x_arg, &x) || !float_arg(weight_arg, &weight)) {
+    return py::none();
+  }
+  const std::array<int64_t, 4> gyd = extents4("grad_y", grad_y, "(N, K, Ho, Wo)");
+  const ConvGeometry g = transpose_geometry(
+      x, weight, GeometryArgs{stride_h, stride_w, dil_h, dil_w, crop_top, crop_left, gyd[2], gyd[3], groups});
+  if (grad_y.nd != x.nd || gyd[0] != g.n || gyd[1] != g.c) {
+    fail("grad_y", "shape (" + std::to_string(g.n) + ", " + std::to_string(g.c) + ", ...) (N, K, Ho, Wo) of rank " +
+                       std::to_string(x.nd), shape_str(grad_y));
+  }
+  py::object grad_x = new_activation(x.nd, g.n, g.k, g.p, g.q);
+  py::object grad_weight = new_float_array(weight.nd, weight.dims);
+  const Py_intptr_t bias_dims[1] = {static_cast<Py_intptr_t>(g.c)};
+  py::object grad_bias = new_float_array(1, bias_dims);
+  float* gx = float_data(grad_x);
+  float* gw = float_data(grad_weight);
+  float* gb = float_data(grad_bias);
+  run_kernel(work_of(g), [&] {
+    // grad_x is the convolution itself applied to grad_y, grad_weight its
+    // weight gradient with x in the role of the output gradient.
+    cpu::conv2d_forward(g, grad_y.data, weight.data, ConvEpilogue{}, gx);
+    cpu::conv2d_backward_weight(g, x.data, grad_y.data, gw, nullptr);
+    channel_sums(grad_y.data, g.n, g.c, g.h * g.w, gb);
+  });
+  return py::make_tuple(grad_x, grad_weight, grad_bias);
+}
+
 }  // namespace
 
 void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"), py::arg("pad_left"),
         py::arg("p"), py::arg("q"), py::arg("groups"), py::arg("activation_code"), py::arg("alpha"));
+  m.def("conv2d_backward", &conv2d_backward, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"),
+        py::arg("pad_left"), py::arg("groups"));
+  m.def("conv_transpose2d", &conv_transpose2d, py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("crop_top"),
+        py::arg("crop_left"), py::arg("out_h"), py::arg("out_w"), py::arg("groups"));
+  m.def("conv_transpose2d_backward", &conv_transpose2d_backward, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
+        py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("crop_top"),
+        py::arg("crop_left"), py::arg("groups"));
 }
 
 }  // namespace minidnn::bindings

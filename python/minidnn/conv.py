@@ -232,7 +232,17 @@ def _call(entry, arrays: tuple, names: tuple, *rest):
 def _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups):
     """(sh, sw, dh, dw, top, left, p, q, groups) of conv2d."""
     n, c, h, w = x_shape
-    k, _, r, s = w_shape
+    k, cg, r, s = w_shape
+    # The common call (every argument a plain int, all valid) in a few
+    # integer operations; anything else takes the checks below.
+    if type(stride) is int and type(padding) is int and type(dilation) is int and type(groups) is int:
+        if stride > 0 and dilation > 0 and padding >= 0 and groups > 0 and r > 0 and s > 0:
+            span_r, span_s = dilation * (r - 1) + 1, dilation * (s - 1) + 1
+            padded_h, padded_w = h + 2 * padding, w + 2 * padding
+            if cg * groups == c and k % groups == 0 and span_r <= padded_h and span_s <= padded_w:
+                p, q = (padded_h - span_r) // stride + 1, (padded_w - span_s) // stride + 1
+                if n * k * p * q < 2**60 and p < 2**31 and q < 2**31:
+                    return stride, stride, dilation, dilation, padding, padding, p, q, groups
     groups = _groups(groups, c, "x", k, w_shape, "0")
     _check_weight_channels(w_shape, c // groups, f"x channels {c} / groups {groups}")
     sh, sw = _pair("stride", stride, 1)
@@ -374,7 +384,20 @@ def conv_transpose2d_backward(grad_y, x, weight, stride=1, padding=0, output_pad
 
 def _conv1d_geometry(x_shape, w_shape, stride, padding, dilation, groups):
     n, c, length = x_shape
-    k, _, s = w_shape
+    k, cg, s = w_shape
+    # The common call in a few integer operations (see _conv2d_geometry).
+    if type(stride) is int and type(dilation) is int and type(groups) is int and stride > 0 and dilation > 0:
+        if type(padding) is int and padding >= 0:
+            left = right = padding
+        elif isinstance(padding, str) and padding == "causal":
+            left, right = (s - 1) * dilation, 0
+        else:
+            left = -1
+        span = dilation * (s - 1) + 1
+        if left >= 0 and groups > 0 and s > 0 and cg * groups == c and k % groups == 0 and span <= length + left + right:
+            q = (length + left + right - span) // stride + 1
+            if n * k * q < 2**60 and q < 2**31:
+                return 1, stride, 1, dilation, 0, left, 1, q, groups
     groups = _groups(groups, c, "x", k, w_shape, "0")
     _check_weight_channels(w_shape, c // groups, f"x channels {c} / groups {groups}")
     st = _single("stride", stride, 1)

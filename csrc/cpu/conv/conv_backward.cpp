@@ -1,14 +1,35 @@
 // The two backward passes of conv2d (conv.h): grad_x, which is also the
-// forward of the transposed convolution, and grad_weight / grad_bias.
+// forward of the transposed convolution, and grad_weight / grad_bias, on the
+// project's SGEMM microkernel (gemm.h) with cache-sized tiles, never a full
+// im2col buffer.
 //
-// Each thread owns whole output planes (grad_x planes of one image and
-// channel; grad_weight rows of one output channel), which it writes
-// alone and accumulates in a fixed order, so the results do not depend on
-// the thread count.
+// Backward data, per image n and group: grad_col[(c, r, s), (p, q)] =
+// W_g^T x grad_y_n, then each column entry is added (col2im) to the input
+// position its tap read. Work units are (image, group, block of input
+// channels): a unit owns those grad_x planes, computes its rows of grad_col
+// a tile of output positions at a time and scatters them before the next
+// tile, so no two threads write one element.
+//
+// Backward weight, per group: grad_W_g[k, (c, r, s)] = sum over images and
+// output positions of grad_y[k, (p, q)] x im2col(x)[(c, r, s), (p, q)]: a
+// GEMM whose reduction runs over the output positions. Work units are tiles
+// of grad_W (block of output channels x block of input channels), each
+// reducing over every image in a fixed order; when grad_W has too few tiles
+// to share, each image's contribution goes to a buffer of its own and the
+// buffers are summed in image order.
+//
+// Units, tiles and the order of every sum depend on the shape (and on the
+// ISA's tile size) only, so the results are bit-identical for any thread
+// count. 1x1 stride-1 convolutions without padding are plain GEMMs on the
+// tensors as they lie; depthwise convolutions (one input channel per group),
+// where the GEMM would have only the channel multiplier as one extent, are
+// direct loops.
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cpu/conv/conv.h"
+#include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
@@ -17,8 +38,23 @@ namespace {
 // Multiply-adds worth waking a thread for.
 constexpr int64_t kGrain = int64_t{1} << 16;
 
-// The taps' input index i = o * stride - pad + t * dil lies in [0, size)
-// exactly for the outputs o in [*first, *last).
+// Rows (c, r, s) of grad_col / columns of grad_W per unit: blocks of input
+// channels of about this many taps keep a unit's tiles in L2 (grad_col tile
+// 256 x 256 floats = 256 KB) while giving threads several units per image.
+constexpr int64_t kTargetTapRows = 256;
+// Output positions per grad_col tile (backward data).
+constexpr int64_t kTileColumns = 256;
+// Output channels per grad_W tile (backward weight): its A block (this many
+// rows of grad_y x kc positions) stays in L2.
+constexpr int64_t kMaxWeightRows = 128;
+// Backward weight shares the reduction over images (one buffer per image)
+// when grad_W has fewer tiles than this.
+constexpr int64_t kMinWeightTiles = 8;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// The outputs o whose tap reads index o * stride + tap_offset inside
+// [0, size): exactly [*first, *last), clipped to [0, outputs).
 void valid_outputs(int64_t tap_offset, int64_t stride, int64_t size, int64_t outputs, int64_t* first, int64_t* last) {
   // o * stride + tap_offset >= 0  <=>  o >= ceil(-tap_offset / stride)
   int64_t lo = tap_offset >= 0 ? 0 : (-tap_offset + stride - 1) / stride;
@@ -30,34 +66,82 @@ void valid_outputs(int64_t tap_offset, int64_t stride, int64_t size, int64_t out
   *last = std::max(lo, hi);
 }
 
-}  // namespace
+// Splits `count` items into equal blocks of at most about `target`.
+int64_t block_size(int64_t count, int64_t target) {
+  if (count <= 0) return 1;
+  const int64_t blocks = ceil_div(count, std::max<int64_t>(target, 1));
+  return ceil_div(count, blocks);
+}
 
-void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
-  const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
-  const int64_t hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
+// Input channels per unit: about kTargetTapRows taps.
+int64_t channel_block(const ConvGeometry& g) {
+  return block_size(g.c / g.groups, std::max<int64_t>(1, kTargetTapRows / (g.r * g.s)));
+}
+
+bool is_plain_1x1(const ConvGeometry& g) {
+  return g.r == 1 && g.s == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 && g.pad_left == 0 &&
+         g.p == g.h && g.q == g.w;
+}
+
+// Calls visit(m, j, ih, iw0, q_count) for every stretch of the tap rows
+// [m_begin, m_end) (m = (c - c_first) * R * S + r * S + s) and output
+// positions [j_begin, j_end) (j = p * Q + q) that read the input: the
+// positions j .. j + q_count - 1 read input row ih of channel c, columns
+// iw0, iw0 + stride_w, ...; the others read padding.
+template <class Visit>
+void for_each_tap_stretch(const ConvGeometry& g, int64_t m_begin, int64_t m_end, int64_t j_begin, int64_t j_end,
+                          const Visit& visit) {
+  const int64_t rs = g.r * g.s;
+  for (int64_t m = m_begin; m < m_end; ++m) {
+    const int64_t r = m % rs / g.s, s = m % g.s;
+    int64_t q0, q1;
+    valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+    for (int64_t p = j_begin / g.q; p * g.q < j_end; ++p) {
+      const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
+      if (ih < 0 || ih >= g.h) continue;
+      const int64_t qa = std::max(q0, j_begin - p * g.q), qb = std::min(q1, j_end - p * g.q);
+      if (qa >= qb) continue;
+      visit(m, p * g.q + qa, ih, qa * g.stride_w - g.pad_left + s * g.dil_w, qb - qa);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Backward data.
+// ---------------------------------------------------------------------------
+
+// grad_x of a depthwise convolution: each input channel gathers from its
+// multiplier's output channels, tap by tap, rows at a time.
+void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+  const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
   const int64_t planes = g.n * g.c;
   const int threads = threads_for(planes * hw * kg * rs, kGrain);
   parallel_for(threads, planes, [&](int64_t plane) {
     const int64_t n = plane / g.c, c = plane % g.c;
-    const int64_t group = c / cg, c_in_group = c % cg;
     float* gx = grad_x + plane * hw;
     std::fill(gx, gx + hw, 0.0f);
     for (int64_t kk = 0; kk < kg; ++kk) {
-      const int64_t k = group * kg + kk;
+      const int64_t k = c * kg + kk;
       const float* gy = grad_y + (n * g.k + k) * pq;
-      const float* wk = weight + (k * cg + c_in_group) * rs;
+      const float* wk = weight + k * rs;
       for (int64_t r = 0; r < g.r; ++r) {
         int64_t p0, p1;
         valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
         for (int64_t s = 0; s < g.s; ++s) {
           int64_t q0, q1;
           valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+          if (q0 >= q1) continue;
           const float wv = wk[r * g.s + s];
           for (int64_t p = p0; p < p1; ++p) {
-            // Indices, not pointers: the row's origin (q = 0) may lie outside the plane.
-            const int64_t row = (p * g.stride_h - g.pad_top + r * g.dil_h) * g.w - g.pad_left + s * g.dil_w;
-            const float* gy_row = gy + p * g.q;
-            for (int64_t q = q0; q < q1; ++q) gx[row + q * g.stride_w] += wv * gy_row[q];
+            const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
+            float* dst = gx + ih * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w;
+            const float* src = gy + p * g.q + q0;
+            const int64_t count = q1 - q0;
+            if (g.stride_w == 1) {
+              for (int64_t i = 0; i < count; ++i) dst[i] += wv * src[i];
+            } else {
+              for (int64_t i = 0; i < count; ++i) dst[i * g.stride_w] += wv * src[i];
+            }
           }
         }
       }
@@ -65,45 +149,313 @@ void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const floa
   });
 }
 
-void conv2d_backward_weight(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight,
-                            float* grad_bias) {
+// grad_x of a 1x1 stride-1 convolution without padding: per image and group
+// grad_x_g (C/groups x HW) = W_g^T x grad_y_g, straight into grad_x (the
+// GEMM splits its output across threads).
+void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups, hw = g.h * g.w;
+  const GemmKernels& kern = gemm_kernels();
+  for (int64_t n = 0; n < g.n; ++n) {
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      kern.gemm(cg, hw, kg, 1.0f, GemmOperand{weight + grp * kg * cg, cg, true},
+                GemmOperand{grad_y + (n * g.k + grp * kg) * hw, hw, false}, 0.0f,
+                grad_x + (n * g.c + grp * cg) * hw, hw, GemmEpilogue{});
+    }
+  }
+}
+
+// The general route (see the top of the file).
+void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+  const GemmKernels& kern = gemm_kernels();
+  const int mr = kern.blocking.mr, nr = kern.blocking.nr;
+  const int64_t kc = kern.blocking.kc;
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
-  const int64_t hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
-  const int threads = threads_for(g.k * cg * rs * g.n * pq, kGrain);
-  parallel_for(threads, g.k, [&](int64_t k) {
-    const int64_t group = k / kg;
-    float* gw = grad_weight + k * cg * rs;
-    for (int64_t ci = 0; ci < cg; ++ci) {
-      const int64_t c = group * cg + ci;
-      for (int64_t r = 0; r < g.r; ++r) {
-        int64_t p0, p1;
-        valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-        for (int64_t s = 0; s < g.s; ++s) {
-          int64_t q0, q1;
-          valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-          float sum = 0.0f;
-          for (int64_t n = 0; n < g.n; ++n) {
-            const float* gy = grad_y + (n * g.k + k) * pq;
-            const float* xc = x + (n * g.c + c) * hw;
-            for (int64_t p = p0; p < p1; ++p) {
-              const int64_t row = (p * g.stride_h - g.pad_top + r * g.dil_h) * g.w - g.pad_left + s * g.dil_w;
-              const float* gy_row = gy + p * g.q;
-              for (int64_t q = q0; q < q1; ++q) sum += gy_row[q] * xc[row + q * g.stride_w];
-            }
-          }
-          gw[(ci * g.r + r) * g.s + s] = sum;
+  const int64_t rs = g.r * g.s, hw = g.h * g.w, pq = g.p * g.q;
+  const int64_t cb = channel_block(g);
+  const int64_t blocks = ceil_div(cg, cb);
+  const int64_t a_panels = ceil_div(cb * rs, mr);   // A panels of a full channel block
+  const int64_t a_unit = kg * a_panels * mr;         // packed W^T floats of one (group, block)
+  const int64_t tile = std::min(kTileColumns, ceil_div(pq, nr) * nr);
+  const int64_t units = g.n * g.groups * blocks;
+  const int threads = threads_for(g.n * g.c * rs * kg * pq, kGrain * 4);
+  // Per thread: the grad_col tile (cb R S rows x tile) and the packed
+  // grad_y block (kc x tile). Both scratch buffers come from the calling
+  // thread, before the parallel regions, so that a failed allocation throws
+  // here and not inside OpenMP.
+  const int64_t col_floats = a_panels * mr * tile, b_floats = kc * tile;
+  float* packed_w = gemm_scratch(0, g.groups * blocks * a_unit);
+  float* scratch = gemm_scratch(1, threads * (col_floats + b_floats));
+
+  // W^T packed once: per (group, channel block), per K block of kc output
+  // channels, A panels of mr taps (c, r, s): element (tap i, channel p) at
+  // [p * mr + i]. The taps of one output channel lie contiguous in the
+  // weight, so each k step copies mr floats.
+  parallel_for(threads_for(g.groups * blocks * a_unit, kGrain), g.groups * blocks, [&](int64_t gb) {
+    const int64_t grp = gb / blocks, m0 = gb % blocks * cb * rs;
+    const int64_t m_count = std::min(cb * rs, cg * rs - m0);
+    float* dst = packed_w + gb * a_unit;
+    for (int64_t pc = 0; pc < kg; pc += kc) {
+      const int64_t kcb = std::min(kc, kg - pc);
+      for (int64_t i = 0; i < a_panels; ++i) {
+        const int64_t rows = std::max<int64_t>(0, std::min<int64_t>(mr, m_count - i * mr));
+        for (int64_t p = 0; p < kcb; ++p) {
+          const float* src = weight + (grp * kg + pc + p) * cg * rs + m0 + i * mr;
+          float* panel = dst + pc * a_panels * mr + i * mr * kcb + p * mr;
+          for (int64_t ii = 0; ii < rows; ++ii) panel[ii] = src[ii];
+          for (int64_t ii = rows; ii < mr; ++ii) panel[ii] = 0.0f;
         }
       }
     }
-    if (grad_bias != nullptr) {
-      float sum = 0.0f;
-      for (int64_t n = 0; n < g.n; ++n) {
-        const float* gy = grad_y + (n * g.k + k) * pq;
-        for (int64_t i = 0; i < pq; ++i) sum += gy[i];
+  });
+
+  parallel(threads, [&](int t, int nt) {
+    float* col = scratch + t * (col_floats + b_floats);
+    float* b_block = col + col_floats;
+    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
+      const int64_t n = u / (g.groups * blocks), grp = u / blocks % g.groups, blk = u % blocks;
+      const int64_t c0 = grp * cg + blk * cb, c_count = std::min(cb, cg - blk * cb);
+      const int64_t m_count = c_count * rs;
+      float* gx = grad_x + (n * g.c + c0) * hw;
+      std::fill(gx, gx + c_count * hw, 0.0f);
+      const float* gy = grad_y + (n * g.k + grp * kg) * pq;
+      const float* w_unit = packed_w + (grp * blocks + blk) * a_unit;
+      for (int64_t j0 = 0; j0 < pq; j0 += tile) {
+        const int64_t cols = std::min(tile, pq - j0);
+        const int64_t b_panels = ceil_div(cols, nr);
+        for (int64_t pc = 0; pc < kg; pc += kc) {
+          const int64_t kcb = std::min(kc, kg - pc);
+          // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels.
+          for (int64_t jp = 0; jp < b_panels; ++jp) {
+            const int64_t width = std::min<int64_t>(nr, cols - jp * nr);
+            float* panel = b_block + jp * kcb * nr;
+            for (int64_t p = 0; p < kcb; ++p) {
+              const float* src = gy + (pc + p) * pq + j0 + jp * nr;
+              float* dst = panel + p * nr;
+              for (int64_t jj = 0; jj < width; ++jj) dst[jj] = src[jj];
+              for (int64_t jj = width; jj < nr; ++jj) dst[jj] = 0.0f;
+            }
+          }
+          const TileUpdate update{1.0f, 0.0f, pc == 0, nullptr};
+          for (int64_t i = 0; i * mr < m_count; ++i) {
+            const float* a_panel = w_unit + pc * a_panels * mr + i * mr * kcb;
+            const int rows = static_cast<int>(std::min<int64_t>(mr, m_count - i * mr));
+            for (int64_t jp = 0; jp < b_panels; ++jp) {
+              kern.ukernel(kcb, a_panel, b_block + jp * kcb * nr, nr, false, col + i * mr * tile + jp * nr, tile, rows,
+                           static_cast<int>(std::min<int64_t>(nr, cols - jp * nr)), update);
+            }
+          }
+        }
+        // col2im: each grad_col entry onto the input position its tap read.
+        for_each_tap_stretch(g, 0, m_count, j0, j0 + cols,
+                             [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
+                               const float* src = col + m * tile + (j - j0);
+                               float* dst = gx + m / rs * hw + ih * g.w + iw0;
+                               if (g.stride_w == 1) {
+                                 for (int64_t i = 0; i < count; ++i) dst[i] += src[i];
+                               } else {
+                                 for (int64_t i = 0; i < count; ++i) dst[i * g.stride_w] += src[i];
+                               }
+                             });
       }
-      grad_bias[k] = sum;
     }
   });
+}
+
+// ---------------------------------------------------------------------------
+// Backward weight.
+// ---------------------------------------------------------------------------
+
+// grad_bias[k]: grad_y summed over positions (eight interleaved partial
+// sums, a fixed order the compiler can vectorize), then over images in order.
+void backward_bias(const ConvGeometry& g, const float* grad_y, float* grad_bias) {
+  const int64_t pq = g.p * g.q;
+  parallel_for(threads_for(g.n * g.k * pq, kGrain), g.k, [&](int64_t k) {
+    float total = 0.0f;
+    for (int64_t n = 0; n < g.n; ++n) {
+      const float* src = grad_y + (n * g.k + k) * pq;
+      float lanes[8] = {};
+      int64_t i = 0;
+      for (; i + 8 <= pq; i += 8) {
+        for (int l = 0; l < 8; ++l) lanes[l] += src[i + l];
+      }
+      for (; i < pq; ++i) lanes[i % 8] += src[i];
+      float sum = 0.0f;
+      for (float v : lanes) sum += v;
+      total += sum;
+    }
+    grad_bias[k] = total;
+  });
+}
+
+// Sum of a[i] * b[i * stride_b] (eight interleaved partial sums).
+float strided_dot(const float* a, const float* b, int64_t count, int64_t stride_b) {
+  float lanes[8] = {};
+  int64_t i = 0;
+  if (stride_b == 1) {
+    for (; i + 8 <= count; i += 8) {
+      for (int l = 0; l < 8; ++l) lanes[l] += a[i + l] * b[i + l];
+    }
+  }
+  for (; i < count; ++i) lanes[i % 8] += a[i] * b[i * stride_b];
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  return sum;
+}
+
+// grad_W of a depthwise convolution: one dot product of grad_y with the
+// input window per output channel and tap.
+void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+  const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
+  parallel_for(threads_for(g.k * rs * g.n * pq, kGrain), g.k, [&](int64_t k) {
+    const int64_t c = k / kg;
+    for (int64_t r = 0; r < g.r; ++r) {
+      int64_t p0, p1;
+      valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
+      for (int64_t s = 0; s < g.s; ++s) {
+        int64_t q0, q1;
+        valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+        float total = 0.0f;
+        for (int64_t n = 0; n < g.n; ++n) {
+          const float* gy = grad_y + (n * g.k + k) * pq;
+          const float* xc = x + (n * g.c + c) * hw;
+          float sum = 0.0f;
+          for (int64_t p = p0; p < p1 && q0 < q1; ++p) {
+            const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
+            sum += strided_dot(gy + p * g.q + q0, xc + ih * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w, q1 - q0,
+                               g.stride_w);
+          }
+          total += sum;
+        }
+        grad_weight[k * rs + r * g.s + s] = total;
+      }
+    }
+  });
+}
+
+// grad_W of a 1x1 stride-1 convolution without padding: per group the sum
+// over images of grad_y_n (K/groups x HW) x x_n^T (HW x C/groups), one GEMM
+// per image accumulating into grad_W in image order.
+void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups, hw = g.h * g.w;
+  const GemmKernels& kern = gemm_kernels();
+  for (int64_t n = 0; n < g.n; ++n) {
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      kern.gemm(kg, cg, hw, 1.0f, GemmOperand{grad_y + (n * g.k + grp * kg) * hw, hw, false},
+                GemmOperand{x + (n * g.c + grp * cg) * hw, hw, true}, n == 0 ? 0.0f : 1.0f,
+                grad_weight + grp * kg * cg, cg, GemmEpilogue{});
+    }
+  }
+}
+
+// The general route (see the top of the file).
+void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+  const GemmKernels& kern = gemm_kernels();
+  const int mr = kern.blocking.mr, nr = kern.blocking.nr;
+  const int64_t kc = kern.blocking.kc;
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
+  const int64_t rs = g.r * g.s, hw = g.h * g.w, pq = g.p * g.q, crs = cg * rs;
+  const int64_t cb = channel_block(g), kb = block_size(kg, kMaxWeightRows);
+  const int64_t c_blocks = ceil_div(cg, cb), k_blocks = ceil_div(kg, kb);
+  const int64_t tiles = g.groups * k_blocks * c_blocks;
+  // Each image's share in a buffer of its own when there are few tiles.
+  const bool per_image = tiles < kMinWeightTiles && g.n > 1;
+  const int64_t units = per_image ? g.n * tiles : tiles;
+  const int64_t weight_floats = g.k * crs;
+  const int threads = threads_for(g.n * g.k * crs * pq, kGrain * 4);
+  const int64_t a_floats = ceil_div(kb, mr) * mr * kc, b_floats = ceil_div(cb * rs, nr) * nr * kc;
+  float* scratch = gemm_scratch(1, threads * (a_floats + b_floats));
+  std::vector<float> image_sums(per_image ? static_cast<size_t>(g.n * weight_floats) : 0);
+
+  parallel(threads, [&](int t, int nt) {
+    float* a_block = scratch + t * (a_floats + b_floats);
+    float* b_block = a_block + a_floats;
+    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
+      const int64_t tile_index = u % tiles;
+      const int64_t grp = tile_index / (k_blocks * c_blocks);
+      const int64_t k0 = tile_index / c_blocks % k_blocks * kb, k_count = std::min(kb, kg - k0);
+      const int64_t c0 = tile_index % c_blocks * cb, c_count = std::min(cb, cg - c0);
+      const int64_t m0 = c0 * rs, m_count = c_count * rs;
+      const int64_t n_first = per_image ? u / tiles : 0, n_end = per_image ? n_first + 1 : g.n;
+      float* out = (per_image ? image_sums.data() + n_first * weight_floats : grad_weight) + (grp * kg + k0) * crs + m0;
+      const float* x_group = x + grp * cg * hw;
+      for (int64_t n = n_first; n < n_end; ++n) {
+        const float* gy = grad_y + (n * g.k + grp * kg + k0) * pq;
+        const float* xn = x_group + (n * g.c + c0) * hw;
+        for (int64_t j0 = 0; j0 < pq; j0 += kc) {
+          const int64_t kcb = std::min(kc, pq - j0);
+          // grad_y rows [k0, k0 + k_count), positions [j0, j0 + kcb) as A
+          // panels: element (row i, position p) at [p * mr + i].
+          for (int64_t i = 0; i * mr < k_count; ++i) {
+            const int64_t rows = std::min<int64_t>(mr, k_count - i * mr);
+            float* panel = a_block + i * mr * kcb;
+            for (int64_t ii = 0; ii < rows; ++ii) {
+              const float* src = gy + (i * mr + ii) * pq + j0;
+              for (int64_t p = 0; p < kcb; ++p) panel[p * mr + ii] = src[p];
+            }
+          }
+          // im2col(x)^T of the tile as B panels: element (position p, tap j)
+          // at [p * nr + j], padding and the columns past the taps zero.
+          const int64_t b_panels = ceil_div(m_count, nr);
+          std::fill(b_block, b_block + b_panels * nr * kcb, 0.0f);
+          for_each_tap_stretch(g, 0, m_count, j0, j0 + kcb,
+                               [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
+                                 const float* src = xn + m / rs * hw + ih * g.w + iw0;
+                                 float* dst = b_block + m / nr * nr * kcb + (j - j0) * nr + m % nr;
+                                 for (int64_t i = 0; i < count; ++i) dst[i * nr] = src[i * g.stride_w];
+                               });
+          const TileUpdate update{1.0f, 0.0f, n == n_first && j0 == 0, nullptr};
+          for (int64_t i = 0; i * mr < k_count; ++i) {
+            const int rows = static_cast<int>(std::min<int64_t>(mr, k_count - i * mr));
+            for (int64_t jp = 0; jp < b_panels; ++jp) {
+              kern.ukernel(kcb, a_block + i * mr * kcb, b_block + jp * nr * kcb, nr, false,
+                           out + i * mr * crs + jp * nr, crs, rows,
+                           static_cast<int>(std::min<int64_t>(nr, m_count - jp * nr)), update);
+            }
+          }
+        }
+      }
+    }
+  });
+
+  if (per_image) {
+    parallel_for(threads_for(g.n * weight_floats, kGrain), weight_floats, [&](int64_t e) {
+      float sum = image_sums[e];
+      for (int64_t n = 1; n < g.n; ++n) sum += image_sums[n * weight_floats + e];
+      grad_weight[e] = sum;
+    });
+  }
+}
+
+}  // namespace
+
+void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+  const int64_t kg = g.k / g.groups;
+  if (g.n == 0 || g.c == 0 || g.h == 0 || g.w == 0) return;  // grad_x is empty
+  if (kg == 0 || g.p == 0 || g.q == 0) {
+    std::fill(grad_x, grad_x + g.n * g.c * g.h * g.w, 0.0f);
+  } else if (g.c == g.groups) {
+    backward_data_depthwise(g, grad_y, weight, grad_x);
+  } else if (is_plain_1x1(g)) {
+    backward_data_1x1(g, grad_y, weight, grad_x);
+  } else {
+    backward_data_gemm(g, grad_y, weight, grad_x);
+  }
+}
+
+void conv2d_backward_weight(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight,
+                            float* grad_bias) {
+  const int64_t cg = g.c / g.groups;
+  if (grad_bias != nullptr) backward_bias(g, grad_y, grad_bias);
+  if (g.k == 0 || cg == 0) return;  // grad_weight is empty
+  if (g.n == 0 || g.p == 0 || g.q == 0) {
+    std::fill(grad_weight, grad_weight + g.k * cg * g.r * g.s, 0.0f);
+  } else if (g.c == g.groups) {
+    backward_weight_depthwise(g, grad_y, x, grad_weight);
+  } else if (is_plain_1x1(g)) {
+    backward_weight_1x1(g, grad_y, x, grad_weight);
+  } else {
+    backward_weight_gemm(g, grad_y, x, grad_weight);
+  }
 }
 
 }  // namespace minidnn::cpu
