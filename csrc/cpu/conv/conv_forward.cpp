@@ -31,6 +31,7 @@
 
 #include "cpu/activation/activation.h"
 #include "cpu/conv/conv.h"
+#include "cpu/conv/depthwise.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
@@ -157,6 +158,9 @@ void fill_epilogue_only(const ConvGeometry& g, const ConvEpilogue& ep, float* y)
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {
   const int64_t npix = g.p * g.q;
   if (g.n == 0 || g.k == 0 || npix == 0) return;
+  // Depthwise: one input plane per output plane, a GEMM of one row per
+  // group; memory-bound, so a kernel of its own (depthwise.h).
+  if (is_depthwise(g)) return depthwise_kernels().forward(g, x, weight, ep, y);
   const int64_t kg = g.k / g.groups, cg = g.c / g.groups;
   const int64_t kdim = cg * g.r * g.s;
   if (kdim == 0) {
