@@ -20,7 +20,7 @@ from minidnn.bench.softmax import cases
 RESULT_KEYS = {
     "family", "case", "pass", "device", "time_ms", "gflops", "gbps", "working_set_bytes",
     "ceiling_GBps", "pct_ceiling", "torch_time_ms", "speedup_vs_torch", "ort_time_ms",
-    "speedup_vs_best",
+    "speedup_vs_best", "extra_memory_bytes",
 }
 OVERHEAD_KEYS = {"family", "op", "shape", "pass", "us", "torch_us", "speedup_vs_torch"}
 
@@ -143,3 +143,22 @@ def test_quick_conv_run_checks_at_a_smaller_batch_and_times_the_peers(tmp_path):
         assert result["gflops"] > 0 and result["torch_time_ms"] > 0
         assert result["pct_ceiling"] == pytest.approx(100 * result["gflops"] / sgemm)
     assert forward["ort_time_ms"] > 0 and training["ort_time_ms"] is None
+
+
+def test_extra_memory_counts_the_scratch_a_call_asks_for():
+    """The figure behind the benchmark's "extra MiB" (runtime/scratch.h):
+    nothing right after a reset; a GEMM's packed panels after a call."""
+    import minidnn
+    from minidnn import _C
+
+    _C.reset_scratch_peak()
+    assert _C.scratch_peak_bytes() == 0
+    a = np.ones((300, 400), dtype=np.float32)
+    w = np.ones((500, 400), dtype=np.float32)
+    minidnn.linear(a, w)
+    first = _C.scratch_peak_bytes()
+    assert first >= 400 * 4  # at least one packed panel row
+    minidnn.linear(a[:20], w)  # a smaller call keeps the window's peak
+    assert _C.scratch_peak_bytes() >= first
+    _C.reset_scratch_peak()
+    assert _C.scratch_peak_bytes() == 0

@@ -19,4 +19,11 @@ enum class ScratchSlot {
 // pool threads live as long as the process). Throws std::bad_alloc.
 float* thread_scratch(ScratchSlot slot, int64_t floats);
 
+// The extra memory kernels asked for since the last reset_scratch_peak():
+// over every thread, the largest request of each slot, summed, in bytes
+// (the benchmark's "peak extra memory"; buffers already held count only as
+// far as they were asked for).
+void reset_scratch_peak();
+int64_t scratch_peak_bytes();
+
 }  // namespace minidnn

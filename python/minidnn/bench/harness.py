@@ -162,6 +162,13 @@ class Result:
     speedup_vs_torch: Optional[float]
     ort_time_ms: Optional[float]
     speedup_vs_best: Optional[float]
+    # Scratch the kernels asked for beyond inputs and outputs (runtime/scratch.h),
+    # over every thread; None on the GPU.
+    extra_memory_bytes: Optional[int] = None
+
+    @property
+    def extra_memory_mib(self) -> Optional[float]:
+        return None if self.extra_memory_bytes is None else self.extra_memory_bytes / 2**20
 
     def to_json(self) -> dict:
         return {
@@ -179,6 +186,7 @@ class Result:
             "speedup_vs_torch": self.speedup_vs_torch,
             "ort_time_ms": self.ort_time_ms,
             "speedup_vs_best": self.speedup_vs_best,
+            "extra_memory_bytes": self.extra_memory_bytes,
         }
 
 
@@ -488,7 +496,10 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         checked = case.check(np.random.default_rng(seed))
         error = relative_error(case.run(checked), case.reference(checked))
     measure_copy()
+    if device == "cpu":
+        _C.reset_scratch_peak()
     seconds = seconds_per_call(lambda: case.run(inputs))
+    extra_memory = _C.scratch_peak_bytes() if device == "cpu" else None
     measure_copy()
     ceiling = max(copies, key=lambda copy: copy.GBps, default=None)
 
@@ -525,6 +536,7 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         speedup_vs_torch=torch_s / seconds if torch_s is not None else None,
         ort_time_ms=ort_s * 1e3 if ort_s is not None else None,
         speedup_vs_best=min(peer_times) / seconds if peer_times else None,
+        extra_memory_bytes=extra_memory,
     )
     return result, error
 
@@ -574,6 +586,7 @@ THROUGHPUT_COLUMNS: Tuple[Column, ...] = (
     ("x vs torch", 10, "speedup_vs_torch", "{:.2f}"),
     ("ort ms", 9, "ort_time_ms", "{:.3f}"),
     ("x vs best", 9, "speedup_vs_best", "{:.2f}"),
+    ("extra MiB", 9, "extra_memory_mib", "{:.1f}"),
 )
 
 OVERHEAD_COLUMNS: Tuple[Column, ...] = (
