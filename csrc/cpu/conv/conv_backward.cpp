@@ -12,11 +12,8 @@
 //
 // Backward weight, per group: grad_W_g[k, (c, r, s)] = sum over images and
 // output positions of grad_y[k, (p, q)] x im2col(x)[(c, r, s), (p, q)]: a
-// GEMM whose reduction runs over the output positions. Work units are tiles
-// of grad_W (block of output channels x block of input channels), each
-// reducing over every image in a fixed order; when grad_W has too few tiles
-// to share, each image's contribution goes to a buffer of its own and the
-// buffers are summed in image order.
+// GEMM whose reduction runs over the output positions, one GEMM per tile of
+// positions on that tile's im2col rows, accumulated in a fixed order.
 //
 // Units, tiles and the order of every sum depend on the shape (and on the
 // ISA's tile size) only, so the results are bit-identical for any thread
@@ -44,12 +41,8 @@ constexpr int64_t kGrain = int64_t{1} << 16;
 constexpr int64_t kTargetTapRows = 256;
 // Output positions per grad_col tile (backward data).
 constexpr int64_t kTileColumns = 256;
-// Output channels per grad_W tile (backward weight): its A block (this many
-// rows of grad_y x kc positions) stays in L2.
-constexpr int64_t kMaxWeightRows = 128;
-// Backward weight shares the reduction over images (one buffer per image)
-// when grad_W has fewer tiles than this.
-constexpr int64_t kMinWeightTiles = 8;
+// Floats of an im2col tile (backward weight): 1 MB, within L2.
+constexpr int64_t kIm2colTileFloats = int64_t{1} << 18;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -224,7 +217,8 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
         const int64_t b_panels = ceil_div(cols, nr);
         for (int64_t pc = 0; pc < kg; pc += kc) {
           const int64_t kcb = std::min(kc, kg - pc);
-          // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels.
+          // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels
+          // (in place, rows pq apart, the microkernel ran at half the speed).
           for (int64_t jp = 0; jp < b_panels; ++jp) {
             const int64_t width = std::min<int64_t>(nr, cols - jp * nr);
             float* panel = b_block + jp * kcb * nr;
@@ -347,82 +341,56 @@ void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float
   }
 }
 
-// The general route (see the top of the file).
-void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
-  const GemmKernels& kern = gemm_kernels();
-  const int mr = kern.blocking.mr, nr = kern.blocking.nr;
-  const int64_t kc = kern.blocking.kc;
-  const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
-  const int64_t rs = g.r * g.s, hw = g.h * g.w, pq = g.p * g.q, crs = cg * rs;
-  const int64_t cb = channel_block(g), kb = block_size(kg, kMaxWeightRows);
-  const int64_t c_blocks = ceil_div(cg, cb), k_blocks = ceil_div(kg, kb);
-  const int64_t tiles = g.groups * k_blocks * c_blocks;
-  // Each image's share in a buffer of its own when there are few tiles.
-  const bool per_image = tiles < kMinWeightTiles && g.n > 1;
-  const int64_t units = per_image ? g.n * tiles : tiles;
-  const int64_t weight_floats = g.k * crs;
-  const int threads = threads_for(g.n * g.k * crs * pq, kGrain * 4);
-  const int64_t a_floats = ceil_div(kb, mr) * mr * kc, b_floats = ceil_div(cb * rs, nr) * nr * kc;
-  float* scratch = gemm_scratch(1, threads * (a_floats + b_floats));
-  std::vector<float> image_sums(per_image ? static_cast<size_t>(g.n * weight_floats) : 0);
-
-  parallel(threads, [&](int t, int nt) {
-    float* a_block = scratch + t * (a_floats + b_floats);
-    float* b_block = a_block + a_floats;
-    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-      const int64_t tile_index = u % tiles;
-      const int64_t grp = tile_index / (k_blocks * c_blocks);
-      const int64_t k0 = tile_index / c_blocks % k_blocks * kb, k_count = std::min(kb, kg - k0);
-      const int64_t c0 = tile_index % c_blocks * cb, c_count = std::min(cb, cg - c0);
-      const int64_t m0 = c0 * rs, m_count = c_count * rs;
-      const int64_t n_first = per_image ? u / tiles : 0, n_end = per_image ? n_first + 1 : g.n;
-      float* out = (per_image ? image_sums.data() + n_first * weight_floats : grad_weight) + (grp * kg + k0) * crs + m0;
-      const float* x_group = x + grp * cg * hw;
-      for (int64_t n = n_first; n < n_end; ++n) {
-        const float* gy = grad_y + (n * g.k + grp * kg + k0) * pq;
-        const float* xn = x_group + (n * g.c + c0) * hw;
-        for (int64_t j0 = 0; j0 < pq; j0 += kc) {
-          const int64_t kcb = std::min(kc, pq - j0);
-          // grad_y rows [k0, k0 + k_count), positions [j0, j0 + kcb) as A
-          // panels: element (row i, position p) at [p * mr + i].
-          for (int64_t i = 0; i * mr < k_count; ++i) {
-            const int64_t rows = std::min<int64_t>(mr, k_count - i * mr);
-            float* panel = a_block + i * mr * kcb;
-            for (int64_t ii = 0; ii < rows; ++ii) {
-              const float* src = gy + (i * mr + ii) * pq + j0;
-              for (int64_t p = 0; p < kcb; ++p) panel[p * mr + ii] = src[p];
-            }
-          }
-          // im2col(x)^T of the tile as B panels: element (position p, tap j)
-          // at [p * nr + j], padding and the columns past the taps zero.
-          const int64_t b_panels = ceil_div(m_count, nr);
-          std::fill(b_block, b_block + b_panels * nr * kcb, 0.0f);
-          for_each_tap_stretch(g, 0, m_count, j0, j0 + kcb,
-                               [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
-                                 const float* src = xn + m / rs * hw + ih * g.w + iw0;
-                                 float* dst = b_block + m / nr * nr * kcb + (j - j0) * nr + m % nr;
-                                 for (int64_t i = 0; i < count; ++i) dst[i * nr] = src[i * g.stride_w];
-                               });
-          const TileUpdate update{1.0f, 0.0f, n == n_first && j0 == 0, nullptr};
-          for (int64_t i = 0; i * mr < k_count; ++i) {
-            const int rows = static_cast<int>(std::min<int64_t>(mr, k_count - i * mr));
-            for (int64_t jp = 0; jp < b_panels; ++jp) {
-              kern.ukernel(kcb, a_block + i * mr * kcb, b_block + jp * nr * kcb, nr, false,
-                           out + i * mr * crs + jp * nr, crs, rows,
-                           static_cast<int>(std::min<int64_t>(nr, m_count - jp * nr)), update);
-            }
-          }
-        }
-      }
+// im2col rows [m_begin, m_end) x positions [j0, j0 + cols) of image x_n
+// (its group's channels), row m at col + (m - m_begin) * ld: the input each
+// tap read at each position, zero where it read padding.
+void im2col_rows(const ConvGeometry& g, const float* x_n, int64_t m_begin, int64_t m_end, int64_t j0, int64_t cols,
+                 float* col, int64_t ld) {
+  const int64_t rs = g.r * g.s, hw = g.h * g.w;
+  for (int64_t m = m_begin; m < m_end; ++m) std::fill(col + (m - m_begin) * ld, col + (m - m_begin) * ld + cols, 0.0f);
+  for_each_tap_stretch(g, m_begin, m_end, j0, j0 + cols, [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
+    const float* src = x_n + m / rs * hw + ih * g.w + iw0;
+    float* dst = col + (m - m_begin) * ld + (j - j0);
+    if (g.stride_w == 1) {
+      std::copy(src, src + count, dst);
+    } else {
+      for (int64_t i = 0; i < count; ++i) dst[i] = src[i * g.stride_w];
     }
   });
+}
 
-  if (per_image) {
-    parallel_for(threads_for(g.n * weight_floats, kGrain), weight_floats, [&](int64_t e) {
-      float sum = image_sums[e];
-      for (int64_t n = 1; n < g.n; ++n) sum += image_sums[n * weight_floats + e];
-      grad_weight[e] = sum;
-    });
+// The general route: per group, image and tile of output positions, the
+// tile's im2col rows are built (threads split the rows), then one GEMM adds
+// grad_y tile x im2col tile^T into grad_W_g (the GEMM's threads split its
+// output and it transposes the im2col rows as it packs them). Images and
+// tiles are summed in order, each GEMM's result does not depend on the
+// thread count, so neither does grad_W.
+void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+  const GemmKernels& kern = gemm_kernels();
+  const int64_t kc = kern.blocking.kc;
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
+  const int64_t hw = g.h * g.w, pq = g.p * g.q, crs = cg * g.r * g.s;
+  // Positions per tile: whole K blocks of the GEMM, as many as keep the
+  // im2col tile near kIm2colTileFloats.
+  const int64_t tile = std::min(pq, kc * std::max<int64_t>(1, kIm2colTileFloats / crs / kc));
+  // Not gemm_scratch: the GEMM below uses both of its slots.
+  thread_local std::vector<float> col_buffer;
+  if (static_cast<int64_t>(col_buffer.size()) < crs * tile) col_buffer.resize(static_cast<size_t>(crs * tile));
+  float* col = col_buffer.data();
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    for (int64_t n = 0; n < g.n; ++n) {
+      const float* x_n = x + (n * g.c + grp * cg) * hw;
+      const float* gy = grad_y + (n * g.k + grp * kg) * pq;
+      for (int64_t j0 = 0; j0 < pq; j0 += tile) {
+        const int64_t cols = std::min(tile, pq - j0);
+        const int threads = threads_for(crs * cols, kGrain);
+        parallel(threads, [&](int t, int nt) {
+          im2col_rows(g, x_n, crs * t / nt, crs * (t + 1) / nt, j0, cols, col + crs * t / nt * cols, cols);
+        });
+        kern.gemm(kg, crs, cols, 1.0f, GemmOperand{gy + j0, pq, false}, GemmOperand{col, cols, true},
+                  n == 0 && j0 == 0 ? 0.0f : 1.0f, grad_weight + grp * kg * crs, crs, GemmEpilogue{});
+      }
+    }
   }
 }
 
