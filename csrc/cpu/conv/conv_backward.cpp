@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cpu/conv/conv.h"
+#include "cpu/conv/conv_rows.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
@@ -76,25 +77,33 @@ bool is_plain_1x1(const ConvGeometry& g) {
          g.p == g.h && g.q == g.w;
 }
 
-// Calls visit(m, j, ih, iw0, q_count) for every stretch of the tap rows
+// Calls visit(m, j, ih, iw0, count, rows) for every window of the tap rows
 // [m_begin, m_end) (m = (c - c_first) * R * S + r * S + s) and output
-// positions [j_begin, j_end) (j = p * Q + q) that read the input: the
-// positions j .. j + q_count - 1 read input row ih of channel c, columns
-// iw0, iw0 + stride_w, ...; the others read padding.
+// positions [j_begin, j_end) (j = p * Q + q) that reads the input: for
+// i < rows, positions j + i * Q .. j + i * Q + count - 1 read input row
+// ih + i * stride_h of channel c, columns iw0, iw0 + stride_w, ...; the
+// other positions read padding. Output rows wholly inside the range come
+// as one window, the partial rows at its ends as windows of one row.
 template <class Visit>
-void for_each_tap_stretch(const ConvGeometry& g, int64_t m_begin, int64_t m_end, int64_t j_begin, int64_t j_end,
-                          const Visit& visit) {
+void for_each_tap_window(const ConvGeometry& g, int64_t m_begin, int64_t m_end, int64_t j_begin, int64_t j_end,
+                         const Visit& visit) {
   const int64_t rs = g.r * g.s;
   for (int64_t m = m_begin; m < m_end; ++m) {
     const int64_t r = m % rs / g.s, s = m % g.s;
-    int64_t q0, q1;
+    int64_t p0, p1, q0, q1;
+    valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
     valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-    for (int64_t p = j_begin / g.q; p * g.q < j_end; ++p) {
-      const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
-      if (ih < 0 || ih >= g.h) continue;
+    if (q0 >= q1) continue;
+    const int64_t p_end = std::min(p1, (j_end - 1) / g.q + 1);
+    for (int64_t p = std::max(p0, j_begin / g.q); p < p_end;) {
       const int64_t qa = std::max(q0, j_begin - p * g.q), qb = std::min(q1, j_end - p * g.q);
-      if (qa >= qb) continue;
-      visit(m, p * g.q + qa, ih, qa * g.stride_w - g.pad_left + s * g.dil_w, qb - qa);
+      int64_t rows = 1;
+      if (qa == q0 && qb == q1) rows = std::min(p_end, (j_end - q1) / g.q + 1) - p;  // every whole row from p on
+      if (qa < qb) {
+        visit(m, p * g.q + qa, p * g.stride_h - g.pad_top + r * g.dil_h, qa * g.stride_w - g.pad_left + s * g.dil_w,
+              qb - qa, rows);
+      }
+      p += rows;
     }
   }
 }
@@ -109,6 +118,7 @@ void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const f
   const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
   const int64_t planes = g.n * g.c;
   const int threads = threads_for(planes * hw * kg * rs, kGrain);
+  const ConvRowKernels& rows = conv_row_kernels();
   parallel_for(threads, planes, [&](int64_t plane) {
     const int64_t n = plane / g.c, c = plane % g.c;
     float* gx = grad_x + plane * hw;
@@ -124,16 +134,15 @@ void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const f
           int64_t q0, q1;
           valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
           if (q0 >= q1) continue;
+          if (p0 >= p1) continue;
           const float wv = wk[r * g.s + s];
-          for (int64_t p = p0; p < p1; ++p) {
-            const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
-            float* dst = gx + ih * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w;
-            const float* src = gy + p * g.q + q0;
-            const int64_t count = q1 - q0;
-            if (g.stride_w == 1) {
-              for (int64_t i = 0; i < count; ++i) dst[i] += wv * src[i];
-            } else {
-              for (int64_t i = 0; i < count; ++i) dst[i * g.stride_w] += wv * src[i];
+          float* dst = gx + (p0 * g.stride_h - g.pad_top + r * g.dil_h) * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w;
+          const float* src = gy + p0 * g.q + q0;
+          if (g.stride_w == 1) {
+            rows.axpy(dst, g.stride_h * g.w, src, g.q, wv, p1 - p0, q1 - q0);
+          } else {
+            for (int64_t p = 0; p < p1 - p0; ++p) {
+              for (int64_t i = 0; i < q1 - q0; ++i) dst[p * g.stride_h * g.w + i * g.stride_w] += wv * src[p * g.q + i];
             }
           }
         }
@@ -171,6 +180,7 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
   const int64_t tile = std::min(kTileColumns, ceil_div(pq, nr) * nr);
   const int64_t units = g.n * g.groups * blocks;
   const int threads = threads_for(g.n * g.c * rs * kg * pq, kGrain * 4);
+  const ConvRowKernels& row_kernels = conv_row_kernels();
   // Per thread: the grad_col tile (cb R S rows x tile) and the packed
   // grad_y block (kc x tile). Both scratch buffers come from the calling
   // thread, before the parallel regions, so that a failed allocation throws
@@ -240,16 +250,19 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
           }
         }
         // col2im: each grad_col entry onto the input position its tap read.
-        for_each_tap_stretch(g, 0, m_count, j0, j0 + cols,
-                             [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
-                               const float* src = col + m * tile + (j - j0);
-                               float* dst = gx + m / rs * hw + ih * g.w + iw0;
-                               if (g.stride_w == 1) {
-                                 for (int64_t i = 0; i < count; ++i) dst[i] += src[i];
-                               } else {
-                                 for (int64_t i = 0; i < count; ++i) dst[i * g.stride_w] += src[i];
-                               }
-                             });
+        for_each_tap_window(g, 0, m_count, j0, j0 + cols,
+                            [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                              const float* src = col + m * tile + (j - j0);
+                              float* dst = gx + m / rs * hw + ih * g.w + iw0;
+                              const int64_t ldd = g.stride_h * g.w;
+                              if (g.stride_w == 1) {
+                                row_kernels.axpy(dst, ldd, src, g.q, 1.0f, rows, count);
+                              } else {
+                                for (int64_t p = 0; p < rows; ++p) {
+                                  for (int64_t i = 0; i < count; ++i) dst[p * ldd + i * g.stride_w] += src[p * g.q + i];
+                                }
+                              }
+                            });
       }
     }
   });
@@ -259,47 +272,23 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
 // Backward weight.
 // ---------------------------------------------------------------------------
 
-// grad_bias[k]: grad_y summed over positions (eight interleaved partial
-// sums, a fixed order the compiler can vectorize), then over images in order.
+// grad_bias[k]: grad_y summed over the positions of each image, then over
+// the images in order.
 void backward_bias(const ConvGeometry& g, const float* grad_y, float* grad_bias) {
   const int64_t pq = g.p * g.q;
+  const ConvRowKernels& rows = conv_row_kernels();
   parallel_for(threads_for(g.n * g.k * pq, kGrain), g.k, [&](int64_t k) {
     float total = 0.0f;
-    for (int64_t n = 0; n < g.n; ++n) {
-      const float* src = grad_y + (n * g.k + k) * pq;
-      float lanes[8] = {};
-      int64_t i = 0;
-      for (; i + 8 <= pq; i += 8) {
-        for (int l = 0; l < 8; ++l) lanes[l] += src[i + l];
-      }
-      for (; i < pq; ++i) lanes[i % 8] += src[i];
-      float sum = 0.0f;
-      for (float v : lanes) sum += v;
-      total += sum;
-    }
+    for (int64_t n = 0; n < g.n; ++n) total += rows.sum(grad_y + (n * g.k + k) * pq, pq, 1, pq);
     grad_bias[k] = total;
   });
-}
-
-// Sum of a[i] * b[i * stride_b] (eight interleaved partial sums).
-float strided_dot(const float* a, const float* b, int64_t count, int64_t stride_b) {
-  float lanes[8] = {};
-  int64_t i = 0;
-  if (stride_b == 1) {
-    for (; i + 8 <= count; i += 8) {
-      for (int l = 0; l < 8; ++l) lanes[l] += a[i + l] * b[i + l];
-    }
-  }
-  for (; i < count; ++i) lanes[i % 8] += a[i] * b[i * stride_b];
-  float sum = 0.0f;
-  for (float v : lanes) sum += v;
-  return sum;
 }
 
 // grad_W of a depthwise convolution: one dot product of grad_y with the
 // input window per output channel and tap.
 void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
   const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
+  const ConvRowKernels& rows = conv_row_kernels();
   parallel_for(threads_for(g.k * rs * g.n * pq, kGrain), g.k, [&](int64_t k) {
     const int64_t c = k / kg;
     for (int64_t r = 0; r < g.r; ++r) {
@@ -312,13 +301,20 @@ void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const
         for (int64_t n = 0; n < g.n; ++n) {
           const float* gy = grad_y + (n * g.k + k) * pq;
           const float* xc = x + (n * g.c + c) * hw;
-          float sum = 0.0f;
-          for (int64_t p = p0; p < p1 && q0 < q1; ++p) {
-            const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
-            sum += strided_dot(gy + p * g.q + q0, xc + ih * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w, q1 - q0,
-                               g.stride_w);
+          if (p0 >= p1 || q0 >= q1) continue;
+          const float* gy_win = gy + p0 * g.q + q0;
+          const float* x_win = xc + (p0 * g.stride_h - g.pad_top + r * g.dil_h) * g.w + q0 * g.stride_w - g.pad_left +
+                               s * g.dil_w;
+          const int64_t ldx = g.stride_h * g.w;
+          if (g.stride_w == 1) {
+            total += rows.dot(gy_win, g.q, x_win, ldx, p1 - p0, q1 - q0);
+          } else {
+            float sum = 0.0f;
+            for (int64_t p = 0; p < p1 - p0; ++p) {
+              for (int64_t i = 0; i < q1 - q0; ++i) sum += gy_win[p * g.q + i] * x_win[p * ldx + i * g.stride_w];
+            }
+            total += sum;
           }
-          total += sum;
         }
         grad_weight[k * rs + r * g.s + s] = total;
       }
@@ -348,15 +344,18 @@ void im2col_rows(const ConvGeometry& g, const float* x_n, int64_t m_begin, int64
                  float* col, int64_t ld) {
   const int64_t rs = g.r * g.s, hw = g.h * g.w;
   for (int64_t m = m_begin; m < m_end; ++m) std::fill(col + (m - m_begin) * ld, col + (m - m_begin) * ld + cols, 0.0f);
-  for_each_tap_stretch(g, m_begin, m_end, j0, j0 + cols, [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
-    const float* src = x_n + m / rs * hw + ih * g.w + iw0;
-    float* dst = col + (m - m_begin) * ld + (j - j0);
-    if (g.stride_w == 1) {
-      std::copy(src, src + count, dst);
-    } else {
-      for (int64_t i = 0; i < count; ++i) dst[i] = src[i * g.stride_w];
-    }
-  });
+  for_each_tap_window(g, m_begin, m_end, j0, j0 + cols,
+                      [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                        for (int64_t p = 0; p < rows; ++p) {
+                          const float* src = x_n + m / rs * hw + (ih + p * g.stride_h) * g.w + iw0;
+                          float* dst = col + (m - m_begin) * ld + (j - j0) + p * g.q;
+                          if (g.stride_w == 1) {
+                            std::copy(src, src + count, dst);
+                          } else {
+                            for (int64_t i = 0; i < count; ++i) dst[i] = src[i * g.stride_w];
+                          }
+                        }
+                      });
 }
 
 // The general route: per group, image and tile of output positions, the
