@@ -112,39 +112,70 @@ void for_each_tap_window(const ConvGeometry& g, int64_t m_begin, int64_t m_end, 
 // Backward data.
 // ---------------------------------------------------------------------------
 
+// Depthwise passes with a column stride: each input plane is handled as
+// stride_w column phases (phase f: columns f, f + stride_w, ...), each
+// stored contiguous, so that a tap's window is contiguous in its phase and
+// the row kernels apply. Tap column s reads phase `phase`, at phase column
+// q + shift for output column q.
+struct PhaseColumn {
+  int64_t phase, shift;
+};
+
+PhaseColumn phase_column(const ConvGeometry& g, int64_t s) {
+  const int64_t offset = s * g.dil_w - g.pad_left;  // input column of output column 0
+  const int64_t phase = (offset % g.stride_w + g.stride_w) % g.stride_w;
+  return PhaseColumn{phase, (offset - phase) / g.stride_w};
+}
+
 // grad_x of a depthwise convolution: each input channel gathers from its
-// multiplier's output channels, tap by tap, rows at a time.
+// multiplier's output channels, one axpy per tap over the tap's window
+// (into the column phases when stride_w > 1, interleaved at the end).
 void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
   const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
   const int64_t planes = g.n * g.c;
+  const int64_t phase_w = ceil_div(g.w, g.stride_w);  // columns of a phase
+  const int64_t phase_floats = g.stride_w > 1 ? g.stride_w * g.h * phase_w : 0;
   const int threads = threads_for(planes * hw * kg * rs, kGrain);
+  float* phases_all = phase_floats > 0 ? gemm_scratch(0, threads * phase_floats) : nullptr;
   const ConvRowKernels& rows = conv_row_kernels();
-  parallel_for(threads, planes, [&](int64_t plane) {
-    const int64_t n = plane / g.c, c = plane % g.c;
-    float* gx = grad_x + plane * hw;
-    std::fill(gx, gx + hw, 0.0f);
-    for (int64_t kk = 0; kk < kg; ++kk) {
-      const int64_t k = c * kg + kk;
-      const float* gy = grad_y + (n * g.k + k) * pq;
-      const float* wk = weight + k * rs;
-      for (int64_t r = 0; r < g.r; ++r) {
-        int64_t p0, p1;
-        valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-        for (int64_t s = 0; s < g.s; ++s) {
-          int64_t q0, q1;
-          valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-          if (q0 >= q1) continue;
+  parallel(threads, [&](int t, int nt) {
+    float* phases = phases_all + t * phase_floats;
+    for (int64_t plane = planes * t / nt; plane < planes * (t + 1) / nt; ++plane) {
+      const int64_t n = plane / g.c, c = plane % g.c;
+      float* gx = grad_x + plane * hw;
+      // The plane written through `dst` with row stride `ld`.
+      float* dst_plane = g.stride_w > 1 ? phases : gx;
+      std::fill(dst_plane, dst_plane + (g.stride_w > 1 ? phase_floats : hw), 0.0f);
+      for (int64_t kk = 0; kk < kg; ++kk) {
+        const int64_t k = c * kg + kk;
+        const float* gy = grad_y + (n * g.k + k) * pq;
+        const float* wk = weight + k * rs;
+        for (int64_t r = 0; r < g.r; ++r) {
+          int64_t p0, p1;
+          valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
           if (p0 >= p1) continue;
-          const float wv = wk[r * g.s + s];
-          float* dst = gx + (p0 * g.stride_h - g.pad_top + r * g.dil_h) * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w;
-          const float* src = gy + p0 * g.q + q0;
-          if (g.stride_w == 1) {
-            rows.axpy(dst, g.stride_h * g.w, src, g.q, wv, p1 - p0, q1 - q0);
-          } else {
-            for (int64_t p = 0; p < p1 - p0; ++p) {
-              for (int64_t i = 0; i < q1 - q0; ++i) dst[p * g.stride_h * g.w + i * g.stride_w] += wv * src[p * g.q + i];
+          const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
+          for (int64_t s = 0; s < g.s; ++s) {
+            int64_t q0, q1;
+            valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+            if (q0 >= q1) continue;
+            const float* src = gy + p0 * g.q + q0;
+            if (g.stride_w == 1) {
+              float* dst = gx + ih0 * g.w + q0 - g.pad_left + s * g.dil_w;
+              rows.axpy(dst, g.stride_h * g.w, src, g.q, wk[r * g.s + s], p1 - p0, q1 - q0);
+            } else {
+              const PhaseColumn pc = phase_column(g, s);
+              float* dst = phases + (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift;
+              rows.axpy(dst, g.stride_h * phase_w, src, g.q, wk[r * g.s + s], p1 - p0, q1 - q0);
             }
           }
+        }
+      }
+      for (int64_t f = 0; f < g.stride_w && g.stride_w > 1; ++f) {
+        for (int64_t ih = 0; ih < g.h; ++ih) {
+          const float* src = phases + (f * g.h + ih) * phase_w;
+          float* dst = gx + ih * g.w + f;
+          for (int64_t col = 0; col * g.stride_w + f < g.w; ++col) dst[col * g.stride_w] = src[col];
         }
       }
     }
@@ -284,39 +315,56 @@ void backward_bias(const ConvGeometry& g, const float* grad_y, float* grad_bias)
   });
 }
 
-// grad_W of a depthwise convolution: one dot product of grad_y with the
-// input window per output channel and tap.
+// grad_W of a depthwise convolution: per output channel and tap, a dot
+// product of grad_y with the tap's window of the input (of its column
+// phases when stride_w > 1), summed over images in order. Threads own input
+// channels (all of their multiplier's output channels).
 void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
   const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
+  const int64_t phase_w = ceil_div(g.w, g.stride_w);
+  const int64_t phase_floats = g.stride_w > 1 ? g.stride_w * g.h * phase_w : 0;
+  const int threads = threads_for(g.k * rs * g.n * pq, kGrain);
+  float* phases_all = phase_floats > 0 ? gemm_scratch(0, threads * phase_floats) : nullptr;
   const ConvRowKernels& rows = conv_row_kernels();
-  parallel_for(threads_for(g.k * rs * g.n * pq, kGrain), g.k, [&](int64_t k) {
-    const int64_t c = k / kg;
-    for (int64_t r = 0; r < g.r; ++r) {
-      int64_t p0, p1;
-      valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-      for (int64_t s = 0; s < g.s; ++s) {
-        int64_t q0, q1;
-        valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-        float total = 0.0f;
-        for (int64_t n = 0; n < g.n; ++n) {
-          const float* gy = grad_y + (n * g.k + k) * pq;
-          const float* xc = x + (n * g.c + c) * hw;
-          if (p0 >= p1 || q0 >= q1) continue;
-          const float* gy_win = gy + p0 * g.q + q0;
-          const float* x_win = xc + (p0 * g.stride_h - g.pad_top + r * g.dil_h) * g.w + q0 * g.stride_w - g.pad_left +
-                               s * g.dil_w;
-          const int64_t ldx = g.stride_h * g.w;
-          if (g.stride_w == 1) {
-            total += rows.dot(gy_win, g.q, x_win, ldx, p1 - p0, q1 - q0);
-          } else {
-            float sum = 0.0f;
-            for (int64_t p = 0; p < p1 - p0; ++p) {
-              for (int64_t i = 0; i < q1 - q0; ++i) sum += gy_win[p * g.q + i] * x_win[p * ldx + i * g.stride_w];
-            }
-            total += sum;
+  parallel(threads, [&](int t, int nt) {
+    float* phases = phases_all + t * phase_floats;
+    for (int64_t c = g.c * t / nt; c < g.c * (t + 1) / nt; ++c) {
+      float* gw = grad_weight + c * kg * rs;
+      std::fill(gw, gw + kg * rs, 0.0f);
+      for (int64_t n = 0; n < g.n; ++n) {
+        const float* xc = x + (n * g.c + c) * hw;
+        for (int64_t f = 0; f < g.stride_w && g.stride_w > 1; ++f) {
+          for (int64_t ih = 0; ih < g.h; ++ih) {
+            const float* src = xc + ih * g.w + f;
+            float* dst = phases + (f * g.h + ih) * phase_w;
+            for (int64_t col = 0; col * g.stride_w + f < g.w; ++col) dst[col] = src[col * g.stride_w];
           }
         }
-        grad_weight[k * rs + r * g.s + s] = total;
+        for (int64_t kk = 0; kk < kg; ++kk) {
+          const float* gy = grad_y + (n * g.k + c * kg + kk) * pq;
+          for (int64_t r = 0; r < g.r; ++r) {
+            int64_t p0, p1;
+            valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
+            if (p0 >= p1) continue;
+            const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
+            for (int64_t s = 0; s < g.s; ++s) {
+              int64_t q0, q1;
+              valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+              if (q0 >= q1) continue;
+              const float* gy_win = gy + p0 * g.q + q0;
+              float sum;
+              if (g.stride_w == 1) {
+                const float* x_win = xc + ih0 * g.w + q0 - g.pad_left + s * g.dil_w;
+                sum = rows.dot(gy_win, g.q, x_win, g.stride_h * g.w, p1 - p0, q1 - q0);
+              } else {
+                const PhaseColumn pc = phase_column(g, s);
+                const float* x_win = phases + (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift;
+                sum = rows.dot(gy_win, g.q, x_win, g.stride_h * phase_w, p1 - p0, q1 - q0);
+              }
+              gw[kk * rs + r * g.s + s] += sum;
+            }
+          }
+        }
       }
     }
   });
