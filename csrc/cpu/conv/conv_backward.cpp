@@ -20,7 +20,8 @@
 // count. 1x1 stride-1 convolutions without padding are plain GEMMs on the
 // tensors as they lie; depthwise convolutions (one input channel per group),
 // where the GEMM would have only the channel multiplier as one extent, are
-// direct loops.
+// direct loops over each tap's window, vectorized by the row kernels of
+// conv_rows.h (they are bound by memory, not arithmetic).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -36,13 +37,14 @@ namespace {
 // Multiply-adds worth waking a thread for.
 constexpr int64_t kGrain = int64_t{1} << 16;
 
-// Rows (c, r, s) of grad_col / columns of grad_W per unit: blocks of input
-// channels of about this many taps keep a unit's tiles in L2 (grad_col tile
-// 256 x 256 floats = 256 KB) while giving threads several units per image.
+// Rows (c, r, s) of grad_col per unit of backward data: blocks of input
+// channels of about this many taps keep a unit's grad_col tile in L2
+// (256 x 256 floats = 256 KB) while giving threads several units per image.
 constexpr int64_t kTargetTapRows = 256;
 // Output positions per grad_col tile (backward data).
 constexpr int64_t kTileColumns = 256;
-// Floats of an im2col tile (backward weight): 1 MB, within L2.
+// Floats of an im2col tile (backward weight): about 1 MB, within L2, but
+// at least one K block of the GEMM (kc positions) whatever the taps.
 constexpr int64_t kIm2colTileFloats = int64_t{1} << 18;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
