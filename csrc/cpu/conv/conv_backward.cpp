@@ -420,8 +420,10 @@ void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const floa
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
   const int64_t hw = g.h * g.w, pq = g.p * g.q, crs = cg * g.r * g.s;
   // Positions per tile: whole K blocks of the GEMM, as many as keep the
-  // im2col tile near kIm2colTileFloats.
-  const int64_t tile = std::min(pq, kc * std::max<int64_t>(1, kIm2colTileFloats / crs / kc));
+  // im2col tile near kIm2colTileFloats, then evened out over the positions
+  // (784 positions as 3 x 262, not 384 + 384 + 16).
+  const int64_t tile_max = kc * std::max<int64_t>(1, kIm2colTileFloats / crs / kc);
+  const int64_t tile = block_size(pq, tile_max);
   // Not gemm_scratch: the GEMM below uses both of its slots.
   thread_local std::vector<float> col_buffer;
   if (static_cast<int64_t>(col_buffer.size()) < crs * tile) col_buffer.resize(static_cast<size_t>(crs * tile));
