@@ -12,6 +12,7 @@ enum class ScratchSlot {
   gemm_a_block = 0,  // the GEMM's packed A block, shared by a team
   gemm_b_block = 1,  // the GEMM's packed B blocks of each thread
   softmax_row = 2,   // the softmax family's row slice (exp values)
+  conv_columns = 3,  // convolution's im2col tile around a gemm() call (which uses both GEMM slots)
 };
 
 // `floats` floats for `slot` on the calling thread. Valid until the next

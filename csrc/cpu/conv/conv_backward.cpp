@@ -24,11 +24,11 @@
 // conv_rows.h (they are bound by memory, not arithmetic).
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_rows.h"
 #include "cpu/gemm/gemm.h"
+#include "runtime/scratch.h"
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
@@ -425,9 +425,7 @@ void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const floa
   const int64_t tile_max = kc * std::max<int64_t>(1, kIm2colTileFloats / crs / kc);
   const int64_t tile = block_size(pq, tile_max);
   // Not gemm_scratch: the GEMM below uses both of its slots.
-  thread_local std::vector<float> col_buffer;
-  if (static_cast<int64_t>(col_buffer.size()) < crs * tile) col_buffer.resize(static_cast<size_t>(crs * tile));
-  float* col = col_buffer.data();
+  float* col = thread_scratch(ScratchSlot::conv_columns, crs * tile);
   for (int64_t grp = 0; grp < g.groups; ++grp) {
     for (int64_t n = 0; n < g.n; ++n) {
       const float* x_n = x + (n * g.c + grp * cg) * hw;
