@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minidnn
 import minidnn.reference as ref
+from conftest import on_every_cpu_path
 
 # (N, I, H): batch 1 (the latency case), odd sizes that leave tails on every
-# vector width (4, 8, 16), and widths that are multiples of 16.
-SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4)]
+# vector width (4, 8, 16), widths that are multiples of 16, no input
+# features, an empty batch.
+SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6)]
 
 # name -> (gates, has a cell state, keyword arguments)
 CELLS = {
@@ -26,13 +30,13 @@ CELLS = {
 }
 
 
-def _args(rng, name, n, i, h, bias=True):
+def _args(rng, name, n, i, h, bias=True, scale=1.0, bias_scale=1.0):
     gates, has_c, _ = CELLS[name]
-    f = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    f = lambda *shape: (rng.standard_normal(shape) * scale).astype(np.float32)  # noqa: E731
     x, hx = f(n, i), f(n, h)
     w_ih = f(gates * h, i) / np.float32(np.sqrt(max(i, 1)))
     w_hh = f(gates * h, h) / np.float32(np.sqrt(h))
-    b_ih, b_hh = (f(gates * h), f(gates * h)) if bias else (None, None)
+    b_ih, b_hh = (f(gates * h) * np.float32(bias_scale), f(gates * h) * np.float32(bias_scale)) if bias else (None, None)
     if has_c:
         return [x, hx, f(n, h), w_ih, w_hh, b_ih, b_hh]
     return [x, hx, w_ih, w_hh, b_ih, b_hh]
@@ -82,6 +86,39 @@ def test_against_reference(isa, threads, rng, name, shape, bias):
     _check(_forward(minidnn, name, args), _forward(ref, name, args), "forward")
     grads = _output_grads(rng, name, n, h)
     _check(_backward(minidnn, name, grads, args), _backward(ref, name, grads, args), "backward")
+
+
+# Few examples: each runs every cell variant's forward and backward on every
+# CPU path with 1 and 2 threads.
+@settings(max_examples=25)
+@given(
+    name=st.sampled_from(list(CELLS)),
+    n=st.integers(0, 20),
+    i=st.integers(0, 40),
+    h=st.integers(1, 40),
+    bias=st.booleans(),
+    scale=st.sampled_from([0.05, 1.0, 6.0]),
+    bias_scale=st.sampled_from([1.0, 12.0]),  # 12: saturated gates
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_sizes_on_every_path(name, n, i, h, bias, scale, bias_scale, seed):
+    """Saturated gates from large inputs and weights (scale 6) and from
+    large biases (bias_scale 12)."""
+    rng = np.random.default_rng(seed)
+    args = _args(rng, name, n, i, h, bias, scale, bias_scale)
+    grads = _output_grads(rng, name, n, h)
+    expected = (*_forward(ref, name, args), *_backward(ref, name, grads, args))
+    outputs = on_every_cpu_path(lambda: (*_forward(minidnn, name, args), *_backward(minidnn, name, grads, args)))
+    # A pre-activation is rounded in float32 to about eps x the sum of its
+    # terms' magnitudes, and the gates' gradients move by about their own
+    # size per unit of pre-activation: the bound grows with that sum.
+    x, hx, w_ih, w_hh, b_ih, b_hh = (args[0], args[1], *args[-4:])
+    terms = np.abs(x.astype(np.float64)) @ np.abs(w_ih.T) + np.abs(hx.astype(np.float64)) @ np.abs(w_hh.T)
+    if b_ih is not None:
+        terms = terms + np.abs(b_ih) + np.abs(b_hh)
+    condition = max(1.0, terms.max(initial=0.0) / 4)
+    for path, out in outputs.items():
+        _check(out, expected, f"{name} {path}", tol=4e-6 * condition)
 
 
 @pytest.mark.parametrize("name", list(CELLS))

@@ -46,17 +46,30 @@ typename Ops::V load_at(const float* p, int64_t len) {
   return load_part<Ops>(p, 0, len, 0.0f);
 }
 
-// 1 - y^2 as (1 - y)(1 + y): exact for y near 1 (tanh's derivative).
+// sigmoid(x) and its complement 1 - sigmoid(x) = sigmoid(-x), each to full
+// relative accuracy: with e = exp(-|x|), 1 / (1 + e) and e / (1 + e). The
+// backwards take sigmoid's derivative as their product, which stays
+// accurate where a gate saturates (1 - s from a rounded s would not).
 template <class Ops>
-typename Ops::V one_minus_sq(typename Ops::V y) {
-  const typename Ops::V one = Ops::set1(1.0f);
-  return Ops::mul(Ops::sub(one, y), Ops::add(one, y));
+void sigmoid_pair(typename Ops::V x, typename Ops::V* s, typename Ops::V* complement) {
+  using V = typename Ops::V;
+  const V e = vexp<Ops>(Ops::sub(Ops::zero(), Ops::abs(x)));
+  const V q = Ops::div(Ops::set1(1.0f), Ops::add(Ops::set1(1.0f), e));
+  const V p = Ops::mul(e, q);
+  const auto negative = Ops::lt(x, Ops::zero());
+  *s = Ops::select(negative, p, q);
+  *complement = Ops::select(negative, q, p);
 }
 
-// s (1 - s) (sigmoid's derivative).
+// tanh's derivative 1 - tanh(x)^2 = 4e / (1 + e)^2 with e = exp(-2|x|):
+// full relative accuracy where tanh saturates (1 - y^2 from a tanh y
+// within a few ulp of 1 keeps only a few bits). NaN propagates.
 template <class Ops>
-typename Ops::V sig_grad(typename Ops::V s) {
-  return Ops::mul(s, Ops::sub(Ops::set1(1.0f), s));
+typename Ops::V tanh_grad(typename Ops::V x) {
+  using V = typename Ops::V;
+  const V e = vexp<Ops>(Ops::mul(Ops::abs(x), Ops::set1(-2.0f)));
+  const V q = Ops::div(Ops::set1(1.0f), Ops::add(Ops::set1(1.0f), e));
+  return Ops::mul(Ops::mul(Ops::set1(4.0f), e), Ops::mul(q, q));
 }
 
 // ------------------------------------------------------------------ LSTM
@@ -84,19 +97,22 @@ void lstm_backward(int64_t n, int64_t hs, float* gates, const float* c, const fl
   for_each_vector<Ops>(n, hs, 4, [&](int64_t row, int64_t j, int64_t len) {
     float* a = gates + row * 4 * hs + j;
     const int64_t at = row * hs + j;
-    const V i = vsigmoid<Ops>(load_at<Ops>(a, len));
-    const V f = vsigmoid<Ops>(load_at<Ops>(a + hs, len));
-    const V g = vtanh<Ops>(load_at<Ops>(a + 2 * hs, len));
-    const V o = vsigmoid<Ops>(load_at<Ops>(a + 3 * hs, len));
+    V i, ic, f, fc, o, oc;
+    sigmoid_pair<Ops>(load_at<Ops>(a, len), &i, &ic);
+    sigmoid_pair<Ops>(load_at<Ops>(a + hs, len), &f, &fc);
+    const V ag = load_at<Ops>(a + 2 * hs, len);
+    const V g = vtanh<Ops>(ag);
+    sigmoid_pair<Ops>(load_at<Ops>(a + 3 * hs, len), &o, &oc);
     const V cv = load_at<Ops>(c + at, len);
-    const V tc = vtanh<Ops>(Ops::fmadd(f, cv, Ops::mul(i, g)));
+    const V cn = Ops::fmadd(f, cv, Ops::mul(i, g));
+    const V tc = vtanh<Ops>(cn);
     const V gh = grad_h1 ? load_at<Ops>(grad_h1 + at, len) : Ops::zero();
     const V gc = grad_c1 ? load_at<Ops>(grad_c1 + at, len) : Ops::zero();
-    const V dc = Ops::fmadd(Ops::mul(gh, o), one_minus_sq<Ops>(tc), gc);
-    store_part<Ops>(a, len, Ops::mul(Ops::mul(dc, g), sig_grad<Ops>(i)));
-    store_part<Ops>(a + hs, len, Ops::mul(Ops::mul(dc, cv), sig_grad<Ops>(f)));
-    store_part<Ops>(a + 2 * hs, len, Ops::mul(Ops::mul(dc, i), one_minus_sq<Ops>(g)));
-    store_part<Ops>(a + 3 * hs, len, Ops::mul(Ops::mul(gh, tc), sig_grad<Ops>(o)));
+    const V dc = Ops::fmadd(Ops::mul(gh, o), tanh_grad<Ops>(cn), gc);
+    store_part<Ops>(a, len, Ops::mul(Ops::mul(dc, g), Ops::mul(i, ic)));
+    store_part<Ops>(a + hs, len, Ops::mul(Ops::mul(dc, cv), Ops::mul(f, fc)));
+    store_part<Ops>(a + 2 * hs, len, Ops::mul(Ops::mul(dc, i), tanh_grad<Ops>(ag)));
+    store_part<Ops>(a + 3 * hs, len, Ops::mul(Ops::mul(gh, tc), Ops::mul(o, oc)));
     store_part<Ops>(grad_c + at, len, Ops::mul(dc, f));
   });
 }
@@ -140,24 +156,24 @@ void gru_backward(int64_t n, int64_t hs, float* gi, float* gh, const float* h, c
     float* pi = gi + row * 3 * hs + j;
     float* ph = gh + row * 3 * hs + j;
     const int64_t at = row * hs + j;
-    const V z = vsigmoid<Ops>(Ops::add(load_at<Ops>(pi + hs, len), load_at<Ops>(ph + hs, len)));
+    V z, zc, r = Ops::zero(), rc = Ops::zero();
+    sigmoid_pair<Ops>(Ops::add(load_at<Ops>(pi + hs, len), load_at<Ops>(ph + hs, len)), &z, &zc);
     const V hn = load_at<Ops>(ph + 2 * hs, len);
-    V r = Ops::zero();
     V pre_n = Ops::add(load_at<Ops>(pi + 2 * hs, len), hn);
     if (!reset_applied) {
-      r = vsigmoid<Ops>(Ops::add(load_at<Ops>(pi, len), load_at<Ops>(ph, len)));
+      sigmoid_pair<Ops>(Ops::add(load_at<Ops>(pi, len), load_at<Ops>(ph, len)), &r, &rc);
       pre_n = Ops::fmadd(r, hn, load_at<Ops>(pi + 2 * hs, len));
     }
     const V nn = vtanh<Ops>(pre_n);
     const V g = load_at<Ops>(grad_h1 + at, len);
     const V hv = load_at<Ops>(h + at, len);
-    const V da_n = Ops::mul(Ops::mul(g, Ops::sub(Ops::set1(1.0f), z)), one_minus_sq<Ops>(nn));
-    const V da_z = Ops::mul(Ops::mul(g, Ops::sub(hv, nn)), sig_grad<Ops>(z));
+    const V da_n = Ops::mul(Ops::mul(g, zc), tanh_grad<Ops>(pre_n));
+    const V da_z = Ops::mul(Ops::mul(g, Ops::sub(hv, nn)), Ops::mul(z, zc));
     store_part<Ops>(grad_h + at, len, Ops::mul(g, z));
     store_part<Ops>(pi + hs, len, da_z);
     store_part<Ops>(pi + 2 * hs, len, da_n);
     if (!reset_applied) {
-      const V da_r = Ops::mul(Ops::mul(da_n, hn), sig_grad<Ops>(r));
+      const V da_r = Ops::mul(Ops::mul(da_n, hn), Ops::mul(r, rc));
       store_part<Ops>(pi, len, da_r);
       store_part<Ops>(ph, len, da_r);
       store_part<Ops>(ph + hs, len, da_z);
@@ -172,9 +188,10 @@ void gru_backward_reset(int64_t n, int64_t hs, float* gi, const float* gh, const
   using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 1, [&](int64_t row, int64_t j, int64_t len) {
     const int64_t at = row * hs + j, g = row * 3 * hs + j;
-    const V r = vsigmoid<Ops>(Ops::add(load_at<Ops>(gi + g, len), load_at<Ops>(gh + g, len)));
+    V r, rc;
+    sigmoid_pair<Ops>(Ops::add(load_at<Ops>(gi + g, len), load_at<Ops>(gh + g, len)), &r, &rc);
     const V d = load_at<Ops>(d_rh + at, len);
-    store_part<Ops>(gi + g, len, Ops::mul(Ops::mul(d, load_at<Ops>(h + at, len)), sig_grad<Ops>(r)));
+    store_part<Ops>(gi + g, len, Ops::mul(Ops::mul(d, load_at<Ops>(h + at, len)), Ops::mul(r, rc)));
     store_part<Ops>(grad_h + at, len, Ops::fmadd(d, r, load_at<Ops>(grad_h + at, len)));
   });
 }
@@ -199,7 +216,7 @@ void rnn_backward(int64_t n, int64_t hs, float* a, const float* grad_h1, bool re
     const V g = load_at<Ops>(grad_h1 + row * hs + j, len);
     store_part<Ops>(p, len,
                     relu ? Ops::select(Ops::gt(v, Ops::zero()), g, Ops::zero())
-                         : Ops::mul(g, one_minus_sq<Ops>(vtanh<Ops>(v))));
+                         : Ops::mul(g, tanh_grad<Ops>(v)));
   });
 }
 
