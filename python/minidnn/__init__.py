@@ -47,6 +47,14 @@ from .conv import (
     conv_transpose2d_backward,
 )
 from .linear import linear, linear_backward
+from .recurrent import (
+    gru_cell,
+    gru_cell_backward,
+    lstm_cell,
+    lstm_cell_backward,
+    rnn_cell,
+    rnn_cell_backward,
+)
 from .softmax import (
     cross_entropy,
     cross_entropy_backward,
@@ -94,4 +102,10 @@ __all__ = [
     "conv_transpose2d_backward",
     "conv1d",
     "conv1d_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
+    "gru_cell",
+    "gru_cell_backward",
+    "rnn_cell",
+    "rnn_cell_backward",
 ]

@@ -22,6 +22,14 @@ from .conv import (
     conv1d_backward,
 )
 from .linear import linear, linear_backward
+from .recurrent import (
+    lstm_cell,
+    lstm_cell_backward,
+    gru_cell,
+    gru_cell_backward,
+    rnn_cell,
+    rnn_cell_backward,
+)
 from .activation import (
     relu,
     relu_backward,
@@ -58,4 +66,10 @@ __all__ = [
     "conv1d_backward",
     "linear",
     "linear_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
+    "gru_cell",
+    "gru_cell_backward",
+    "rnn_cell",
+    "rnn_cell_backward",
 ]

@@ -1,0 +1,15 @@
+// Recurrent gate kernels, scalar variant: compiled with this ISA's flags only.
+#include "cpu/simd/scalar.h"
+#include "cpu/recurrent/recurrent_impl.h"
+
+namespace minidnn::cpu {
+
+const RecurrentKernels& recurrent_kernels_scalar() {
+  static const RecurrentKernels table{
+      lstm_forward<ScalarOps>, lstm_backward<ScalarOps>, gru_forward<ScalarOps>,  gru_reset<ScalarOps>,
+      gru_backward<ScalarOps>, gru_backward_reset<ScalarOps>, rnn_forward<ScalarOps>, rnn_backward<ScalarOps>,
+  };
+  return table;
+}
+
+}  // namespace minidnn::cpu
