@@ -155,6 +155,77 @@ def test_conv2d(isa, threads, rng, case):
     _check(y, expected, condition, case.reduction(), "y")
 
 
+def _tap_route(case) -> bool:
+    """Whether conv2d takes the tap route (csrc/cpu/conv/conv_forward_taps.cpp:
+    stride 1, C/groups >= 16 unless 1x1, and a padded grid row wp = Q +
+    (S-1) * dilation at most 2 Q); the implicit GEMM otherwise."""
+    st = case.stride if isinstance(case.stride, tuple) else (case.stride,) * 2
+    d = case.dilation if isinstance(case.dilation, tuple) else (case.dilation,) * 2
+    pads = _pads_of(case.padding, (case.h, case.w), (case.r, case.s), st, d)
+    q = (case.w + sum(pads[1]) - d[1] * (case.s - 1) - 1) // st[1] + 1
+    cg = case.c // case.groups
+    return st == (1, 1) and (case.r * case.s == 1 or cg >= 16) and q + (case.s - 1) * d[1] <= 2 * q
+
+
+def _tap_sweep(count: int, seed: int):
+    """Random stride-1 geometries with 16..20 channels per group, so that the
+    tap route is taken: kernels 1..5 (dilated 1..3), every padding form,
+    sizes 1..19, more output channels than one A panel (14 rows on avx512, 6
+    on avx2, 4 on scalar) and fewer."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        groups = int(rng.integers(1, 3))
+        cg, kg = int(rng.integers(16, 21)), int(rng.integers(1, 31))
+        r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
+        padding = [
+            int(rng.integers(0, 3)),
+            (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+            tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2)),
+            "valid",
+            "same",
+        ][int(rng.integers(0, 5))]
+        case = Case2d(
+            int(rng.integers(1, 4)), cg * groups, int(rng.integers(1, 20)), int(rng.integers(1, 20)), kg * groups,
+            r, s, 1, padding, dilation, groups, list(ACTIVATIONS)[int(rng.integers(0, 5))], bool(rng.integers(0, 2)),
+        )
+        if _valid(case) and _tap_route(case):
+            cases.append(case)
+    return cases
+
+
+# The tap route's own cases: the sweep, then its blocking edges.
+TAP_CASES = _tap_sweep(30, 4242) + [
+    Case2d(1, 400, 5, 6, 9, 3, 3, padding=1),                   # C_g > kc: several channel chunks
+    Case2d(2, 16, 37, 29, 5, 3, 3, padding=1, activation="relu"),  # several column blocks of the grid
+    Case2d(1, 24, 31, 9, 17, 3, 3, padding="valid"),            # the input read in place as the grid
+    Case2d(2, 20, 15, 15, 30, 1, 1),                            # 1x1 read in place
+    Case2d(1, 18, 7, 7, 16, 1, 1, padding=2),                   # 1x1 padded: a grid of zeros around
+    Case2d(1, 16, 6, 40, 7, 2, 7, padding=((0, 3), (5, 0)), dilation=(3, 2)),  # asymmetric, dilated
+    Case2d(1, 32, 4, 4, 8, 3, 3, padding=((2, 2), (4, 4))),     # pads wider than the image
+]
+
+
+@pytest.mark.parametrize("case", TAP_CASES, ids=repr)
+def test_conv2d_tap_route(isa, threads, rng, case):
+    assert _tap_route(case), case
+    x, w, b = case.data(rng)
+    y = minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs())
+    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
+    condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
+    condition = _activated_condition(case.activation, condition, expected)
+    _check(y, expected, condition, case.reduction(), "y")
+
+
+def test_route_rule_cases():
+    """Both routes keep stride-1 cases of their own in this file: the sweep
+    of test_conv2d (C/groups <= 5) takes the implicit GEMM unless 1x1, and a
+    dilated kernel on a narrow image falls back to it too."""
+    assert any(_tap_route(c) for c in CASES_2D) and any(not _tap_route(c) and c.stride == (1, 1) for c in CASES_2D)
+    assert not _tap_route(Case2d(1, 16, 9, 3, 4, 3, 5, padding=(1, 4), dilation=2))
+
+
 @pytest.mark.parametrize("case", CASES_2D[::3] + CASES_2D[-12:], ids=repr)
 def test_conv2d_backward(isa, threads, rng, case):
     x, w, _ = case.data(rng)
@@ -277,13 +348,15 @@ def test_network_layers(isa, rng, case):
 @pytest.mark.parametrize("isa_name", ["avx512", "avx2", "scalar"])
 def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
-    (for N = 1) rows of the output among them."""
+    (for N = 1) rows of the output among them, on both stride-1 routes (the
+    first three take the tap route, the last the implicit GEMM)."""
     from minidnn import _runtime
 
     if not _C.cpu_supports()[isa_name]:
         pytest.skip(f"this CPU lacks {isa_name}")
     cases = [Case2d(3, 16, 20, 21, 24, 3, 3, padding=1, activation="relu"),
              Case2d(1, 32, 30, 30, 45, 3, 3, padding="same"),
+             Case2d(1, 20, 40, 33, 31, 3, 3, padding=(1, 0), activation="tanh"),
              Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8)]
     previous = minidnn.get_num_threads()
     try:

@@ -1,6 +1,8 @@
 // conv2d_forward as an implicit GEMM on the project's SGEMM microkernel
 // (gemm.h), ISA-independent: the active ISA's kernel and blocking come from
-// gemm_kernels().
+// gemm_kernels(). Stride-1 convolutions with enough channels per group take
+// the tap route of conv_forward_taps.cpp instead (no packing of the input;
+// its header gives the rule); everything else comes here.
 //
 // Per image and group, with K_g = K / groups and C_g = C / groups:
 //
@@ -31,6 +33,7 @@
 
 #include "cpu/activation/activation.h"
 #include "cpu/conv/conv.h"
+#include "cpu/conv/conv_forward_taps.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
@@ -161,6 +164,10 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
   const int64_t kdim = cg * g.r * g.s;
   if (kdim == 0) {
     fill_epilogue_only(g, ep, y);
+    return;
+  }
+  if (conv_forward_taps_applies(g)) {
+    conv2d_forward_taps(g, x, weight, ep, y);
     return;
   }
   const GemmKernels& kern = gemm_kernels();
