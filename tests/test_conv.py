@@ -17,6 +17,8 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C
 
+ISA_NAMES = ["avx512", "avx2", "scalar"]
+
 ACTIVATIONS = {
     None: lambda v: v,
     "relu": lambda v: np.maximum(v, 0.0),
@@ -142,6 +144,8 @@ CASES_2D = _sweep(40, 2024) + [
     Case2d(1, 3, 45, 47, 17, 7, 7, stride=2, padding=3, activation="leaky_relu"),  # conv1-like
     Case2d(1, 8, 40, 33, 15, 3, 3, padding=(1, 0)),                    # > nc outputs: several column blocks
     Case2d(3, 2, 5, 5, 0, 3, 3),                                       # K = 0
+    Case2d(2, 4, 9, 13, 43, 3, 3, padding=1),                          # stride 1, implicit GEMM on every path
+    Case2d(1, 16, 9, 3, 4, 3, 5, padding=(1, 4), dilation=2),          # stride 1, grid too wide: implicit GEMM
 ]
 
 
@@ -155,16 +159,24 @@ def test_conv2d(isa, threads, rng, case):
     _check(y, expected, condition, case.reduction(), "y")
 
 
-def _tap_route(case) -> bool:
-    """Whether conv2d takes the tap route (csrc/cpu/conv/conv_forward_taps.cpp:
-    stride 1, C/groups >= 16 unless 1x1, and a padded grid row wp = Q +
-    (S-1) * dilation at most 2 Q); the implicit GEMM otherwise."""
+# The microkernel's tile height (GemmBlocking.mr) of each CPU path
+# (csrc/cpu/gemm/gemm_<isa>.cpp): the route rule counts A panels of it.
+_TILE_ROWS = {"avx512": 14, "avx2": 6, "scalar": 4}
+
+
+def _tap_route(case, isa: str) -> bool:
+    """Whether conv2d takes the tap route on `isa` (the rule of
+    csrc/cpu/conv/conv_forward_taps.cpp: stride 1, a padded grid row wp = Q +
+    (S-1) * dilation at most 2 Q, and a 1x1 kernel or C/groups >= 16 or
+    C/groups >= 3 x the A panels of K/groups); the implicit GEMM otherwise."""
     st = case.stride if isinstance(case.stride, tuple) else (case.stride,) * 2
     d = case.dilation if isinstance(case.dilation, tuple) else (case.dilation,) * 2
     pads = _pads_of(case.padding, (case.h, case.w), (case.r, case.s), st, d)
     q = (case.w + sum(pads[1]) - d[1] * (case.s - 1) - 1) // st[1] + 1
-    cg = case.c // case.groups
-    return st == (1, 1) and (case.r * case.s == 1 or cg >= 16) and q + (case.s - 1) * d[1] <= 2 * q
+    cg, kg = case.c // case.groups, case.k // case.groups
+    a_panels = -(-kg // _TILE_ROWS[isa])
+    return (st == (1, 1) and q + (case.s - 1) * d[1] <= 2 * q
+            and (case.r * case.s == 1 or cg >= 16 or cg >= 3 * a_panels))
 
 
 def _tap_sweep(count: int, seed: int):
@@ -190,7 +202,7 @@ def _tap_sweep(count: int, seed: int):
             int(rng.integers(1, 4)), cg * groups, int(rng.integers(1, 20)), int(rng.integers(1, 20)), kg * groups,
             r, s, 1, padding, dilation, groups, list(ACTIVATIONS)[int(rng.integers(0, 5))], bool(rng.integers(0, 2)),
         )
-        if _valid(case) and _tap_route(case):
+        if _valid(case) and all(_tap_route(case, isa) for isa in ISA_NAMES):
             cases.append(case)
     return cases
 
@@ -209,7 +221,7 @@ TAP_CASES = _tap_sweep(30, 4242) + [
 
 @pytest.mark.parametrize("case", TAP_CASES, ids=repr)
 def test_conv2d_tap_route(isa, threads, rng, case):
-    assert _tap_route(case), case
+    assert _tap_route(case, isa), case
     x, w, b = case.data(rng)
     y = minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs())
     expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
@@ -218,15 +230,15 @@ def test_conv2d_tap_route(isa, threads, rng, case):
     _check(y, expected, condition, case.reduction(), "y")
 
 
-def test_route_rule_cases():
-    """Both routes keep stride-1 cases of their own in this file: the sweep
-    of test_conv2d (C/groups <= 5) takes the implicit GEMM unless 1x1, and a
-    dilated kernel on a narrow image falls back to it too."""
-    assert any(_tap_route(c) for c in CASES_2D) and any(not _tap_route(c) and c.stride == (1, 1) for c in CASES_2D)
-    assert not _tap_route(Case2d(1, 16, 9, 3, 4, 3, 5, padding=(1, 4), dilation=2))
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+def test_both_routes_covered(isa_name):
+    """test_conv2d keeps stride-1 cases of both routes on every CPU path."""
+    stride_1 = [c for c in CASES_2D if c.stride in (1, (1, 1)) and c.n and c.k]
+    assert any(_tap_route(c, isa_name) for c in stride_1)
+    assert any(not _tap_route(c, isa_name) for c in stride_1)
 
 
-@pytest.mark.parametrize("case", CASES_2D[::3] + CASES_2D[-12:], ids=repr)
+@pytest.mark.parametrize("case", CASES_2D[::3] + CASES_2D[-14:], ids=repr)
 def test_conv2d_backward(isa, threads, rng, case):
     x, w, _ = case.data(rng)
     y = ref.conv2d(x, w, None, **case.kwargs())
@@ -345,7 +357,7 @@ def test_network_layers(isa, rng, case):
     _check(y, expected, condition, case.reduction(), "y")
 
 
-@pytest.mark.parametrize("isa_name", ["avx512", "avx2", "scalar"])
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
 def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
     (for N = 1) rows of the output among them, on both stride-1 routes (the

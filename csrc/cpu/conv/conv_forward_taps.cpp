@@ -29,15 +29,22 @@
 // bias, activation and the copy of the valid columns into y are done on it
 // while it is still there.
 //
-// When it applies (conv_forward_taps_applies; the shape alone decides):
-// stride 1, and
-// * C_g >= kMinTapChannels unless the kernel is 1x1: each microkernel call
-//   reduces over C_g only, and the accumulator tile is read and written
-//   back once per tap, which costs about as much as kMinTapChannels FMA
-//   steps; fewer channels do better in the implicit GEMM of
-//   conv_forward.cpp, whose reduction is C_g * R * S long;
-// * wp <= 2 Q: at most half the computed columns are dropped (wide
-//   dilated kernels on narrow images do better packed).
+// When it applies (conv_forward_taps_applies: the shape and the active
+// ISA's tile height mr decide, never the thread count): stride 1,
+// wp <= 2 Q (at most half the computed columns are dropped: wide dilated
+// kernels on narrow images do better packed), and one of
+// * a 1x1 kernel (one tap: a plain GEMM on the input in place);
+// * C_g >= kMinTapChannels: each microkernel call reduces over C_g only,
+//   and the accumulator tile is read and written back once per tap, which
+//   costs about as much as a few FMA steps: amortized from 16 channels on;
+// * C_g >= kMinChannelsPerPanel x the A panels of K_g: with fewer channels
+//   the tile traffic per tap is not amortized, but neither is the implicit
+//   GEMM's packing of the input, which is shared only by the A panels. By
+//   the tap route / implicit GEMM times measured (1 thread, avx512, us):
+//   C_g=3 K=4 8x8 1.5 / 2.6; C_g=8 K=8 16x16 6.6 / 12.1; C_g=6 K=6 5x5
+//   kernel 20x20 14.8 / 38.2 (taps); C_g=4 K=16 32x32 28.4 / 22.8; C_g=12
+//   K=64 28x28 122 / 109; C_g=8 K=64 56x56 355 / 267 (implicit); C_g=8
+//   K=32 28x28 and C_g=3 K=8 32x32 about equal (ratio 2.7 and 3).
 //
 // Threads take contiguous shares of (image, group, column block, chunk of
 // A panels) units, as in conv_forward.cpp; every output element is summed
@@ -69,6 +76,7 @@ int64_t saturating_product(std::initializer_list<int64_t> extents) {
 }
 
 constexpr int64_t kMinTapChannels = 16;
+constexpr int64_t kMinChannelsPerPanel = 3;
 // Grid outputs per column block: the mr x block accumulator tile (14 KB at
 // mr = 14) shares L1 with the A panel of a tap.
 constexpr int64_t kBlockColumns = 256;
@@ -124,8 +132,10 @@ void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int
 
 bool conv_forward_taps_applies(const ConvGeometry& g) {
   if (g.stride_h != 1 || g.stride_w != 1) return false;
-  if (g.r * g.s > 1 && g.c / g.groups < kMinTapChannels) return false;
-  return g.q + (g.s - 1) * g.dil_w <= 2 * g.q;
+  if (g.q + (g.s - 1) * g.dil_w > 2 * g.q) return false;
+  const int64_t cg = g.c / g.groups;
+  const int64_t a_panels = ceil_div(g.k / g.groups, gemm_kernels().blocking.mr);
+  return g.r * g.s == 1 || cg >= kMinTapChannels || cg >= kMinChannelsPerPanel * a_panels;
 }
 
 void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,

@@ -8,8 +8,8 @@
 namespace minidnn::cpu {
 
 // Whether conv2d_forward takes the tap route for `g` (the rule and its
-// reasons are in conv_forward_taps.cpp). Depends on the shape only, never
-// on the thread count or the ISA.
+// reasons are in conv_forward_taps.cpp). Depends on the shape and the
+// active ISA's microkernel, never on the thread count.
 bool conv_forward_taps_applies(const ConvGeometry& g);
 
 // conv2d_forward for a geometry conv_forward_taps_applies accepts, with
