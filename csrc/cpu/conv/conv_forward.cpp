@@ -197,7 +197,12 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
   const int nt_max = threads;
   float* b_blocks = gemm_scratch(1, nt_max * kc * nc);
   const int64_t max_runs = nc;  // each run holds at least one of the block's columns
-  std::vector<Run> runs_all(static_cast<size_t>(nt_max * max_runs));
+  // Kept per calling thread and grown on demand, as the scratch above, so
+  // that a small convolution allocates nothing; the team reaches it through
+  // `runs_all` (each thread's own thread_local would be another vector).
+  static thread_local std::vector<Run> runs_kept;
+  if (runs_kept.size() < static_cast<size_t>(nt_max * max_runs)) runs_kept.resize(static_cast<size_t>(nt_max * max_runs));
+  Run* const runs_all = runs_kept.data();
 
   parallel(threads, [&](int t, int nt) {
     // Pack the weight: A panels split among the threads, then a barrier.
@@ -220,7 +225,7 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
 #pragma omp barrier
 
     float* b_block = b_blocks + t * kc * nc;
-    Run* runs = runs_all.data() + t * max_runs;
+    Run* runs = runs_all + t * max_runs;
     for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
       const int64_t chunk = u % row_chunks;
       const int64_t jb = u / row_chunks % n_col_blocks;
