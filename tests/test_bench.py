@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import math
 
+import numpy as np
 import pytest
 
 import minidnn
+from minidnn import reference
 from minidnn.bench import FAMILIES
+from minidnn.bench import conv as conv_bench
 from minidnn.bench.__main__ import main
 from minidnn.bench.harness import COPY_CURVE_BYTES
 from minidnn.bench.softmax import cases
@@ -17,7 +21,7 @@ from minidnn.bench.softmax import cases
 RESULT_KEYS = {
     "family", "case", "pass", "device", "time_ms", "gflops", "gbps", "working_set_bytes",
     "ceiling_GBps", "pct_ceiling", "torch_time_ms", "speedup_vs_torch", "ort_time_ms",
-    "speedup_vs_best",
+    "speedup_vs_best", "extra_memory_bytes",
 }
 OVERHEAD_KEYS = {"family", "op", "shape", "pass", "us", "torch_us", "speedup_vs_torch"}
 
@@ -94,3 +98,73 @@ def test_unmatched_filter_fails_and_cuda_without_gpu_is_a_clean_exit(capsys):
     if not minidnn.cuda.is_available():
         assert main(["--device", "cuda"]) == 0
         assert "not available" in capsys.readouterr().out
+
+
+def test_conv_cases_cover_every_layer_at_both_batches():
+    names = [case.name for case in conv_bench.cases("cpu", quick=True)]
+    assert len(names) == len(set(names))
+    for layer in conv_bench.LAYERS:
+        assert {layer.at_batch(1).name("fwd"), layer.at_batch(8).name("fwd"),
+                layer.at_batch(8).name("fwd+bwd")} <= set(names)
+    assert conv_bench.VGG.name("fwd") in names
+    assert conv_bench.cases("cuda", quick=True) == []
+
+
+@pytest.mark.parametrize("layer", [*conv_bench.LAYERS, conv_bench.VGG], ids=lambda layer: layer.label)
+def test_conv_layer_shapes_and_flops_match_the_reference(layer):
+    """The case's own geometry (output size, weight layout), which its
+    FLOPs and bytes count, is the reference's: checked at batch 0, where the
+    reference costs nothing. The FLOPs are 2 per weight tap and output
+    (input pixel for the transposed convolution) per image."""
+    empty = layer.at_batch(0)
+    x = np.zeros(empty.x_shape, np.float32)
+    weight = np.zeros(empty.weight_shape, np.float32)
+    y = getattr(reference, layer.op)(x, weight, None, **layer.kwargs)
+    assert y.shape == empty.y_shape
+    per_image = layer.at_batch(1)
+    pixels = per_image.x_shape[2:] if layer.transposed else per_image.y_shape[2:]
+    assert layer.at_batch(8).forward_flops == 8 * per_image.forward_flops == \
+        8 * 2 * math.prod(per_image.weight_shape) * math.prod(pixels)
+
+
+def test_quick_conv_run_checks_at_a_smaller_batch_and_times_the_peers(tmp_path):
+    """A batch-8 depthwise layer, forward and forward+backward: checked
+    against the reference at batch 2, both pass, both peers time the
+    forward (ONNX Runtime where the bench extra installed it) and only
+    PyTorch the training step."""
+    path = tmp_path / "conv.json"
+    assert main(["--quick", "--ops", "conv", "--groups", "throughput",
+                 "--cases", "dw3x3/2 56 128 N=8", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    sgemm = report["machine"]["ceilings"]["sgemm_GFLOPs"]
+    forward, training = report["results"]
+    assert forward["case"] == "conv2d fwd mobilenet dw3x3/2 56 128 N=8"
+    assert training["case"] == "conv2d fwd+bwd mobilenet dw3x3/2 56 128 N=8"
+    for result in (forward, training):
+        assert result["family"] == "conv" and result["pass"] is True
+        assert result["gflops"] > 0 and result["torch_time_ms"] > 0
+        assert result["pct_ceiling"] == pytest.approx(100 * result["gflops"] / sgemm)
+    assert training["ort_time_ms"] is None
+    if importlib.util.find_spec("onnxruntime") is not None:
+        assert forward["ort_time_ms"] > 0
+    else:
+        assert forward["ort_time_ms"] is None
+
+
+def test_extra_memory_counts_the_scratch_a_call_asks_for():
+    """The figure behind the benchmark's "extra MiB" (runtime/scratch.h):
+    nothing right after a reset; a GEMM's packed panels after a call."""
+    import minidnn
+    from minidnn import _C
+
+    _C.reset_scratch_peak()
+    assert _C.scratch_peak_bytes() == 0
+    a = np.ones((300, 400), dtype=np.float32)
+    w = np.ones((500, 400), dtype=np.float32)
+    minidnn.linear(a, w)
+    first = _C.scratch_peak_bytes()
+    assert first >= 400 * 4  # at least one packed panel row
+    minidnn.linear(a[:20], w)  # a smaller call keeps the window's peak
+    assert _C.scratch_peak_bytes() >= first
+    _C.reset_scratch_peak()
+    assert _C.scratch_peak_bytes() == 0

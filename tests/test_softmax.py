@@ -148,7 +148,9 @@ def test_non_contiguous_and_empty(rng):
 # 1e-5, whose float32 log(sum exp) carries an absolute error of ~1e-7 in any
 # implementation (PyTorch's included); that is conditioning, not the kernel.
 LOSS_SCALE = 1.0
-LOSS_SHAPES = [(1, 1), (5, 3), (8, 17), (3, 1000), (2, 40000), (4, 5, 7), (2, 3, 4, 5), (3, 7, 40), (6,)]
+# (16385, 3) and (2, 3, 90, 91): more targets than the reduced NLL takes
+# in one pass (kNllReducedMaxTargets = 16384), so the per-element kernel.
+LOSS_SHAPES = [(1, 1), (5, 3), (8, 17), (3, 1000), (2, 40000), (4, 5, 7), (2, 3, 4, 5), (3, 7, 40), (6,), (16385, 3), (2, 3, 90, 91)]
 
 
 def class_targets(rng, shape, ignore_index=-100, ignored=True):
@@ -217,6 +219,18 @@ def test_nll_loss(threads, rng, shape, weighted, reduction):
     assert_close(minidnn.nll_loss(lp, t, **kw), ref.nll_loss(lp, t, **kw))
     g = grad_for(rng, reduction, t.shape)
     assert_close(minidnn.nll_loss_backward(g, lp, t, **kw), ref.nll_loss_backward(g, lp, t, **kw))
+
+
+@pytest.mark.parametrize("targets", [4, 16384, 16385])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_target_out_of_range_at_the_end(rng, targets, reduction):
+    """The last target out of range: both the one-pass reduced NLL (up to
+    16384 targets) and the per-element kernel find it."""
+    lp = rng.standard_normal((targets, 3)).astype(np.float32)
+    t = rng.integers(0, 3, targets)
+    t[-1] = 3
+    with pytest.raises(IndexError, match="target"):
+        minidnn.nll_loss(lp, t, reduction=reduction)
 
 
 def test_cross_entropy_int32_targets_and_ignore_in_range(rng):

@@ -1,9 +1,10 @@
 """Prints the Markdown tables of a `python -m minidnn.bench --json` result file,
 for the README: python bench/scripts/table.py bench/results/<file>.json
 
-Two tables, one per group that ran: throughput (each case against the copy
-ceiling at its own working set and against the peers) and call overhead
-(microseconds per call on tiny inputs, against PyTorch)."""
+Tables per group that ran: throughput (memory-bound cases against the copy
+ceiling at their own working set, compute-bound ones against the SGEMM
+ceiling with the extra memory they asked for; both against the peers) and
+call overhead (microseconds per call on tiny inputs, against PyTorch)."""
 
 from __future__ import annotations
 
@@ -20,23 +21,44 @@ def size(nbytes: int) -> str:
     return f"{mib / 1024:g} GiB" if mib >= 1024 else f"{mib:g} MiB"
 
 
+def mib(nbytes) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:.1f}"
+
+
 def throughput_table(run: dict) -> None:
+    """Memory-bound cases against the copy ceiling at their working set,
+    compute-bound ones (those with a FLOP count) against the SGEMM ceiling."""
     ceilings = run["machine"]["ceilings"]
     curve = ", ".join(f"{size(p['bytes'])} {p['GBps']:.1f}" for p in ceilings["copy_curve"])
     print(
         f"Measured ceilings: SGEMM {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s; copy GB/s by working set "
-        f"(half read, half written): {curve}. Each case's ceiling is the copy of its own working "
-        "set, the faster of two measurements, right before and right after minidnn's block.\n"
+        f"(half read, half written): {curve}. Each memory-bound case's ceiling is the copy of its own "
+        "working set, the faster of two measurements, right before and right after minidnn's block.\n"
     )
-    print("| case | ms | GB/s | ceiling GB/s | % of ceiling | PyTorch ms | x vs PyTorch | ORT ms | x vs best peer |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in run["results"]:
-        print(
-            f"| {r['case']} | {r['time_ms']:.3f} | {fmt(r['gbps'], '.1f')} | {fmt(r['ceiling_GBps'], '.1f')} | "
-            f"{fmt(r['pct_ceiling'], '.0f')} | {fmt(r['torch_time_ms'], '.3f')} | "
-            f"{fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['ort_time_ms'], '.3f')} | "
-            f"{fmt(r['speedup_vs_best'], '.2f')} |"
-        )
+    memory = [r for r in run["results"] if r["gflops"] is None]
+    compute = [r for r in run["results"] if r["gflops"] is not None]
+    if memory:
+        print("| case | ms | GB/s | ceiling GB/s | % of ceiling | PyTorch ms | x vs PyTorch | ORT ms | x vs best peer |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in memory:
+            print(
+                f"| {r['case']} | {r['time_ms']:.3f} | {fmt(r['gbps'], '.1f')} | {fmt(r['ceiling_GBps'], '.1f')} | "
+                f"{fmt(r['pct_ceiling'], '.0f')} | {fmt(r['torch_time_ms'], '.3f')} | "
+                f"{fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['ort_time_ms'], '.3f')} | "
+                f"{fmt(r['speedup_vs_best'], '.2f')} |"
+            )
+    if memory and compute:
+        print()
+    if compute:
+        print("| case | ms | GFLOP/s | % of SGEMM | extra MiB | PyTorch ms | x vs PyTorch | ORT ms | x vs best peer |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in compute:
+            print(
+                f"| {r['case']} | {r['time_ms']:.3f} | {r['gflops']:.1f} | {fmt(r['pct_ceiling'], '.0f')} | "
+                f"{mib(r.get('extra_memory_bytes'))} | {fmt(r['torch_time_ms'], '.3f')} | "
+                f"{fmt(r['speedup_vs_torch'], '.2f')} | {fmt(r['ort_time_ms'], '.3f')} | "
+                f"{fmt(r['speedup_vs_best'], '.2f')} |"
+            )
 
 
 def overhead_table(run: dict) -> None:

@@ -9,6 +9,7 @@
 #include "bindings/common.h"
 #include "cuda/runtime/device.h"
 #include "runtime/cpu_features.h"
+#include "runtime/scratch.h"
 #include "runtime/threads.h"
 
 namespace minidnn::bindings {
@@ -43,6 +44,9 @@ void copy_probe(py::handle src_arg, py::handle dst_arg) {
 
 void bind_runtime(py::module_& m) {
   m.def("get_num_threads", &get_num_threads);
+  // The benchmark's peak extra memory of a case (runtime/scratch.h).
+  m.def("reset_scratch_peak", &reset_scratch_peak);
+  m.def("scratch_peak_bytes", &scratch_peak_bytes);
   m.def("set_num_threads", &set_num_threads, py::arg("n"));
   m.def("active_isa", [] { return std::string(isa_name(active_isa())); });
   m.def("best_isa", [] { return std::string(isa_name(best_isa())); });

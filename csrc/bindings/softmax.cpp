@@ -93,6 +93,8 @@ struct Loss {
   int64_t elements() const { return shape.outer * shape.inner; }
 };
 
+bool check_class_targets(Loss* loss);
+
 // Partial sums combined in a fixed order.
 double sum_of_four(const double* sums) { return (sums[0] + sums[1]) + (sums[2] + sums[3]); }
 
@@ -100,9 +102,11 @@ double sum_of_four(const double* sums) { return (sums[0] + sums[1]) + (sums[2] +
 // Class targets are range-checked here, before any kernel reads through
 // them; an out-of-range one returns false and the Python layer raises the
 // IndexError. `smoothing` is null for nll_loss, which has no such argument
-// and takes class targets only.
+// and takes class targets only. With `check_targets` false, class targets
+// are left to check_class_targets (for a kernel that checks and sums them
+// itself).
 bool parse_loss(py::handle x_arg, py::handle target_arg, py::handle weight_arg, py::handle ignore_arg,
-                py::handle reduction_arg, const py::handle* smoothing_arg, Loss* loss) {
+                py::handle reduction_arg, const py::handle* smoothing_arg, Loss* loss, bool check_targets = true) {
   FloatArg& x = loss->x;
   if (!float_arg(x_arg, &x) || x.nd == 0) return false;
   const int class_axis = x.nd == 1 ? 0 : 1;
@@ -146,18 +150,26 @@ bool parse_loss(py::handle x_arg, py::handle target_arg, py::handle weight_arg, 
     return true;
   }
   if (!index_arg(target_arg, &index) || !index.shape_is(loss->target_nd, loss->target_dims.data())) return false;
+  t.index = index.data;
+  return !check_targets || check_class_targets(loss);
+}
+
+// Range-checks the class targets of a parsed loss and sums its mean divisor
+// (the weights of the non-ignored targets); false for one out of range.
+bool check_class_targets(Loss* loss) {
+  const LossTarget& t = loss->target;
+  const int64_t n = loss->elements();
   // Four running sums: one chain of dependent double additions would take
   // 4 cycles a target (2 us on 1000 targets, more than the kernel).
   double weight_sums[4] = {0.0, 0.0, 0.0, 0.0};
   int64_t counted = 0;
-  for (int64_t i = 0; i < index.size; ++i) {
-    const int64_t c = index.data[i];
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = t.index[i];
     if (c == t.ignore_index) continue;
-    if (c < 0 || c >= classes) return false;
+    if (c < 0 || c >= loss->shape.classes) return false;
     if (t.weight != nullptr) weight_sums[i & 3] += static_cast<double>(t.weight[c]);
     ++counted;
   }
-  t.index = index.data;
   loss->mean_divisor = t.weight != nullptr ? sum_of_four(weight_sums) : static_cast<double>(counted);
   return true;
 }
@@ -219,7 +231,16 @@ py::object cross_entropy(py::handle logits, py::handle target, py::handle weight
 py::object nll_loss(py::handle log_probs, py::handle target, py::handle weight, py::handle ignore_index,
                     py::handle reduction) {
   Loss loss;
-  if (!parse_loss(log_probs, target, weight, ignore_index, reduction, nullptr, &loss)) return py::none();
+  if (!parse_loss(log_probs, target, weight, ignore_index, reduction, nullptr, &loss, false)) return py::none();
+  if (loss.reduction != kNone && loss.elements() <= cpu::kNllReducedMaxTargets) {
+    // One pass over few targets: the range check, the gather and both sums
+    // (1000 targets: three passes cost more than PyTorch's whole call).
+    double total = 0.0, weight_total = 0.0;
+    if (cpu::nll_loss_reduced(loss.x.data, loss.target, loss.shape, &total, &weight_total) > 0) return py::none();
+    if (loss.reduction == kMean) total /= weight_total;  // 0 / 0 = NaN when every target is ignored
+    return new_float_scalar(static_cast<float>(total));
+  }
+  if (!check_class_targets(&loss)) return py::none();
   return loss_forward(loss, cpu::nll_loss_forward);
 }
 

@@ -12,24 +12,23 @@
 //
 // Backward weight, per group: grad_W_g[k, (c, r, s)] = sum over images and
 // output positions of grad_y[k, (p, q)] x im2col(x)[(c, r, s), (p, q)]: a
-// GEMM whose reduction runs over the output positions. Work units are tiles
-// of grad_W (block of output channels x block of input channels), each
-// reducing over every image in a fixed order; when grad_W has too few tiles
-// to share, each image's contribution goes to a buffer of its own and the
-// buffers are summed in image order.
+// GEMM whose reduction runs over the output positions, one GEMM per tile of
+// positions on that tile's im2col rows, accumulated in a fixed order.
 //
 // Units, tiles and the order of every sum depend on the shape (and on the
 // ISA's tile size) only, so the results are bit-identical for any thread
 // count. 1x1 stride-1 convolutions without padding are plain GEMMs on the
 // tensors as they lie; depthwise convolutions (one input channel per group),
 // where the GEMM would have only the channel multiplier as one extent, are
-// direct loops.
+// direct loops over each tap's window, vectorized by the row kernels of
+// conv_rows.h (they are bound by memory, not arithmetic).
 #include <algorithm>
 #include <cstdint>
-#include <vector>
 
 #include "cpu/conv/conv.h"
+#include "cpu/conv/conv_rows.h"
 #include "cpu/gemm/gemm.h"
+#include "runtime/scratch.h"
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
@@ -38,18 +37,15 @@ namespace {
 // Multiply-adds worth waking a thread for.
 constexpr int64_t kGrain = int64_t{1} << 16;
 
-// Rows (c, r, s) of grad_col / columns of grad_W per unit: blocks of input
-// channels of about this many taps keep a unit's tiles in L2 (grad_col tile
-// 256 x 256 floats = 256 KB) while giving threads several units per image.
+// Rows (c, r, s) of grad_col per unit of backward data: blocks of input
+// channels of about this many taps keep a unit's grad_col tile in L2
+// (256 x 256 floats = 256 KB) while giving threads several units per image.
 constexpr int64_t kTargetTapRows = 256;
 // Output positions per grad_col tile (backward data).
 constexpr int64_t kTileColumns = 256;
-// Output channels per grad_W tile (backward weight): its A block (this many
-// rows of grad_y x kc positions) stays in L2.
-constexpr int64_t kMaxWeightRows = 128;
-// Backward weight shares the reduction over images (one buffer per image)
-// when grad_W has fewer tiles than this.
-constexpr int64_t kMinWeightTiles = 8;
+// Floats of an im2col tile (backward weight): about 1 MB, within L2, but
+// at least one K block of the GEMM (kc positions) whatever the taps.
+constexpr int64_t kIm2colTileFloats = int64_t{1} << 18;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -83,25 +79,33 @@ bool is_plain_1x1(const ConvGeometry& g) {
          g.p == g.h && g.q == g.w;
 }
 
-// Calls visit(m, j, ih, iw0, q_count) for every stretch of the tap rows
+// Calls visit(m, j, ih, iw0, count, rows) for every window of the tap rows
 // [m_begin, m_end) (m = (c - c_first) * R * S + r * S + s) and output
-// positions [j_begin, j_end) (j = p * Q + q) that read the input: the
-// positions j .. j + q_count - 1 read input row ih of channel c, columns
-// iw0, iw0 + stride_w, ...; the others read padding.
+// positions [j_begin, j_end) (j = p * Q + q) that reads the input: for
+// i < rows, positions j + i * Q .. j + i * Q + count - 1 read input row
+// ih + i * stride_h of channel c, columns iw0, iw0 + stride_w, ...; the
+// other positions read padding. Output rows wholly inside the range come
+// as one window, the partial rows at its ends as windows of one row.
 template <class Visit>
-void for_each_tap_stretch(const ConvGeometry& g, int64_t m_begin, int64_t m_end, int64_t j_begin, int64_t j_end,
-                          const Visit& visit) {
+void for_each_tap_window(const ConvGeometry& g, int64_t m_begin, int64_t m_end, int64_t j_begin, int64_t j_end,
+                         const Visit& visit) {
   const int64_t rs = g.r * g.s;
   for (int64_t m = m_begin; m < m_end; ++m) {
     const int64_t r = m % rs / g.s, s = m % g.s;
-    int64_t q0, q1;
+    int64_t p0, p1, q0, q1;
+    valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
     valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-    for (int64_t p = j_begin / g.q; p * g.q < j_end; ++p) {
-      const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
-      if (ih < 0 || ih >= g.h) continue;
+    if (q0 >= q1) continue;
+    const int64_t p_end = std::min(p1, (j_end - 1) / g.q + 1);
+    for (int64_t p = std::max(p0, j_begin / g.q); p < p_end;) {
       const int64_t qa = std::max(q0, j_begin - p * g.q), qb = std::min(q1, j_end - p * g.q);
-      if (qa >= qb) continue;
-      visit(m, p * g.q + qa, ih, qa * g.stride_w - g.pad_left + s * g.dil_w, qb - qa);
+      int64_t rows = 1;
+      if (qa == q0 && qb == q1) rows = std::min(p_end, (j_end - q1) / g.q + 1) - p;  // every whole row from p on
+      if (qa < qb) {
+        visit(m, p * g.q + qa, p * g.stride_h - g.pad_top + r * g.dil_h, qa * g.stride_w - g.pad_left + s * g.dil_w,
+              qb - qa, rows);
+      }
+      p += rows;
     }
   }
 }
@@ -110,39 +114,70 @@ void for_each_tap_stretch(const ConvGeometry& g, int64_t m_begin, int64_t m_end,
 // Backward data.
 // ---------------------------------------------------------------------------
 
+// Depthwise passes with a column stride: each input plane is handled as
+// stride_w column phases (phase f: columns f, f + stride_w, ...), each
+// stored contiguous, so that a tap's window is contiguous in its phase and
+// the row kernels apply. Tap column s reads phase `phase`, at phase column
+// q + shift for output column q.
+struct PhaseColumn {
+  int64_t phase, shift;
+};
+
+PhaseColumn phase_column(const ConvGeometry& g, int64_t s) {
+  const int64_t offset = s * g.dil_w - g.pad_left;  // input column of output column 0
+  const int64_t phase = (offset % g.stride_w + g.stride_w) % g.stride_w;
+  return PhaseColumn{phase, (offset - phase) / g.stride_w};
+}
+
 // grad_x of a depthwise convolution: each input channel gathers from its
-// multiplier's output channels, tap by tap, rows at a time.
+// multiplier's output channels, one axpy per tap over the tap's window
+// (into the column phases when stride_w > 1, interleaved at the end).
 void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
   const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
   const int64_t planes = g.n * g.c;
+  const int64_t phase_w = ceil_div(g.w, g.stride_w);  // columns of a phase
+  const int64_t phase_floats = g.stride_w > 1 ? g.stride_w * g.h * phase_w : 0;
   const int threads = threads_for(planes * hw * kg * rs, kGrain);
-  parallel_for(threads, planes, [&](int64_t plane) {
-    const int64_t n = plane / g.c, c = plane % g.c;
-    float* gx = grad_x + plane * hw;
-    std::fill(gx, gx + hw, 0.0f);
-    for (int64_t kk = 0; kk < kg; ++kk) {
-      const int64_t k = c * kg + kk;
-      const float* gy = grad_y + (n * g.k + k) * pq;
-      const float* wk = weight + k * rs;
-      for (int64_t r = 0; r < g.r; ++r) {
-        int64_t p0, p1;
-        valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-        for (int64_t s = 0; s < g.s; ++s) {
-          int64_t q0, q1;
-          valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-          if (q0 >= q1) continue;
-          const float wv = wk[r * g.s + s];
-          for (int64_t p = p0; p < p1; ++p) {
-            const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
-            float* dst = gx + ih * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w;
-            const float* src = gy + p * g.q + q0;
-            const int64_t count = q1 - q0;
+  float* phases_all = phase_floats > 0 ? gemm_scratch(0, threads * phase_floats) : nullptr;
+  const ConvRowKernels& rows = conv_row_kernels();
+  parallel(threads, [&](int t, int nt) {
+    float* phases = phases_all + t * phase_floats;
+    for (int64_t plane = planes * t / nt; plane < planes * (t + 1) / nt; ++plane) {
+      const int64_t n = plane / g.c, c = plane % g.c;
+      float* gx = grad_x + plane * hw;
+      // The plane written through `dst` with row stride `ld`.
+      float* dst_plane = g.stride_w > 1 ? phases : gx;
+      std::fill(dst_plane, dst_plane + (g.stride_w > 1 ? phase_floats : hw), 0.0f);
+      for (int64_t kk = 0; kk < kg; ++kk) {
+        const int64_t k = c * kg + kk;
+        const float* gy = grad_y + (n * g.k + k) * pq;
+        const float* wk = weight + k * rs;
+        for (int64_t r = 0; r < g.r; ++r) {
+          int64_t p0, p1;
+          valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
+          if (p0 >= p1) continue;
+          const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
+          for (int64_t s = 0; s < g.s; ++s) {
+            int64_t q0, q1;
+            valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+            if (q0 >= q1) continue;
+            const float* src = gy + p0 * g.q + q0;
             if (g.stride_w == 1) {
-              for (int64_t i = 0; i < count; ++i) dst[i] += wv * src[i];
+              float* dst = gx + ih0 * g.w + q0 - g.pad_left + s * g.dil_w;
+              rows.axpy(dst, g.stride_h * g.w, src, g.q, wk[r * g.s + s], p1 - p0, q1 - q0);
             } else {
-              for (int64_t i = 0; i < count; ++i) dst[i * g.stride_w] += wv * src[i];
+              const PhaseColumn pc = phase_column(g, s);
+              float* dst = phases + (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift;
+              rows.axpy(dst, g.stride_h * phase_w, src, g.q, wk[r * g.s + s], p1 - p0, q1 - q0);
             }
           }
+        }
+      }
+      for (int64_t f = 0; f < g.stride_w && g.stride_w > 1; ++f) {
+        for (int64_t ih = 0; ih < g.h; ++ih) {
+          const float* src = phases + (f * g.h + ih) * phase_w;
+          float* dst = gx + ih * g.w + f;
+          for (int64_t col = 0; col * g.stride_w + f < g.w; ++col) dst[col * g.stride_w] = src[col];
         }
       }
     }
@@ -178,6 +213,7 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
   const int64_t tile = std::min(kTileColumns, ceil_div(pq, nr) * nr);
   const int64_t units = g.n * g.groups * blocks;
   const int threads = threads_for(g.n * g.c * rs * kg * pq, kGrain * 4);
+  const ConvRowKernels& row_kernels = conv_row_kernels();
   // Per thread: the grad_col tile (cb R S rows x tile) and the packed
   // grad_y block (kc x tile). Both scratch buffers come from the calling
   // thread, before the parallel regions, so that a failed allocation throws
@@ -224,7 +260,8 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
         const int64_t b_panels = ceil_div(cols, nr);
         for (int64_t pc = 0; pc < kg; pc += kc) {
           const int64_t kcb = std::min(kc, kg - pc);
-          // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels.
+          // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels
+          // (in place, rows pq apart, the microkernel ran at half the speed).
           for (int64_t jp = 0; jp < b_panels; ++jp) {
             const int64_t width = std::min<int64_t>(nr, cols - jp * nr);
             float* panel = b_block + jp * kcb * nr;
@@ -246,16 +283,19 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
           }
         }
         // col2im: each grad_col entry onto the input position its tap read.
-        for_each_tap_stretch(g, 0, m_count, j0, j0 + cols,
-                             [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
-                               const float* src = col + m * tile + (j - j0);
-                               float* dst = gx + m / rs * hw + ih * g.w + iw0;
-                               if (g.stride_w == 1) {
-                                 for (int64_t i = 0; i < count; ++i) dst[i] += src[i];
-                               } else {
-                                 for (int64_t i = 0; i < count; ++i) dst[i * g.stride_w] += src[i];
-                               }
-                             });
+        for_each_tap_window(g, 0, m_count, j0, j0 + cols,
+                            [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                              const float* src = col + m * tile + (j - j0);
+                              float* dst = gx + m / rs * hw + ih * g.w + iw0;
+                              const int64_t ldd = g.stride_h * g.w;
+                              if (g.stride_w == 1) {
+                                row_kernels.axpy(dst, ldd, src, g.q, 1.0f, rows, count);
+                              } else {
+                                for (int64_t p = 0; p < rows; ++p) {
+                                  for (int64_t i = 0; i < count; ++i) dst[p * ldd + i * g.stride_w] += src[p * g.q + i];
+                                }
+                              }
+                            });
       }
     }
   });
@@ -265,68 +305,68 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
 // Backward weight.
 // ---------------------------------------------------------------------------
 
-// grad_bias[k]: grad_y summed over positions (eight interleaved partial
-// sums, a fixed order the compiler can vectorize), then over images in order.
+// grad_bias[k]: grad_y summed over the positions of each image, then over
+// the images in order.
 void backward_bias(const ConvGeometry& g, const float* grad_y, float* grad_bias) {
   const int64_t pq = g.p * g.q;
+  const ConvRowKernels& rows = conv_row_kernels();
   parallel_for(threads_for(g.n * g.k * pq, kGrain), g.k, [&](int64_t k) {
     float total = 0.0f;
-    for (int64_t n = 0; n < g.n; ++n) {
-      const float* src = grad_y + (n * g.k + k) * pq;
-      float lanes[8] = {};
-      int64_t i = 0;
-      for (; i + 8 <= pq; i += 8) {
-        for (int l = 0; l < 8; ++l) lanes[l] += src[i + l];
-      }
-      for (; i < pq; ++i) lanes[i % 8] += src[i];
-      float sum = 0.0f;
-      for (float v : lanes) sum += v;
-      total += sum;
-    }
+    for (int64_t n = 0; n < g.n; ++n) total += rows.sum(grad_y + (n * g.k + k) * pq, pq, 1, pq);
     grad_bias[k] = total;
   });
 }
 
-// Sum of a[i] * b[i * stride_b] (eight interleaved partial sums).
-float strided_dot(const float* a, const float* b, int64_t count, int64_t stride_b) {
-  float lanes[8] = {};
-  int64_t i = 0;
-  if (stride_b == 1) {
-    for (; i + 8 <= count; i += 8) {
-      for (int l = 0; l < 8; ++l) lanes[l] += a[i + l] * b[i + l];
-    }
-  }
-  for (; i < count; ++i) lanes[i % 8] += a[i] * b[i * stride_b];
-  float sum = 0.0f;
-  for (float v : lanes) sum += v;
-  return sum;
-}
-
-// grad_W of a depthwise convolution: one dot product of grad_y with the
-// input window per output channel and tap.
+// grad_W of a depthwise convolution: per output channel and tap, a dot
+// product of grad_y with the tap's window of the input (of its column
+// phases when stride_w > 1), summed over images in order. Threads own input
+// channels (all of their multiplier's output channels).
 void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
   const int64_t kg = g.k / g.groups, hw = g.h * g.w, pq = g.p * g.q, rs = g.r * g.s;
-  parallel_for(threads_for(g.k * rs * g.n * pq, kGrain), g.k, [&](int64_t k) {
-    const int64_t c = k / kg;
-    for (int64_t r = 0; r < g.r; ++r) {
-      int64_t p0, p1;
-      valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-      for (int64_t s = 0; s < g.s; ++s) {
-        int64_t q0, q1;
-        valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-        float total = 0.0f;
-        for (int64_t n = 0; n < g.n; ++n) {
-          const float* gy = grad_y + (n * g.k + k) * pq;
-          const float* xc = x + (n * g.c + c) * hw;
-          float sum = 0.0f;
-          for (int64_t p = p0; p < p1 && q0 < q1; ++p) {
-            const int64_t ih = p * g.stride_h - g.pad_top + r * g.dil_h;
-            sum += strided_dot(gy + p * g.q + q0, xc + ih * g.w + q0 * g.stride_w - g.pad_left + s * g.dil_w, q1 - q0,
-                               g.stride_w);
+  const int64_t phase_w = ceil_div(g.w, g.stride_w);
+  const int64_t phase_floats = g.stride_w > 1 ? g.stride_w * g.h * phase_w : 0;
+  const int threads = threads_for(g.k * rs * g.n * pq, kGrain);
+  float* phases_all = phase_floats > 0 ? gemm_scratch(0, threads * phase_floats) : nullptr;
+  const ConvRowKernels& rows = conv_row_kernels();
+  parallel(threads, [&](int t, int nt) {
+    float* phases = phases_all + t * phase_floats;
+    for (int64_t c = g.c * t / nt; c < g.c * (t + 1) / nt; ++c) {
+      float* gw = grad_weight + c * kg * rs;
+      std::fill(gw, gw + kg * rs, 0.0f);
+      for (int64_t n = 0; n < g.n; ++n) {
+        const float* xc = x + (n * g.c + c) * hw;
+        for (int64_t f = 0; f < g.stride_w && g.stride_w > 1; ++f) {
+          for (int64_t ih = 0; ih < g.h; ++ih) {
+            const float* src = xc + ih * g.w + f;
+            float* dst = phases + (f * g.h + ih) * phase_w;
+            for (int64_t col = 0; col * g.stride_w + f < g.w; ++col) dst[col] = src[col * g.stride_w];
           }
-          total += sum;
         }
-        grad_weight[k * rs + r * g.s + s] = total;
+        for (int64_t kk = 0; kk < kg; ++kk) {
+          const float* gy = grad_y + (n * g.k + c * kg + kk) * pq;
+          for (int64_t r = 0; r < g.r; ++r) {
+            int64_t p0, p1;
+            valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
+            if (p0 >= p1) continue;
+            const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
+            for (int64_t s = 0; s < g.s; ++s) {
+              int64_t q0, q1;
+              valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+              if (q0 >= q1) continue;
+              const float* gy_win = gy + p0 * g.q + q0;
+              float sum;
+              if (g.stride_w == 1) {
+                const float* x_win = xc + ih0 * g.w + q0 - g.pad_left + s * g.dil_w;
+                sum = rows.dot(gy_win, g.q, x_win, g.stride_h * g.w, p1 - p0, q1 - q0);
+              } else {
+                const PhaseColumn pc = phase_column(g, s);
+                const float* x_win = phases + (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift;
+                sum = rows.dot(gy_win, g.q, x_win, g.stride_h * phase_w, p1 - p0, q1 - q0);
+              }
+              gw[kk * rs + r * g.s + s] += sum;
+            }
+          }
+        }
       }
     }
   });
@@ -347,82 +387,59 @@ void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float
   }
 }
 
-// The general route (see the top of the file).
+// im2col rows [m_begin, m_end) x positions [j0, j0 + cols) of image x_n
+// (its group's channels), row m at col + (m - m_begin) * ld: the input each
+// tap read at each position, zero where it read padding.
+void im2col_rows(const ConvGeometry& g, const float* x_n, int64_t m_begin, int64_t m_end, int64_t j0, int64_t cols,
+                 float* col, int64_t ld) {
+  const int64_t rs = g.r * g.s, hw = g.h * g.w;
+  for (int64_t m = m_begin; m < m_end; ++m) std::fill(col + (m - m_begin) * ld, col + (m - m_begin) * ld + cols, 0.0f);
+  for_each_tap_window(g, m_begin, m_end, j0, j0 + cols,
+                      [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                        for (int64_t p = 0; p < rows; ++p) {
+                          const float* src = x_n + m / rs * hw + (ih + p * g.stride_h) * g.w + iw0;
+                          float* dst = col + (m - m_begin) * ld + (j - j0) + p * g.q;
+                          if (g.stride_w == 1) {
+                            std::copy(src, src + count, dst);
+                          } else {
+                            for (int64_t i = 0; i < count; ++i) dst[i] = src[i * g.stride_w];
+                          }
+                        }
+                      });
+}
+
+// The general route: per group, image and tile of output positions, the
+// tile's im2col rows are built (threads split the rows), then one GEMM adds
+// grad_y tile x im2col tile^T into grad_W_g (the GEMM's threads split its
+// output and it transposes the im2col rows as it packs them). Images and
+// tiles are summed in order, each GEMM's result does not depend on the
+// thread count, so neither does grad_W.
 void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
   const GemmKernels& kern = gemm_kernels();
-  const int mr = kern.blocking.mr, nr = kern.blocking.nr;
   const int64_t kc = kern.blocking.kc;
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
-  const int64_t rs = g.r * g.s, hw = g.h * g.w, pq = g.p * g.q, crs = cg * rs;
-  const int64_t cb = channel_block(g), kb = block_size(kg, kMaxWeightRows);
-  const int64_t c_blocks = ceil_div(cg, cb), k_blocks = ceil_div(kg, kb);
-  const int64_t tiles = g.groups * k_blocks * c_blocks;
-  // Each image's share in a buffer of its own when there are few tiles.
-  const bool per_image = tiles < kMinWeightTiles && g.n > 1;
-  const int64_t units = per_image ? g.n * tiles : tiles;
-  const int64_t weight_floats = g.k * crs;
-  const int threads = threads_for(g.n * g.k * crs * pq, kGrain * 4);
-  const int64_t a_floats = ceil_div(kb, mr) * mr * kc, b_floats = ceil_div(cb * rs, nr) * nr * kc;
-  float* scratch = gemm_scratch(1, threads * (a_floats + b_floats));
-  std::vector<float> image_sums(per_image ? static_cast<size_t>(g.n * weight_floats) : 0);
-
-  parallel(threads, [&](int t, int nt) {
-    float* a_block = scratch + t * (a_floats + b_floats);
-    float* b_block = a_block + a_floats;
-    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-      const int64_t tile_index = u % tiles;
-      const int64_t grp = tile_index / (k_blocks * c_blocks);
-      const int64_t k0 = tile_index / c_blocks % k_blocks * kb, k_count = std::min(kb, kg - k0);
-      const int64_t c0 = tile_index % c_blocks * cb, c_count = std::min(cb, cg - c0);
-      const int64_t m0 = c0 * rs, m_count = c_count * rs;
-      const int64_t n_first = per_image ? u / tiles : 0, n_end = per_image ? n_first + 1 : g.n;
-      float* out = (per_image ? image_sums.data() + n_first * weight_floats : grad_weight) + (grp * kg + k0) * crs + m0;
-      const float* x_group = x + grp * cg * hw;
-      for (int64_t n = n_first; n < n_end; ++n) {
-        const float* gy = grad_y + (n * g.k + grp * kg + k0) * pq;
-        const float* xn = x_group + (n * g.c + c0) * hw;
-        for (int64_t j0 = 0; j0 < pq; j0 += kc) {
-          const int64_t kcb = std::min(kc, pq - j0);
-          // grad_y rows [k0, k0 + k_count), positions [j0, j0 + kcb) as A
-          // panels: element (row i, position p) at [p * mr + i].
-          for (int64_t i = 0; i * mr < k_count; ++i) {
-            const int64_t rows = std::min<int64_t>(mr, k_count - i * mr);
-            float* panel = a_block + i * mr * kcb;
-            for (int64_t ii = 0; ii < rows; ++ii) {
-              const float* src = gy + (i * mr + ii) * pq + j0;
-              for (int64_t p = 0; p < kcb; ++p) panel[p * mr + ii] = src[p];
-            }
-          }
-          // im2col(x)^T of the tile as B panels: element (position p, tap j)
-          // at [p * nr + j], padding and the columns past the taps zero.
-          const int64_t b_panels = ceil_div(m_count, nr);
-          std::fill(b_block, b_block + b_panels * nr * kcb, 0.0f);
-          for_each_tap_stretch(g, 0, m_count, j0, j0 + kcb,
-                               [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count) {
-                                 const float* src = xn + m / rs * hw + ih * g.w + iw0;
-                                 float* dst = b_block + m / nr * nr * kcb + (j - j0) * nr + m % nr;
-                                 for (int64_t i = 0; i < count; ++i) dst[i * nr] = src[i * g.stride_w];
-                               });
-          const TileUpdate update{1.0f, 0.0f, n == n_first && j0 == 0, nullptr};
-          for (int64_t i = 0; i * mr < k_count; ++i) {
-            const int rows = static_cast<int>(std::min<int64_t>(mr, k_count - i * mr));
-            for (int64_t jp = 0; jp < b_panels; ++jp) {
-              kern.ukernel(kcb, a_block + i * mr * kcb, b_block + jp * nr * kcb, nr, false,
-                           out + i * mr * crs + jp * nr, crs, rows,
-                           static_cast<int>(std::min<int64_t>(nr, m_count - jp * nr)), update);
-            }
-          }
-        }
+  const int64_t hw = g.h * g.w, pq = g.p * g.q, crs = cg * g.r * g.s;
+  // Positions per tile: whole K blocks of the GEMM, as many as keep the
+  // im2col tile near kIm2colTileFloats, then evened out over the positions
+  // (784 positions as 3 x 262, not 384 + 384 + 16).
+  const int64_t tile_max = kc * std::max<int64_t>(1, kIm2colTileFloats / crs / kc);
+  const int64_t tile = block_size(pq, tile_max);
+  // Not gemm_scratch: the GEMM below uses both of its slots.
+  float* col = thread_scratch(ScratchSlot::conv_columns, crs * tile);
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    for (int64_t n = 0; n < g.n; ++n) {
+      const float* x_n = x + (n * g.c + grp * cg) * hw;
+      const float* gy = grad_y + (n * g.k + grp * kg) * pq;
+      for (int64_t j0 = 0; j0 < pq; j0 += tile) {
+        const int64_t cols = std::min(tile, pq - j0);
+        const int threads = threads_for(crs * cols, kGrain);
+        parallel(threads, [&](int t, int nt) {
+          im2col_rows(g, x_n, crs * t / nt, crs * (t + 1) / nt, j0, cols, col + crs * t / nt * cols, cols);
+        });
+        kern.gemm(kg, crs, cols, 1.0f, GemmOperand{gy + j0, pq, false}, GemmOperand{col, cols, true},
+                  n == 0 && j0 == 0 ? 0.0f : 1.0f, grad_weight + grp * kg * crs, crs, GemmEpilogue{});
       }
     }
-  });
-
-  if (per_image) {
-    parallel_for(threads_for(g.n * weight_floats, kGrain), weight_floats, [&](int64_t e) {
-      float sum = image_sums[e];
-      for (int64_t n = 1; n < g.n; ++n) sum += image_sums[n * weight_floats + e];
-      grad_weight[e] = sum;
-    });
   }
 }
 

@@ -1,8 +1,9 @@
 // conv2d_forward as an implicit GEMM on the project's SGEMM microkernel
 // (gemm.h), ISA-independent: the active ISA's kernel and blocking come from
-// gemm_kernels(). Stride-1 convolutions with enough channels per group take
-// the tap route of conv_forward_taps.cpp instead (no packing of the input;
-// its header gives the rule); everything else comes here.
+// gemm_kernels(). Depthwise convolutions take depthwise.h's kernel, and
+// stride-1 ones with enough channels per group the tap route of
+// conv_forward_taps.cpp (no packing of the input; its header gives the
+// rule); everything else comes here.
 //
 // Per image and group, with K_g = K / groups and C_g = C / groups:
 //
@@ -34,6 +35,7 @@
 #include "cpu/activation/activation.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_forward_taps.h"
+#include "cpu/conv/depthwise.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
@@ -160,6 +162,9 @@ void fill_epilogue_only(const ConvGeometry& g, const ConvEpilogue& ep, float* y)
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {
   const int64_t npix = g.p * g.q;
   if (g.n == 0 || g.k == 0 || npix == 0) return;
+  // Depthwise: one input plane per output plane, a GEMM of one row per
+  // group; memory-bound, so a kernel of its own (depthwise.h).
+  if (is_depthwise(g)) return depthwise_kernels().forward(g, x, weight, ep, y);
   const int64_t kg = g.k / g.groups, cg = g.c / g.groups;
   const int64_t kdim = cg * g.r * g.s;
   if (kdim == 0) {

@@ -57,6 +57,13 @@ const SoftmaxKernels& softmax_kernels();
 // NLL is a gather (forward) and a scatter into zeros (backward): memory
 // bound with no arithmetic to vectorize, so one version serves every ISA.
 int64_t nll_loss_forward(const float* log_probs, const LossTarget& t, SoftmaxShape s, double* loss);
+// NLL for the "mean" and "sum" reductions in one pass over the targets, on
+// the calling thread, for up to kNllReducedMaxTargets targets: the summed
+// loss and the summed weights of the non-ignored targets. Returns the
+// number of targets out of range (never read through).
+constexpr int64_t kNllReducedMaxTargets = int64_t{1} << 14;
+int64_t nll_loss_reduced(const float* log_probs, const LossTarget& t, SoftmaxShape s, double* loss_sum,
+                         double* weight_sum);
 int64_t nll_loss_backward(const LossTarget& t, SoftmaxShape s, LossScale scale, float* grad);
 
 }  // namespace minidnn::cpu

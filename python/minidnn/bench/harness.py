@@ -57,6 +57,13 @@ class Case:
     working_set is the number of distinct bytes one call touches, when fewer
     than `bytes` (an operand read twice counts once): it decides how much of
     the traffic the caches can hold, so it picks the copy ceiling.
+    check, when given, makes the inputs of the reference check in place of
+    `make`: the same case at a size the float64 reference computes in a
+    second or so (a convolution at batch 8 is checked at batch 2); the timed
+    inputs are then compared with the peers' outputs only.
+    onnx builds a model whose graph inputs are some or all of the inputs'
+    names (the others can be initializers, as a convolution's weights are in
+    a deployed model); the feed is those graph inputs.
     """
 
     name: str
@@ -69,6 +76,7 @@ class Case:
     torch: Optional[TorchPrepare] = None
     onnx: Optional[Callable[[Inputs], Any]] = None  # Inputs -> onnx.ModelProto
     tol: float = 1e-5
+    check: Optional[Callable[[np.random.Generator], Inputs]] = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,13 @@ class Result:
     speedup_vs_torch: Optional[float]
     ort_time_ms: Optional[float]
     speedup_vs_best: Optional[float]
+    # Scratch the kernels asked for beyond inputs and outputs (runtime/scratch.h),
+    # over every thread; None on the GPU.
+    extra_memory_bytes: Optional[int] = None
+
+    @property
+    def extra_memory_mib(self) -> Optional[float]:
+        return None if self.extra_memory_bytes is None else self.extra_memory_bytes / 2**20
 
     def to_json(self) -> dict:
         return {
@@ -171,6 +186,7 @@ class Result:
             "speedup_vs_torch": self.speedup_vs_torch,
             "ort_time_ms": self.ort_time_ms,
             "speedup_vs_best": self.speedup_vs_best,
+            "extra_memory_bytes": self.extra_memory_bytes,
         }
 
 
@@ -474,9 +490,16 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
 
     inputs = case.make(np.random.default_rng(seed))
     expected = case.run(inputs)
-    error = relative_error(expected, case.reference(inputs))
+    if case.check is None:
+        error = relative_error(expected, case.reference(inputs))
+    else:
+        checked = case.check(np.random.default_rng(seed))
+        error = relative_error(case.run(checked), case.reference(checked))
     measure_copy()
+    if device == "cpu":
+        _C.reset_scratch_peak()
     seconds = seconds_per_call(lambda: case.run(inputs))
+    extra_memory = _C.scratch_peak_bytes() if device == "cpu" else None
     measure_copy()
     ceiling = max(copies, key=lambda copy: copy.GBps, default=None)
 
@@ -487,8 +510,10 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
     ort_s = None
     if peers.ort is not None and case.onnx is not None:
         def ort_call() -> Callable[[], Any]:
-            session = peers.ort_session(case.onnx(inputs), threads)
-            return lambda: session.run(None, inputs)
+            model = case.onnx(inputs)
+            feed = {i.name: inputs[i.name] for i in model.graph.input}
+            session = peers.ort_session(model, threads)
+            return lambda: session.run(None, feed)
 
         ort_s = _time_peer("onnxruntime", ort_call, expected, seconds_per_call)
 
@@ -511,6 +536,7 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         speedup_vs_torch=torch_s / seconds if torch_s is not None else None,
         ort_time_ms=ort_s * 1e3 if ort_s is not None else None,
         speedup_vs_best=min(peer_times) / seconds if peer_times else None,
+        extra_memory_bytes=extra_memory,
     )
     return result, error
 
@@ -552,6 +578,7 @@ Column = Tuple[str, int, str, str]  # header, width, result attribute, format
 
 THROUGHPUT_COLUMNS: Tuple[Column, ...] = (
     ("ms", 9, "time_ms", "{:.3f}"),
+    ("GFLOP/s", 7, "gflops", "{:.1f}"),
     ("GB/s", 7, "gbps", "{:.1f}"),
     ("ceiling GB/s", 12, "ceiling_GBps", "{:.1f}"),
     ("% of ceiling", 12, "pct_ceiling", "{:.1f}"),
@@ -559,6 +586,7 @@ THROUGHPUT_COLUMNS: Tuple[Column, ...] = (
     ("x vs torch", 10, "speedup_vs_torch", "{:.2f}"),
     ("ort ms", 9, "ort_time_ms", "{:.3f}"),
     ("x vs best", 9, "speedup_vs_best", "{:.2f}"),
+    ("extra MiB", 9, "extra_memory_mib", "{:.1f}"),
 )
 
 OVERHEAD_COLUMNS: Tuple[Column, ...] = (

@@ -1,0 +1,276 @@
+// Depthwise convolution forward, written once over a SIMD vocabulary and
+// instantiated by depthwise_<isa>.cpp (anonymous namespace: see
+// simd/README.md). The vocabulary is the ISA's Ops struct plus one member
+// each variant file adds: load_even(p, n), lanes i < n from p[2 i], reading
+// nothing past p[2 n - 2], other lanes 0 (the stride-2 load).
+//
+// Shape of the computation. Each (image, output channel) plane is
+// independent: y[p, q] = bias + sum over taps (r, s) of w[r, s] times the
+// input plane at (p sh - pad_top + r dh, q sw - pad_left + s dw). A thread
+// takes a plane (or a chunk of its rows) and goes down it in bands of output
+// rows: it copies the input rows a band reads into a zero-padded scratch
+// (a few KB to 64 KB, in cache), so that every output of the band reads
+// inside it and whole rows run as vectors of W outputs, in register tiles
+// of up to 4 rows x 2 vectors, with no bounds checks and no scalar border
+// columns;
+// for 3x3 and 5x5 the tap counts are compile-time constants. A band that
+// needs no padding (pad_left 0 and its rows inside the input) reads the
+// input directly. Per output the kernel does R * S multiply-adds and reads
+// the input from cache, so the layer runs at the speed of streaming x in
+// and y out.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/activation/activation_impl.h"
+#include "cpu/conv/depthwise.h"
+#include "cpu/gemm/gemm.h"
+#include "cpu/simd/store.h"
+#include "runtime/threads.h"
+
+namespace {
+
+using minidnn::cpu::ConvEpilogue;
+using minidnn::cpu::ConvGeometry;
+
+// Multiply-adds below which a second thread costs more to wake than it saves.
+constexpr int64_t kDepthwiseGrain = int64_t{1} << 16;
+// When there are fewer planes than this many per thread, planes are split
+// into row chunks so that the threads' shares stay even.
+constexpr int64_t kItemsPerThread = 4;
+// A band's padded input rows fill at most this many floats (64 KB, within
+// L2 beside the output rows), unless one output row alone needs more.
+constexpr int64_t kBandFloats = int64_t{1} << 14;
+
+// How the rows of a plane are banded: `width` padded input columns (those
+// the outputs read, from column -pad_left on), `rows` output rows a band,
+// `direct` when the columns need no padding (a band inside the input rows
+// then reads the input in place).
+struct Bands {
+  int64_t width, rows, scratch_floats;
+  bool direct;
+};
+
+// Input rows a band of `out_rows` output rows reads.
+int64_t band_input_rows(const ConvGeometry& g, int64_t out_rows) {
+  return (out_rows - 1) * g.stride_h + (g.r - 1) * g.dil_h + 1;
+}
+
+Bands plan_bands(const ConvGeometry& g) {
+  Bands b;
+  b.width = (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1;
+  const int64_t fit = kBandFloats / b.width;  // padded input rows within the budget
+  const int64_t one = band_input_rows(g, 1);
+  b.rows = fit > one ? (fit - one) / g.stride_h + 1 : 1;
+  if (b.rows > g.p) b.rows = g.p;
+  b.scratch_floats = band_input_rows(g, b.rows) * b.width;
+  b.direct = g.pad_left == 0 && b.width <= g.w;
+  return b;
+}
+
+// Fills rows [0, count) of a (count, width) scratch with input rows first,
+// first + 1, ... of the plane x, each shifted right by pad_left, and zeros
+// where the rows or columns fall outside the input.
+void pad_rows(const ConvGeometry& g, const float* x, int64_t first, int64_t count, int64_t width, float* scratch) {
+  const int64_t left = g.pad_left < width ? g.pad_left : width;  // zeros before the input's columns
+  const int64_t room = width - left;
+  const int64_t copied = g.w < room ? g.w : room;
+  for (int64_t i = 0; i < count; ++i) {
+    float* row = scratch + i * width;
+    const int64_t ih = first + i;
+    if (ih < 0 || ih >= g.h) {
+      std::memset(row, 0, static_cast<size_t>(width) * sizeof(float));
+      continue;
+    }
+    std::memset(row, 0, static_cast<size_t>(left) * sizeof(float));
+    if (copied > 0) std::memcpy(row + left, x + ih * g.w, static_cast<size_t>(copied) * sizeof(float));
+    std::memset(row + left + copied, 0, static_cast<size_t>(width - left - copied) * sizeof(float));
+  }
+}
+
+// Lanes i < n from p[i * stride], other lanes 0, reading nothing past
+// p[(n - 1) * stride]: kStride 1 and 2 by vector loads, 0 for any other
+// stride by a gather through a buffer.
+template <class Ops, int kStride>
+typename Ops::V load_strided(const float* p, int64_t n, int64_t stride) {
+  if constexpr (kStride == 1) {
+    return n == Ops::W ? Ops::load(p) : Ops::load_tail(p, n, 0.0f);
+  } else if constexpr (kStride == 2) {
+    return Ops::load_even(p, n);
+  } else {
+    alignas(64) float lanes[Ops::W];
+    for (int64_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
+    return n == Ops::W ? Ops::load(lanes) : Ops::load_tail(lanes, n, 0.0f);
+  }
+}
+
+// What a group of output rows reads: the (padded) input row of tap row 0
+// of its first output row, at column 0, and how to step between output
+// rows, taps and lanes.
+struct RowTaps {
+  const float* x;
+  const float* w;     // the R x S weights
+  int64_t rows;       // R
+  int64_t cols;       // S
+  int64_t out_step;   // stride_h * the row stride: input floats between output rows
+  int64_t row_step;   // dil_h * the row stride: input floats between tap rows
+  int64_t dil_w;      // input floats between taps of a row
+  int64_t stride_w;   // input floats between neighbouring outputs
+  float bias;
+};
+
+// A tile of BR output rows x BV vectors from column q on, each vector W
+// outputs except the last, which has `last` (<= W; kTail says it may be
+// fewer). BR * BV independent accumulators share each broadcast weight: 8
+// of them keep the multiply-add units busy through its latency even when a
+// row is only one or two vectors wide (5x5 at 28: 25 dependent
+// multiply-adds per accumulator). kR / kS > 0 fix the tap counts at
+// compile time (then they equal t.rows / t.cols). y_step: output floats
+// between rows.
+template <class Ops, int kStride, int kR, int kS, int BR, int BV, bool kTail>
+void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  using V = typename Ops::V;
+  const int64_t rows = kR > 0 ? kR : t.rows;
+  const int64_t cols = kS > 0 ? kS : t.cols;
+  const float* x = t.x + q * t.stride_w;
+  V acc[BR][BV];
+  for (int i = 0; i < BR; ++i) {
+    for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* wr = t.w + r * cols;
+    for (int64_t s = 0; s < cols; ++s) {
+      const V w = Ops::set1(wr[s]);
+      const float* xs = x + r * t.row_step + s * t.dil_w;
+      for (int i = 0; i < BR; ++i) {
+        for (int b = 0; b < BV; ++b) {
+          const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
+          const float* src = xs + i * t.out_step + b * Ops::W * t.stride_w;
+          acc[i][b] = Ops::fmadd(w, load_strided<Ops, kStride>(src, lanes, t.stride_w), acc[i][b]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < BR; ++i) {
+    float* yi = y + i * y_step + q;
+    for (int b = 0; b < BV; ++b) {
+      if (kTail && b == BV - 1) {
+        Ops::store_tail(yi + b * Ops::W, acc[i][b], last);
+      } else {
+        Ops::store(yi + b * Ops::W, acc[i][b]);
+      }
+    }
+  }
+}
+
+// Outputs [0, q_end) of BR rows, in tiles of 2 vectors (8 / BR wide would
+// serve one-row groups better, but those are at most the last row of a
+// band).
+template <class Ops, int kStride, int kR, int kS, int BR>
+void output_rows(const RowTaps& t, int64_t q_end, float* y) {
+  constexpr int64_t W = Ops::W;
+  int64_t q = 0;
+  for (; q + 2 * W <= q_end; q += 2 * W) output_tile<Ops, kStride, kR, kS, BR, 2, false>(t, q, W, y, q_end);
+  const int64_t rest = q_end - q;
+  if (rest > W) {
+    output_tile<Ops, kStride, kR, kS, BR, 2, true>(t, q, rest - W, y, q_end);
+  } else if (rest > 0) {
+    output_tile<Ops, kStride, kR, kS, BR, 1, true>(t, q, rest, y, q_end);
+  }
+}
+
+// Output rows [p_begin, p_end) of one plane: x the input plane, w the
+// output channel's R x S weights, y the output plane; scratch holds
+// bands.scratch_floats.
+template <class Ops, int kStride, int kR, int kS>
+void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const float* w, float bias,
+                const ConvEpilogue& ep, int64_t p_begin, int64_t p_end, float* scratch, float* y) {
+  for (int64_t band = p_begin; band < p_end; band += bands.rows) {
+    const int64_t band_end = band + bands.rows < p_end ? band + bands.rows : p_end;
+    const int64_t first = band * g.stride_h - g.pad_top;  // the input row of the band's first tap row
+    const int64_t count = band_input_rows(g, band_end - band);
+    const float* rows = scratch;
+    int64_t ld = bands.width;
+    if (bands.direct && first >= 0 && first + count <= g.h) {
+      rows = x + first * g.w;
+      ld = g.w;
+    } else {
+      pad_rows(g, x, first, count, bands.width, scratch);
+    }
+    // Groups of 4 output rows, then 2, then 1.
+    for (int64_t p = band; p < band_end;) {
+      const RowTaps t{rows + (p - band) * g.stride_h * ld, w, g.r, g.s, g.stride_h * ld, g.dil_h * ld, g.dil_w,
+                      g.stride_w, bias};
+      const int64_t group = band_end - p >= 4 ? 4 : band_end - p >= 2 ? 2 : 1;
+      if (group == 4) {
+        output_rows<Ops, kStride, kR, kS, 4>(t, g.q, y + p * g.q);
+      } else if (group == 2) {
+        output_rows<Ops, kStride, kR, kS, 2>(t, g.q, y + p * g.q);
+      } else {
+        output_rows<Ops, kStride, kR, kS, 1>(t, g.q, y + p * g.q);
+      }
+      p += group;
+    }
+    if (ep.activate) {
+      // The band's rows are contiguous in y and still in cache.
+      float* out = y + band * g.q;
+      const int64_t n = (band_end - band) * g.q;
+      const typename Ops::V alpha = Ops::set1(ep.alpha);
+      store_row<Ops>(out, n, [&](int64_t i, int64_t len) {
+        return activate<Ops>(ep.activation, load_part<Ops>(out, i, len, 0.0f), alpha);
+      });
+    }
+  }
+}
+
+template <class Ops, int kStride, int kR, int kS>
+void depthwise_forward_as(const ConvGeometry& g, const float* x, const float* w, const ConvEpilogue& ep,
+                          float* y) {
+  const int64_t planes = g.n * g.k;
+  if (planes == 0 || g.p == 0 || g.q == 0) return;
+  const int64_t multiplier = g.k / g.c;
+  const int64_t taps = g.r * g.s;
+  const int64_t outputs = planes * g.p * g.q;
+  const int64_t grain = kDepthwiseGrain / taps > 0 ? kDepthwiseGrain / taps : 1;
+  const int threads = minidnn::threads_for(outputs, grain);
+  int64_t chunks = 1;  // row chunks per plane
+  if (threads > 1 && planes < kItemsPerThread * threads) {
+    chunks = (kItemsPerThread * threads + planes - 1) / planes;
+    if (chunks > g.p) chunks = g.p;
+  }
+  const Bands bands = plan_bands(g);
+  // One band's scratch per thread, taken here: an allocation failure throws
+  // before any thread starts.
+  float* scratch = minidnn::cpu::gemm_scratch(0, threads * bands.scratch_floats);
+  minidnn::parallel(threads, [&](int t, int nt) {
+    const int64_t items = planes * chunks;
+    float* own = scratch + t * bands.scratch_floats;
+    for (int64_t item = items * t / nt; item < items * (t + 1) / nt; ++item) {
+      const int64_t plane = item / chunks, chunk = item % chunks;
+      const int64_t n = plane / g.k, k = plane % g.k;
+      const float* x_plane = x + (n * g.c + k / multiplier) * g.h * g.w;
+      plane_rows<Ops, kStride, kR, kS>(g, bands, x_plane, w + k * taps, ep.bias != nullptr ? ep.bias[k] : 0.0f, ep,
+                                       g.p * chunk / chunks, g.p * (chunk + 1) / chunks, own, y + plane * g.p * g.q);
+    }
+  });
+}
+
+template <class Ops, int kStride>
+void depthwise_forward_stride(const ConvGeometry& g, const float* x, const float* w, const ConvEpilogue& ep,
+                              float* y) {
+  if (g.r == 3 && g.s == 3) return depthwise_forward_as<Ops, kStride, 3, 3>(g, x, w, ep, y);
+  if (g.r == 5 && g.s == 5) return depthwise_forward_as<Ops, kStride, 5, 5>(g, x, w, ep, y);
+  depthwise_forward_as<Ops, kStride, 0, 0>(g, x, w, ep, y);
+}
+
+template <class Ops>
+void depthwise_forward(const ConvGeometry& g, const float* x, const float* w, const ConvEpilogue& ep, float* y) {
+  switch (g.stride_w) {
+    case 1: return depthwise_forward_stride<Ops, 1>(g, x, w, ep, y);
+    case 2: return depthwise_forward_stride<Ops, 2>(g, x, w, ep, y);
+    default: return depthwise_forward_stride<Ops, 0>(g, x, w, ep, y);
+  }
+}
+
+}  // namespace
