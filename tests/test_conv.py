@@ -17,6 +17,8 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C
 
+ISA_NAMES = ["avx512", "avx2", "scalar"]
+
 ACTIVATIONS = {
     None: lambda v: v,
     "relu": lambda v: np.maximum(v, 0.0),
@@ -142,6 +144,8 @@ CASES_2D = _sweep(40, 2024) + [
     Case2d(1, 3, 45, 47, 17, 7, 7, stride=2, padding=3, activation="leaky_relu"),  # conv1-like
     Case2d(1, 8, 40, 33, 15, 3, 3, padding=(1, 0)),                    # > nc outputs: several column blocks
     Case2d(3, 2, 5, 5, 0, 3, 3),                                       # K = 0
+    Case2d(2, 4, 9, 13, 43, 3, 3, padding=1),                          # stride 1, implicit GEMM on every path
+    Case2d(1, 16, 9, 3, 4, 3, 5, padding=(1, 4), dilation=2),          # stride 1, grid too wide: implicit GEMM
 ]
 
 
@@ -155,7 +159,86 @@ def test_conv2d(isa, threads, rng, case):
     _check(y, expected, condition, case.reduction(), "y")
 
 
-@pytest.mark.parametrize("case", CASES_2D[::3] + CASES_2D[-12:], ids=repr)
+# The microkernel's tile height (GemmBlocking.mr) of each CPU path
+# (csrc/cpu/gemm/gemm_<isa>.cpp): the route rule counts A panels of it.
+_TILE_ROWS = {"avx512": 14, "avx2": 6, "scalar": 4}
+
+
+def _tap_route(case, isa: str) -> bool:
+    """Whether conv2d takes the tap route on `isa` (the rule of
+    csrc/cpu/conv/conv_forward_taps.cpp: stride 1, a padded grid row wp = Q +
+    (S-1) * dilation at most 2 Q, and a 1x1 kernel or C/groups >= 16 or
+    C/groups >= 3 x the A panels of K/groups); the implicit GEMM otherwise."""
+    st = case.stride if isinstance(case.stride, tuple) else (case.stride,) * 2
+    d = case.dilation if isinstance(case.dilation, tuple) else (case.dilation,) * 2
+    pads = _pads_of(case.padding, (case.h, case.w), (case.r, case.s), st, d)
+    q = (case.w + sum(pads[1]) - d[1] * (case.s - 1) - 1) // st[1] + 1
+    cg, kg = case.c // case.groups, case.k // case.groups
+    a_panels = -(-kg // _TILE_ROWS[isa])
+    return (st == (1, 1) and q + (case.s - 1) * d[1] <= 2 * q
+            and (case.r * case.s == 1 or cg >= 16 or cg >= 3 * a_panels))
+
+
+def _tap_sweep(count: int, seed: int):
+    """Random stride-1 geometries with 16..20 channels per group, so that the
+    tap route is taken: kernels 1..5 (dilated 1..3), every padding form,
+    sizes 1..19, more output channels than one A panel (14 rows on avx512, 6
+    on avx2, 4 on scalar) and fewer."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        groups = int(rng.integers(1, 3))
+        cg, kg = int(rng.integers(16, 21)), int(rng.integers(1, 31))
+        r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
+        padding = [
+            int(rng.integers(0, 3)),
+            (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+            tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2)),
+            "valid",
+            "same",
+        ][int(rng.integers(0, 5))]
+        case = Case2d(
+            int(rng.integers(1, 4)), cg * groups, int(rng.integers(1, 20)), int(rng.integers(1, 20)), kg * groups,
+            r, s, 1, padding, dilation, groups, list(ACTIVATIONS)[int(rng.integers(0, 5))], bool(rng.integers(0, 2)),
+        )
+        if _valid(case) and all(_tap_route(case, isa) for isa in ISA_NAMES):
+            cases.append(case)
+    return cases
+
+
+# The tap route's own cases: the sweep, then its blocking edges.
+TAP_CASES = _tap_sweep(30, 4242) + [
+    Case2d(1, 400, 5, 6, 9, 3, 3, padding=1),                   # C_g > kc: several channel chunks
+    Case2d(2, 16, 37, 29, 5, 3, 3, padding=1, activation="relu"),  # several column blocks of the grid
+    Case2d(1, 24, 31, 9, 17, 3, 3, padding="valid"),            # the input read in place as the grid
+    Case2d(2, 20, 15, 15, 30, 1, 1),                            # 1x1 read in place
+    Case2d(1, 18, 7, 7, 16, 1, 1, padding=2),                   # 1x1 padded: a grid of zeros around
+    Case2d(1, 16, 6, 40, 7, 2, 7, padding=((0, 3), (5, 0)), dilation=(3, 2)),  # asymmetric, dilated
+    Case2d(1, 32, 4, 4, 8, 3, 3, padding=((2, 2), (4, 4))),     # pads wider than the image
+]
+
+
+@pytest.mark.parametrize("case", TAP_CASES, ids=repr)
+def test_conv2d_tap_route(isa, threads, rng, case):
+    assert _tap_route(case, isa), case
+    x, w, b = case.data(rng)
+    y = minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs())
+    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
+    condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
+    condition = _activated_condition(case.activation, condition, expected)
+    _check(y, expected, condition, case.reduction(), "y")
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+def test_both_routes_covered(isa_name):
+    """test_conv2d keeps stride-1 cases of both routes on every CPU path."""
+    stride_1 = [c for c in CASES_2D if c.stride in (1, (1, 1)) and c.n and c.k]
+    assert any(_tap_route(c, isa_name) for c in stride_1)
+    assert any(not _tap_route(c, isa_name) for c in stride_1)
+
+
+@pytest.mark.parametrize("case", CASES_2D[::3] + CASES_2D[-14:], ids=repr)
 def test_conv2d_backward(isa, threads, rng, case):
     x, w, _ = case.data(rng)
     y = ref.conv2d(x, w, None, **case.kwargs())
@@ -274,16 +357,19 @@ def test_network_layers(isa, rng, case):
     _check(y, expected, condition, case.reduction(), "y")
 
 
-@pytest.mark.parametrize("isa_name", ["avx512", "avx2", "scalar"])
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
 def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
-    (for N = 1) rows of the output among them."""
+    (for N = 1) rows of the output among them, on every stride-1 route (the
+    first two take the tap route, the third the implicit GEMM, the last the
+    depthwise kernel)."""
     from minidnn import _runtime
 
     if not _C.cpu_supports()[isa_name]:
         pytest.skip(f"this CPU lacks {isa_name}")
     cases = [Case2d(3, 16, 20, 21, 24, 3, 3, padding=1, activation="relu"),
              Case2d(1, 32, 30, 30, 45, 3, 3, padding="same"),
+             Case2d(1, 4, 40, 33, 45, 3, 3, padding=(1, 0), activation="tanh"),
              Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8)]
     previous = minidnn.get_num_threads()
     try:

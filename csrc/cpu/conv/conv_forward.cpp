@@ -1,6 +1,9 @@
 // conv2d_forward as an implicit GEMM on the project's SGEMM microkernel
 // (gemm.h), ISA-independent: the active ISA's kernel and blocking come from
-// gemm_kernels().
+// gemm_kernels(). Depthwise convolutions take depthwise.h's kernel, and
+// stride-1 ones with enough channels per group the tap route of
+// conv_forward_taps.cpp (no packing of the input; its header gives the
+// rule); everything else comes here.
 //
 // Per image and group, with K_g = K / groups and C_g = C / groups:
 //
@@ -31,6 +34,7 @@
 
 #include "cpu/activation/activation.h"
 #include "cpu/conv/conv.h"
+#include "cpu/conv/conv_forward_taps.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
@@ -167,6 +171,10 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
     fill_epilogue_only(g, ep, y);
     return;
   }
+  if (conv_forward_taps_applies(g)) {
+    conv2d_forward_taps(g, x, weight, ep, y);
+    return;
+  }
   const GemmKernels& kern = gemm_kernels();
   const GemmBlocking& blk = kern.blocking;
   const int mr = blk.mr, nr = blk.nr;
@@ -194,7 +202,12 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
   const int nt_max = threads;
   float* b_blocks = gemm_scratch(1, nt_max * kc * nc);
   const int64_t max_runs = nc;  // each run holds at least one of the block's columns
-  std::vector<Run> runs_all(static_cast<size_t>(nt_max * max_runs));
+  // Kept per calling thread and grown on demand, as the scratch above, so
+  // that a small convolution allocates nothing; the team reaches it through
+  // `runs_all` (each thread's own thread_local would be another vector).
+  static thread_local std::vector<Run> runs_kept;
+  if (runs_kept.size() < static_cast<size_t>(nt_max * max_runs)) runs_kept.resize(static_cast<size_t>(nt_max * max_runs));
+  Run* const runs_all = runs_kept.data();
 
   parallel(threads, [&](int t, int nt) {
     // Pack the weight: A panels split among the threads, then a barrier.
@@ -217,7 +230,7 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
 #pragma omp barrier
 
     float* b_block = b_blocks + t * kc * nc;
-    Run* runs = runs_all.data() + t * max_runs;
+    Run* runs = runs_all + t * max_runs;
     for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
       const int64_t chunk = u % row_chunks;
       const int64_t jb = u / row_chunks % n_col_blocks;

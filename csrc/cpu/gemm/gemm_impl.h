@@ -70,18 +70,25 @@ void store_lanes(float* p, typename Ops::V v, int lanes) {
 // ---------------------------------------------------------------------------
 
 // acc[i][v] of the tile goes to C row i, columns [v*W, v*W + W), the
-// columns past n masked off.
+// columns past n masked off (a vector with no lanes in the tile reads and
+// writes nothing). Inlined, unrolled and without an early exit on such a
+// vector, so that every acc[i][v] stays a register: with a `break` there
+// GCC kept acc in memory and the masked-B kernel's K loop stored all 28
+// accumulators of the avx512 tile to the stack on every step (a third of
+// its speed).
 template <class Ops, int kRows, int kNV>
-void store_tile(typename Ops::V (&acc)[kRows][kNV], float* c, int64_t ldc, int n, const TileUpdate& u) {
+[[gnu::always_inline]] inline void store_tile(typename Ops::V (&acc)[kRows][kNV], float* c, int64_t ldc, int n,
+                                              const TileUpdate& u) {
   using V = typename Ops::V;
   const V alpha = Ops::set1(u.alpha);
   const V beta = Ops::set1(u.beta);
   const bool read_c = !u.first || u.beta != 0.0f;
+#pragma GCC unroll 16
   for (int i = 0; i < kRows; ++i) {
     float* row = c + i * ldc;
+#pragma GCC unroll 8
     for (int v = 0; v < kNV; ++v) {
       const int lanes = lanes_of<Ops>(n, v);
-      if (lanes == 0) break;
       V r = Ops::mul(alpha, acc[i][v]);
       if (read_c) {
         const V old = load_lanes<Ops>(row + v * Ops::W, lanes);
@@ -93,14 +100,23 @@ void store_tile(typename Ops::V (&acc)[kRows][kNV], float* c, int64_t ldc, int n
   }
 }
 
+// How the K loop reads its B panel.
+enum class BRead {
+  packed,      // a zero-padded packed panel (ldb == NR): full vectors
+  in_place,    // B in place, all NR columns of a row valid: full vectors, and
+               // a prefetch ahead (rows ldb apart, often 4 KB or more, are
+               // past what the hardware stride prefetcher follows)
+  in_place_n,  // B in place, only the first n < NR columns readable: masked loads
+};
+
 // The tile's K loop. kMR is the A panel's row stride (the table's mr), kRows
 // <= kMR the rows computed: edge tiles of M run a kernel of their own height
-// rather than wasting FMAs on padding rows. kExactB: B is read in place, only
-// its first n columns (masked loads); otherwise B is a zero-padded packed
-// panel and full vectors are loaded.
+// rather than wasting FMAs on padding rows. The three B reads are separate
+// instantiations, so that a full-width in-place tile (most of them, in the
+// convolutions' tap GEMMs) loads without masks.
 constexpr int64_t kPrefetchRows = 8;
 
-template <class Ops, int kMR, int kRows, int kNV, bool kExactB>
+template <class Ops, int kMR, int kRows, int kNV, BRead kRead>
 void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
                   const TileUpdate& u) {
   using V = typename Ops::V;
@@ -110,15 +126,17 @@ void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float*
     for (int v = 0; v < kNV; ++v) acc[i][v] = Ops::zero();
   }
   int lanes[kNV];
-  for (int v = 0; v < kNV; ++v) lanes[v] = kExactB ? lanes_of<Ops>(n, v) : Ops::W;
+  for (int v = 0; v < kNV; ++v) lanes[v] = kRead == BRead::in_place_n ? lanes_of<Ops>(n, v) : Ops::W;
   for (int64_t p = 0; p < k; ++p) {
-    if constexpr (kExactB) {
-      // B in place: rows ldb apart (often 4 KB, past what the hardware
-      // stride prefetcher follows), so fetch the row kPrefetchRows ahead.
+    if constexpr (kRead != BRead::packed) {
       for (int v = 0; v < kNV; v += kLinesPerVector) __builtin_prefetch(b + kPrefetchRows * ldb + v * Ops::W);
     }
     V bv[kNV];
-    for (int v = 0; v < kNV; ++v) bv[v] = kExactB ? load_lanes<Ops>(b + v * Ops::W, lanes[v]) : Ops::load(b + v * Ops::W);
+    for (int v = 0; v < kNV; ++v) {
+      // One masked load of 0..W lanes (load_lanes' branches are not needed:
+      // lanes 0 reads nothing).
+      bv[v] = kRead == BRead::in_place_n ? Ops::load_tail(b + v * Ops::W, lanes[v], 0.0f) : Ops::load(b + v * Ops::W);
+    }
     for (int i = 0; i < kRows; ++i) {
       const V ai = Ops::set1(a[i]);
       for (int v = 0; v < kNV; ++v) acc[i][v] = Ops::fmadd(ai, bv[v], acc[i][v]);
@@ -130,26 +148,29 @@ void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float*
 }
 
 // Picks the kernel of height `rows` (1..kMR) by compile-time recursion.
-template <class Ops, int kMR, int kNV, bool kExactB, int kRows = kMR>
+template <class Ops, int kMR, int kNV, BRead kRead, int kRows = kMR>
 void ukernel_any_rows(int rows, int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
                       const TileUpdate& u) {
   if constexpr (kRows > 1) {
     if (rows < kRows) {
-      ukernel_any_rows<Ops, kMR, kNV, kExactB, kRows - 1>(rows, k, a, b, ldb, c, ldc, n, u);
+      ukernel_any_rows<Ops, kMR, kNV, kRead, kRows - 1>(rows, k, a, b, ldb, c, ldc, n, u);
       return;
     }
   }
-  ukernel_rows<Ops, kMR, kRows, kNV, kExactB>(k, a, b, ldb, c, ldc, n, u);
+  ukernel_rows<Ops, kMR, kRows, kNV, kRead>(k, a, b, ldb, c, ldc, n, u);
 }
 
 template <class Cfg>
 void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb, bool b_exact, float* c, int64_t ldc,
              int m, int n, const TileUpdate& u) {
   using Ops = typename Cfg::Ops;
-  if (b_exact) {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, true>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+  constexpr int kNR = Cfg::kNV * Ops::W;
+  if (!b_exact) {
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::packed>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+  } else if (n == kNR) {
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
   } else {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, false>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place_n>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
   }
 }
 

@@ -1,0 +1,257 @@
+// conv2d_forward for stride 1 as a sum of GEMMs, one per kernel tap, whose
+// B operand is the input itself, read in place by the microkernel (gemm.h,
+// GemmKernels::ukernel with b_exact): no im2col, no packing of B.
+//
+// The padded grid. Output (p, q) and tap (r, s) read input (p - pad_top +
+// r * dil_h, q - pad_left + s * dil_w). Lay the input out on a zero-padded
+// grid of hp = P + (R-1) * dil_h rows by wp = Q + (S-1) * dil_w columns
+// (grid (i, j) = input (i - pad_top, j - pad_left), zero outside), and
+// number the outputs along the grid's rows, f = p * wp + q. Then tap (r, s)
+// of output f reads grid element f + r * dil_h * wp + s * dil_w of each
+// channel plane: for a run of consecutive f, a contiguous run of the grid.
+// So, per group, with C_g channels as the reduction,
+//
+//   Y'[K_g, f] = sum over taps (r, s) of W_rs[K_g, C_g] x G[C_g, f + r*dil_h*wp + s*dil_w]
+//
+// each term a GEMM whose B rows are the channel planes of the grid (ldb =
+// the plane's size), offset by the tap. Y' has wp - Q columns per row that
+// are not outputs (q >= Q: they straddle two grid rows); they are computed
+// and dropped, which is what makes every B run contiguous. The grid is
+// built per column block (its band of rows, every channel) in a per-thread
+// buffer; when the input already is the grid (no top / left padding, wp ==
+// W, hp <= H: 1x1 and "valid" convolutions) it is read in place.
+//
+// Blocking: per (image, group, block of <= kBlockColumns grid outputs), the
+// band (C_g x a few rows x wp) stays in L2 and is read once per A panel of
+// mr output channels; the weight is packed once per call into A panels, one
+// mr x C_g panel per tap (C_g cut into chunks of <= kc so that a panel stays
+// in L1); the mr x block accumulator tile stays in L1 across the taps, and
+// bias, activation and the copy of the valid columns into y are done on it
+// while it is still there.
+//
+// When it applies (conv_forward_taps_applies: the shape and the active
+// ISA's tile height mr decide, never the thread count): stride 1,
+// wp <= 2 Q (at most half the computed columns are dropped: wide dilated
+// kernels on narrow images do better packed), and one of
+// * a 1x1 kernel (one tap: a plain GEMM on the input in place);
+// * C_g >= kMinTapChannels: each microkernel call reduces over C_g only,
+//   and the accumulator tile is read and written back once per tap, which
+//   costs about as much as a few FMA steps: amortized from 16 channels on;
+// * C_g >= kMinChannelsPerPanel x the A panels of K_g: with fewer channels
+//   the tile traffic per tap is not amortized, but neither is the implicit
+//   GEMM's packing of the input, which is shared only by the A panels. By
+//   the tap route / implicit GEMM times measured (1 thread, avx512, us):
+//   C_g=3 K=4 8x8 1.5 / 2.6; C_g=8 K=8 16x16 6.6 / 12.1; C_g=6 K=6 5x5
+//   kernel 20x20 14.8 / 38.2 (taps); C_g=4 K=16 32x32 28.4 / 22.8; C_g=12
+//   K=64 28x28 122 / 109; C_g=8 K=64 56x56 355 / 267 (implicit); C_g=8
+//   K=32 28x28 and C_g=3 K=8 32x32 about equal (ratio 2.7 and 3).
+//
+// Threads take contiguous shares of (image, group, column block, chunk of
+// A panels) units, as in conv_forward.cpp; every output element is summed
+// in the same order (channel chunks, then taps, then channels) whoever
+// computes it, so results are bit-identical for any thread count.
+#include "cpu/conv/conv_forward_taps.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+
+#include "cpu/activation/activation.h"
+#include "cpu/gemm/gemm.h"
+#include "runtime/threads.h"
+
+namespace minidnn::cpu {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t saturating_product(std::initializer_list<int64_t> extents) {
+  int64_t product = 1;
+  for (int64_t e : extents) {
+    if (__builtin_mul_overflow(product, e, &product)) return INT64_MAX;
+  }
+  return product;
+}
+
+constexpr int64_t kMinTapChannels = 16;
+constexpr int64_t kMinChannelsPerPanel = 3;
+// Grid outputs per column block: the mr x block accumulator tile (14 KB at
+// mr = 14) shares L1 with the A panel of a tap.
+constexpr int64_t kBlockColumns = 256;
+// FMAs worth waking a thread for (as the GEMM's grain).
+constexpr int64_t kConvGrain = int64_t{1} << 18;
+
+// Rows [row0, row_end) of the padded grid of every channel of a group
+// (input channels at xg), each wp wide, into dst (channel planes of
+// (row_end - row0) * wp floats).
+void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t row0, int64_t row_end, int64_t wp,
+                float* dst) {
+  const int64_t left = std::min(g.pad_left, wp);
+  const int64_t copied = std::clamp<int64_t>(wp - g.pad_left, 0, g.w);  // input columns on the grid
+  for (int64_t c = 0; c < channels; ++c) {
+    const float* xc = xg + c * g.h * g.w;
+    for (int64_t i = row0; i < row_end; ++i) {
+      float* out = dst + (c * (row_end - row0) + (i - row0)) * wp;
+      const int64_t ih = i - g.pad_top;
+      if (ih < 0 || ih >= g.h) {
+        std::fill(out, out + wp, 0.0f);
+        continue;
+      }
+      std::fill(out, out + left, 0.0f);
+      std::memcpy(out + left, xc + ih * g.w, static_cast<size_t>(copied) * sizeof(float));
+      std::fill(out + left + copied, out + wp, 0.0f);
+    }
+  }
+}
+
+// The valid columns of an accumulator tile (rows of `ncols` grid outputs
+// from f0, row stride ld) into y (rows P*Q apart), bias and activation
+// applied first, in place in the tile.
+void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int64_t ld, int rows, int64_t f0,
+                 int64_t ncols, int64_t wp, const float* bias, float* y) {
+  const int64_t npix = g.p * g.q;
+  const int64_t p_first = f0 / wp, p_last = (f0 + ncols - 1) / wp;
+  for (int i = 0; i < rows; ++i) {
+    float* row = tile + i * ld;
+    if (bias != nullptr) {
+      const float b = bias[i];
+      for (int64_t j = 0; j < ncols; ++j) row[j] += b;
+    }
+    if (ep.activate) activation_kernels().forward(ep.activation, row, row, ncols, ep.alpha);
+    float* yrow = y + i * npix;
+    for (int64_t p = p_first; p <= p_last; ++p) {
+      const int64_t q0 = std::max<int64_t>(0, f0 - p * wp), q1 = std::min(g.q, f0 + ncols - p * wp);
+      if (q0 < q1) std::memcpy(yrow + p * g.q + q0, row + (p * wp + q0 - f0), static_cast<size_t>(q1 - q0) * sizeof(float));
+    }
+  }
+}
+
+}  // namespace
+
+bool conv_forward_taps_applies(const ConvGeometry& g) {
+  if (g.stride_h != 1 || g.stride_w != 1) return false;
+  if (g.q + (g.s - 1) * g.dil_w > 2 * g.q) return false;
+  const int64_t cg = g.c / g.groups;
+  const int64_t a_panels = ceil_div(g.k / g.groups, gemm_kernels().blocking.mr);
+  return g.r * g.s == 1 || cg >= kMinTapChannels || cg >= kMinChannelsPerPanel * a_panels;
+}
+
+void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
+                         float* y) {
+  const int64_t kg = g.k / g.groups, cg = g.c / g.groups;
+  const int64_t taps = g.r * g.s;
+  const int64_t npix = g.p * g.q;
+  const GemmKernels& kern = gemm_kernels();
+  const GemmBlocking& blk = kern.blocking;
+  const int mr = blk.mr, nr = blk.nr;
+
+  const int64_t hp = g.p + (g.r - 1) * g.dil_h, wp = g.q + (g.s - 1) * g.dil_w;
+  const int64_t grid_outputs = (g.p - 1) * wp + g.q;  // the last row's dropped columns are not computed
+  const bool in_place = g.pad_top == 0 && g.pad_left == 0 && wp == g.w && hp <= g.h;
+
+  // Channel chunks of equal size (<= kc).
+  const int64_t c_chunks = ceil_div(cg, blk.kc);
+  const int64_t chunk = ceil_div(cg, c_chunks);
+  // Column blocks of equal size in whole microkernel tiles.
+  const int64_t col_blocks = ceil_div(grid_outputs, kBlockColumns);
+  const int64_t nc = ceil_div(ceil_div(grid_outputs, col_blocks), nr) * nr;
+  const int64_t n_col_blocks = ceil_div(grid_outputs, nc);
+  // Grid rows a block reads: its outputs span at most (nc + wp - 2) / wp + 1
+  // rows; the taps reach (R-1) * dil_h rows further, and a block that ends
+  // on a dropped column reads into one more.
+  const int64_t band_rows_max = std::min(hp, (nc + wp - 2) / wp + 2 + (g.r - 1) * g.dil_h);
+
+  const int64_t a_panels = ceil_div(kg, mr);
+  const int threads = threads_for(saturating_product({g.n, g.k, npix, cg, taps}), kConvGrain);
+  const int64_t outer_units = g.n * g.groups * n_col_blocks;
+  const int64_t row_chunks = std::min(a_panels, outer_units >= threads ? int64_t{1} : ceil_div(threads, outer_units));
+  const int64_t units = outer_units * row_chunks;
+
+  // Packed weight: group gi, A panel ip, channel chunk from c0 (length cc),
+  // tap t: mr x cc floats at gi * kg_pad * cg * taps + ip * mr * cg * taps
+  // + (c0 * taps + t * cc) * mr, element (c, i) at c * mr + i. Rows past
+  // kg in the last panel are never read (the kernel of that height skips them).
+  const int64_t kg_pad = a_panels * mr;
+  const int64_t group_floats = kg_pad * cg * taps;
+  float* packed_w = gemm_scratch(0, g.groups * group_floats);
+  // Per thread: the band (unless read in place), then the accumulator tile.
+  const int64_t band_floats = in_place ? 0 : cg * band_rows_max * wp;
+  const int64_t thread_floats = band_floats + int64_t{mr} * nc;
+  float* thread_buffers = gemm_scratch(1, threads * thread_floats);
+
+  parallel(threads, [&](int t, int nt) {
+    const int64_t all_panels = g.groups * a_panels;
+    for (int64_t u = all_panels * t / nt; u < all_panels * (t + 1) / nt; ++u) {
+      const int64_t gi = u / a_panels, ip = u % a_panels;
+      const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
+      float* panel = packed_w + gi * group_floats + ip * mr * cg * taps;
+      // Written in order, gathered from the panel's rows (reading each row
+      // in order and scattering to the taps' panels measured twice as slow).
+      const float* rows_src = weight + (gi * kg + ip * mr) * cg * taps;
+      for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
+        const int64_t cc = std::min(chunk, cg - c0);
+        float* dst = panel + c0 * taps * mr;
+        for (int64_t tap = 0; tap < taps; ++tap) {
+          for (int64_t c = c0; c < c0 + cc; ++c) {
+            const float* src = rows_src + c * taps + tap;
+            for (int i = 0; i < rows; ++i) dst[i] = src[i * cg * taps];
+            dst += mr;
+          }
+        }
+      }
+    }
+#pragma omp barrier
+
+    float* band = thread_buffers + t * thread_floats;
+    float* tile = band + band_floats;
+    int64_t band_of = -1;  // the (image, group, column block) whose band is built
+    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
+      const int64_t rchunk = u % row_chunks;
+      const int64_t jb = u / row_chunks % n_col_blocks;
+      const int64_t gi = u / (row_chunks * n_col_blocks) % g.groups;
+      const int64_t img = u / (row_chunks * n_col_blocks * g.groups);
+      const int64_t f0 = jb * nc, ncols = std::min(nc, grid_outputs - f0);
+      const int64_t row0 = f0 / wp;
+      const int64_t row_end = std::min(hp, (f0 + ncols - 1) / wp + 2 + (g.r - 1) * g.dil_h);
+      const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
+      const float* grid = nullptr;  // grid row row0 of channel 0
+      int64_t plane = 0;
+      if (in_place) {
+        grid = xg + row0 * wp;
+        plane = g.h * g.w;
+      } else {
+        plane = (row_end - row0) * wp;
+        if (band_of != u / row_chunks) {
+          build_band(g, xg, cg, row0, row_end, wp, band);
+          band_of = u / row_chunks;
+        }
+        grid = band;
+      }
+      const float* b_block = grid + (f0 - row0 * wp);  // B of tap (0, 0), channel 0, column f0
+      const int64_t ip_begin = a_panels * rchunk / row_chunks, ip_end = a_panels * (rchunk + 1) / row_chunks;
+      for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
+        const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
+        const float* panel = packed_w + gi * group_floats + ip * mr * cg * taps;
+        for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
+          const int64_t cc = std::min(chunk, cg - c0);
+          for (int64_t tap = 0; tap < taps; ++tap) {
+            const float* a = panel + (c0 * taps + tap * cc) * mr;
+            const float* b = b_block + c0 * plane + (tap / g.s) * g.dil_h * wp + (tap % g.s) * g.dil_w;
+            const TileUpdate update{1.0f, 0.0f, c0 == 0 && tap == 0, nullptr};
+            for (int64_t j = 0; j < ncols; j += nr) {
+              kern.ukernel(cc, a, b + j, plane, true, tile + j, nc, rows,
+                           static_cast<int>(std::min<int64_t>(nr, ncols - j)), update);
+            }
+          }
+        }
+        const int64_t k0 = gi * kg + ip * mr;
+        store_block(g, ep, tile, nc, rows, f0, ncols, wp, ep.bias != nullptr ? ep.bias + k0 : nullptr,
+                    y + (img * g.k + k0) * npix);
+      }
+    }
+  });
+}
+
+}  // namespace minidnn::cpu
