@@ -22,6 +22,19 @@ from .conv import (
     conv1d_backward,
 )
 from .linear import linear, linear_backward
+from .pooling import (
+    max_pool2d,
+    max_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d_backward,
+    max_unpool2d,
+    max_pool1d,
+    avg_pool1d,
+)
 from .activation import (
     relu,
     relu_backward,
@@ -58,4 +71,15 @@ __all__ = [
     "conv1d_backward",
     "linear",
     "linear_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d_backward",
+    "max_unpool2d",
+    "max_pool1d",
+    "avg_pool1d",
 ]
