@@ -12,7 +12,7 @@ struct ScratchBuffer {
   ~ScratchBuffer() { std::free(data); }
 };
 
-constexpr int kSlots = 3;
+constexpr int kSlots = 4;
 constexpr size_t kAlign = 64;  // a cache line: panels never straddle one more than needed
 
 }  // namespace

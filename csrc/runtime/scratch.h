@@ -12,6 +12,7 @@ enum class ScratchSlot {
   gemm_a_block = 0,  // the GEMM's packed A block, shared by a team
   gemm_b_block = 1,  // the GEMM's packed B blocks of each thread
   softmax_row = 2,   // the softmax family's row slice (exp values)
+  pooling_row = 3,   // the pooling backward's row of window sums
 };
 
 // `floats` floats for `slot` on the calling thread. Valid until the next

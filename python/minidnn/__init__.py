@@ -47,6 +47,19 @@ from .conv import (
     conv_transpose2d_backward,
 )
 from .linear import linear, linear_backward
+from .pooling import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool1d,
+    max_pool2d,
+    max_pool2d_backward,
+    max_unpool2d,
+)
 from .softmax import (
     cross_entropy,
     cross_entropy_backward,
@@ -94,4 +107,15 @@ __all__ = [
     "conv_transpose2d_backward",
     "conv1d",
     "conv1d_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d_backward",
+    "max_unpool2d",
+    "max_pool1d",
+    "avg_pool1d",
 ]

@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "softmax": "minidnn.bench.softmax",
     "linear": "minidnn.bench.linear",
     "conv": "minidnn.bench.conv",
+    "pooling": "minidnn.bench.pooling",
 }
 
 __all__ = ["FAMILIES"]

@@ -210,7 +210,7 @@ def adaptive_max_pool2d(x, output_size, return_indices=False):
     idx = np.zeros((n, c, oh, ow), dtype=np.int64)
     for i, (h0, h1) in enumerate(_adaptive_windows(h, oh)):
         for j, (w0, w1) in enumerate(_adaptive_windows(w, ow)):
-            win = x[:, :, h0:h1, w0:w1].reshape(n, c, -1)
+            win = x[:, :, h0:h1, w0:w1].reshape(n, c, (h1 - h0) * (w1 - w0))
             flat = (np.arange(h0, h1)[:, None] * w + np.arange(w0, w1)[None, :]).ravel()
             nan = np.isnan(win)
             last_nan = win.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
