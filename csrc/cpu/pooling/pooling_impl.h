@@ -106,48 +106,114 @@ inline float window_max(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t
   return m;
 }
 
-template <class Ops, int kStride, bool kIndices>
-void max_row(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int64_t p) {
+// The lanes [lo, hi) of the vector of outputs q .. q + W - 1 whose tap at
+// offset `off` (the input position of lane 0's tap) lies in [0, in); lanes
+// past `out` are left out too.
+template <class Ops, int kStride>
+void tap_lanes(int64_t off, int64_t stride, int64_t in, int64_t lanes, int64_t* lo, int64_t* hi) {
+  int64_t a, b;
+  if constexpr (kStride == 1) {
+    a = -off;
+    b = in - off;
+  } else if constexpr (kStride == 2) {
+    a = off >= 0 ? 0 : (-off + 1) >> 1;
+    b = off > in - 1 ? 0 : ((in - 1 - off) >> 1) + 1;
+  } else {
+    a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    b = off > in - 1 ? 0 : (in - 1 - off) / stride + 1;
+  }
+  if (a < 0) a = 0;
+  if (b > lanes) b = lanes;
+  if (a > b) a = b;
+  *lo = a;
+  *hi = b;
+}
+
+// The vector of x[off + l * stride], l in [0, W): every lane in range
+// (kEdge false), or only lanes [lo, hi) read and `fill` in the others.
+template <class Ops, int kStride, bool kEdge>
+typename Ops::V load_taps(const float* row, int64_t off, int64_t stride, int64_t in, int64_t lanes, float fill) {
+  if constexpr (!kEdge) {
+    return load_strided<Ops, kStride>(row + off, stride);
+  } else {
+    int64_t lo, hi;
+    tap_lanes<Ops, kStride>(off, stride, in, lanes, &lo, &hi);
+    // Masked lanes are never read: the address may lie outside the row.
+    const float* p = row + off;
+    if constexpr (kStride == 1) {
+      return Ops::load_lanes(p, lo, hi, fill);
+    } else if constexpr (kStride == 2) {
+      return Ops::load_stride2_lanes(p, lo, hi, fill);
+    } else {
+      return Ops::gather_lanes(p, stride, lo, hi, fill);
+    }
+  }
+}
+
+// Outputs q .. q + lanes - 1 of row p (lanes <= W): the taps of each lane
+// in scan order, a lane's maximum replaced where gt_or_nan; padding reads
+// as -inf, which never replaces. The winning tap is kept as a float
+// (th * kw + jw; -1: none replaced, the window's first in-range position).
+template <class Ops, int kStride, bool kIndices, bool kEdge>
+void max_vector(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int64_t p, int64_t q, int64_t lanes) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
-  auto scalar_at = [&](int64_t q) {
-    int64_t i = 0;
-    y[q] = window_max(h, w, p, q, x, &i);
-    if constexpr (kIndices) idx[q] = i;
-  };
-  int64_t q = 0;
-  const bool vector = w.regular && h.taps[p] > 0 && (!kIndices || h.taps[p] * w.kernel <= kMaxVectorTaps);
-  if (vector) {
-    for (; q < w.full_lo; ++q) scalar_at(q);
-    const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
-    const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
-    for (; q + Ops::W <= w.full_hi; q += Ops::W) {
-      const float* origin = x + q * sw - w.pad;
-      V m = Ops::set1(kNegInf);
-      V tap = Ops::zero();
-      for (int64_t th = 0; th < taps_h; ++th) {
-        const float* row = origin + (ih0 + th * dh) * w.in;
-        for (int64_t jw = 0; jw < kw; ++jw) {
-          const V v = load_strided<Ops, kStride>(row + jw * dw, sw);
-          const typename Ops::M replace = Ops::gt_or_nan(v, m);
-          m = Ops::select(replace, v, m);
-          if constexpr (kIndices) tap = Ops::select(replace, Ops::set1(static_cast<float>(th * kw + jw)), tap);
-        }
-      }
-      Ops::store(y + q, m);
-      if constexpr (kIndices) {
-        float taps[Ops::W];
-        Ops::store(taps, tap);
-        for (int l = 0; l < Ops::W; ++l) {
-          const int64_t id = static_cast<int64_t>(taps[l]);
-          const int64_t th = id / kw, jw = id - th * kw;
-          idx[q + l] = (ih0 + th * dh) * w.in + (q + l) * sw - w.pad + jw * dw;
-        }
+  const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
+  const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
+  const int64_t origin = q * sw - w.pad;
+  V m = Ops::set1(kNegInf);
+  V tap = Ops::set1(-1.0f);
+  for (int64_t th = 0; th < taps_h; ++th) {
+    const float* row = x + (ih0 + th * dh) * w.in;
+    for (int64_t jw = 0; jw < kw; ++jw) {
+      const V v = load_taps<Ops, kStride, kEdge>(row, origin + jw * dw, sw, w.in, lanes, kNegInf);
+      const typename Ops::M replace = Ops::gt_or_nan(v, m);
+      m = Ops::select(replace, v, m);
+      if constexpr (kIndices) tap = Ops::select(replace, Ops::set1(static_cast<float>(th * kw + jw)), tap);
+    }
+  }
+  if (lanes == Ops::W) {
+    Ops::store(y + q, m);
+  } else {
+    Ops::store_tail(y + q, m, lanes);
+  }
+  if constexpr (kIndices) {
+    float taps[Ops::W];
+    Ops::store(taps, tap);
+    for (int64_t l = 0; l < lanes; ++l) {
+      if (taps[l] < 0.0f) {
+        idx[q + l] = ih0 * w.in + w.first[q + l];
+      } else {
+        const int64_t id = static_cast<int64_t>(taps[l]);
+        const int64_t th = id / kw, jw = id - th * kw;
+        idx[q + l] = (ih0 + th * dh) * w.in + origin + l * sw + jw * dw;
       }
     }
   }
-  for (; q < w.out; ++q) scalar_at(q);
+}
+
+template <class Ops, int kStride, bool kIndices>
+void max_row(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int64_t p) {
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const bool vector = w.regular && h.taps[p] > 0 && (!kIndices || h.taps[p] * w.kernel <= kMaxVectorTaps);
+  if (!vector) {
+    for (int64_t q = 0; q < w.out; ++q) {
+      int64_t i = 0;
+      y[q] = window_max(h, w, p, q, x, &i);
+      if constexpr (kIndices) idx[q] = i;
+    }
+    return;
+  }
+  for (int64_t q = 0; q < w.out; q += Ops::W) {
+    const int64_t lanes = w.out - q < Ops::W ? w.out - q : Ops::W;
+    if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
+      max_vector<Ops, kStride, kIndices, false>(g, x, y, idx, p, q, lanes);
+    } else {
+      max_vector<Ops, kStride, kIndices, true>(g, x, y, idx, p, q, lanes);
+    }
+  }
 }
 
 template <class Ops, int kStride, bool kIndices>
@@ -197,42 +263,60 @@ float window_sum(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, con
   return s;
 }
 
-template <class Ops, int kStride>
-void avg_row(const PoolGeometry& g, const float* x, float* y, int64_t p, float divisor) {
+// Outputs q .. q + lanes - 1 of row p: the sums of the in-range taps
+// (padding reads as 0), over the divisors (never 0: a divisor 0 comes with
+// no tap in range, a sum of 0, and gives 0 / 1).
+template <class Ops, int kStride, bool kEdge>
+void avg_vector(const PoolGeometry& g, const float* x, float* y, int64_t p, int64_t q, int64_t lanes, float divisor) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
-  auto scalar_at = [&](int64_t q) {
-    const float d = divisor_at(h, w, p, q, divisor);
-    float s;
-    if (h.dilation == 1 && w.first[q] == 0 && w.taps[q] == w.in) {
-      // Whole rows (global pooling): one contiguous block.
-      s = sum_segment<Ops>(x + h.first[p] * w.in, h.taps[p] * w.in);
-    } else {
-      s = window_sum<Ops>(h, w, p, q, x);
-    }
-    y[q] = d != 0.0f ? s / d : 0.0f;
-  };
-  int64_t q = 0;
-  if (w.regular && h.taps[p] > 0) {
-    for (; q < w.full_lo; ++q) scalar_at(q);
-    const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
-    const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
-    const V hcount = Ops::set1(h.count[p]);
-    const V fixed = Ops::set1(divisor);
-    for (; q + Ops::W <= w.full_hi; q += Ops::W) {
-      const float* origin = x + q * sw - w.pad;
-      V s = Ops::zero();
-      for (int64_t th = 0; th < taps_h; ++th) {
-        const float* row = origin + (ih0 + th * dh) * w.in;
-        for (int64_t jw = 0; jw < kw; ++jw) s = Ops::add(s, load_strided<Ops, kStride>(row + jw * dw, sw));
-      }
-      // Interior divisors are never 0 (every W tap is in range).
-      const V d = divisor > 0.0f ? fixed : Ops::mul(hcount, Ops::load(w.count + q));
-      Ops::store(y + q, Ops::div(s, d));
+  const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
+  const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
+  const int64_t origin = q * sw - w.pad;
+  V s = Ops::zero();
+  for (int64_t th = 0; th < taps_h; ++th) {
+    const float* row = x + (ih0 + th * dh) * w.in;
+    for (int64_t jw = 0; jw < kw; ++jw) {
+      s = Ops::add(s, load_taps<Ops, kStride, kEdge>(row, origin + jw * dw, sw, w.in, lanes, 0.0f));
     }
   }
-  for (; q < w.out; ++q) scalar_at(q);
+  const V d = divisor > 0.0f ? Ops::set1(divisor)
+                             : Ops::max(Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, lanes, 1.0f)),
+                                        Ops::set1(1.0f));
+  if (lanes == Ops::W) {
+    Ops::store(y + q, Ops::div(s, d));
+  } else {
+    Ops::store_tail(y + q, Ops::div(s, d), lanes);
+  }
+}
+
+template <class Ops, int kStride>
+void avg_row(const PoolGeometry& g, const float* x, float* y, int64_t p, float divisor) {
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  if (!w.regular || h.taps[p] == 0) {
+    for (int64_t q = 0; q < w.out; ++q) {
+      const float d = divisor_at(h, w, p, q, divisor);
+      float s;
+      if (h.dilation == 1 && w.first[q] == 0 && w.taps[q] == w.in) {
+        // Whole rows (global pooling): one contiguous block.
+        s = sum_segment<Ops>(x + h.first[p] * w.in, h.taps[p] * w.in);
+      } else {
+        s = window_sum<Ops>(h, w, p, q, x);
+      }
+      y[q] = d != 0.0f ? s / d : 0.0f;
+    }
+    return;
+  }
+  for (int64_t q = 0; q < w.out; q += Ops::W) {
+    const int64_t lanes = w.out - q < Ops::W ? w.out - q : Ops::W;
+    if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
+      avg_vector<Ops, kStride, false>(g, x, y, p, q, lanes, divisor);
+    } else {
+      avg_vector<Ops, kStride, true>(g, x, y, p, q, lanes, divisor);
+    }
+  }
 }
 
 template <class Ops, int kStride>

@@ -68,12 +68,12 @@ class Pool:
             return lib.avg_pool2d(x, self.kernel, self.stride, self.padding)
         return lib.adaptive_avg_pool2d(x, 1)
 
-    def backward(self, lib: Any, grad_y: np.ndarray, indices: Optional[np.ndarray]) -> Any:
+    def backward(self, lib: Any, grad_y: np.ndarray, indices: Optional[np.ndarray], shape: tuple) -> Any:
         if self.kind == "max":
-            return lib.max_pool2d_backward(grad_y, indices, self.shape)
+            return lib.max_pool2d_backward(grad_y, indices, shape)
         if self.kind == "avg":
-            return lib.avg_pool2d_backward(grad_y, self.shape, self.kernel, self.stride, self.padding)
-        return lib.adaptive_avg_pool2d_backward(grad_y, self.shape)
+            return lib.avg_pool2d_backward(grad_y, shape, self.kernel, self.stride, self.padding)
+        return lib.adaptive_avg_pool2d_backward(grad_y, shape)
 
     def torch_forward(self, torch: Any, x: Any) -> Any:
         F = torch.nn.functional
@@ -137,13 +137,13 @@ def _forward_backward(layer: Pool) -> Case:
     def run(inputs: Inputs) -> tuple:
         out = layer.forward(minidnn, inputs["x"], indices=max_pool)
         y, idx = out if max_pool else (out, None)
-        return y, layer.backward(minidnn, y, idx)
+        return y, layer.backward(minidnn, y, idx, inputs["x"].shape)
 
     def ref_run(inputs: Inputs) -> tuple:
         out = layer.forward(reference, inputs["x"], indices=max_pool)
         y, idx = out if max_pool else (out, None)
         y32 = layer.forward(minidnn, inputs["x"])  # the same grad_y as run()
-        return y, layer.backward(reference, y32, idx)
+        return y, layer.backward(reference, y32, idx, inputs["x"].shape)
 
     def torch_call(inputs: Inputs) -> Callable[[], Any]:
         import torch
