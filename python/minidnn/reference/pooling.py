@@ -126,14 +126,16 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=Fal
     y = np.full((n, c, ah.out, aw.out), -np.inf)
     idx = np.full((ah.out, aw.out), -1, dtype=np.int64)
     idx = np.broadcast_to(idx, y.shape).copy()
+    met = np.zeros((ah.out, aw.out), dtype=bool)  # windows with a tap in range
     for flat, valid in _taps(ah, aw):
+        met |= valid
         v = planes[:, :, flat]
         first = valid & (idx < 0)
         idx = np.where(first, flat, idx)  # the window's first in-range position
         update = valid & ((v > y) | np.isnan(v))
         y = np.where(update, v, y)
         idx = np.where(update, flat, idx)
-    if (idx < 0).any():
+    if not met.all():
         raise ValueError("padding: a max-pooling window lies wholly in padding")
     return (y, idx) if return_indices else y
 
