@@ -345,9 +345,18 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
+  // Global pooling: one window over the whole plane, whose share fills it.
+  const bool global = h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in &&
+                      w.taps[0] == w.in;
   for_each_plane(g.planes, g.planes * (in_plane + out_plane), [&](int64_t plane) {
     float* gx = grad_x + plane * in_plane;
     const float* gy = grad_y + plane * out_plane;
+    if (global) {
+      const float d = divisor_at(h, w, 0, 0, divisor);
+      const typename Ops::V share = Ops::set1(d != 0.0f ? gy[0] / d : 0.0f);
+      store_row<Ops>(gx, in_plane, [&](int64_t, int64_t) { return share; });
+      return;
+    }
     fill_zero<Ops>(gx, in_plane);
     float* u = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, w.in);
     for (int64_t p = 0; p < h.out; ++p) {
