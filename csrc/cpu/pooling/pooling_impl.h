@@ -150,11 +150,13 @@ typename Ops::V load_taps(const float* row, int64_t off, int64_t stride, int64_t
   }
 }
 
-// Outputs q .. q + lanes - 1 of row p (lanes <= W): the taps of each lane
-// in scan order, a lane's maximum replaced where gt_or_nan; padding reads
-// as -inf, which never replaces. The winning tap is kept as a float
-// (th * kw + jw; -1: none replaced, the window's first in-range position).
-template <class Ops, int kStride, bool kIndices, bool kEdge>
+// Outputs q .. q + kU * W - 1 of row p (the last vector holding `lanes`
+// <= W): the taps of each lane in scan order, a lane's maximum replaced
+// where gt_or_nan; padding reads as -inf, which never replaces. The winning
+// tap is kept as a float (th * kw + jw; -1: none replaced, the window's
+// first in-range position). kU vectors at once: independent dependency
+// chains (one chain of 9 taps is latency-bound).
+template <class Ops, int kStride, bool kIndices, bool kEdge, int kU>
 void max_vector(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int64_t p, int64_t q, int64_t lanes) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
@@ -162,32 +164,43 @@ void max_vector(const PoolGeometry& g, const float* x, float* y, int64_t* idx, i
   const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
   const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
   const int64_t origin = q * sw - w.pad;
-  V m = Ops::set1(kNegInf);
-  V tap = Ops::set1(-1.0f);
+  const int64_t step = int64_t{Ops::W} * sw;  // between the vectors of the group
+  V m[kU], tap[kU];
+  for (int u = 0; u < kU; ++u) {
+    m[u] = Ops::set1(kNegInf);
+    tap[u] = Ops::set1(-1.0f);
+  }
   for (int64_t th = 0; th < taps_h; ++th) {
     const float* row = x + (ih0 + th * dh) * w.in;
     for (int64_t jw = 0; jw < kw; ++jw) {
-      const V v = load_taps<Ops, kStride, kEdge>(row, origin + jw * dw, sw, w.in, lanes, kNegInf);
-      const typename Ops::M replace = Ops::gt_or_nan(v, m);
-      m = Ops::select(replace, v, m);
-      if constexpr (kIndices) tap = Ops::select(replace, Ops::set1(static_cast<float>(th * kw + jw)), tap);
+      const V id = Ops::set1(static_cast<float>(th * kw + jw));
+      for (int u = 0; u < kU; ++u) {
+        const V v = load_taps<Ops, kStride, kEdge>(row, origin + u * step + jw * dw, sw, w.in, lanes, kNegInf);
+        const typename Ops::M replace = Ops::gt_or_nan(v, m[u]);
+        m[u] = Ops::select(replace, v, m[u]);
+        if constexpr (kIndices) tap[u] = Ops::select(replace, id, tap[u]);
+      }
     }
   }
-  if (lanes == Ops::W) {
-    Ops::store(y + q, m);
-  } else {
-    Ops::store_tail(y + q, m, lanes);
-  }
-  if constexpr (kIndices) {
-    float taps[Ops::W];
-    Ops::store(taps, tap);
-    for (int64_t l = 0; l < lanes; ++l) {
-      if (taps[l] < 0.0f) {
-        idx[q + l] = ih0 * w.in + w.first[q + l];
-      } else {
-        const int64_t id = static_cast<int64_t>(taps[l]);
-        const int64_t th = id / kw, jw = id - th * kw;
-        idx[q + l] = (ih0 + th * dh) * w.in + origin + l * sw + jw * dw;
+  for (int u = 0; u < kU; ++u) {
+    const int64_t qu = q + u * Ops::W;
+    const int64_t n = u == kU - 1 ? lanes : int64_t{Ops::W};
+    if (n == Ops::W) {
+      Ops::store(y + qu, m[u]);
+    } else {
+      Ops::store_tail(y + qu, m[u], n);
+    }
+    if constexpr (kIndices) {
+      float taps[Ops::W];
+      Ops::store(taps, tap[u]);
+      for (int64_t l = 0; l < n; ++l) {
+        if (taps[l] < 0.0f) {
+          idx[qu + l] = ih0 * w.in + w.first[qu + l];
+        } else {
+          const int64_t t = static_cast<int64_t>(taps[l]);
+          const int64_t th = t / kw, jw = t - th * kw;
+          idx[qu + l] = (ih0 + th * dh) * w.in + origin + u * step + l * sw + jw * dw;
+        }
       }
     }
   }
@@ -206,12 +219,21 @@ void max_row(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int6
     }
     return;
   }
-  for (int64_t q = 0; q < w.out; q += Ops::W) {
+  for (int64_t q = 0; q < w.out;) {
     const int64_t lanes = w.out - q < Ops::W ? w.out - q : Ops::W;
-    if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
-      max_vector<Ops, kStride, kIndices, false>(g, x, y, idx, p, q, lanes);
+    if (q >= w.full_lo && q + 4 * Ops::W <= w.full_hi) {
+      max_vector<Ops, kStride, kIndices, false, 4>(g, x, y, idx, p, q, Ops::W);
+      q += 4 * Ops::W;
+    } else if (q >= w.full_lo && q + 2 * Ops::W <= w.full_hi) {
+      max_vector<Ops, kStride, kIndices, false, 2>(g, x, y, idx, p, q, Ops::W);
+      q += 2 * Ops::W;
     } else {
-      max_vector<Ops, kStride, kIndices, true>(g, x, y, idx, p, q, lanes);
+      if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
+        max_vector<Ops, kStride, kIndices, false, 1>(g, x, y, idx, p, q, lanes);
+      } else {
+        max_vector<Ops, kStride, kIndices, true, 1>(g, x, y, idx, p, q, lanes);
+      }
+      q += Ops::W;
     }
   }
 }
@@ -263,10 +285,11 @@ float window_sum(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, con
   return s;
 }
 
-// Outputs q .. q + lanes - 1 of row p: the sums of the in-range taps
-// (padding reads as 0), over the divisors (never 0: a divisor 0 comes with
-// no tap in range, a sum of 0, and gives 0 / 1).
-template <class Ops, int kStride, bool kEdge>
+// Outputs q .. q + kU * W - 1 of row p (the last vector holding `lanes`):
+// the sums of the in-range taps (padding reads as 0), over the divisors
+// (never 0: a divisor 0 comes with no tap in range, a sum of 0, and gives
+// 0 / 1). kU independent chains, as max_vector.
+template <class Ops, int kStride, bool kEdge, int kU>
 void avg_vector(const PoolGeometry& g, const float* x, float* y, int64_t p, int64_t q, int64_t lanes, float divisor) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
@@ -274,20 +297,28 @@ void avg_vector(const PoolGeometry& g, const float* x, float* y, int64_t p, int6
   const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
   const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
   const int64_t origin = q * sw - w.pad;
-  V s = Ops::zero();
+  const int64_t step = int64_t{Ops::W} * sw;
+  V s[kU];
+  for (int u = 0; u < kU; ++u) s[u] = Ops::zero();
   for (int64_t th = 0; th < taps_h; ++th) {
     const float* row = x + (ih0 + th * dh) * w.in;
     for (int64_t jw = 0; jw < kw; ++jw) {
-      s = Ops::add(s, load_taps<Ops, kStride, kEdge>(row, origin + jw * dw, sw, w.in, lanes, 0.0f));
+      for (int u = 0; u < kU; ++u) {
+        s[u] = Ops::add(s[u], load_taps<Ops, kStride, kEdge>(row, origin + u * step + jw * dw, sw, w.in, lanes, 0.0f));
+      }
     }
   }
-  const V d = divisor > 0.0f ? Ops::set1(divisor)
-                             : Ops::max(Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, lanes, 1.0f)),
-                                        Ops::set1(1.0f));
-  if (lanes == Ops::W) {
-    Ops::store(y + q, Ops::div(s, d));
-  } else {
-    Ops::store_tail(y + q, Ops::div(s, d), lanes);
+  for (int u = 0; u < kU; ++u) {
+    const int64_t qu = q + u * Ops::W;
+    const int64_t n = u == kU - 1 ? lanes : int64_t{Ops::W};
+    const V d = divisor > 0.0f ? Ops::set1(divisor)
+                               : Ops::max(Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, qu, n, 1.0f)),
+                                          Ops::set1(1.0f));
+    if (n == Ops::W) {
+      Ops::store(y + qu, Ops::div(s[u], d));
+    } else {
+      Ops::store_tail(y + qu, Ops::div(s[u], d), n);
+    }
   }
 }
 
@@ -309,12 +340,21 @@ void avg_row(const PoolGeometry& g, const float* x, float* y, int64_t p, float d
     }
     return;
   }
-  for (int64_t q = 0; q < w.out; q += Ops::W) {
+  for (int64_t q = 0; q < w.out;) {
     const int64_t lanes = w.out - q < Ops::W ? w.out - q : Ops::W;
-    if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
-      avg_vector<Ops, kStride, false>(g, x, y, p, q, lanes, divisor);
+    if (q >= w.full_lo && q + 4 * Ops::W <= w.full_hi) {
+      avg_vector<Ops, kStride, false, 4>(g, x, y, p, q, Ops::W, divisor);
+      q += 4 * Ops::W;
+    } else if (q >= w.full_lo && q + 2 * Ops::W <= w.full_hi) {
+      avg_vector<Ops, kStride, false, 2>(g, x, y, p, q, Ops::W, divisor);
+      q += 2 * Ops::W;
     } else {
-      avg_vector<Ops, kStride, true>(g, x, y, p, q, lanes, divisor);
+      if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
+        avg_vector<Ops, kStride, false, 1>(g, x, y, p, q, lanes, divisor);
+      } else {
+        avg_vector<Ops, kStride, true, 1>(g, x, y, p, q, lanes, divisor);
+      }
+      q += Ops::W;
     }
   }
 }
