@@ -56,11 +56,18 @@ void fill_zero(float* y, int64_t n) {
 // Sum of a[0, n) in W partial sums.
 template <class Ops>
 float sum_segment(const float* a, int64_t n) {
-  typename Ops::V acc = Ops::zero();
+  typename Ops::V acc = Ops::zero(), acc2 = Ops::zero();
   int64_t i = 0;
-  for (; i + Ops::W <= n; i += Ops::W) acc = Ops::add(acc, Ops::load(a + i));
-  if (i < n) acc = Ops::add(acc, Ops::load_tail(a + i, n - i, 0.0f));
-  return Ops::reduce_add(acc);
+  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
+    acc = Ops::add(acc, Ops::load(a + i));
+    acc2 = Ops::add(acc2, Ops::load(a + i + Ops::W));
+  }
+  if (i + Ops::W <= n) {
+    acc = Ops::add(acc, Ops::load(a + i));
+    i += Ops::W;
+  }
+  if (i < n) acc2 = Ops::add(acc2, Ops::load_tail(a + i, n - i, 0.0f));
+  return Ops::reduce_add(Ops::add(acc, acc2));
 }
 
 // Body(plane, row) for every output row of every plane, split into
@@ -70,8 +77,16 @@ void for_each_row(const PoolGeometry& g, const Body& body) {
   const int64_t rows = g.planes * g.h.out;
   const int64_t work = g.planes * (g.h.in * g.w.in + g.h.out * g.w.out);
   minidnn::parallel(minidnn::threads_for(work, kPoolGrain), [&](int t, int nt) {
-    const int64_t end = rows * (t + 1) / nt;
-    for (int64_t r = rows * t / nt; r < end; ++r) body(r / g.h.out, r % g.h.out);
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    if (begin >= end) return;
+    int64_t plane = begin / g.h.out, p = begin % g.h.out;  // one division per share
+    for (int64_t r = begin; r < end; ++r) {
+      body(plane, p);
+      if (++p == g.h.out) {
+        p = 0;
+        ++plane;
+      }
+    }
   });
 }
 
@@ -123,6 +138,7 @@ void tap_lanes(int64_t off, int64_t stride, int64_t in, int64_t lanes, int64_t* 
     b = off > in - 1 ? 0 : (in - 1 - off) / stride + 1;
   }
   if (a < 0) a = 0;
+  if (b < 0) b = 0;
   if (b > lanes) b = lanes;
   if (a > b) a = b;
   *lo = a;
@@ -367,8 +383,23 @@ void avg_forward_as(const PoolGeometry& g, const float* x, float* y, float divis
   });
 }
 
+// Global average pooling: one contiguous sum per plane.
+template <class Ops>
+void global_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  const int64_t in_plane = g.h.in * g.w.in;
+  const float d = divisor_at(g.h, g.w, 0, 0, divisor);
+  for_each_plane(g.planes, g.planes * (in_plane + 1), [&](int64_t plane) {
+    const float s = sum_segment<Ops>(x + plane * in_plane, in_plane);
+    y[plane] = d != 0.0f ? s / d : 0.0f;
+  });
+}
+
 template <class Ops>
 void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  if (g.h.out == 1 && g.w.out == 1 && g.h.dilation == 1 && g.w.dilation == 1 && g.h.taps[0] == g.h.in &&
+      g.w.taps[0] == g.w.in) {
+    return global_avg_forward<Ops>(g, x, y, divisor);
+  }
   switch (g.w.stride) {
     case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
     case 2: return avg_forward_as<Ops, 2>(g, x, y, divisor);
