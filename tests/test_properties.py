@@ -3,7 +3,8 @@ float64 reference, on inputs drawn by hypothesis: ranks 0 to 4 with
 zero-size sides, every axis, magnitudes from subnormal to float max with 0,
 +-inf and NaN mixed in, every reduction, weights, ignore_index, label
 smoothing, class-index and probability targets; conv2d over random
-geometries (every padding form, groups, strides, dilations, activations). Each example runs on every
+geometries (every padding form, groups, strides, dilations, activations); max and
+average pooling over random geometries (indices exact). Each example runs on every
 CPU path and 1 and 2 threads, with poisoned outputs.
 
 Each result is checked element by element: NaN and +-inf where the
@@ -479,3 +480,58 @@ def test_conv2d(data):
     run = lambda: minidnn.conv2d(x, w, b, activation=activation, **kwargs)  # noqa: E731
     for path, out in on_every_cpu_path(run).items():
         assert_agrees(out, expected, scale, RTOL * max(reduction, 4) / 4, path=path)
+
+
+# ---------------------------------------------------------------------------
+# pooling
+# ---------------------------------------------------------------------------
+
+
+@st.composite
+def pool2d_geometries(draw):
+    """(x shape, kernel, stride, pads ((t, b), (l, r)), dilation, ceil_mode):
+    kernels up to 4, strides up to 3, dilations up to 2, each pad up to the
+    dilated extent minus one; rows up to 40 wide (past a 16-lane vector)."""
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    pads = tuple((draw(st.integers(0, dd * (kk - 1))), draw(st.integers(0, dd * (kk - 1)))) for kk, dd in zip(k, d))
+    spans = [dd * (kk - 1) + 1 - sum(pp) for kk, dd, pp in zip(k, d, pads)]
+    h = draw(st.integers(max(1, spans[0]), max(1, spans[0]) + 8))
+    w = draw(st.integers(max(1, spans[1]), max(1, spans[1]) + 40))
+    shape = (draw(st.integers(0, 2)), draw(st.integers(1, 3)), h, w)
+    return shape, k, s, pads, d, draw(st.booleans())
+
+
+# Fewer examples than the elementwise ops: each runs the float64 reference
+# and six kernel calls per op.
+@settings(max_examples=60)
+@given(geometry=pool2d_geometries(), data=st.data())
+def test_max_pool2d(geometry, data):
+    shape, k, s, pads, d, ceil_mode = geometry
+    x = data.draw(float32_arrays(shape))
+    try:
+        expected, indices = ref.max_pool2d(x, k, s, pads, d, ceil_mode, return_indices=True)
+    except ValueError:  # a window wholly in padding: the op refuses it too
+        with pytest.raises(ValueError, match="padding"):
+            minidnn.max_pool2d(x, k, s, pads, d, ceil_mode)
+        return
+    run = lambda: minidnn.max_pool2d(x, k, s, pads, d, ceil_mode, return_indices=True)  # noqa: E731
+    for path, (out, idx) in on_every_cpu_path(run).items():
+        assert_agrees(out, expected, 0.0, RTOL, path=path)  # exact: a maximum rounds nothing
+        np.testing.assert_array_equal(idx, indices, err_msg=path)
+
+
+@settings(max_examples=60)
+@given(geometry=pool2d_geometries(), data=st.data())
+def test_avg_pool2d(geometry, data):
+    shape, k, s, pads, d, ceil_mode = geometry
+    x = data.draw(float32_arrays(shape, min_exponent=-20, max_exponent=20, specials=FINITE_SPECIAL_VALUES[:2]))
+    kwargs = dict(ceil_mode=ceil_mode, count_include_pad=data.draw(st.booleans()),
+                  divisor_override=data.draw(st.one_of(st.none(), st.integers(1, 20))), dilation=d)
+    expected = ref.avg_pool2d(x, k, s, pads, **kwargs)
+    # A float32 sum of up to k_h * k_w terms, then one division.
+    scale = ref.avg_pool2d(np.abs(x), k, s, pads, **kwargs) + TINY
+    run = lambda: minidnn.avg_pool2d(x, k, s, pads, **kwargs)  # noqa: E731
+    for path, out in on_every_cpu_path(run).items():
+        assert_agrees(out, expected, scale, RTOL * max(k[0] * k[1], 4) / 4, path=path)

@@ -11,6 +11,7 @@ void bind_conv(py::module_& m);
 void bind_conv_backward(py::module_& m);
 void bind_depthwise(py::module_& m);
 void bind_recurrent(py::module_& m);
+void bind_pooling(py::module_& m);
 }  // namespace minidnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_C, m) {
   minidnn::bindings::bind_conv_backward(m);
   minidnn::bindings::bind_depthwise(m);
   minidnn::bindings::bind_recurrent(m);
+  minidnn::bindings::bind_pooling(m);
 }

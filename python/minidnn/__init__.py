@@ -55,6 +55,19 @@ from .recurrent import (
     rnn_cell,
     rnn_cell_backward,
 )
+from .pooling import (
+    adaptive_avg_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d,
+    adaptive_max_pool2d_backward,
+    avg_pool1d,
+    avg_pool2d,
+    avg_pool2d_backward,
+    max_pool1d,
+    max_pool2d,
+    max_pool2d_backward,
+    max_unpool2d,
+)
 from .softmax import (
     cross_entropy,
     cross_entropy_backward,
@@ -108,4 +121,15 @@ __all__ = [
     "gru_cell_backward",
     "rnn_cell",
     "rnn_cell_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d_backward",
+    "max_unpool2d",
+    "max_pool1d",
+    "avg_pool1d",
 ]

@@ -68,6 +68,47 @@ struct Avx2Ops {
 
   static V pow2_from_biased(V t) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23)); }
 
+  // p[0], p[stride], ..., p[(W - 1) * stride] (reads nothing else).
+  static V load_stride2(const float* p) {
+    const V lo = _mm256_loadu_ps(p);
+    const V hi = load_tail(p + 8, 7, 0.0f);
+    // [0 2 8 10 | 4 6 12 14] -> 64-bit chunks 0 2 1 3.
+    const V mixed = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
+  }
+  static V gather(const float* p, int64_t stride) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_i32gather_ps(p, _mm256_mullo_epi32(iota, _mm256_set1_epi32(static_cast<int>(stride))), 4);
+  }
+  // Lanes [lo, hi) (0 <= lo <= hi <= W) of the loads above, `fill`
+  // elsewhere; only the elements those lanes read are touched.
+  static __m256i range_mask(int64_t lo, int64_t hi, int first) {  // elements first + i in [lo, hi)
+    const __m256i e = _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(first));
+    return _mm256_and_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(hi)), e),
+                            _mm256_cmpgt_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(1)),
+                                               _mm256_set1_epi32(static_cast<int>(lo))));
+  }
+  static V load_lanes(const float* p, int64_t lo, int64_t hi, float fill) {
+    const __m256i m = range_mask(lo, hi, 0);
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
+  }
+  static V load_stride2_lanes(const float* p, int64_t lo, int64_t hi, float fill) {
+    if (hi <= lo) return _mm256_set1_ps(fill);
+    const V a = _mm256_maskload_ps(p, range_mask(2 * lo, 2 * hi - 1, 0));
+    const V b = _mm256_maskload_ps(p + 8, range_mask(2 * lo, 2 * hi - 1, 8));
+    const V mixed = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const V v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(range_mask(lo, hi, 0)));
+  }
+  static V gather_lanes(const float* p, int64_t stride, int64_t lo, int64_t hi, float fill) {
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_mask_i32gather_ps(_mm256_set1_ps(fill), p,
+                                    _mm256_mullo_epi32(iota, _mm256_set1_epi32(static_cast<int>(stride))),
+                                    _mm256_castsi256_ps(range_mask(lo, hi, 0)), 4);
+  }
+  // a > b or a is NaN: where max pooling replaces its running maximum b.
+  static M gt_or_nan(V a, V b) { return _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ), _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+
   static V scale_pow2(V p, V n) {
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1);

@@ -56,6 +56,42 @@ struct Avx512Ops {
 
   static V pow2_from_biased(V t) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(t), 23)); }
 
+  // p[0], p[stride], ..., p[(W - 1) * stride] (reads nothing else).
+  static V load_stride2(const float* p) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_maskz_loadu_ps(0x7fff, p + 16));
+  }
+  static V gather(const float* p, int64_t stride) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_i32gather_ps(_mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(stride))), p, 4);
+  }
+  // Lanes [lo, hi) (0 <= lo <= hi <= W) of the loads above, `fill`
+  // elsewhere; only the elements those lanes read are touched.
+  static __mmask16 lane_mask(int64_t lo, int64_t hi) {
+    return static_cast<__mmask16>(((1u << hi) - 1u) & ~((1u << lo) - 1u));
+  }
+  static V load_lanes(const float* p, int64_t lo, int64_t hi, float fill) {
+    return _mm512_mask_loadu_ps(_mm512_set1_ps(fill), lane_mask(lo, hi), p);
+  }
+  static V load_stride2_lanes(const float* p, int64_t lo, int64_t hi, float fill) {
+    if (hi <= lo) return _mm512_set1_ps(fill);
+    // Elements 2 lo .. 2 (hi - 1) of p[0, 32).
+    const uint64_t elements = ((uint64_t{1} << (2 * hi - 1)) - 1u) & ~((uint64_t{1} << (2 * lo)) - 1u);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const V v = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(static_cast<__mmask16>(elements), p), even,
+                                       _mm512_maskz_loadu_ps(static_cast<__mmask16>(elements >> 16), p + 16));
+    return _mm512_mask_blend_ps(lane_mask(lo, hi), _mm512_set1_ps(fill), v);
+  }
+  static V gather_lanes(const float* p, int64_t stride, int64_t lo, int64_t hi, float fill) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    return _mm512_mask_i32gather_ps(_mm512_set1_ps(fill), lane_mask(lo, hi),
+                                    _mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(stride))), p, 4);
+  }
+  // a > b or a is NaN: where max pooling replaces its running maximum b.
+  static M gt_or_nan(V a, V b) {
+    return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
+  }
+
   static V scale_pow2(V p, V n) {
     // vscalefps computes p * 2^floor(n) in one step, overflow and gradual
     // underflow included.

@@ -50,6 +50,17 @@ struct ScalarOps {
     return bits_to_float(float_to_bits(t) << 23);
   }
 
+  // p[0], p[stride], ..., p[(W - 1) * stride] (reads nothing else).
+  static V load_stride2(const float* p) { return *p; }
+  static V gather(const float* p, int64_t) { return *p; }
+  // Lanes [lo, hi) (0 <= lo <= hi <= W) of the loads above, `fill`
+  // elsewhere; only the elements those lanes read are touched.
+  static V load_lanes(const float* p, int64_t lo, int64_t hi, float fill) { return lo < hi ? *p : fill; }
+  static V load_stride2_lanes(const float* p, int64_t lo, int64_t hi, float fill) { return lo < hi ? *p : fill; }
+  static V gather_lanes(const float* p, int64_t, int64_t lo, int64_t hi, float fill) { return lo < hi ? *p : fill; }
+  // a > b or a is NaN: where max pooling replaces its running maximum b.
+  static M gt_or_nan(V a, V b) { return a > b || a != a; }
+
   static V scale_pow2(V p, V n) {
     if (n != n) return n;
     const int32_t ni = static_cast<int32_t>(n);

@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "linear": "minidnn.bench.linear",
     "conv": "minidnn.bench.conv",
     "recurrent": "minidnn.bench.recurrent",
+    "pooling": "minidnn.bench.pooling",
 }
 
 __all__ = ["FAMILIES"]

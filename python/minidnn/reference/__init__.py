@@ -30,6 +30,19 @@ from .recurrent import (
     rnn_cell,
     rnn_cell_backward,
 )
+from .pooling import (
+    max_pool2d,
+    max_pool2d_backward,
+    avg_pool2d,
+    avg_pool2d_backward,
+    adaptive_avg_pool2d,
+    adaptive_max_pool2d,
+    adaptive_avg_pool2d_backward,
+    adaptive_max_pool2d_backward,
+    max_unpool2d,
+    max_pool1d,
+    avg_pool1d,
+)
 from .activation import (
     relu,
     relu_backward,
@@ -72,4 +85,15 @@ __all__ = [
     "gru_cell_backward",
     "rnn_cell",
     "rnn_cell_backward",
+    "max_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_avg_pool2d_backward",
+    "adaptive_max_pool2d_backward",
+    "max_unpool2d",
+    "max_pool1d",
+    "avg_pool1d",
 ]

@@ -1,0 +1,498 @@
+// Pooling kernels, written once over a SIMD vocabulary and instantiated by
+// pooling_<isa>.cpp (anonymous namespace: see simd/README.md).
+//
+// Forward passes go one output row at a time, OpenMP over the rows of all
+// planes (planes x output rows, contiguous shares: each thread gets whole
+// planes when there are many, rows of one plane when there are few). In a
+// row, the outputs whose W window lies wholly in the input (the unpadded
+// interior) go a vector of W adjacent outputs at a time, loaded with the
+// window stride (contiguous for stride 1, deinterleaved for stride 2,
+// gathered otherwise): no per-element branch. Outputs at the borders, the
+// row's tail and adaptive windows take the scalar loop over the window's
+// in-range taps. Backward passes go plane by plane, each plane owned by one
+// thread (no races, no atomics on the data).
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/pooling/pooling.h"
+#include "cpu/simd/store.h"
+#include "runtime/scratch.h"
+#include "runtime/threads.h"
+
+namespace {
+
+using minidnn::cpu::PoolAxis;
+using minidnn::cpu::PoolGeometry;
+
+// Elements (read plus written) below which a second thread costs more to
+// wake than it saves.
+constexpr int64_t kPoolGrain = int64_t{1} << 15;
+
+// Max pooling records the winning tap of each lane as a float: exact below 2^24.
+constexpr int64_t kMaxVectorTaps = int64_t{1} << 24;
+
+constexpr float kNegInf = -__builtin_inff();
+
+// Stride modes of the vector loads: 1, 2 (deinterleave), anything else (gather).
+constexpr int kStrideGather = 0;
+
+template <class Ops, int kStride>
+typename Ops::V load_strided(const float* p, int64_t stride) {
+  if constexpr (kStride == 1) {
+    return Ops::load(p);
+  } else if constexpr (kStride == 2) {
+    return Ops::load_stride2(p);
+  } else {
+    return Ops::gather(p, stride);
+  }
+}
+
+template <class Ops>
+void fill_zero(float* y, int64_t n) {
+  store_row<Ops>(y, n, [](int64_t, int64_t) { return Ops::zero(); });
+}
+
+// Sum of a[0, n) in W partial sums.
+template <class Ops>
+float sum_segment(const float* a, int64_t n) {
+  typename Ops::V acc = Ops::zero(), acc2 = Ops::zero();
+  int64_t i = 0;
+  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
+    acc = Ops::add(acc, Ops::load(a + i));
+    acc2 = Ops::add(acc2, Ops::load(a + i + Ops::W));
+  }
+  if (i + Ops::W <= n) {
+    acc = Ops::add(acc, Ops::load(a + i));
+    i += Ops::W;
+  }
+  if (i < n) acc2 = Ops::add(acc2, Ops::load_tail(a + i, n - i, 0.0f));
+  return Ops::reduce_add(Ops::add(acc, acc2));
+}
+
+// Body(plane, row) for every output row of every plane, split into
+// contiguous shares.
+template <class Body>
+void for_each_row(const PoolGeometry& g, const Body& body) {
+  const int64_t rows = g.planes * g.h.out;
+  const int64_t work = g.planes * (g.h.in * g.w.in + g.h.out * g.w.out);
+  minidnn::parallel(minidnn::threads_for(work, kPoolGrain), [&](int t, int nt) {
+    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
+    if (begin >= end) return;
+    int64_t plane = begin / g.h.out, p = begin % g.h.out;  // one division per share
+    for (int64_t r = begin; r < end; ++r) {
+      body(plane, p);
+      if (++p == g.h.out) {
+        p = 0;
+        ++plane;
+      }
+    }
+  });
+}
+
+// Body(plane) for every plane, split into contiguous shares.
+template <class Body>
+void for_each_plane(int64_t planes, int64_t work, const Body& body) {
+  minidnn::parallel(minidnn::threads_for(work, kPoolGrain), [&](int t, int nt) {
+    const int64_t end = planes * (t + 1) / nt;
+    for (int64_t plane = planes * t / nt; plane < end; ++plane) body(plane);
+  });
+}
+
+// ------------------------------------------------------------------- max
+
+// Output (p, q) of plane x: its maximum, and in *index its flat position.
+inline float window_max(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, const float* x, int64_t* index) {
+  float m = kNegInf;
+  int64_t best = h.first[p] * w.in + w.first[q];
+  for (int64_t th = 0; th < h.taps[p]; ++th) {
+    const int64_t ih = h.first[p] + th * h.dilation;
+    const float* row = x + ih * w.in;
+    for (int64_t tw = 0; tw < w.taps[q]; ++tw) {
+      const int64_t iw = w.first[q] + tw * w.dilation;
+      const float v = row[iw];
+      if (v > m || v != v) {
+        m = v;
+        best = ih * w.in + iw;
+      }
+    }
+  }
+  *index = best;
+  return m;
+}
+
+// The lanes [lo, hi) of the vector of outputs q .. q + W - 1 whose tap at
+// offset `off` (the input position of lane 0's tap) lies in [0, in); lanes
+// past `out` are left out too.
+template <class Ops, int kStride>
+void tap_lanes(int64_t off, int64_t stride, int64_t in, int64_t lanes, int64_t* lo, int64_t* hi) {
+  int64_t a, b;
+  if constexpr (kStride == 1) {
+    a = -off;
+    b = in - off;
+  } else if constexpr (kStride == 2) {
+    a = off >= 0 ? 0 : (-off + 1) >> 1;
+    b = off > in - 1 ? 0 : ((in - 1 - off) >> 1) + 1;
+  } else {
+    a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    b = off > in - 1 ? 0 : (in - 1 - off) / stride + 1;
+  }
+  if (a < 0) a = 0;
+  if (b < 0) b = 0;
+  if (b > lanes) b = lanes;
+  if (a > b) a = b;
+  *lo = a;
+  *hi = b;
+}
+
+// The vector of x[off + l * stride], l in [0, W): every lane in range
+// (kEdge false), or only lanes [lo, hi) read and `fill` in the others.
+template <class Ops, int kStride, bool kEdge>
+typename Ops::V load_taps(const float* row, int64_t off, int64_t stride, int64_t in, int64_t lanes, float fill) {
+  if constexpr (!kEdge) {
+    return load_strided<Ops, kStride>(row + off, stride);
+  } else {
+    int64_t lo, hi;
+    tap_lanes<Ops, kStride>(off, stride, in, lanes, &lo, &hi);
+    // Masked lanes are never read: the address may lie outside the row.
+    const float* p = row + off;
+    if constexpr (kStride == 1) {
+      return Ops::load_lanes(p, lo, hi, fill);
+    } else if constexpr (kStride == 2) {
+      return Ops::load_stride2_lanes(p, lo, hi, fill);
+    } else {
+      return Ops::gather_lanes(p, stride, lo, hi, fill);
+    }
+  }
+}
+
+// Outputs q .. q + kU * W - 1 of row p (the last vector holding `lanes`
+// <= W): the taps of each lane in scan order, a lane's maximum replaced
+// where gt_or_nan; padding reads as -inf, which never replaces. The winning
+// tap is kept as a float (th * kw + jw; -1: none replaced, the window's
+// first in-range position). kU vectors at once: independent dependency
+// chains (one chain of 9 taps is latency-bound).
+template <class Ops, int kStride, bool kIndices, bool kEdge, int kU>
+void max_vector(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int64_t p, int64_t q, int64_t lanes) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
+  const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
+  const int64_t origin = q * sw - w.pad;
+  const int64_t step = int64_t{Ops::W} * sw;  // between the vectors of the group
+  V m[kU], tap[kU];
+  for (int u = 0; u < kU; ++u) {
+    m[u] = Ops::set1(kNegInf);
+    tap[u] = Ops::set1(-1.0f);
+  }
+  for (int64_t th = 0; th < taps_h; ++th) {
+    const float* row = x + (ih0 + th * dh) * w.in;
+    for (int64_t jw = 0; jw < kw; ++jw) {
+      const V id = Ops::set1(static_cast<float>(th * kw + jw));
+      for (int u = 0; u < kU; ++u) {
+        const V v = load_taps<Ops, kStride, kEdge>(row, origin + u * step + jw * dw, sw, w.in, lanes, kNegInf);
+        const typename Ops::M replace = Ops::gt_or_nan(v, m[u]);
+        m[u] = Ops::select(replace, v, m[u]);
+        if constexpr (kIndices) tap[u] = Ops::select(replace, id, tap[u]);
+      }
+    }
+  }
+  for (int u = 0; u < kU; ++u) {
+    const int64_t qu = q + u * Ops::W;
+    const int64_t n = u == kU - 1 ? lanes : int64_t{Ops::W};
+    if (n == Ops::W) {
+      Ops::store(y + qu, m[u]);
+    } else {
+      Ops::store_tail(y + qu, m[u], n);
+    }
+    if constexpr (kIndices) {
+      float taps[Ops::W];
+      Ops::store(taps, tap[u]);
+      for (int64_t l = 0; l < n; ++l) {
+        if (taps[l] < 0.0f) {
+          idx[qu + l] = ih0 * w.in + w.first[qu + l];
+        } else {
+          const int64_t t = static_cast<int64_t>(taps[l]);
+          const int64_t th = t / kw, jw = t - th * kw;
+          idx[qu + l] = (ih0 + th * dh) * w.in + origin + u * step + l * sw + jw * dw;
+        }
+      }
+    }
+  }
+}
+
+template <class Ops, int kStride, bool kIndices>
+void max_row(const PoolGeometry& g, const float* x, float* y, int64_t* idx, int64_t p) {
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const bool vector = w.regular && h.taps[p] > 0 && (!kIndices || h.taps[p] * w.kernel <= kMaxVectorTaps);
+  if (!vector) {
+    for (int64_t q = 0; q < w.out; ++q) {
+      int64_t i = 0;
+      y[q] = window_max(h, w, p, q, x, &i);
+      if constexpr (kIndices) idx[q] = i;
+    }
+    return;
+  }
+  for (int64_t q = 0; q < w.out;) {
+    const int64_t lanes = w.out - q < Ops::W ? w.out - q : Ops::W;
+    if (q >= w.full_lo && q + 4 * Ops::W <= w.full_hi) {
+      max_vector<Ops, kStride, kIndices, false, 4>(g, x, y, idx, p, q, Ops::W);
+      q += 4 * Ops::W;
+    } else if (q >= w.full_lo && q + 2 * Ops::W <= w.full_hi) {
+      max_vector<Ops, kStride, kIndices, false, 2>(g, x, y, idx, p, q, Ops::W);
+      q += 2 * Ops::W;
+    } else {
+      if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
+        max_vector<Ops, kStride, kIndices, false, 1>(g, x, y, idx, p, q, lanes);
+      } else {
+        max_vector<Ops, kStride, kIndices, true, 1>(g, x, y, idx, p, q, lanes);
+      }
+      q += Ops::W;
+    }
+  }
+}
+
+template <class Ops, int kStride, bool kIndices>
+void max_forward_as(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  const int64_t in_plane = g.h.in * g.w.in, out_plane = g.h.out * g.w.out;
+  for_each_row(g, [&](int64_t plane, int64_t p) {
+    const int64_t o = plane * out_plane + p * g.w.out;
+    max_row<Ops, kStride, kIndices>(g, x + plane * in_plane, y + o, kIndices ? indices + o : nullptr, p);
+  });
+}
+
+template <class Ops, bool kIndices>
+void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  switch (g.w.stride) {
+    case 1: return max_forward_as<Ops, 1, kIndices>(g, x, y, indices);
+    case 2: return max_forward_as<Ops, 2, kIndices>(g, x, y, indices);
+    default: return max_forward_as<Ops, kStrideGather, kIndices>(g, x, y, indices);
+  }
+}
+
+template <class Ops>
+void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  if (indices != nullptr) {
+    max_forward_indices<Ops, true>(g, x, y, indices);
+  } else {
+    max_forward_indices<Ops, false>(g, x, y, nullptr);
+  }
+}
+
+// --------------------------------------------------------------- average
+
+inline float divisor_at(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, float divisor) {
+  return divisor > 0.0f ? divisor : h.count[p] * w.count[q];
+}
+
+template <class Ops>
+float window_sum(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, const float* x) {
+  float s = 0.0f;
+  for (int64_t th = 0; th < h.taps[p]; ++th) {
+    const float* row = x + (h.first[p] + th * h.dilation) * w.in;
+    if (w.dilation == 1 && !w.regular) {
+      s += sum_segment<Ops>(row + w.first[q], w.taps[q]);  // adaptive windows can be long
+    } else {
+      for (int64_t tw = 0; tw < w.taps[q]; ++tw) s += row[w.first[q] + tw * w.dilation];
+    }
+  }
+  return s;
+}
+
+// Outputs q .. q + kU * W - 1 of row p (the last vector holding `lanes`):
+// the sums of the in-range taps (padding reads as 0), over the divisors
+// (never 0: a divisor 0 comes with no tap in range, a sum of 0, and gives
+// 0 / 1). kU independent chains, as max_vector.
+template <class Ops, int kStride, bool kEdge, int kU>
+void avg_vector(const PoolGeometry& g, const float* x, float* y, int64_t p, int64_t q, int64_t lanes, float divisor) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t kw = w.kernel, sw = w.stride, dw = w.dilation;
+  const int64_t taps_h = h.taps[p], ih0 = h.first[p], dh = h.dilation;
+  const int64_t origin = q * sw - w.pad;
+  const int64_t step = int64_t{Ops::W} * sw;
+  V s[kU];
+  for (int u = 0; u < kU; ++u) s[u] = Ops::zero();
+  for (int64_t th = 0; th < taps_h; ++th) {
+    const float* row = x + (ih0 + th * dh) * w.in;
+    for (int64_t jw = 0; jw < kw; ++jw) {
+      for (int u = 0; u < kU; ++u) {
+        s[u] = Ops::add(s[u], load_taps<Ops, kStride, kEdge>(row, origin + u * step + jw * dw, sw, w.in, lanes, 0.0f));
+      }
+    }
+  }
+  for (int u = 0; u < kU; ++u) {
+    const int64_t qu = q + u * Ops::W;
+    const int64_t n = u == kU - 1 ? lanes : int64_t{Ops::W};
+    const V d = divisor > 0.0f ? Ops::set1(divisor)
+                               : Ops::max(Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, qu, n, 1.0f)),
+                                          Ops::set1(1.0f));
+    if (n == Ops::W) {
+      Ops::store(y + qu, Ops::div(s[u], d));
+    } else {
+      Ops::store_tail(y + qu, Ops::div(s[u], d), n);
+    }
+  }
+}
+
+template <class Ops, int kStride>
+void avg_row(const PoolGeometry& g, const float* x, float* y, int64_t p, float divisor) {
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  if (!w.regular || h.taps[p] == 0) {
+    for (int64_t q = 0; q < w.out; ++q) {
+      const float d = divisor_at(h, w, p, q, divisor);
+      float s;
+      if (h.dilation == 1 && w.first[q] == 0 && w.taps[q] == w.in) {
+        // Whole rows (global pooling): one contiguous block.
+        s = sum_segment<Ops>(x + h.first[p] * w.in, h.taps[p] * w.in);
+      } else {
+        s = window_sum<Ops>(h, w, p, q, x);
+      }
+      y[q] = d != 0.0f ? s / d : 0.0f;
+    }
+    return;
+  }
+  for (int64_t q = 0; q < w.out;) {
+    const int64_t lanes = w.out - q < Ops::W ? w.out - q : Ops::W;
+    if (q >= w.full_lo && q + 4 * Ops::W <= w.full_hi) {
+      avg_vector<Ops, kStride, false, 4>(g, x, y, p, q, Ops::W, divisor);
+      q += 4 * Ops::W;
+    } else if (q >= w.full_lo && q + 2 * Ops::W <= w.full_hi) {
+      avg_vector<Ops, kStride, false, 2>(g, x, y, p, q, Ops::W, divisor);
+      q += 2 * Ops::W;
+    } else {
+      if (q >= w.full_lo && q + Ops::W <= w.full_hi) {
+        avg_vector<Ops, kStride, false, 1>(g, x, y, p, q, lanes, divisor);
+      } else {
+        avg_vector<Ops, kStride, true, 1>(g, x, y, p, q, lanes, divisor);
+      }
+      q += Ops::W;
+    }
+  }
+}
+
+template <class Ops, int kStride>
+void avg_forward_as(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  const int64_t in_plane = g.h.in * g.w.in, out_plane = g.h.out * g.w.out;
+  for_each_row(g, [&](int64_t plane, int64_t p) {
+    avg_row<Ops, kStride>(g, x + plane * in_plane, y + plane * out_plane + p * g.w.out, p, divisor);
+  });
+}
+
+// Global average pooling: one contiguous sum per plane.
+template <class Ops>
+void global_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  const int64_t in_plane = g.h.in * g.w.in;
+  const float d = divisor_at(g.h, g.w, 0, 0, divisor);
+  for_each_plane(g.planes, g.planes * (in_plane + 1), [&](int64_t plane) {
+    const float s = sum_segment<Ops>(x + plane * in_plane, in_plane);
+    y[plane] = d != 0.0f ? s / d : 0.0f;
+  });
+}
+
+template <class Ops>
+void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  if (g.h.out == 1 && g.w.out == 1 && g.h.dilation == 1 && g.w.dilation == 1 && g.h.taps[0] == g.h.in &&
+      g.w.taps[0] == g.w.in) {
+    return global_avg_forward<Ops>(g, x, y, divisor);
+  }
+  switch (g.w.stride) {
+    case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
+    case 2: return avg_forward_as<Ops, 2>(g, x, y, divisor);
+    default: return avg_forward_as<Ops, kStrideGather>(g, x, y, divisor);
+  }
+}
+
+// Each input position gathers grad_y / divisor of every window holding it,
+// in two separable steps per output row p: the row's shares summed along W
+// into u (the input positions of W), then u added to each input row the
+// window of p covers (vector adds along the row).
+template <class Ops>
+void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
+  // Global pooling: one window over the whole plane, whose share fills it.
+  const bool global = h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in &&
+                      w.taps[0] == w.in;
+  for_each_plane(g.planes, g.planes * (in_plane + out_plane), [&](int64_t plane) {
+    float* gx = grad_x + plane * in_plane;
+    const float* gy = grad_y + plane * out_plane;
+    if (global) {
+      const float d = divisor_at(h, w, 0, 0, divisor);
+      const typename Ops::V share = Ops::set1(d != 0.0f ? gy[0] / d : 0.0f);
+      store_row<Ops>(gx, in_plane, [&](int64_t, int64_t) { return share; });
+      return;
+    }
+    fill_zero<Ops>(gx, in_plane);
+    float* u = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, w.in);
+    for (int64_t p = 0; p < h.out; ++p) {
+      if (h.taps[p] == 0) continue;
+      fill_zero<Ops>(u, w.in);
+      for (int64_t q = 0; q < w.out; ++q) {
+        const float d = divisor_at(h, w, p, q, divisor);
+        if (d == 0.0f) continue;
+        const float share = gy[p * w.out + q] / d;
+        for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += share;
+      }
+      for (int64_t th = 0; th < h.taps[p]; ++th) {
+        float* row = gx + (h.first[p] + th * h.dilation) * w.in;
+        store_row<Ops>(row, w.in, [&](int64_t i, int64_t len) {
+          return Ops::add(load_part<Ops>(row, i, len, 0.0f), load_part<Ops>(u, i, len, 0.0f));
+        });
+      }
+    }
+  });
+}
+
+// ------------------------------------------------- scatter through indices
+
+inline void flag(int* bad) { __atomic_store_n(bad, 1, __ATOMIC_RELAXED); }
+
+template <class Ops>
+bool pool_max_backward(int64_t planes, int64_t in_plane, int64_t out_plane, const float* grad_y,
+                       const int64_t* indices, float* grad_x) {
+  int bad = 0;
+  for_each_plane(planes, planes * (in_plane + 3 * out_plane), [&](int64_t plane) {
+    float* gx = grad_x + plane * in_plane;
+    const float* gy = grad_y + plane * out_plane;
+    const int64_t* ix = indices + plane * out_plane;
+    fill_zero<Ops>(gx, in_plane);
+    for (int64_t o = 0; o < out_plane; ++o) {
+      const int64_t i = ix[o];
+      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(in_plane)) {
+        flag(&bad);
+        continue;
+      }
+      gx[i] += gy[o];
+    }
+  });
+  return bad == 0;
+}
+
+template <class Ops>
+bool pool_max_unpool(int64_t planes, int64_t x_plane, int64_t out_plane, const float* x, const int64_t* indices,
+                     float* y) {
+  int bad = 0;
+  for_each_plane(planes, planes * (3 * x_plane + out_plane), [&](int64_t plane) {
+    float* dst = y + plane * out_plane;
+    const float* src = x + plane * x_plane;
+    const int64_t* ix = indices + plane * x_plane;
+    fill_zero<Ops>(dst, out_plane);
+    for (int64_t o = 0; o < x_plane; ++o) {
+      const int64_t i = ix[o];
+      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(out_plane)) {
+        flag(&bad);
+        continue;
+      }
+      dst[i] = src[o];
+    }
+  });
+  return bad == 0;
+}
+
+}  // namespace
