@@ -51,6 +51,10 @@ bool take_array(py::handle h, int type_num, int* nd, const Py_intptr_t** dims, v
 
 }  // namespace detail
 
+void fail_argument(const std::string& name, const std::string& expected, const std::string& got) {
+  throw std::invalid_argument(name + ": expected " + expected + ", got " + got);
+}
+
 bool int_arg(py::handle h, int64_t* out) {
   if (!PyLong_CheckExact(h.ptr())) return false;
   int overflow = 0;

@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <optional>
+#include <string>
 
 namespace minidnn::bindings {
 
@@ -92,6 +93,17 @@ bool int_arg(py::handle h, int64_t* out);
 // Python int (as Python's numbers.Real; bool and other types take the
 // validating path).
 bool real_arg(py::handle h, double* out);
+
+// Throws the ValueError of a bad argument: "<name>: expected <expected>, got <got>".
+[[noreturn]] void fail_argument(const std::string& name, const std::string& expected, const std::string& got);
+
+// An array's shape as Python prints a tuple: "(2, 3)", "(5,)".
+template <class T>
+std::string shape_string(const ArrayArg<T>& a) {
+  std::string s = "(";
+  for (int i = 0; i < a.nd; ++i) s += (i ? ", " : "") + std::to_string(a.dims[i]);
+  return s + (a.nd == 1 ? ",)" : ")");
+}
 // An exact Python str equal to one of `choices`; its index in *out.
 template <size_t N>
 bool choice_arg(py::handle h, const std::array<const char*, N>& choices, int* out) {

@@ -25,16 +25,6 @@ using cpu::Activation;
 using cpu::ConvEpilogue;
 using cpu::ConvGeometry;
 
-[[noreturn]] void fail(const std::string& name, const std::string& expected, const std::string& got) {
-  throw std::invalid_argument(name + ": expected " + expected + ", got " + got);
-}
-
-std::string shape_str(const FloatArg& a) {
-  std::string s = "(";
-  for (int i = 0; i < a.nd; ++i) s += (i ? ", " : "") + std::to_string(a.dims[i]);
-  return s + (a.nd == 1 ? ",)" : ")");
-}
-
 // Input and output positions are computed as p * stride - pad + r * dil; a
 // bound of 2^31 on every extent and parameter keeps that far from int64
 // overflow (4 * 2^62 at most).
@@ -42,16 +32,16 @@ constexpr int64_t kMaxParam = INT32_MAX;
 
 void check_param(const char* name, int64_t v, int64_t lo) {
   if (v < lo || v > kMaxParam) {
-    fail(name, "an int in [" + std::to_string(lo) + ", " + std::to_string(kMaxParam) + "]", std::to_string(v));
+    fail_argument(name, "an int in [" + std::to_string(lo) + ", " + std::to_string(kMaxParam) + "]", std::to_string(v));
   }
 }
 
 // An activation or weight array as 4-D extents: rank 4 as it is, rank 3
 // (the conv1d layouts (N, C, L) and (K, C/groups, S)) with H = R = 1.
 std::array<int64_t, 4> extents4(const char* name, const FloatArg& a, const char* layout) {
-  if (a.nd != 4 && a.nd != 3) fail(name, std::string("a 4-D array ") + layout + " (3-D for conv1d)", "shape " + shape_str(a));
+  if (a.nd != 4 && a.nd != 3) fail_argument(name, std::string("a 4-D array ") + layout + " (3-D for conv1d)", "shape " + shape_string(a));
   for (int i = 0; i < a.nd; ++i) {
-    if (a.dims[i] > kMaxParam) fail(name, "extents of at most " + std::to_string(kMaxParam), "shape " + shape_str(a));
+    if (a.dims[i] > kMaxParam) fail_argument(name, "extents of at most " + std::to_string(kMaxParam), "shape " + shape_string(a));
   }
   if (a.nd == 3) return {a.dims[0], a.dims[1], 1, a.dims[2]};
   return {a.dims[0], a.dims[1], a.dims[2], a.dims[3]};
@@ -68,9 +58,9 @@ struct GeometryArgs {
 ConvGeometry make_geometry(const char* input_name, const std::array<int64_t, 4>& xd, int nd, const FloatArg& weight,
                            const GeometryArgs& a) {
   const std::array<int64_t, 4> wd = extents4("weight", weight, "(K, C/groups, R, S)");
-  if (weight.nd != nd) fail("weight", std::to_string(nd) + "-D as " + input_name, "shape " + shape_str(weight));
+  if (weight.nd != nd) fail_argument("weight", std::to_string(nd) + "-D as " + input_name, "shape " + shape_string(weight));
   for (int64_t e : xd) {
-    if (e > kMaxParam) fail(input_name, "extents of at most " + std::to_string(kMaxParam), "more");
+    if (e > kMaxParam) fail_argument(input_name, "extents of at most " + std::to_string(kMaxParam), "more");
   }
   check_param("stride_h", a.stride_h, 1);
   check_param("stride_w", a.stride_w, 1);
@@ -81,9 +71,9 @@ ConvGeometry make_geometry(const char* input_name, const std::array<int64_t, 4>&
   check_param("p", a.p, 0);
   check_param("q", a.q, 0);
   check_param("groups", a.groups, 1);
-  if (nd == 3 && xd[2] != 1) fail(input_name, "H = 1 for 3-D (conv1d) arrays", std::to_string(xd[2]));
+  if (nd == 3 && xd[2] != 1) fail_argument(input_name, "H = 1 for 3-D (conv1d) arrays", std::to_string(xd[2]));
   if (nd == 3 && (a.p != 1 || a.stride_h != 1 || a.dil_h != 1 || a.pad_top != 0)) {
-    fail("p, stride_h, dil_h, pad_top", "1, 1, 1, 0 for 3-D (conv1d) arrays",
+    fail_argument("p, stride_h, dil_h, pad_top", "1, 1, 1, 0 for 3-D (conv1d) arrays",
          std::to_string(a.p) + ", " + std::to_string(a.stride_h) + ", " + std::to_string(a.dil_h) + ", " +
              std::to_string(a.pad_top));
   }
@@ -104,16 +94,16 @@ ConvGeometry make_geometry(const char* input_name, const std::array<int64_t, 4>&
   g.pad_top = a.pad_top;
   g.pad_left = a.pad_left;
   g.groups = a.groups;
-  if (g.r < 1 || g.s < 1) fail("weight", "a kernel of at least 1 x 1", "shape " + shape_str(weight));
+  if (g.r < 1 || g.s < 1) fail_argument("weight", "a kernel of at least 1 x 1", "shape " + shape_string(weight));
   if (g.k % g.groups != 0) {
-    fail("weight", "a first extent divisible by groups = " + std::to_string(g.groups), "shape " + shape_str(weight));
+    fail_argument("weight", "a first extent divisible by groups = " + std::to_string(g.groups), "shape " + shape_string(weight));
   }
   if (g.c % g.groups != 0) {
-    fail(input_name, "channels divisible by groups = " + std::to_string(g.groups), std::to_string(g.c) + " channels");
+    fail_argument(input_name, "channels divisible by groups = " + std::to_string(g.groups), std::to_string(g.c) + " channels");
   }
   if (wd[1] * g.groups != g.c) {
-    fail("weight", "shape[1] = " + std::to_string(g.c / g.groups) + " (" + input_name +
-                       " channels / groups)", "shape " + shape_str(weight));
+    fail_argument("weight", "shape[1] = " + std::to_string(g.c / g.groups) + " (" + input_name +
+                       " channels / groups)", "shape " + shape_string(weight));
   }
   return g;
 }
@@ -123,7 +113,7 @@ void check_output_size(int64_t n, int64_t c, int64_t h, int64_t w) {
   int64_t nc = 0, hw = 0, all = 0;
   if (__builtin_mul_overflow(n, c, &nc) || __builtin_mul_overflow(h, w, &hw) || __builtin_mul_overflow(nc, hw, &all) ||
       all > (int64_t{1} << 60)) {
-    fail("output size", "a product N x K x P x Q that fits in memory",
+    fail_argument("output size", "a product N x K x P x Q that fits in memory",
          std::to_string(n) + " x " + std::to_string(c) + " x " + std::to_string(h) + " x " + std::to_string(w));
   }
 }
@@ -138,7 +128,7 @@ int64_t work_of(const ConvGeometry& g) {
 
 void check_bias(const std::optional<FloatArg>& bias, int64_t channels) {
   if (bias && (bias->nd != 1 || bias->dims[0] != channels)) {
-    fail("bias", "shape (" + std::to_string(channels) + ",) (one value per output channel)", shape_str(*bias));
+    fail_argument("bias", "shape (" + std::to_string(channels) + ",) (one value per output channel)", shape_string(*bias));
   }
 }
 
@@ -153,7 +143,7 @@ py::object new_activation(int nd, int64_t n, int64_t c, int64_t h, int64_t w) {
 // activation_code: -1 none, else the cpu::Activation value.
 ConvEpilogue make_epilogue(const std::optional<FloatArg>& bias, int64_t activation_code, double alpha) {
   if (activation_code < -1 || activation_code > static_cast<int64_t>(Activation::tanh)) {
-    fail("activation_code", "-1 (none) or 0..3 (relu, leaky_relu, sigmoid, tanh)", std::to_string(activation_code));
+    fail_argument("activation_code", "-1 (none) or 0..3 (relu, leaky_relu, sigmoid, tanh)", std::to_string(activation_code));
   }
   ConvEpilogue ep;
   ep.bias = bias ? bias->data : nullptr;
@@ -194,7 +184,7 @@ void check_output_array(const char* name, const FloatArg& a, int nd, const ConvG
   if (!ok) {
     std::string expected = "shape (" + std::to_string(g.n) + ", " + std::to_string(g.k) + ", ";
     if (nd == 4) expected += std::to_string(g.p) + ", ";
-    fail(name, expected + std::to_string(g.q) + ") " + layout, shape_str(a));
+    fail_argument(name, expected + std::to_string(g.q) + ") " + layout, shape_string(a));
   }
 }
 
@@ -258,7 +248,7 @@ ConvGeometry transpose_geometry(const FloatArg& x, const FloatArg& weight, const
   const std::array<int64_t, 4> wd = extents4("weight", weight, "(C, K/groups, R, S)");
   check_param("groups", a.groups, 1);
   if (wd[0] != xd[1]) {
-    fail("weight", "shape[0] = " + std::to_string(xd[1]) + " (the channels of x)", "shape " + shape_str(weight));
+    fail_argument("weight", "shape[0] = " + std::to_string(xd[1]) + " (the channels of x)", "shape " + shape_string(weight));
   }
   // Its P x Q is x's H x W: the p and q of `a` are the transposed output's.
   GeometryArgs conv = a;
@@ -303,8 +293,8 @@ py::object conv_transpose2d_backward(py::handle grad_y_arg, py::handle x_arg, py
   const ConvGeometry g = transpose_geometry(
       x, weight, GeometryArgs{stride_h, stride_w, dil_h, dil_w, crop_top, crop_left, gyd[2], gyd[3], groups});
   if (grad_y.nd != x.nd || gyd[0] != g.n || gyd[1] != g.c) {
-    fail("grad_y", "shape (" + std::to_string(g.n) + ", " + std::to_string(g.c) + ", ...) (N, K, Ho, Wo) of rank " +
-                       std::to_string(x.nd), shape_str(grad_y));
+    fail_argument("grad_y", "shape (" + std::to_string(g.n) + ", " + std::to_string(g.c) + ", ...) (N, K, Ho, Wo) of rank " +
+                       std::to_string(x.nd), shape_string(grad_y));
   }
   py::object grad_x = new_activation(x.nd, g.n, g.k, g.p, g.q);
   py::object grad_weight = new_float_array(weight.nd, weight.dims);

@@ -27,28 +27,18 @@ using cpu::ConvGeometry;
 // and parameter keeps them far from int64 overflow.
 constexpr int64_t kMaxParam = INT32_MAX;
 
-[[noreturn]] void fail(const std::string& name, const std::string& expected, const std::string& got) {
-  throw std::invalid_argument(name + ": expected " + expected + ", got " + got);
-}
-
-std::string shape_str(const FloatArg& a) {
-  std::string s = "(";
-  for (int i = 0; i < a.nd; ++i) s += (i ? ", " : "") + std::to_string(a.dims[i]);
-  return s + (a.nd == 1 ? ",)" : ")");
-}
-
 FloatArg array(const char* name, py::handle h) {
   FloatArg a;
   if (!float_arg(h, &a)) throw py::type_error(std::string(name) + ": expected a C-contiguous float32 ndarray");
   for (int i = 0; i < a.nd; ++i) {
-    if (a.dims[i] > kMaxParam) fail(name, "extents of at most " + std::to_string(kMaxParam), "shape " + shape_str(a));
+    if (a.dims[i] > kMaxParam) fail_argument(name, "extents of at most " + std::to_string(kMaxParam), "shape " + shape_string(a));
   }
   return a;
 }
 
 void check_param(const char* name, int64_t v, int64_t lo) {
   if (v < lo || v > kMaxParam) {
-    fail(name, "an int in [" + std::to_string(lo) + ", " + std::to_string(kMaxParam) + "]", std::to_string(v));
+    fail_argument(name, "an int in [" + std::to_string(lo) + ", " + std::to_string(kMaxParam) + "]", std::to_string(v));
   }
 }
 
@@ -59,13 +49,13 @@ py::object depthwise_conv2d_forward(py::handle x_arg, py::handle weight_arg, py:
   const FloatArg weight = array("weight", weight_arg);
   std::optional<FloatArg> bias;
   if (!bias_arg.is_none()) bias = array("bias", bias_arg);
-  if (x.nd != 4) fail("x", "a 4-D array (N, C, H, W)", "shape " + shape_str(x));
-  if (x.dims[1] < 1) fail("x", "at least one channel", "shape " + shape_str(x));
+  if (x.nd != 4) fail_argument("x", "a 4-D array (N, C, H, W)", "shape " + shape_string(x));
+  if (x.dims[1] < 1) fail_argument("x", "at least one channel", "shape " + shape_string(x));
   const int64_t c = x.dims[1];
   if (weight.nd != 4 || weight.dims[1] != 1 || weight.dims[0] < c || weight.dims[0] % c != 0 ||
       weight.dims[2] < 1 || weight.dims[3] < 1) {
-    fail("weight", "shape (C * m, 1, R, S) with C = " + std::to_string(c) + ", m >= 1, R, S >= 1",
-         "shape " + shape_str(weight));
+    fail_argument("weight", "shape (C * m, 1, R, S) with C = " + std::to_string(c) + ", m >= 1, R, S >= 1",
+         "shape " + shape_string(weight));
   }
   check_param("stride_h", stride_h, 1);
   check_param("stride_w", stride_w, 1);
@@ -93,12 +83,12 @@ py::object depthwise_conv2d_forward(py::handle x_arg, py::handle weight_arg, py:
   g.pad_left = pad_left;
   g.groups = c;
   if (bias && (bias->nd != 1 || bias->dims[0] != g.k)) {
-    fail("bias", "shape (" + std::to_string(g.k) + ",) (one value per output channel)", shape_str(*bias));
+    fail_argument("bias", "shape (" + std::to_string(g.k) + ",) (one value per output channel)", shape_string(*bias));
   }
   int64_t nk = 0, pq = 0, outputs = 0, work = 0;
   if (__builtin_mul_overflow(g.n, g.k, &nk) || __builtin_mul_overflow(g.p, g.q, &pq) ||
       __builtin_mul_overflow(nk, pq, &outputs) || outputs > (int64_t{1} << 62) / 4) {
-    fail("output size", "a product N x K x P x Q that fits in memory",
+    fail_argument("output size", "a product N x K x P x Q that fits in memory",
          std::to_string(g.n) + " x " + std::to_string(g.k) + " x " + std::to_string(g.p) + " x " + std::to_string(g.q));
   }
   if (__builtin_mul_overflow(outputs, g.r * g.s, &work)) work = INT64_MAX;
@@ -108,7 +98,7 @@ py::object depthwise_conv2d_forward(py::handle x_arg, py::handle weight_arg, py:
   py::object y = new_float_array(4, dims);
   float* yp = float_data(y);
   if (activation_code < -1 || activation_code > static_cast<int64_t>(cpu::Activation::tanh)) {
-    fail("activation_code", "-1 (none) or 0..3 (relu, leaky_relu, sigmoid, tanh)", std::to_string(activation_code));
+    fail_argument("activation_code", "-1 (none) or 0..3 (relu, leaky_relu, sigmoid, tanh)", std::to_string(activation_code));
   }
   ConvEpilogue ep;
   ep.bias = bias ? bias->data : nullptr;

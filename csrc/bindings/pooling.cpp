@@ -26,24 +26,13 @@ namespace {
 using cpu::PoolAxis;
 using cpu::PoolGeometry;
 
-[[noreturn]] void fail(const std::string& name, const std::string& expected, const std::string& got) {
-  throw std::invalid_argument(name + ": expected " + expected + ", got " + got);
-}
-
-template <class T>
-std::string shape_str(const ArrayArg<T>& a) {
-  std::string s = "(";
-  for (int i = 0; i < a.nd; ++i) s += (i ? ", " : "") + std::to_string(a.dims[i]);
-  return s + (a.nd == 1 ? ",)" : ")");
-}
-
 // Positions are o * stride - pad + j * dilation: a bound of 2^31 on every
 // extent and parameter keeps them far from int64 overflow.
 constexpr int64_t kMaxParam = INT32_MAX;
 
 void check_param(const char* name, int64_t v, int64_t lo) {
   if (v < lo || v > kMaxParam) {
-    fail(name, "an int in [" + std::to_string(lo) + ", " + std::to_string(kMaxParam) + "]", std::to_string(v));
+    fail_argument(name, "an int in [" + std::to_string(lo) + ", " + std::to_string(kMaxParam) + "]", std::to_string(v));
   }
 }
 
@@ -55,9 +44,9 @@ struct Extents {
 
 template <class T>
 Extents extents_of(const char* name, const ArrayArg<T>& a) {
-  if (a.nd != 4 && a.nd != 3) fail(name, "a 4-D array (N, C, H, W) or a 3-D one (N, C, L)", "shape " + shape_str(a));
+  if (a.nd != 4 && a.nd != 3) fail_argument(name, "a 4-D array (N, C, H, W) or a 3-D one (N, C, L)", "shape " + shape_string(a));
   for (int i = 0; i < a.nd; ++i) {
-    if (a.dims[i] > kMaxParam) fail(name, "extents of at most " + std::to_string(kMaxParam), "shape " + shape_str(a));
+    if (a.dims[i] > kMaxParam) fail_argument(name, "extents of at most " + std::to_string(kMaxParam), "shape " + shape_string(a));
   }
   if (a.nd == 3) return {3, a.dims[0], a.dims[1], 1, a.dims[2]};
   return {4, a.dims[0], a.dims[1], a.dims[2], a.dims[3]};
@@ -65,7 +54,7 @@ Extents extents_of(const char* name, const ArrayArg<T>& a) {
 
 void check_spatial(const char* name, const Extents& e) {
   if (e.h < 1 || e.w < 1) {
-    fail(name, "spatial extents of at least 1", std::to_string(e.h) + " x " + std::to_string(e.w));
+    fail_argument(name, "spatial extents of at least 1", std::to_string(e.h) + " x " + std::to_string(e.w));
   }
 }
 
@@ -103,12 +92,12 @@ int64_t regular_out(const char* axis, int64_t in, const WindowArgs& a, bool ceil
   const std::string suffix = std::string(" along ") + axis;
   const int64_t span = a.dilation * (a.kernel - 1) + 1;
   if (a.before > span - 1 || a.after > span - 1) {
-    fail("padding", "pads of at most dilation * (kernel - 1) = " + std::to_string(span - 1) + suffix,
+    fail_argument("padding", "pads of at most dilation * (kernel - 1) = " + std::to_string(span - 1) + suffix,
          std::to_string(a.before) + " and " + std::to_string(a.after));
   }
   const int64_t room = in + a.before + a.after - span;
   if (room < 0) {
-    fail("kernel_size", "a dilated kernel extent of at most the padded input (" +
+    fail_argument("kernel_size", "a dilated kernel extent of at most the padded input (" +
                             std::to_string(in + a.before + a.after) + ")" + suffix, std::to_string(span));
   }
   int64_t out = (ceil_mode ? (room + a.stride - 1) / a.stride : room / a.stride) + 1;
@@ -203,7 +192,7 @@ void check_pool_args(const PoolArgs& a, int nd) {
   check_param("pad_left", a.pl, 0);
   check_param("pad_right", a.pr, 0);
   if (nd == 3 && (a.kh != 1 || a.sh != 1 || a.dh != 1 || a.pt != 0 || a.pb != 0)) {
-    fail("kernel_h, stride_h, dilation_h, pad_top, pad_bottom", "1, 1, 1, 0, 0 for 3-D (1-D pooling) arrays",
+    fail_argument("kernel_h, stride_h, dilation_h, pad_top, pad_bottom", "1, 1, 1, 0, 0 for 3-D (1-D pooling) arrays",
          std::to_string(a.kh) + ", " + std::to_string(a.sh) + ", " + std::to_string(a.dh) + ", " +
              std::to_string(a.pt) + ", " + std::to_string(a.pb));
   }
@@ -227,7 +216,7 @@ void check_windows_meet_input(const Geometry& geo) {
   for (const AxisTable* t : {&geo.h, &geo.w}) {
     for (int64_t o = 0; o < t->axis.out; ++o) {
       if (t->taps[o] == 0) {
-        fail("padding", "every max-pooling window to meet the input",
+        fail_argument("padding", "every max-pooling window to meet the input",
              std::string("window ") + std::to_string(o) + " along " + (t == &geo.h ? "H" : "W") +
                  " wholly in padding (its dilated taps skip over the input)");
       }
@@ -260,7 +249,7 @@ void check_extents(const char* name, const ArrayArg<T>& a, int nd, const Extents
   if (a.nd != nd || got.n != want.n || got.c != want.c || got.h != want.h || got.w != want.w) {
     std::string expected = "shape (" + std::to_string(want.n) + ", " + std::to_string(want.c) + ", ";
     if (nd == 4) expected += std::to_string(want.h) + ", ";
-    fail(name, expected + std::to_string(want.w) + ") (" + what + ")", shape_str(a));
+    fail_argument(name, expected + std::to_string(want.w) + ") (" + what + ")", shape_string(a));
   }
 }
 
@@ -343,8 +332,8 @@ py::object adaptive_pool2d(py::handle x_arg, int64_t out_h, int64_t out_w, int64
   check_spatial("x", xe);
   check_param("output_size[0]", out_h, 1);
   check_param("output_size[1]", out_w, 1);
-  if (mode < 0 || mode > 2) fail("mode", "0, 1 or 2", std::to_string(mode));
-  if (xe.nd == 3 && out_h != 1) fail("output_size[0]", "1 for 3-D arrays", std::to_string(out_h));
+  if (mode < 0 || mode > 2) fail_argument("mode", "0, 1 or 2", std::to_string(mode));
+  if (xe.nd == 3 && out_h != 1) fail_argument("output_size[0]", "1 for 3-D arrays", std::to_string(out_h));
   Geometry geo;
   geo.x = xe;
   adaptive_axis(geo.h, xe.h, out_h);
@@ -371,8 +360,8 @@ py::object adaptive_avg_pool2d_backward(py::handle grad_y_arg, int64_t n, int64_
   const Extents xe = shape_arg(n, c, h, w);
   const Extents ge = extents_of("grad_y", grad_y);
   if (grad_y.nd != xe.nd || ge.n != xe.n || ge.c != xe.c || ge.h < 1 || ge.w < 1) {
-    fail("grad_y", "shape (" + std::to_string(xe.n) + ", " + std::to_string(xe.c) + ", ...) of rank " +
-                       std::to_string(xe.nd) + " with output extents >= 1", shape_str(grad_y));
+    fail_argument("grad_y", "shape (" + std::to_string(xe.n) + ", " + std::to_string(xe.c) + ", ...) of rank " +
+                       std::to_string(xe.nd) + " with output extents >= 1", shape_string(grad_y));
   }
   Geometry geo;
   geo.x = xe;
@@ -394,10 +383,10 @@ py::object max_pool2d_backward(py::handle grad_y_arg, py::handle indices_arg, in
   const Extents xe = shape_arg(n, c, h, w);
   const Extents ge = extents_of("grad_y", grad_y);
   if (grad_y.nd != xe.nd || ge.n != xe.n || ge.c != xe.c) {
-    fail("grad_y", "shape (" + std::to_string(xe.n) + ", " + std::to_string(xe.c) + ", ...) of rank " +
-                       std::to_string(xe.nd), shape_str(grad_y));
+    fail_argument("grad_y", "shape (" + std::to_string(xe.n) + ", " + std::to_string(xe.c) + ", ...) of rank " +
+                       std::to_string(xe.nd), shape_string(grad_y));
   }
-  if (!indices.shape_equals(grad_y)) fail("indices", "the shape of grad_y " + shape_str(grad_y), shape_str(indices));
+  if (!indices.shape_equals(grad_y)) fail_argument("indices", "the shape of grad_y " + shape_string(grad_y), shape_string(indices));
   py::object grad_x = new_output(xe.nd, xe.n, xe.c, xe.h, xe.w);
   float* gx = float_data(grad_x);
   const int64_t planes = xe.n * xe.c, in_plane = xe.h * xe.w, out_plane = ge.h * ge.w;
@@ -414,14 +403,14 @@ py::object max_unpool2d(py::handle x_arg, py::handle indices_arg, int64_t out_h,
   IndexArg indices;
   if (!float_arg(x_arg, &x) || !index_arg(indices_arg, &indices)) return py::none();
   const Extents xe = extents_of("x", x);
-  if (!indices.shape_equals(x)) fail("indices", "the shape of x " + shape_str(x), shape_str(indices));
+  if (!indices.shape_equals(x)) fail_argument("indices", "the shape of x " + shape_string(x), shape_string(indices));
   check_param("output_size[0]", out_h, 1);
   check_param("output_size[1]", out_w, 1);
-  if (xe.nd == 3 && out_h != 1) fail("output_size[0]", "1 for 3-D arrays", std::to_string(out_h));
+  if (xe.nd == 3 && out_h != 1) fail_argument("output_size[0]", "1 for 3-D arrays", std::to_string(out_h));
   int64_t out_plane = 0, total = 0;
   if (__builtin_mul_overflow(out_h, out_w, &out_plane) || __builtin_mul_overflow(out_plane, xe.n * xe.c, &total) ||
       total > (int64_t{1} << 60)) {
-    fail("output_size", "an output that fits in memory", std::to_string(out_h) + " x " + std::to_string(out_w));
+    fail_argument("output_size", "an output that fits in memory", std::to_string(out_h) + " x " + std::to_string(out_w));
   }
   py::object y = new_output(xe.nd, xe.n, xe.c, out_h, out_w);
   float* yp = float_data(y);

@@ -70,6 +70,42 @@ def integer(name: str, value) -> int:
     return int(value)
 
 
+def plain_int(name: str, value) -> int:
+    """integer(), with no detour for an exact int (the common, cheap case)."""
+    if type(value) is int:
+        return value
+    return integer(name, value)
+
+
+def int_pair(name: str, value, minimum: int) -> tuple[int, int]:
+    """An int or a pair of ints, each >= minimum (a kernel size, stride,
+    dilation of a 2-D op)."""
+    if type(value) is int:
+        a = b = value
+    elif isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+        a, b = plain_int(name, value[0]), plain_int(name, value[1])
+    else:
+        a = b = plain_int(name, value)
+    if a < minimum or b < minimum:
+        raise ValueError(f"{name}: expected ints >= {minimum}, got {value!r}")
+    return a, b
+
+
+def int_single(name: str, value, minimum: int, op: str) -> int:
+    """An int or a 1-tuple (as torch accepts for 1-D ops), >= minimum; `op`
+    names the 1-D op in the message ("a 1-D convolution")."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 1:
+            raise ValueError(f"{name}: expected an int or a 1-tuple for {op}, got {value!r}")
+        value = value[0]
+    v = plain_int(name, value)
+    if v < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
+    return v
+
+
 def int64(name: str, value) -> int:
     value = integer(name, value)
     if not -(2**63) <= value < 2**63:

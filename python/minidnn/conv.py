@@ -45,39 +45,6 @@ def _is_int(v) -> bool:
     return type(v) is int or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)))
 
 
-def _int(name: str, v) -> int:
-    if type(v) is int:
-        return v
-    return _validate.integer(name, v)
-
-
-def _pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum."""
-    if type(value) is int:
-        a = b = value
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        a, b = _int(name, value[0]), _int(name, value[1])
-    elif isinstance(value, (tuple, list)):
-        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
-    else:
-        a = b = _int(name, value)
-    if a < minimum or b < minimum:
-        raise ValueError(f"{name}: expected ints >= {minimum}, got {value!r}")
-    return a, b
-
-
-def _single(name: str, value, minimum: int) -> int:
-    """An int (or a 1-tuple, as torch accepts for conv1d) >= minimum."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 1:
-            raise ValueError(f"{name}: expected an int or a 1-tuple for a 1-D convolution, got {value!r}")
-        value = value[0]
-    v = _int(name, value)
-    if v < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
-    return v
-
-
 def _same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
     """(before, after) giving ceil(size / stride) outputs, any odd extra after
     (ONNX SAME_UPPER)."""
@@ -104,7 +71,7 @@ def _pads_2d(padding, sizes, kernels, strides, dilations):
         if all(isinstance(p, (tuple, list)) for p in padding):
             if len(padding[0]) != 2 or len(padding[1]) != 2:
                 raise ValueError(f"padding: expected {_PADDING_FORMS_2D}, got {padding!r}")
-            pads = tuple((_int("padding", p[0]), _int("padding", p[1])) for p in padding)
+            pads = tuple((_validate.plain_int("padding", p[0]), _validate.plain_int("padding", p[1])) for p in padding)
         elif all(_is_int(p) for p in padding):
             ph, pw = int(padding[0]), int(padding[1])
             pads = ((ph, ph), (pw, pw))
@@ -163,7 +130,7 @@ def _shape(name: str, a, rank: int, layout: str) -> tuple:
 
 
 def _groups(groups, in_channels: int, input_name: str, out_channels: int, weight_shape: tuple, out_axis: str) -> int:
-    groups = _int("groups", groups)
+    groups = _validate.plain_int("groups", groups)
     if groups < 1:
         raise ValueError(f"groups: expected an int >= 1, got {groups}")
     if in_channels % groups:
@@ -245,8 +212,8 @@ def _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups):
                     return stride, stride, dilation, dilation, padding, padding, p, q, groups
     groups = _groups(groups, c, "x", k, w_shape, "0")
     _check_weight_channels(w_shape, c // groups, f"x channels {c} / groups {groups}")
-    sh, sw = _pair("stride", stride, 1)
-    dh, dw = _pair("dilation", dilation, 1)
+    sh, sw = _validate.int_pair("stride", stride, 1)
+    dh, dw = _validate.int_pair("dilation", dilation, 1)
     (top, bottom), (left, right) = _pads_2d(padding, (h, w), (r, s), (sh, sw), (dh, dw))
     p = _out_size("H", h + top + bottom, r, sh, dh)
     q = _out_size("W", w + left + right, s, sw, dw)
@@ -315,9 +282,9 @@ def _transpose_geometry(x_shape, w_shape, stride, padding, output_padding, group
         raise ValueError(f"weight: expected shape[0] = {c} (the channels of x), got shape {w_shape}")
     if any(e < 1 for e in w_shape[2:]):
         raise ValueError(f"weight: expected a kernel of extent >= 1, got shape {w_shape}")
-    sh, sw = _pair("stride", stride, 1)
-    dh, dw = _pair("dilation", dilation, 1)
-    oph, opw = _pair("output_padding", output_padding, 0)
+    sh, sw = _validate.int_pair("stride", stride, 1)
+    dh, dw = _validate.int_pair("dilation", dilation, 1)
+    oph, opw = _validate.int_pair("output_padding", output_padding, 0)
     if oph >= max(sh, dh) or opw >= max(sw, dw):
         raise ValueError(
             f"output_padding: expected values < max(stride, dilation) = ({max(sh, dh)}, {max(sw, dw)}), "
@@ -400,8 +367,8 @@ def _conv1d_geometry(x_shape, w_shape, stride, padding, dilation, groups):
                 return 1, stride, 1, dilation, 0, left, 1, q, groups
     groups = _groups(groups, c, "x", k, w_shape, "0")
     _check_weight_channels(w_shape, c // groups, f"x channels {c} / groups {groups}")
-    st = _single("stride", stride, 1)
-    dil = _single("dilation", dilation, 1)
+    st = _validate.int_single("stride", stride, 1, "a 1-D convolution")
+    dil = _validate.int_single("dilation", dilation, 1, "a 1-D convolution")
     left, right = _pads_1d(padding, length, s, st, dil)
     q = _out_size("L", length + left + right, s, st, dil)
     _check_output_size(n, k, q)

@@ -38,39 +38,6 @@ _PADDING_FORMS_2D = "an int >= 0, (ph, pw) or ((top, bottom), (left, right))"
 _PADDING_FORMS_1D = "an int >= 0, (p,) or (left, right)"
 
 
-def _int(name: str, v) -> int:
-    if type(v) is int:
-        return v
-    return _validate.integer(name, v)
-
-
-def _pair(name: str, value, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints, each >= minimum."""
-    if type(value) is int:
-        a = b = value
-    elif isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
-        a, b = _int(name, value[0]), _int(name, value[1])
-    else:
-        a = b = _int(name, value)
-    if a < minimum or b < minimum:
-        raise ValueError(f"{name}: expected ints >= {minimum}, got {value!r}")
-    return a, b
-
-
-def _single(name: str, value, minimum: int) -> int:
-    """An int or a 1-tuple, >= minimum."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 1:
-            raise ValueError(f"{name}: expected an int or a 1-tuple for 1-D pooling, got {value!r}")
-        value = value[0]
-    v = _int(name, value)
-    if v < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {v}")
-    return v
-
-
 def _pads_2d(padding) -> tuple[int, int, int, int]:
     """(top, bottom, left, right)."""
     if type(padding) is int and padding >= 0:
@@ -79,17 +46,17 @@ def _pads_2d(padding) -> tuple[int, int, int, int]:
         if all(isinstance(p, (tuple, list)) for p in padding):
             if len(padding[0]) != 2 or len(padding[1]) != 2:
                 raise ValueError(f"padding: expected {_PADDING_FORMS_2D}, got {padding!r}")
-            pads = (_int("padding", padding[0][0]), _int("padding", padding[0][1]),
-                    _int("padding", padding[1][0]), _int("padding", padding[1][1]))
+            pads = (_validate.plain_int("padding", padding[0][0]), _validate.plain_int("padding", padding[0][1]),
+                    _validate.plain_int("padding", padding[1][0]), _validate.plain_int("padding", padding[1][1]))
         elif not any(isinstance(p, (tuple, list)) for p in padding):
-            ph, pw = _int("padding", padding[0]), _int("padding", padding[1])
+            ph, pw = _validate.plain_int("padding", padding[0]), _validate.plain_int("padding", padding[1])
             pads = (ph, ph, pw, pw)
         else:
             raise ValueError(f"padding: expected {_PADDING_FORMS_2D}, got {padding!r}")
     elif isinstance(padding, (tuple, list, str)):
         raise ValueError(f"padding: expected {_PADDING_FORMS_2D}, got {padding!r}")
     else:
-        v = _int("padding", padding)
+        v = _validate.plain_int("padding", padding)
         pads = (v, v, v, v)
     if min(pads) < 0:
         raise ValueError(f"padding: expected pads >= 0, got {padding!r}")
@@ -100,11 +67,11 @@ def _pads_1d(padding) -> tuple[int, int]:
     if type(padding) is int and padding >= 0:
         return padding, padding
     if isinstance(padding, (tuple, list)) and len(padding) in (1, 2):
-        pads = _int("padding", padding[0]), _int("padding", padding[-1])
+        pads = _validate.plain_int("padding", padding[0]), _validate.plain_int("padding", padding[-1])
     elif isinstance(padding, (tuple, list, str)):
         raise ValueError(f"padding: expected {_PADDING_FORMS_1D}, got {padding!r}")
     else:
-        v = _int("padding", padding)
+        v = _validate.plain_int("padding", padding)
         pads = (v, v)
     if min(pads) < 0:
         raise ValueError(f"padding: expected pads >= 0, got {padding!r}")
@@ -118,26 +85,26 @@ def _window_2d(kernel_size, stride, padding, dilation) -> tuple:
         s = kernel_size if stride is None else stride
         if s > 0:
             return kernel_size, kernel_size, s, s, padding, padding, padding, padding, dilation, dilation
-    kh, kw = _pair("kernel_size", kernel_size, 1)
+    kh, kw = _validate.int_pair("kernel_size", kernel_size, 1)
     sh, sw = (kh, kw) if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
-        else _pair("stride", stride, 1)
-    dh, dw = _pair("dilation", dilation, 1)
+        else _validate.int_pair("stride", stride, 1)
+    dh, dw = _validate.int_pair("dilation", dilation, 1)
     return (kh, kw, sh, sw, *_pads_2d(padding), dh, dw)
 
 
 def _window_1d(kernel_size, stride, padding, dilation) -> tuple:
     """The 2-D window of a 1-D pooling: H parameters 1, 1, 0, 0, 1."""
-    k = _single("kernel_size", kernel_size, 1)
+    k = _validate.int_single("kernel_size", kernel_size, 1, "1-D pooling")
     s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
-        else _single("stride", stride, 1)
+        else _validate.int_single("stride", stride, 1, "1-D pooling")
     left, right = _pads_1d(padding)
-    return 1, k, 1, s, 0, 0, left, right, 1, _single("dilation", dilation, 1)
+    return 1, k, 1, s, 0, 0, left, right, 1, _validate.int_single("dilation", dilation, 1, "1-D pooling")
 
 
 def _divisor(divisor_override) -> int:
     if divisor_override is None:
         return 0
-    d = _int("divisor_override", divisor_override)
+    d = _validate.plain_int("divisor_override", divisor_override)
     if d < 1:
         raise ValueError(f"divisor_override: expected None or an int >= 1, got {d}")
     return d
@@ -172,7 +139,7 @@ def _input_shape(input_shape, rank: int) -> tuple:
     if not isinstance(input_shape, (tuple, list)) or len(input_shape) != rank:
         layout = "(N, C, H, W)" if rank == 4 else "(N, C, L)"
         raise ValueError(f"input_shape: expected {rank} ints {layout}, got {input_shape!r}")
-    dims = tuple(_int("input_shape", v) for v in input_shape)
+    dims = tuple(_validate.plain_int("input_shape", v) for v in input_shape)
     return dims if rank == 4 else (dims[0], dims[1], -1, dims[2])
 
 
@@ -256,12 +223,12 @@ def _output_size(output_size, h: int, w: int) -> tuple[int, int]:
     if type(output_size) is int:
         oh = ow = output_size
     elif isinstance(output_size, (tuple, list)) and len(output_size) == 2:
-        oh = h if output_size[0] is None else _int("output_size", output_size[0])
-        ow = w if output_size[1] is None else _int("output_size", output_size[1])
+        oh = h if output_size[0] is None else _validate.plain_int("output_size", output_size[0])
+        ow = w if output_size[1] is None else _validate.plain_int("output_size", output_size[1])
     elif isinstance(output_size, (tuple, list)):
         raise ValueError(f"output_size: expected an int or a pair, got {output_size!r}")
     else:
-        oh = ow = _int("output_size", output_size)
+        oh = ow = _validate.plain_int("output_size", output_size)
     if oh < 1 or ow < 1:
         raise ValueError(f"output_size: expected extents >= 1, got {output_size!r}")
     return oh, ow
@@ -319,7 +286,7 @@ def max_unpool2d(x, indices, kernel_size, stride=None, padding=0, output_size=No
     else:
         if not isinstance(output_size, (tuple, list)) or len(output_size) not in (2, 4):
             raise ValueError(f"output_size: expected (Ho, Wo) or (N, C, Ho, Wo), got {output_size!r}")
-        out = tuple(_int("output_size", v) for v in output_size[-2:])
+        out = tuple(_validate.plain_int("output_size", v) for v in output_size[-2:])
         for size, d, s in zip(out, default, (sh, sw)):
             if not d - s < size < d + s:
                 raise ValueError(
