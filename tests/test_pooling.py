@@ -39,6 +39,11 @@ GEOMETRIES = _geometries(zlib.crc32(b"test_pooling"), 40)
 GEOMETRIES += [((2, 3, 14, 35), (3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), False),
                ((1, 4, 12, 40), (2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), True),
                ((1, 2, 5, 33), (1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), False)]
+# Stride 1 along W (average pooling's separable passes): the benchmark's 3x3/1
+# at a small size, asymmetric pads with H stride and dilation, a wide window.
+GEOMETRIES += [((2, 3, 28, 28), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), False),
+               ((1, 2, 9, 70), (3, 5), (2, 1), ((1, 3), (2, 4)), (2, 1), True),
+               ((1, 1, 3, 41), (2, 9), (1, 1), ((0, 1), (8, 3)), (1, 1), False)]
 
 
 def _input(shape, rng, specials=True):

@@ -14,7 +14,7 @@ enum class ScratchSlot {
   softmax_row = 2,   // the softmax family's row slice (exp values)
   conv_columns = 3,  // convolution's im2col tile around a gemm() call (which uses both GEMM slots)
   recurrent_gates = 4,  // a recurrent cell's gate buffers around its gemm() calls
-  pooling_row = 5,       // the pooling backward's row of window sums
+  pooling_row = 5,       // pooling's row buffer (average forward's column sums, backward's window sums)
 };
 
 // `floats` floats for `slot` on the calling thread. Valid until the next

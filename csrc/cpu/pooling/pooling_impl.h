@@ -9,8 +9,10 @@
 // window stride (contiguous for stride 1, deinterleaved for stride 2,
 // gathered otherwise): no per-element branch. Outputs at the borders, the
 // row's tail and adaptive windows take the scalar loop over the window's
-// in-range taps. Backward passes go plane by plane, each plane owned by one
-// thread (no races, no atomics on the data).
+// in-range taps. Average pooling with stride-1 windows along W goes in two
+// separable passes instead (avg_forward_separable). Backward passes go
+// plane by plane, each plane owned by one thread (no races, no atomics on
+// the data).
 #pragma once
 
 #include <cstdint>
@@ -70,24 +72,36 @@ float sum_segment(const float* a, int64_t n) {
   return Ops::reduce_add(Ops::add(acc, acc2));
 }
 
+// Body(plane, row) for the output rows [begin, end) of the flat (plane,
+// row) order.
+template <class Body>
+void for_rows(const PoolGeometry& g, int64_t begin, int64_t end, const Body& body) {
+  if (begin >= end) return;
+  int64_t plane = begin / g.h.out, p = begin % g.h.out;  // one division per share
+  for (int64_t r = begin; r < end; ++r) {
+    body(plane, p);
+    if (++p == g.h.out) {
+      p = 0;
+      ++plane;
+    }
+  }
+}
+
+// Share(begin, end) for contiguous shares of the output rows of every
+// plane, one per thread.
+template <class Share>
+void for_each_row_share(const PoolGeometry& g, const Share& share) {
+  const int64_t rows = g.planes * g.h.out;
+  const int64_t work = g.planes * (g.h.in * g.w.in + g.h.out * g.w.out);
+  minidnn::parallel(minidnn::threads_for(work, kPoolGrain),
+                    [&](int t, int nt) { share(rows * t / nt, rows * (t + 1) / nt); });
+}
+
 // Body(plane, row) for every output row of every plane, split into
 // contiguous shares.
 template <class Body>
 void for_each_row(const PoolGeometry& g, const Body& body) {
-  const int64_t rows = g.planes * g.h.out;
-  const int64_t work = g.planes * (g.h.in * g.w.in + g.h.out * g.w.out);
-  minidnn::parallel(minidnn::threads_for(work, kPoolGrain), [&](int t, int nt) {
-    const int64_t begin = rows * t / nt, end = rows * (t + 1) / nt;
-    if (begin >= end) return;
-    int64_t plane = begin / g.h.out, p = begin % g.h.out;  // one division per share
-    for (int64_t r = begin; r < end; ++r) {
-      body(plane, p);
-      if (++p == g.h.out) {
-        p = 0;
-        ++plane;
-      }
-    }
-  });
+  for_each_row_share(g, [&](int64_t begin, int64_t end) { for_rows(g, begin, end, body); });
 }
 
 // Body(plane) for every plane, split into contiguous shares.
@@ -301,10 +315,18 @@ float window_sum(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, con
   return s;
 }
 
+// The divisors of outputs q .. q + n - 1 of row p, n <= W (1 where the
+// divisor is 0: that comes only with no tap in range, a sum of 0, so the
+// output is 0 / 1).
+template <class Ops>
+typename Ops::V divisor_vector(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, int64_t n, float divisor) {
+  if (divisor > 0.0f) return Ops::set1(divisor);
+  return Ops::max(Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, n, 1.0f)), Ops::set1(1.0f));
+}
+
 // Outputs q .. q + kU * W - 1 of row p (the last vector holding `lanes`):
-// the sums of the in-range taps (padding reads as 0), over the divisors
-// (never 0: a divisor 0 comes with no tap in range, a sum of 0, and gives
-// 0 / 1). kU independent chains, as max_vector.
+// the sums of the in-range taps (padding reads as 0), over the divisors.
+// kU independent chains, as max_vector.
 template <class Ops, int kStride, bool kEdge, int kU>
 void avg_vector(const PoolGeometry& g, const float* x, float* y, int64_t p, int64_t q, int64_t lanes, float divisor) {
   using V = typename Ops::V;
@@ -327,9 +349,7 @@ void avg_vector(const PoolGeometry& g, const float* x, float* y, int64_t p, int6
   for (int u = 0; u < kU; ++u) {
     const int64_t qu = q + u * Ops::W;
     const int64_t n = u == kU - 1 ? lanes : int64_t{Ops::W};
-    const V d = divisor > 0.0f ? Ops::set1(divisor)
-                               : Ops::max(Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, qu, n, 1.0f)),
-                                          Ops::set1(1.0f));
+    const V d = divisor_vector<Ops>(h, w, p, qu, n, divisor);
     if (n == Ops::W) {
       Ops::store(y + qu, Ops::div(s[u], d));
     } else {
@@ -394,11 +414,52 @@ void global_avg_forward(const PoolGeometry& g, const float* x, float* y, float d
   });
 }
 
+// Stride-1 windows along W overlap in all but one tap, so the sums go in
+// two separable passes per output row p, each vectorized along the row:
+// the column sums of the rows p's window covers into a row buffer `cols`
+// (cols[j] for input column j - pad; padding columns 0), then each output
+// the sum of its kernel adjacent entries of it. kh + kw adds an output
+// rather than kh * kw, and no border case in either pass.
+template <class Ops>
+void avg_forward_separable(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
+  const int64_t span = w.out + w.kernel - 1;  // the columns the windows cover, padding included
+  const int64_t covered = w.in < span - w.pad ? w.in : span - w.pad;  // of them, input columns
+  // The last vector of a row reads up to W - 1 entries past the span.
+  const int64_t buffer = span + Ops::W;
+  for_each_row_share(g, [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    float* cols = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, buffer);
+    // Only [pad, pad + covered) is rewritten per row: the rest stays 0.
+    fill_zero<Ops>(cols, buffer);
+    for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+      const float* rows = x + plane * in_plane + h.first[p] * w.in;
+      const int64_t row_step = h.dilation * w.in, taps_h = h.taps[p];
+      store_row<Ops>(cols + w.pad, covered, [&](int64_t i, int64_t len) {
+        V s = Ops::zero();
+        for (int64_t th = 0; th < taps_h; ++th) s = Ops::add(s, load_part<Ops>(rows + th * row_step, i, len, 0.0f));
+        return s;
+      });
+      store_row<Ops>(y + plane * out_plane + p * w.out, w.out, [&](int64_t q, int64_t len) {
+        V s = Ops::load(cols + q);
+        for (int64_t j = 1; j < w.kernel; ++j) s = Ops::add(s, Ops::load(cols + q + j));
+        return Ops::div(s, divisor_vector<Ops>(h, w, p, q, len, divisor));
+      });
+    });
+  });
+}
+
 template <class Ops>
 void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
   if (g.h.out == 1 && g.w.out == 1 && g.h.dilation == 1 && g.w.dilation == 1 && g.h.taps[0] == g.h.in &&
       g.w.taps[0] == g.w.in) {
     return global_avg_forward<Ops>(g, x, y, divisor);
+  }
+  if (g.w.regular && g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1) {
+    return avg_forward_separable<Ops>(g, x, y, divisor);
   }
   switch (g.w.stride) {
     case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
