@@ -4,7 +4,8 @@ zero-size sides, every axis, magnitudes from subnormal to float max with 0,
 +-inf and NaN mixed in, every reduction, weights, ignore_index, label
 smoothing, class-index and probability targets; conv2d over random
 geometries (every padding form, groups, strides, dilations, activations); max and
-average pooling over random geometries (indices exact). Each example runs on every
+average pooling over random geometries (indices exact), adaptive pooling over
+random input and output sizes. Each example runs on every
 CPU path and 1 and 2 threads, with poisoned outputs.
 
 Each result is checked element by element: NaN and +-inf where the
@@ -535,3 +536,30 @@ def test_avg_pool2d(geometry, data):
     run = lambda: minidnn.avg_pool2d(x, k, s, pads, **kwargs)  # noqa: E731
     for path, out in on_every_cpu_path(run).items():
         assert_agrees(out, expected, scale, RTOL * max(k[0] * k[1], 4) / 4, path=path)
+
+
+@st.composite
+def adaptive_geometries(draw):
+    """(x shape, output size): planes up to 12 x 45 (past a 16-lane vector),
+    output sizes from 1 (global) to past the input's (overlapping windows)."""
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 45))
+    out = (draw(st.integers(1, h + 3)), draw(st.integers(1, w + 3)))
+    return (draw(st.integers(0, 2)), draw(st.integers(1, 3)), h, w), out
+
+
+@settings(max_examples=60)
+@given(geometry=adaptive_geometries(), data=st.data())
+def test_adaptive_pooling(geometry, data):
+    shape, out_size = geometry
+    x = data.draw(float32_arrays(shape, min_exponent=-20, max_exponent=20, specials=FINITE_SPECIAL_VALUES[:2]))
+    expected = ref.adaptive_avg_pool2d(x, out_size)
+    # A float32 sum of up to ceil(H / out) * ceil(W / out) + 1 terms, then one division.
+    terms = (-(-shape[2] // out_size[0]) + 1) * (-(-shape[3] // out_size[1]) + 1)
+    scale = ref.adaptive_avg_pool2d(np.abs(x), out_size) + TINY
+    for path, out in on_every_cpu_path(lambda: minidnn.adaptive_avg_pool2d(x, out_size)).items():
+        assert_agrees(out, expected, scale, RTOL * max(terms, 4) / 4, path=path)
+    expected, indices = ref.adaptive_max_pool2d(x, out_size, return_indices=True)
+    run = lambda: minidnn.adaptive_max_pool2d(x, out_size, return_indices=True)  # noqa: E731
+    for path, (out, idx) in on_every_cpu_path(run).items():
+        assert_agrees(out, expected, 0.0, RTOL, path=path)
+        np.testing.assert_array_equal(idx, indices, err_msg=path)

@@ -8,11 +8,11 @@
 // interior) go a vector of W adjacent outputs at a time, loaded with the
 // window stride (contiguous for stride 1, deinterleaved for stride 2,
 // gathered otherwise): no per-element branch. Outputs at the borders, the
-// row's tail and adaptive windows take the scalar loop over the window's
-// in-range taps. Average pooling with stride-1 windows along W goes in two
-// separable passes instead (avg_forward_separable). Backward passes go
-// plane by plane, each plane owned by one thread (no races, no atomics on
-// the data).
+// row's tail and adaptive max windows take the scalar loop over the
+// window's in-range taps. Average pooling with stride-1 or adaptive windows
+// along W goes in two separable passes instead (avg_forward_by_columns).
+// Backward passes go plane by plane, each plane owned by one thread (no
+// races, no atomics on the data).
 #pragma once
 
 #include <cstdint>
@@ -301,16 +301,11 @@ inline float divisor_at(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t
   return divisor > 0.0f ? divisor : h.count[p] * w.count[q];
 }
 
-template <class Ops>
-float window_sum(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, const float* x) {
+inline float window_sum(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, const float* x) {
   float s = 0.0f;
   for (int64_t th = 0; th < h.taps[p]; ++th) {
     const float* row = x + (h.first[p] + th * h.dilation) * w.in;
-    if (w.dilation == 1 && !w.regular) {
-      s += sum_segment<Ops>(row + w.first[q], w.taps[q]);  // adaptive windows can be long
-    } else {
-      for (int64_t tw = 0; tw < w.taps[q]; ++tw) s += row[w.first[q] + tw * w.dilation];
-    }
+    for (int64_t tw = 0; tw < w.taps[q]; ++tw) s += row[w.first[q] + tw * w.dilation];
   }
   return s;
 }
@@ -362,16 +357,10 @@ template <class Ops, int kStride>
 void avg_row(const PoolGeometry& g, const float* x, float* y, int64_t p, float divisor) {
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
-  if (!w.regular || h.taps[p] == 0) {
+  if (h.taps[p] == 0) {
     for (int64_t q = 0; q < w.out; ++q) {
       const float d = divisor_at(h, w, p, q, divisor);
-      float s;
-      if (h.dilation == 1 && w.first[q] == 0 && w.taps[q] == w.in) {
-        // Whole rows (global pooling): one contiguous block.
-        s = sum_segment<Ops>(x + h.first[p] * w.in, h.taps[p] * w.in);
-      } else {
-        s = window_sum<Ops>(h, w, p, q, x);
-      }
+      const float s = window_sum(h, w, p, q, x);
       y[q] = d != 0.0f ? s / d : 0.0f;
     }
     return;
@@ -414,21 +403,26 @@ void global_avg_forward(const PoolGeometry& g, const float* x, float* y, float d
   });
 }
 
-// Stride-1 windows along W overlap in all but one tap, so the sums go in
-// two separable passes per output row p, each vectorized along the row:
-// the column sums of the rows p's window covers into a row buffer `cols`
-// (cols[j] for input column j - pad; padding columns 0), then each output
-// the sum of its kernel adjacent entries of it. kh + kw adds an output
-// rather than kh * kw, and no border case in either pass.
+// Average pooling in two separable passes per output row p, each
+// vectorized along the row: the column sums of the input rows p's windows
+// cover into a row buffer `cols` (cols[j] for input column j - pad;
+// padding columns 0), then each output the sum of its window's entries of
+// it. For stride-1 windows along W (which overlap in all but one tap) the
+// second pass is kw vector adds: kh + kw adds an output rather than
+// kh * kw, and no border case in either pass. For adaptive windows (of
+// varying sizes) it is one segment sum an output, where summing each row
+// of the window apart took kh.
 template <class Ops>
-void avg_forward_separable(const PoolGeometry& g, const float* x, float* y, float divisor) {
+void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, float divisor) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
-  const int64_t span = w.out + w.kernel - 1;  // the columns the windows cover, padding included
-  const int64_t covered = w.in < span - w.pad ? w.in : span - w.pad;  // of them, input columns
-  // The last vector of a row reads up to W - 1 entries past the span.
+  const int64_t pad = w.regular ? w.pad : 0;
+  // The columns the windows cover, padding included.
+  const int64_t span = w.regular ? w.out + w.kernel - 1 : w.in;
+  const int64_t covered = w.in < span - pad ? w.in : span - pad;  // of them, input columns
+  // The last vector of a regular row reads up to W - 1 entries past the span.
   const int64_t buffer = span + Ops::W;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
@@ -438,16 +432,25 @@ void avg_forward_separable(const PoolGeometry& g, const float* x, float* y, floa
     for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
       const float* rows = x + plane * in_plane + h.first[p] * w.in;
       const int64_t row_step = h.dilation * w.in, taps_h = h.taps[p];
-      store_row<Ops>(cols + w.pad, covered, [&](int64_t i, int64_t len) {
+      store_row<Ops>(cols + pad, covered, [&](int64_t i, int64_t len) {
         V s = Ops::zero();
         for (int64_t th = 0; th < taps_h; ++th) s = Ops::add(s, load_part<Ops>(rows + th * row_step, i, len, 0.0f));
         return s;
       });
-      store_row<Ops>(y + plane * out_plane + p * w.out, w.out, [&](int64_t q, int64_t len) {
-        V s = Ops::load(cols + q);
-        for (int64_t j = 1; j < w.kernel; ++j) s = Ops::add(s, Ops::load(cols + q + j));
-        return Ops::div(s, divisor_vector<Ops>(h, w, p, q, len, divisor));
-      });
+      float* out = y + plane * out_plane + p * w.out;
+      if (w.regular) {
+        store_row<Ops>(out, w.out, [&](int64_t q, int64_t len) {
+          V s = Ops::load(cols + q);
+          for (int64_t j = 1; j < w.kernel; ++j) s = Ops::add(s, Ops::load(cols + q + j));
+          return Ops::div(s, divisor_vector<Ops>(h, w, p, q, len, divisor));
+        });
+      } else {
+        for (int64_t q = 0; q < w.out; ++q) {
+          const float d = divisor_at(h, w, p, q, divisor);
+          const float s = sum_segment<Ops>(cols + w.first[q], w.taps[q]);
+          out[q] = d != 0.0f ? s / d : 0.0f;
+        }
+      }
     });
   });
 }
@@ -458,8 +461,8 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
       g.w.taps[0] == g.w.in) {
     return global_avg_forward<Ops>(g, x, y, divisor);
   }
-  if (g.w.regular && g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1) {
-    return avg_forward_separable<Ops>(g, x, y, divisor);
+  if (!g.w.regular || (g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1)) {
+    return avg_forward_by_columns<Ops>(g, x, y, divisor);
   }
   switch (g.w.stride) {
     case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
