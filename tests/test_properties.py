@@ -558,6 +558,11 @@ def test_adaptive_pooling(geometry, data):
     scale = ref.adaptive_avg_pool2d(np.abs(x), out_size) + TINY
     for path, out in on_every_cpu_path(lambda: minidnn.adaptive_avg_pool2d(x, out_size)).items():
         assert_agrees(out, expected, scale, RTOL * max(terms, 4) / 4, path=path)
+    # Max: NaN, +-inf and signed zeros among the values, and, rounded to
+    # integers, ties everywhere (indices name the first maximum, the last NaN).
+    x = data.draw(float32_arrays(shape, max_specials=8))
+    if data.draw(st.booleans()):
+        x = np.round(x)
     expected, indices = ref.adaptive_max_pool2d(x, out_size, return_indices=True)
     run = lambda: minidnn.adaptive_max_pool2d(x, out_size, return_indices=True)  # noqa: E731
     for path, (out, idx) in on_every_cpu_path(run).items():

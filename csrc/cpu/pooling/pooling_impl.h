@@ -7,10 +7,11 @@
 // row, the outputs whose W window lies wholly in the input (the unpadded
 // interior) go a vector of W adjacent outputs at a time, loaded with the
 // window stride (contiguous for stride 1, deinterleaved for stride 2,
-// gathered otherwise): no per-element branch. Outputs at the borders, the
-// row's tail and adaptive max windows take the scalar loop over the
-// window's in-range taps. Average pooling with stride-1 or adaptive windows
-// along W goes in two separable passes instead (avg_forward_by_columns).
+// gathered otherwise): no per-element branch. Outputs at the borders and the
+// row's tail take the scalar loop over the window's in-range taps. Average
+// pooling with stride-1 or adaptive windows along W, and adaptive max
+// pooling, go in two separable passes instead (avg_forward_by_columns,
+// adaptive_max_forward).
 // Backward passes go plane by plane, each plane owned by one thread (no
 // races, no atomics on the data).
 #pragma once
@@ -286,8 +287,67 @@ void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_
   }
 }
 
+// Adaptive max pooling in two separable passes per output row p, as the
+// average (avg_forward_by_columns): the maximum of each column over the
+// rows p's windows cover, with its row (vectorized along the row), then
+// each output scans its columns' maxima. The result is that of PyTorch's
+// row-major scan: a column's maximum comes from the first of its rows that
+// holds it (the last, for NaN), and across the columns, left to right, a
+// value replaces the maximum when greater, or equal and from an earlier
+// row; a NaN replaces one that is not NaN, or a NaN from the same or an
+// earlier row.
+template <class Ops>
+void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
+  for_each_row_share(g, [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    float* col_max = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, 2 * w.in);
+    float* col_row = col_max + w.in;  // the row of each, from the window's first, as a float
+    for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+      const float* rows = x + plane * in_plane + h.first[p] * w.in;
+      for (int64_t i = 0; i < w.in; i += Ops::W) {
+        const int64_t len = w.in - i < Ops::W ? w.in - i : Ops::W;
+        V m = load_part<Ops>(rows, i, len, 0.0f), r = Ops::zero();  // adaptive windows hold a row at least
+        for (int64_t th = 1; th < h.taps[p]; ++th) {
+          const V v = load_part<Ops>(rows + th * w.in, i, len, 0.0f);
+          const typename Ops::M replace = Ops::gt_or_nan(v, m);
+          m = Ops::select(replace, v, m);
+          r = Ops::select(replace, Ops::set1(static_cast<float>(th)), r);
+        }
+        if (len == Ops::W) {
+          Ops::store(col_max + i, m);
+          Ops::store(col_row + i, r);
+        } else {
+          Ops::store_tail(col_max + i, m, len);
+          Ops::store_tail(col_row + i, r, len);
+        }
+      }
+      const int64_t o = plane * out_plane + p * w.out;
+      for (int64_t q = 0; q < w.out; ++q) {
+        int64_t best = w.first[q];
+        float m = col_max[best], r = col_row[best];
+        for (int64_t j = best + 1; j < w.first[q] + w.taps[q]; ++j) {
+          const float v = col_max[j], vr = col_row[j];
+          if (v != v ? (m == m || vr >= r) : (v > m || (v == m && vr < r))) {
+            m = v;
+            r = vr;
+            best = j;
+          }
+        }
+        y[o + q] = m;
+        if (indices != nullptr) indices[o + q] = (h.first[p] + static_cast<int64_t>(r)) * w.in + best;
+      }
+    });
+  });
+}
+
 template <class Ops>
 void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  // Rows are kept as floats: exact below 2^24.
+  if (!g.w.regular && g.h.kernel <= kMaxVectorTaps) return adaptive_max_forward<Ops>(g, x, y, indices);
   if (indices != nullptr) {
     max_forward_indices<Ops, true>(g, x, y, indices);
   } else {
