@@ -536,6 +536,13 @@ def test_avg_pool2d(geometry, data):
     run = lambda: minidnn.avg_pool2d(x, k, s, pads, **kwargs)  # noqa: E731
     for path, out in on_every_cpu_path(run).items():
         assert_agrees(out, expected, scale, RTOL * max(k[0] * k[1], 4) / 4, path=path)
+    # The backward: each grad_x element sums the shares of up to k_h * k_w windows.
+    g = data.draw(float32_arrays(expected.shape, min_exponent=-20, max_exponent=20, specials=FINITE_SPECIAL_VALUES[:2]))
+    expected = ref.avg_pool2d_backward(g, shape, k, s, pads, **kwargs)
+    scale = ref.avg_pool2d_backward(np.abs(g), shape, k, s, pads, **kwargs) + TINY
+    run = lambda: minidnn.avg_pool2d_backward(g, shape, k, s, pads, **kwargs)  # noqa: E731
+    for path, out in on_every_cpu_path(run).items():
+        assert_agrees(out, expected, scale, RTOL * max(k[0] * k[1], 4) / 4, path=path)
 
 
 @st.composite

@@ -534,7 +534,10 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
 // Each input position gathers grad_y / divisor of every window holding it,
 // in two separable steps per output row p: the row's shares summed along W
 // into u (the input positions of W), then u added to each input row the
-// window of p covers (vector adds along the row).
+// window of p covers (vector adds along the row). For stride-1 windows
+// along W, u is vectorized too, as the adjoint of the forward's second
+// pass: the shares go into a zero-padded row buffer, of which u[j] sums the
+// kernel entries of the windows over column j.
 template <class Ops>
 void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
   const PoolAxis& h = g.h;
@@ -543,6 +546,9 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
   // Global pooling: one window over the whole plane, whose share fills it.
   const bool global = h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in &&
                       w.taps[0] == w.in;
+  const bool by_columns = w.regular && w.stride == 1 && w.dilation == 1 && w.kernel > 1;
+  // The last vector of u reads up to W - 1 entries past column in - 1 + pad + kw - 1.
+  const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : 0;
   for_each_plane(g.planes, g.planes * (in_plane + out_plane), [&](int64_t plane) {
     float* gx = grad_x + plane * in_plane;
     const float* gy = grad_y + plane * out_plane;
@@ -553,15 +559,31 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
       return;
     }
     fill_zero<Ops>(gx, in_plane);
-    float* u = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, w.in);
+    float* u = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, w.in + shares_floats);
+    // shares[kw - 1 + q] for output q; only those are rewritten per row.
+    float* shares = u + w.in;
+    if (by_columns) fill_zero<Ops>(shares, shares_floats);
     for (int64_t p = 0; p < h.out; ++p) {
       if (h.taps[p] == 0) continue;
-      fill_zero<Ops>(u, w.in);
-      for (int64_t q = 0; q < w.out; ++q) {
-        const float d = divisor_at(h, w, p, q, divisor);
-        if (d == 0.0f) continue;
-        const float share = gy[p * w.out + q] / d;
-        for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += share;
+      if (by_columns) {
+        // Every stride-1 window has a tap in range: no divisor is 0.
+        store_row<Ops>(shares + w.kernel - 1, w.out, [&](int64_t q, int64_t len) {
+          return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
+        });
+        // The windows over column j are q = j + pad - (kw - 1) .. j + pad.
+        store_row<Ops>(u, w.in, [&](int64_t j, int64_t) {
+          typename Ops::V s = Ops::load(shares + j + w.pad);
+          for (int64_t t = 1; t < w.kernel; ++t) s = Ops::add(s, Ops::load(shares + j + w.pad + t));
+          return s;
+        });
+      } else {
+        fill_zero<Ops>(u, w.in);
+        for (int64_t q = 0; q < w.out; ++q) {
+          const float d = divisor_at(h, w, p, q, divisor);
+          if (d == 0.0f) continue;
+          const float share = gy[p * w.out + q] / d;
+          for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += share;
+        }
       }
       for (int64_t th = 0; th < h.taps[p]; ++th) {
         float* row = gx + (h.first[p] + th * h.dilation) * w.in;
