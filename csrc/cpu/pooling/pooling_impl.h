@@ -507,7 +507,14 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
       } else {
         for (int64_t q = 0; q < w.out; ++q) {
           const float d = divisor_at(h, w, p, q, divisor);
-          const float s = sum_segment<Ops>(cols + w.first[q], w.taps[q]);
+          const float* seg = cols + w.first[q];
+          float s = 0.0f;
+          if (w.taps[q] < Ops::W) {
+            // Scalar adds: cheaper than a masked load and a horizontal reduction.
+            for (int64_t j = 0; j < w.taps[q]; ++j) s += seg[j];
+          } else {
+            s = sum_segment<Ops>(seg, w.taps[q]);
+          }
           out[q] = d != 0.0f ? s / d : 0.0f;
         }
       }

@@ -1,13 +1,16 @@
 """Benchmark cases of the pooling family (issue 14): the ResNet stem max
 pool 3x3/2 on (8, 64, 112, 112), 2x2/2 on (8, 256, 56, 56), average
 pooling of the same (and 3x3/1 at 28, a peer figure of the issue), global
-average pooling on (32, 2048, 7, 7); forward and forward+backward. All are
+average pooling on (32, 2048, 7, 7), and adaptive average and max pooling
+to 6 x 6 on AlexNet's (32, 256, 13, 13) (overlapping windows of 2 and 3);
+forward and forward+backward. All are
 memory-bound: `bytes` is the minimum traffic of a call, and the figure is
 GB/s against the copy ceiling at the case's working set.
 
 Peers: PyTorch (F.max_pool2d / avg_pool2d / adaptive_avg_pool2d, and their
 autograd backward) and ONNX Runtime (one MaxPool / AveragePool /
-GlobalAveragePool node; inference only). Cases at batch 8 and more are
+GlobalAveragePool node; inference only; ONNX has no adaptive pooling to
+other sizes). Cases at batch 8 and more are
 checked against the float64 reference at batch 1.
 
 The call-overhead group has every public op of the family on a tiny input.
@@ -31,18 +34,22 @@ CHECK_BATCH = 1
 
 @dataclass(frozen=True)
 class Pool:
-    """One pooling layer: kind "max", "avg" or "global" (adaptive average to 1 x 1)."""
+    """One pooling layer: kind "max", "avg", "global" (adaptive average to
+    1 x 1), "adaptive avg" or "adaptive max" (to output x output)."""
 
     kind: str
     shape: Tuple[int, int, int, int]
     kernel: int = 1
     stride: int = 1
     padding: int = 0
+    output: int = 1
 
     @property
     def label(self) -> str:
         if self.kind == "global":
             return f"global avg {'x'.join(map(str, self.shape))}"
+        if self.kind.startswith("adaptive"):
+            return f"{self.kind} {self.output}x{self.output} {'x'.join(map(str, self.shape))}"
         return f"{self.kind} {self.kernel}x{self.kernel}/{self.stride} {'x'.join(map(str, self.shape))}"
 
     @property
@@ -50,6 +57,8 @@ class Pool:
         n, c, h, w = self.shape
         if self.kind == "global":
             return n, c, 1, 1
+        if self.kind.startswith("adaptive"):
+            return n, c, self.output, self.output
         span = lambda size: (size + 2 * self.padding - self.kernel) // self.stride + 1  # noqa: E731
         return n, c, span(h), span(w)
 
@@ -57,22 +66,31 @@ class Pool:
         return replace(self, shape=(batch,) + self.shape[1:])
 
     def name(self, what: str) -> str:
-        op = {"max": "max_pool2d", "avg": "avg_pool2d", "global": "adaptive_avg_pool2d"}[self.kind]
+        op = {"max": "max_pool2d", "avg": "avg_pool2d", "global": "adaptive_avg_pool2d",
+              "adaptive avg": "adaptive_avg_pool2d", "adaptive max": "adaptive_max_pool2d"}[self.kind]
         return f"{op} {what} {self.label}"
 
     # The op, its reference and its backward, with this layer's arguments.
+    @property
+    def with_indices(self) -> bool:
+        return self.kind in ("max", "adaptive max")
+
     def forward(self, lib: Any, x: np.ndarray, indices: bool = False) -> Any:
         if self.kind == "max":
             return lib.max_pool2d(x, self.kernel, self.stride, self.padding, return_indices=indices)
         if self.kind == "avg":
             return lib.avg_pool2d(x, self.kernel, self.stride, self.padding)
-        return lib.adaptive_avg_pool2d(x, 1)
+        if self.kind == "adaptive max":
+            return lib.adaptive_max_pool2d(x, self.output, return_indices=indices)
+        return lib.adaptive_avg_pool2d(x, self.output)
 
     def backward(self, lib: Any, grad_y: np.ndarray, indices: Optional[np.ndarray], shape: tuple) -> Any:
         if self.kind == "max":
             return lib.max_pool2d_backward(grad_y, indices, shape)
         if self.kind == "avg":
             return lib.avg_pool2d_backward(grad_y, shape, self.kernel, self.stride, self.padding)
+        if self.kind == "adaptive max":
+            return lib.adaptive_max_pool2d_backward(grad_y, indices, shape)
         return lib.adaptive_avg_pool2d_backward(grad_y, shape)
 
     def torch_forward(self, torch: Any, x: Any) -> Any:
@@ -81,9 +99,16 @@ class Pool:
             return F.max_pool2d(x, self.kernel, self.stride, self.padding)
         if self.kind == "avg":
             return F.avg_pool2d(x, self.kernel, self.stride, self.padding)
-        return F.adaptive_avg_pool2d(x, 1)
+        if self.kind == "adaptive max":
+            return F.adaptive_max_pool2d(x, self.output)
+        return F.adaptive_avg_pool2d(x, self.output)
 
-    def onnx(self, inputs: Inputs) -> Any:
+    @property
+    def onnx(self) -> Optional[Callable[[Inputs], Any]]:
+        """The ONNX model maker, None where ONNX has no such node."""
+        return None if self.kind.startswith("adaptive") else self._onnx
+
+    def _onnx(self, inputs: Inputs) -> Any:
         if self.kind == "global":
             return onnx_model("GlobalAveragePool", inputs)
         attributes = dict(kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2, pads=[self.padding] * 4)
@@ -99,6 +124,8 @@ LAYERS = [
     Pool("avg", (8, 256, 56, 56), 2, 2, 0),
     Pool("avg", (8, 256, 28, 28), 3, 1, 1),
     Pool("global", (32, 2048, 7, 7)),
+    Pool("adaptive avg", (32, 256, 13, 13), output=6),  # AlexNet's
+    Pool("adaptive max", (32, 256, 13, 13), output=6),
 ]
 
 
@@ -132,16 +159,16 @@ def _forward(layer: Pool) -> Case:
 
 def _forward_backward(layer: Pool) -> Case:
     """One training step: y (with the indices for max pooling), then grad_x for grad_y = y."""
-    max_pool = layer.kind == "max"
+    indexed = layer.with_indices
 
     def run(inputs: Inputs) -> tuple:
-        out = layer.forward(minidnn, inputs["x"], indices=max_pool)
-        y, idx = out if max_pool else (out, None)
+        out = layer.forward(minidnn, inputs["x"], indices=indexed)
+        y, idx = out if indexed else (out, None)
         return y, layer.backward(minidnn, y, idx, inputs["x"].shape)
 
     def ref_run(inputs: Inputs) -> tuple:
-        out = layer.forward(reference, inputs["x"], indices=max_pool)
-        y, idx = out if max_pool else (out, None)
+        out = layer.forward(reference, inputs["x"], indices=indexed)
+        y, idx = out if indexed else (out, None)
         y32 = layer.forward(minidnn, inputs["x"])  # the same grad_y as run()
         return y, layer.backward(reference, y32, idx, inputs["x"].shape)
 
@@ -162,7 +189,7 @@ def _forward_backward(layer: Pool) -> Case:
     x, y = math.prod(layer.shape), math.prod(layer.out_shape)
     # Forward: reads x, writes y (and 8-byte indices); backward: reads
     # grad_y (and the indices), writes grad_x.
-    index_bytes = 16 * y if max_pool else 0
+    index_bytes = 16 * y if indexed else 0
     return Case(
         name=layer.name("fwd+bwd"),
         make=_make(layer),
