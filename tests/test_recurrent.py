@@ -61,10 +61,11 @@ def _output_grads(rng, name, n, h):
     return [rng.standard_normal((n, h), dtype=np.float32) for _ in range(count)]
 
 
-def _check(out, expected, what, tol=2e-6):
+def _check(out, expected, what, tol=2e-6, length=None):
     """Each array within tol x (its largest reference magnitude + 1) x
-    sqrt(the longest sum behind it): float32 sums of products of O(1)
-    terms, through well-conditioned sigmoid and tanh."""
+    sqrt(the longest sum behind it: `length`, else the array's largest
+    extent): float32 sums of products of O(1) terms, through
+    well-conditioned sigmoid and tanh."""
     assert len(out) == len(expected), what
     for k, (o, e) in enumerate(zip(out, expected)):
         if e is None:
@@ -72,7 +73,8 @@ def _check(out, expected, what, tol=2e-6):
             continue
         assert o.dtype == np.float32 and o.shape == e.shape, (what, k, o.dtype, o.shape, e.shape)
         if e.size:
-            scale = (np.abs(e).max() + 1.0) * np.sqrt(max(e.shape + o.shape) + 16)
+            terms = length if length is not None else max(e.shape + o.shape)
+            scale = (np.abs(e).max() + 1.0) * np.sqrt(terms + 16)
             err = np.abs(o.astype(np.float64) - e).max()
             assert err <= tol * scale, f"{what}[{k}]: error {err:.3g} > {tol * scale:.3g}"
 

@@ -16,11 +16,7 @@
 namespace minidnn::cpu {
 namespace {
 
-using recurrent_gemm::column_sums;
-using recurrent_gemm::input_grads;
-using recurrent_gemm::input_map;
-using recurrent_gemm::ld;
-using recurrent_gemm::matmul;
+using namespace recurrent_gemm;
 
 // Scratch of the recurrent_gates slot, carved into consecutive buffers
 // (each rounded to 16 floats: 64-byte aligned).

@@ -20,11 +20,7 @@
 namespace minidnn::cpu {
 namespace {
 
-using recurrent_gemm::column_sums;
-using recurrent_gemm::input_grads;
-using recurrent_gemm::input_map;
-using recurrent_gemm::ld;
-using recurrent_gemm::matmul;
+using namespace recurrent_gemm;
 
 // An uninitialized buffer of at least one float, for the arrays a backward
 // needs for its whole length (gate gradients of every step).
