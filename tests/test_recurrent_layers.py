@@ -202,6 +202,11 @@ def test_cache_is_reusable_and_its_size_documented(rng):
     assert cache.nbytes == 4 * (4 * per_direction + t * n * 2 * h)
     y2, *_ = forward(minidnn, "lstm", cfg, x, params, initial, return_cache=False)
     np.testing.assert_array_equal(y, y2)
+    # Unidirectional: the second layer's input is the first's states.
+    one_way = Config(5, 3, 4, 6, layers=2)
+    x, params, initial = make_case(rng, "lstm", one_way)
+    cache = forward(minidnn, "lstm", one_way, x, params, initial)[-1]
+    assert cache.nbytes == 4 * 2 * per_direction
 
 
 def test_output_gradients_may_be_none(rng):

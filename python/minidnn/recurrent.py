@@ -1,7 +1,10 @@
-"""Recurrent cells (one time step) on the project's SGEMM and fused SIMD
-gate kernels: LSTM, GRU (both published forms) and Elman RNN, forward and
-backward, with PyTorch's formulas, weight shapes and gate order, so the
-weights of torch.nn.LSTMCell / GRUCell / RNNCell load as they are.
+"""Recurrent cells (one time step) and layers (sequences, several layers,
+both directions) on the project's SGEMM and fused SIMD gate kernels: LSTM,
+GRU (both published forms) and Elman RNN, forward and backward (through
+time for the layers), with PyTorch's formulas, weight shapes and gate
+order, so the weights of torch.nn.LSTMCell / GRUCell / RNNCell and
+torch.nn.LSTM / GRU / RNN load as they are. The layers are described
+above their code below.
 
 Shapes: x (N, I), h and c (N, H), w_ih (G*H, I), w_hh (G*H, H), b_ih and
 b_hh (G*H,) or None; G = 4 for the LSTM (gates i, f, g, o), 3 for the GRU
@@ -190,7 +193,9 @@ class RecurrentCache:
     for the LSTM c_states (T + 1, N, H) and the gate pre-activations
     (T, N, 4H); for the GRU the two maps' outputs gi and gh (T, N, 3H) and,
     with linear_before_reset=False, r * h (T, N, H); for the RNN the
-    pre-activations (T, N, H). `nbytes` counts all but x.
+    pre-activations (T, N, H). `nbytes` counts what the cache holds
+    beyond x: a unidirectional layer's input is a view of the states of
+    the layer below, not counted twice.
     """
 
     __slots__ = ("kind", "option", "params", "inputs", "buffers", "dirs", "batch_first", "output_shape")
@@ -201,7 +206,8 @@ class RecurrentCache:
 
     @property
     def nbytes(self) -> int:
-        arrays = [a for a in self.inputs[1:]] + [a for bufs in self.buffers for a in bufs if a is not None]
+        inputs = self.inputs[1:] if self.dirs == 2 else []
+        arrays = inputs + [a for bufs in self.buffers for a in bufs if a is not None]
         return sum(a.nbytes for a in arrays)
 
     @property
