@@ -287,7 +287,7 @@ def _layer_state(name: str, a, shape: tuple, count: str):
     return a
 
 
-def _time_major(name: str, a, batch_first: bool) -> np.ndarray:
+def _time_major(a, batch_first: bool) -> np.ndarray:
     """A (T, N, F) C-contiguous copy or view of a 3-d array."""
     return np.ascontiguousarray(a.transpose(1, 0, 2)) if batch_first else a
 
@@ -300,7 +300,7 @@ def _layers(kind, x, params, initial, bidirectional, batch_first, return_cache, 
     layout = "(N, T, input_size) (batch_first)" if batch_first else "(T, N, input_size)"
     if x.ndim != 3 or x.shape[1 if batch_first else 0] == 0:
         raise ValueError(f"x: expected shape {layout} with T >= 1 (as PyTorch), got {x.shape}")
-    x = _time_major("x", x, batch_first)
+    x = _time_major(x, batch_first)
     steps, batch, inputs = x.shape
     params = _layer_params(kind, params, dirs, inputs)
     hidden = params[0][1].shape[1]
@@ -344,7 +344,7 @@ def _layers_backward(kind: str, cache, grad_y, grad_finals, names) -> tuple:
         grad_y = _validate.float_array("grad_y", grad_y)
         if grad_y.shape != cache.output_shape:
             raise ValueError(f"grad_y: expected shape {cache.output_shape} (that of y), got {grad_y.shape}")
-        grad_y = _time_major("grad_y", grad_y, cache.batch_first)
+        grad_y = _time_major(grad_y, cache.batch_first)
     count = f"layers * directions = {len(params)}"
     grad_finals = [_layer_state(name, g, (len(params), batch, hidden), count) for name, g in zip(names, grad_finals)]
     grad_params = [None] * len(params)
