@@ -79,6 +79,29 @@ def _check(out, expected, what, tol=2e-6, length=None):
             assert err <= tol * scale, f"{what}[{k}]: error {err:.3g} > {tol * scale:.3g}"
 
 
+def _on_one_and_two_threads(run) -> list:
+    """[run() on 1 thread, run() on 2 threads]."""
+    previous = minidnn.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2):
+            minidnn.set_num_threads(t)
+            results.append(run())
+    finally:
+        minidnn.set_num_threads(previous)
+    return results
+
+
+def _assert_identical(first, second) -> None:
+    """The same arrays bit for bit, None where None."""
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("name", list(CELLS))
@@ -129,29 +152,16 @@ def test_one_and_two_threads_agree_bitwise(rng, name):
     n, i, h = 64, 40, 96
     args = _args(rng, name, n, i, h)
     grads = _output_grads(rng, name, n, h)
-    previous = minidnn.get_num_threads()
-    results = []
-    try:
-        for t in (1, 2):
-            minidnn.set_num_threads(t)
-            results.append([*_forward(minidnn, name, args), *_backward(minidnn, name, grads, args)])
-    finally:
-        minidnn.set_num_threads(previous)
-    for a, b in zip(*results):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_array_equal(a, b)
+    _assert_identical(*_on_one_and_two_threads(
+        lambda: [*_forward(minidnn, name, args), *_backward(minidnn, name, grads, args)]))
 
 
 def test_lstm_output_gradients_may_be_none(rng):
     args = _args(rng, "lstm", 3, 5, 6)
     gh = rng.standard_normal((3, 6), dtype=np.float32)
     zero = np.zeros((3, 6), dtype=np.float32)
-    for a, b in zip(minidnn.lstm_cell_backward(gh, None, *args), minidnn.lstm_cell_backward(gh, zero, *args)):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(minidnn.lstm_cell_backward(None, gh, *args), minidnn.lstm_cell_backward(zero, gh, *args)):
-        np.testing.assert_array_equal(a, b)
+    _assert_identical(minidnn.lstm_cell_backward(gh, None, *args), minidnn.lstm_cell_backward(gh, zero, *args))
+    _assert_identical(minidnn.lstm_cell_backward(None, gh, *args), minidnn.lstm_cell_backward(zero, gh, *args))
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -164,11 +174,7 @@ def test_validating_path_gives_the_same_bits(rng, name):
     other = [None if a is None else np.asfortranarray(a) if a.ndim == 2 else a[::-1].copy()[::-1] for a in args]
     other_grads = [np.asfortranarray(g) for g in grads]
     slow = [*_forward(minidnn, name, other), *_backward(minidnn, name, other_grads, other)]
-    for a, b in zip(direct, slow):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_array_equal(a, b)
+    _assert_identical(direct, slow)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import minidnn
 import minidnn.reference as ref
 from conftest import on_every_cpu_path
-from test_recurrent import _check
+from test_recurrent import _assert_identical, _check, _on_one_and_two_threads
 from torch_recurrent import run_torch
 
 # name -> (gates, number of states, layer, backward, keyword arguments)
@@ -147,21 +147,13 @@ def test_one_and_two_threads_agree_bitwise(rng, name):
     # Large enough that the GEMMs and the gate kernels split.
     cfg = Config(4, 64, 40, 96, layers=2, bidirectional=True)
     x, params, initial = make_case(rng, name, cfg)
-    previous = minidnn.get_num_threads()
-    results = []
-    try:
-        for t in (1, 2):
-            minidnn.set_num_threads(t)
-            *outs, cache = forward(minidnn, name, cfg, x, params, initial)
-            grads = [np.ones_like(o) for o in outs]
-            results.append(flatten((*outs, *backward(minidnn, name, cache, grads))))
-    finally:
-        minidnn.set_num_threads(previous)
-    for a, b in zip(*results):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_array_equal(a, b)
+
+    def run():
+        *outs, cache = forward(minidnn, name, cfg, x, params, initial)
+        grads = [np.ones_like(o) for o in outs]
+        return flatten((*outs, *backward(minidnn, name, cache, grads)))
+
+    _assert_identical(*_on_one_and_two_threads(run))
 
 
 @pytest.mark.parametrize("cfg", [Config(6, 4, 13, 21, layers=2, bidirectional=True),
@@ -191,10 +183,7 @@ def test_cache_is_reusable_and_its_size_documented(rng):
     x, params, initial = make_case(rng, "lstm", cfg)
     y, h_n, c_n, cache = forward(minidnn, "lstm", cfg, x, params, initial)
     grads = [np.ones_like(a) for a in (y, h_n, c_n)]
-    first = flatten(minidnn.lstm_backward(cache, *grads))
-    second = flatten(minidnn.lstm_backward(cache, *grads))
-    for a, b in zip(first, second):
-        np.testing.assert_array_equal(a, b)
+    _assert_identical(flatten(minidnn.lstm_backward(cache, *grads)), flatten(minidnn.lstm_backward(cache, *grads)))
     # Per layer and direction: h and c of T + 1 instants, 4H gates of T
     # steps; plus the input of the second layer (T, N, 2H). float32.
     t, n, h = cfg.steps, cfg.batch, cfg.hidden
@@ -215,11 +204,9 @@ def test_output_gradients_may_be_none(rng):
     y, h_n, c_n, cache = forward(minidnn, "lstm", cfg, x, params, initial)
     zeros = [np.zeros_like(a) for a in (y, h_n, c_n)]
     gy = rng.standard_normal(y.shape).astype(np.float32)
-    for a, b in zip(flatten(minidnn.lstm_backward(cache, gy)), flatten(minidnn.lstm_backward(cache, gy, *zeros[1:]))):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(flatten(minidnn.lstm_backward(cache, None, h_n)),
-                    flatten(minidnn.lstm_backward(cache, zeros[0], h_n, zeros[2]))):
-        np.testing.assert_array_equal(a, b)
+    _assert_identical(flatten(minidnn.lstm_backward(cache, gy)), flatten(minidnn.lstm_backward(cache, gy, *zeros[1:])))
+    _assert_identical(flatten(minidnn.lstm_backward(cache, None, h_n)),
+                      flatten(minidnn.lstm_backward(cache, zeros[0], h_n, zeros[2])))
 
 
 # Few examples: each runs a layer's forward and backward on every CPU path
