@@ -186,8 +186,9 @@ class RecurrentCache:
     layer with return_cache=True; read-only to the backward, so it may be
     used more than once.
 
-    It holds the validated params, each layer's input (x itself, not a
-    copy, for the first layer; the outputs of the layer below for the
+    It holds the validated params (the weight arrays themselves, not
+    copies: update weights in place only after the backward), each
+    layer's input (x itself, not a copy, for the first layer; the outputs of the layer below for the
     others), and for each layer and direction the buffers of its forward
     kernel: the states of the T + 1 instants, h_states (T + 1, N, H), and
     for the LSTM c_states (T + 1, N, H) and the gate pre-activations
