@@ -9,13 +9,14 @@
 // images, (image, tile row, tile column), and taken in blocks of T tiles.
 //
 // Per block and per chunk of output channels (a unit of work):
-// 1. Input transform: for each tile row the block touches, the band of its
-//    6 input rows (all channels, zero-padded, 4 ceil(Q/4) + 2 columns) is
-//    copied to a per-thread buffer, and each run of the block's tiles in
-//    that row is transformed from it (vectorized across tiles) into V:
-//    for every point xi, A panels of mr tiles x C channels (the
-//    microkernel's broadcast operand, k-major: (tile i, channel c) at
-//    c * mr + i).
+// 1. Input transform: the block's tiles are shared evenly among its A
+//    panels (at most mr tiles each). For each tile row a panel touches,
+//    the band of its 6 input rows (all channels, zero-padded, 4 ceil(Q/4)
+//    + 2 columns) is copied to a per-thread slot; the panel's tiles are
+//    then transformed together, one SIMD lane each (gathered from the
+//    bands at per-lane offsets), into V: for every point xi, A panels of
+//    tiles x C channels (the microkernel's broadcast operand, k-major:
+//    (tile i, channel c) at c * mr + i).
 // 2. For each point, the GEMM M_xi[T, K chunk] = V_xi[T, C] x U_xi[C, K
 //    chunk] on the microkernel: U, the transformed weight, is packed once
 //    per call into B panels of nr output channels (zero-padded), as
@@ -24,7 +25,7 @@
 // 3. Output transform of each tile of the block (vectorized across output
 //    channels), bias added, activation applied, and the 4x4 x channels
 //    result stored into y (cropped at P and Q).
-// V (36 x T x C floats), M (36 x T x the chunk) and the band are per-thread
+// V (36 x T x C floats), M (36 x T x the chunk) and the bands are per-thread
 // scratch of one block: T is chosen so that V and M together stay within
 // kBlockBytes (at least one A panel of tiles); nothing of the size of the
 // whole transformed image is ever built. U (36 x C x K, 4x the weight) is
@@ -36,17 +37,33 @@
 // same C chunks) whichever thread owns its unit, so results are
 // bit-identical for any thread count.
 //
-// Error. The transforms multiply by up to 5 (B), 8 (A) and divide by 24
-// (G); against the float64 reference the relative error measured on random
-// data stays below 1e-5 of the output's condition at C = 512 (the test
-// states the measured value; the issue allows 1e-4).
+// Error. The transforms scale values by up to 5 (B) and 8 (A) and divide
+// by 24 (G), so the rounding error exceeds the direct sum's; measured
+// against the float64 reference (tests/test_conv_winograd.py) it stays
+// below 2.5e-5 of the output's largest magnitude (the issue allows 1e-4).
 //
 // When it applies (conv_forward_winograd_applies, by shape alone): a 3x3
-// kernel, stride 1, dilation 1, groups 1, and C and K both at least
-// kMinChannels: the transforms cost per input and output value what the
-// GEMMs cost per channel, so with fewer channels they are not amortized
-// (measured, see kMinChannels), and at least kMinTiles tiles... (see the
-// constants for the measurements).
+// kernel, stride 1, dilation 1, groups 1, and
+// * C and K both at least kMinChannels: the transforms cost per input and
+//   output value about what the GEMMs cost per channel, so with few
+//   channels they are not amortized;
+// * at least kMinTiles tiles (over all images): the weight transform and
+//   U (4x the weight, written then read from memory once per block) are
+//   paid per call, and amortized over the tiles. ResNet-50's 3x3 layers,
+//   2 threads, GFLOP/s (direct FLOPs) of this route / the tap route, best
+//   of repeats on the shared 2-core machine (noisy, the two interleaved):
+//   56x56 C=K=64 N=1 (196 tiles) 259 / 62, N=8 128 / 49; 28x28 C=K=128
+//   N=1 (49 tiles) 190-241 / 134-166, N=8 173 / 55; 14x14 C=K=256 N=1 (16
+//   tiles) 103-108 / 92-136, N=2 (32) 132-143 / 123-139, N=4 (64) 154-185
+//   / 135-142, N=8 (128) 92 / 54; 7x7 C=K=512 N=1 (4 tiles) 12-14 / 25-28,
+//   N=8 (32) 115-143 / 109-123, N=16 (64) 144-189 / 117-126. From 32
+//   tiles on this route is as fast or faster; below, slower.
+//
+// Panels: a block's tiles are shared evenly among its A panels (16 tiles
+// on avx512 run as two panels of 8, not 14 and 2: a panel of few rows
+// leaves the microkernel load-bound), and a panel's lanes take tiles from
+// several tile rows and images (a 7x7 image has 2 tiles a row): one tile
+// row a transform call filled 2 of 16 lanes.
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -72,14 +89,17 @@ int64_t saturating_product(std::initializer_list<int64_t> extents) {
 }
 
 constexpr int64_t kMinChannels = 32;
+constexpr int64_t kMinTiles = 32;
 // Per-thread bytes of V and M of a block: within L2 with the B panels of
 // the weight streaming through it.
 constexpr int64_t kBlockBytes = int64_t{1} << 20;
 // Output channels per unit (rounded to whole B panels).
 constexpr int64_t kChannelChunk = 128;
-// The weight transform gathers filters C x 9 floats apart with 32-bit lane
-// offsets (16 lanes): C stays far below 2^31 / (9 x 16).
-constexpr int64_t kMaxChannels = int64_t{1} << 20;
+// The transforms gather with 32-bit lane offsets: the bands of one A panel
+// (at most 16 tile rows of C x 6 x (Q + 6) floats) and 16 filters (C x 9
+// floats apart) stay below 2^31 floats with C (Q + 6) <= 2^24.
+constexpr int64_t kMaxBandFloats = int64_t{1} << 24;
+constexpr int kMaxPanelTiles = 16;
 // FMAs worth waking a thread for (as the GEMM's grain).
 constexpr int64_t kConvGrain = int64_t{1} << 18;
 
@@ -106,8 +126,12 @@ void build_band(const ConvGeometry& g, const float* xi, int64_t row0, int64_t co
 }  // namespace
 
 bool conv_forward_winograd_applies(const ConvGeometry& g) {
+  // A panel's tiles are the lanes of one input transform call (at most
+  // 16): true of every ISA's microkernel (mr 14, 6, 4).
+  if (gemm_kernels().blocking.mr > kMaxPanelTiles) return false;
   return g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-         g.groups == 1 && g.c >= kMinChannels && g.k >= kMinChannels && g.c <= kMaxChannels;
+         g.groups == 1 && g.c >= kMinChannels && g.k >= kMinChannels && g.c * (g.q + 6) <= kMaxBandFloats &&
+         g.n * ceil_div(g.p, kWinogradTile) * ceil_div(g.q, kWinogradTile) >= kMinTiles;
 }
 
 void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
@@ -121,7 +145,6 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   const int64_t tiles_h = ceil_div(g.p, kTile), tiles_w = ceil_div(g.q, kTile);
   const int64_t tiles_per_image = tiles_h * tiles_w;
   const int64_t total_tiles = g.n * tiles_per_image;
-  const int64_t band_width = tiles_w * kTile + (kWinogradPatch - kTile);
 
   // Output channel chunks of equal size in whole B panels.
   const int64_t k_panels = ceil_div(g.k, nr);
@@ -129,7 +152,8 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   const int64_t chunk_panels = ceil_div(k_panels, k_chunks);
   const int64_t n_k_chunks = ceil_div(k_panels, chunk_panels);
   const int64_t chunk_width = chunk_panels * nr;
-  // Blocks of equal size in whole A panels.
+  // Blocks of equal size in whole A panels (of mr tiles; each block's
+  // tiles are then shared evenly among its panels).
   const int64_t per_tile_bytes = kPoints * (g.c + chunk_width) * int64_t{sizeof(float)};
   const int64_t tile_panels_all = ceil_div(total_tiles, mr);
   const int64_t block_panels_max = std::clamp<int64_t>(kBlockBytes / (per_tile_bytes * mr), 1, tile_panels_all);
@@ -140,6 +164,14 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   const int64_t c_chunks = ceil_div(g.c, blk.kc);
   const int64_t c_chunk = ceil_div(g.c, c_chunks);
 
+  // The bands: the 6 input rows under one row of tiles, every channel,
+  // zero-padded; a panel's tiles span at most band_slots tile rows, whose
+  // bands are kept in slots (tile row id modulo band_slots).
+  const int64_t band_width = tiles_w * kTile + (kWinogradPatch - kTile);
+  const int64_t band_row = band_width, band_plane = kWinogradPatch * band_width;
+  const int64_t band_floats = g.c * band_plane;
+  const int64_t band_slots = std::min<int64_t>(mr, (mr - 1 + tiles_w - 1) / tiles_w + 1);
+
   const int64_t units = ceil_div(tile_panels_all, block_panels) * n_k_chunks;
   const int threads =
       static_cast<int>(std::min<int64_t>(units, threads_for(saturating_product({g.n, g.k, g.p, g.q, g.c, 9}), kConvGrain)));
@@ -147,15 +179,15 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   // U: point xi, B panel jn, channel c: nr floats at ((xi * k_panels + jn) * C + c) * nr.
   const int64_t u_point = k_panels * g.c * nr;
   float* u = gemm_scratch(0, kPoints * u_point);
-  // Per thread: V ([xi][A panel][c][mr]), M ([xi][tile][chunk_width]), the band, one tile's output.
+  // Per thread: V ([xi][A panel][c][mr]), M ([xi][tile][chunk_width]), the
+  // bands, one tile's output.
   const int64_t v_point = block_panels * g.c * mr;
   const int64_t v_floats = kPoints * v_point;
   const int64_t m_point = block_tiles * chunk_width;
   const int64_t m_floats = kPoints * m_point;
-  const int64_t band_plane = kWinogradPatch * band_width;
-  const int64_t band_floats = g.c * band_plane;
+  const int64_t bands_floats = band_slots * band_floats;
   const int64_t out_floats = kTile * kTile * chunk_width;
-  const int64_t thread_floats = v_floats + m_floats + band_floats + out_floats;
+  const int64_t thread_floats = v_floats + m_floats + bands_floats + out_floats;
   float* thread_buffers = gemm_scratch(1, threads * thread_floats);
 
   parallel(threads, [&](int t, int nt) {
@@ -167,27 +199,32 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
 
     float* v = thread_buffers + t * thread_floats;
     float* m = v + v_floats;
-    float* band = m + m_floats;
-    float* out = band + band_floats;
+    float* bands = m + m_floats;
+    float* out = bands + bands_floats;
+    int64_t band_row_id[kMaxPanelTiles];  // the tile row (image * tiles_h + tile row) each slot holds
+    for (int64_t& id : band_row_id) id = -1;
+    int32_t offsets[kMaxPanelTiles];
     int64_t v_block = -1;  // the block whose tiles V holds
     for (int64_t unit = units * t / nt; unit < units * (t + 1) / nt; ++unit) {
       const int64_t b = unit / n_k_chunks, kk = unit % n_k_chunks;
       const int64_t tile0 = b * block_tiles;
       const int64_t tiles = std::min(block_tiles, total_tiles - tile0);
+      const int64_t panels = ceil_div(tiles, mr);
       if (v_block != b) {
-        int64_t band_of = -1;  // the (image, tile row) whose band is built
-        for (int64_t i = 0; i < tiles;) {
-          const int64_t tile = tile0 + i;
-          const int64_t img = tile / tiles_per_image, th = tile % tiles_per_image / tiles_w, tw = tile % tiles_w;
-          // A run: tiles of this row, within this A panel.
-          const int64_t run = std::min({tiles_w - tw, mr - i % mr, tiles - i});
-          if (band_of != tile / tiles_w) {
-            build_band(g, x + img * g.c * g.h * g.w, th * kTile - g.pad_top, -g.pad_left, band_width, band);
-            band_of = tile / tiles_w;
+        for (int64_t ip = 0; ip < panels; ++ip) {
+          const int64_t first = tile0 + tiles * ip / panels, end = tile0 + tiles * (ip + 1) / panels;
+          for (int64_t tile = first; tile < end; ++tile) {
+            const int64_t row_id = tile / tiles_w, slot = row_id % band_slots;
+            if (band_row_id[slot] != row_id) {
+              const int64_t img = row_id / tiles_h, th = row_id % tiles_h;
+              build_band(g, x + img * g.c * g.h * g.w, th * kTile - g.pad_top, -g.pad_left, band_width,
+                         bands + slot * band_floats);
+              band_row_id[slot] = row_id;
+            }
+            offsets[tile - first] = static_cast<int32_t>(slot * band_floats + tile % tiles_w * kTile);
           }
-          wt.input(band + tw * kTile, band_plane, band_width, g.c, static_cast<int>(run),
-                   v + (i / mr) * g.c * mr + i % mr, mr, v_point);
-          i += run;
+          wt.input(bands, offsets, static_cast<int>(end - first), band_plane, band_row, g.c, v + ip * g.c * mr, mr,
+                   v_point);
         }
         v_block = b;
       }
@@ -198,10 +235,11 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
         for (int64_t c0 = 0; c0 < g.c; c0 += c_chunk) {
           const int64_t cc = std::min(c_chunk, g.c - c0);
           const TileUpdate update{1.0f, 0.0f, c0 == 0, nullptr};
-          for (int64_t ip = 0; ip * mr < tiles; ++ip) {
-            const int rows = static_cast<int>(std::min<int64_t>(mr, tiles - ip * mr));
+          for (int64_t ip = 0; ip < panels; ++ip) {
+            const int64_t first = tiles * ip / panels;
+            const int rows = static_cast<int>(tiles * (ip + 1) / panels - first);
             const float* a = v + xi * v_point + (ip * g.c + c0) * mr;
-            float* c = m + xi * m_point + ip * mr * chunk_width;
+            float* c = m + xi * m_point + first * chunk_width;
             for (int64_t jn = jn0; jn < jn_end; ++jn) {
               const float* bp = u + xi * u_point + (jn * g.c + c0) * nr;
               kern.ukernel(cc, a, bp, nr, false, c + (jn - jn0) * nr, chunk_width, rows,

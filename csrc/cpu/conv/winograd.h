@@ -41,12 +41,12 @@ struct WinogradTransforms {
   // zero (`width` is a multiple of the SIMD width: a packed GEMM B panel).
   void (*weight)(const float* w, int64_t channels, int count, int width, float* dst, int64_t point_stride);
 
-  // The input patches of `tiles` tiles side by side (tile l's patch at
-  // columns 4 l .. 4 l + 5 of `band`, rows 0..5, row stride band_row; the
-  // next channel's band_plane floats further), transformed: point xi of
-  // (tile l, channel c) at dst[xi * point_stride + c * channel_stride + l].
-  void (*input)(const float* band, int64_t band_plane, int64_t band_row, int64_t channels, int tiles, float* dst,
-                int64_t channel_stride, int64_t point_stride);
+  // The input patches of `tiles` tiles (<= 16), tile l's 6x6 patch at
+  // band + offsets[l] (rows band_row apart; the next channel's band_plane
+  // floats further), transformed: point xi of (tile l, channel c) at
+  // dst[xi * point_stride + c * channel_stride + l].
+  void (*input)(const float* band, const int32_t* offsets, int tiles, int64_t band_plane, int64_t band_row,
+                int64_t channels, float* dst, int64_t channel_stride, int64_t point_stride);
 
   // The output transform of one tile's `channels` channels (point xi of
   // channel k at m[xi * point_stride + k]), plus bias[k] when bias is not

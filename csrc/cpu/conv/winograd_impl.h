@@ -92,21 +92,23 @@ void winograd_weight(const float* w, int64_t channels, int count, int width, flo
   }
 }
 
+// Ops extends the SIMD vocabulary with a gather at per-lane offsets
+// (winograd_<isa>.cpp): Offsets holds the offsets of lanes [0, lanes),
+// offsets_of(o, lanes) loads them, gather_at(p, idx, lanes) reads p[idx[l]]
+// for those lanes and nothing else (zero in the others).
 template <class Ops>
-void winograd_input(const float* band, int64_t band_plane, int64_t band_row, int64_t channels, int tiles, float* dst,
-                    int64_t channel_stride, int64_t point_stride) {
+void winograd_input(const float* band, const int32_t* offsets, int tiles, int64_t band_plane, int64_t band_row,
+                    int64_t channels, float* dst, int64_t channel_stride, int64_t point_stride) {
   using V = typename Ops::V;
   for (int l0 = 0; l0 < tiles; l0 += Ops::W) {
     const int lanes = tiles - l0 > Ops::W ? Ops::W : tiles - l0;
+    const typename Ops::Offsets idx = Ops::offsets_of(offsets + l0, lanes);
     for (int64_t c = 0; c < channels; ++c) {
-      const float* patch = band + c * band_plane + 4 * l0;
+      const float* plane = band + c * band_plane;
       V rows[6][6];  // B^T d, row i in rows[i]
       for (int j = 0; j < 6; ++j) {
         V d[6];
-        for (int i = 0; i < 6; ++i) {
-          const float* p = patch + i * band_row + j;
-          d[i] = lanes == Ops::W ? Ops::gather(p, 4) : Ops::gather_lanes(p, 4, 0, lanes, 0.0f);
-        }
+        for (int i = 0; i < 6; ++i) d[i] = Ops::gather_at(plane + i * band_row + j, idx, lanes);
         V t[6];
         winograd_input_1d<Ops>(d, t);
         for (int i = 0; i < 6; ++i) rows[i][j] = t[i];
