@@ -31,22 +31,14 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C, _runtime
 from minidnn.conv import _conv2d_route
+from test_conv import ACTIVATIONS, ISA_NAMES
 
-ISA_NAMES = ["avx512", "avx2", "scalar"]
 TOLERANCE = 1e-4
-
-ACTIVATIONS = {
-    None: lambda v: v,
-    "relu": lambda v: np.maximum(v, 0.0),
-    "leaky_relu": lambda v: np.where(v > 0, v, 0.01 * v),
-    "sigmoid": lambda v: 0.5 * (1.0 + np.tanh(0.5 * v)),
-    "tanh": np.tanh,
-}
 
 # (N, C, H, W, K, padding, activation, bias): 3x3, stride 1, groups 1, at
 # least 32 tiles of 4x4 outputs over the batch (the route's rule).
 CASES = [
-    (1, 32, 23, 23, 32, 1, None, True),                     # the smallest channel counts routed
+    (1, 24, 23, 23, 24, 1, None, True),                     # the smallest channel counts routed
     (4, 33, 9, 11, 35, 1, "relu", True),                    # odd sizes: partial tiles at the bottom and right
     (8, 37, 5, 7, 41, 1, "leaky_relu", False),
     (32, 34, 3, 3, 33, "valid", "sigmoid", True),           # one output: a single tile, 15 of 16 dropped
@@ -116,8 +108,9 @@ def test_empty_batch(isa, threads):
 @pytest.mark.parametrize(
     "x_shape, k, kwargs, route",
     [
-        ((1, 31, 28, 28), 64, dict(padding=1), "taps"),       # too few input channels
-        ((1, 64, 28, 28), 31, dict(padding=1), "taps"),       # too few output channels
+        ((1, 23, 28, 28), 64, dict(padding=1), "taps"),       # too few input channels
+        ((1, 64, 28, 28), 23, dict(padding=1), "taps"),       # too few output channels
+        ((1, 24, 28, 28), 24, dict(padding=1), "winograd"),
         ((1, 512, 7, 7), 512, dict(padding=1), "taps"),       # too few tiles (4)
         ((7, 512, 7, 7), 512, dict(padding=1), "taps"),       # 28 tiles
         ((8, 512, 7, 7), 512, dict(padding=1), "winograd"),   # 32 tiles
@@ -127,7 +120,7 @@ def test_empty_batch(isa, threads):
     ],
 )
 def test_route_rule(x_shape, k, kwargs, route):
-    """Only 3x3 stride-1 undilated ungrouped layers with at least 32
+    """Only 3x3 stride-1 undilated ungrouped layers with at least 24
     channels in and out and 32 tiles go to Winograd, on every path (the
     rule is by shape alone)."""
     groups = kwargs.get("groups", 1)

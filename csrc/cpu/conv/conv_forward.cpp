@@ -33,11 +33,10 @@
 // are cut, so results are bit-identical for any thread count.
 #include <algorithm>
 #include <cstdint>
-#include <climits>
-#include <initializer_list>
 #include <vector>
 
 #include "cpu/activation/activation.h"
+#include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_forward_taps.h"
 #include "cpu/conv/depthwise.h"
@@ -47,20 +46,6 @@
 
 namespace minidnn::cpu {
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The product of non-negative extents, saturating at INT64_MAX.
-int64_t saturating_product(std::initializer_list<int64_t> extents) {
-  int64_t product = 1;
-  for (int64_t e : extents) {
-    if (__builtin_mul_overflow(product, e, &product)) return INT64_MAX;
-  }
-  return product;
-}
-
-// FMAs worth waking a thread for (as the GEMM's grain).
-constexpr int64_t kConvGrain = int64_t{1} << 18;
 
 // One run of output positions of a column block: consecutive q of output
 // row p, all in one B panel.

@@ -46,7 +46,11 @@
 // kernel, stride 1, dilation 1, groups 1, and
 // * C and K both at least kMinChannels: the transforms cost per input and
 //   output value about what the GEMMs cost per channel, so with few
-//   channels they are not amortized;
+//   channels they are not amortized. Measured (2 threads, GFLOP/s of this
+//   route / the tap route, noisy): C=K=8 56x56 8-11 / 8-16; C=K=16 56x56
+//   24-50 / 26-45, 28x28 N=8 41-69 / 25-55; C=K=24 56x56 87-95 / 49-77;
+//   C=K=31 / 32 at 56x56 (tap route / this one) 86-90 / 144-154. At 16
+//   the two are within the noise; from 24 on this route wins.
 // * at least kMinTiles tiles (over all images): the weight transform and
 //   U (4x the weight, written then read from memory once per block) are
 //   paid per call, and amortized over the tiles. ResNet-50's 3x3 layers,
@@ -65,12 +69,11 @@
 // several tile rows and images (a 7x7 image has 2 tiles a row): one tile
 // row a transform call filled 2 of 16 lanes.
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstring>
-#include <initializer_list>
 
 #include "cpu/activation/activation.h"
+#include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
@@ -78,17 +81,7 @@
 namespace minidnn::cpu {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int64_t saturating_product(std::initializer_list<int64_t> extents) {
-  int64_t product = 1;
-  for (int64_t e : extents) {
-    if (__builtin_mul_overflow(product, e, &product)) return INT64_MAX;
-  }
-  return product;
-}
-
-constexpr int64_t kMinChannels = 32;
+constexpr int64_t kMinChannels = 24;
 constexpr int64_t kMinTiles = 32;
 // Per-thread bytes of V and M of a block: within L2 with the B panels of
 // the weight streaming through it.
@@ -100,8 +93,6 @@ constexpr int64_t kChannelChunk = 128;
 // floats apart) stay below 2^31 floats with C (Q + 6) <= 2^24.
 constexpr int64_t kMaxBandFloats = int64_t{1} << 24;
 constexpr int kMaxPanelTiles = 16;
-// FMAs worth waking a thread for (as the GEMM's grain).
-constexpr int64_t kConvGrain = int64_t{1} << 18;
 
 // Rows [row0, row0 + 6) of the input, columns [col0, col0 + width), every
 // channel of image xi, zero outside the input, into dst (planes of 6 x width).
