@@ -182,6 +182,7 @@ py::object conv2d_forward_route(py::handle x_arg, py::handle weight_arg, int64_t
   if (!float_arg(x_arg, &x) || !float_arg(weight_arg, &weight)) return py::none();
   const ConvGeometry g = make_geometry("x", extents4("x", x, "(N, C, H, W)"), x.nd, weight,
                                        GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups});
+  check_output_size(g.n, g.k, g.p, g.q);
   return py::str(cpu::conv_forward_route_name(cpu::conv2d_forward_route(g)));
 }
 

@@ -122,7 +122,7 @@ bool conv_forward_winograd_applies(const ConvGeometry& g) {
   if (gemm_kernels().blocking.mr > kMaxPanelTiles) return false;
   return g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
          g.groups == 1 && g.c >= kMinChannels && g.k >= kMinChannels && g.c * (g.q + 6) <= kMaxBandFloats &&
-         g.n * ceil_div(g.p, kWinogradTile) * ceil_div(g.q, kWinogradTile) >= kMinTiles;
+         saturating_product({g.n, ceil_div(g.p, kWinogradTile), ceil_div(g.q, kWinogradTile)}) >= kMinTiles;
 }
 
 void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
