@@ -1,4 +1,4 @@
-"""The CUDA kernels on the emulated device (README "The emulated CUDA
+"""The CUDA kernels (activations, softmax family) on the emulated device (README "The emulated CUDA
 device"), in this process: the private minidnn.cuda._emulated() does what
 MINIDNN_CUDA_EMULATOR=1 does at import (one test checks the variable itself
 in a subprocess). Every kernel runs with the threads of a block in three
@@ -20,8 +20,14 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C, cuda
 from conftest import assert_close
+from test_softmax import AXIS_CASES, ROW_SHAPES, assert_backward_close, check_special_values, logits
 
 ORDERS = [("forward", 0), ("reverse", 0), ("shuffled", 12345)]
+# Every order on 1 and 2 CPU threads; for the few cases of half a million
+# CUDA threads and more (each launch takes ~0.5 s of CPU, several times that
+# under the sanitizers), two orders on 2 CPU threads.
+EVERY_SETTING = [(order, seed, threads) for order, seed in ORDERS for threads in (1, 2)]
+LARGE_SETTINGS = [("reverse", 0, 2), ("shuffled", 12345, 2)]
 
 FORWARD = {"relu": {}, "leaky_relu": {"negative_slope": 0.1}, "sigmoid": {}, "tanh": {}}
 # Sizes: below, at and past a float4 (the scalar tail), a partial block, many
@@ -40,19 +46,17 @@ def emulated():
         yield
 
 
-def in_every_order(kernel):
-    """kernel() (which returns minidnn.cuda.Arrays) with the emulator's threads
-    in every order of ORDERS and on 1 and 2 CPU threads; asserts that all
-    results are bit-identical and returns them as NumPy arrays."""
+def in_every_order(kernel, settings=EVERY_SETTING):
+    """kernel() (which returns a minidnn.cuda.Array) with the emulator's
+    threads in each (order, seed, CPU threads) of `settings`; asserts that
+    all results are bit-identical and returns one as a NumPy array."""
     results = {}
     previous = minidnn.get_num_threads()
     try:
-        for order, seed in ORDERS:
-            for threads in (1, 2):
-                minidnn.set_num_threads(threads)
-                with cuda._emulated(order, seed):
-                    out = kernel()
-                results[f"{order}/t{threads}"] = out.numpy() if isinstance(out, cuda.Array) else out
+        for order, seed, threads in settings:
+            minidnn.set_num_threads(threads)
+            with cuda._emulated(order, seed):
+                results[f"{order}/t{threads}"] = kernel().numpy()
     finally:
         minidnn.set_num_threads(previous)
     first_key, first = next(iter(results.items()))
@@ -67,14 +71,15 @@ def test_activations_against_the_reference(emulated, rng, op, n):
     kw = FORWARD[op]
     x = (rng.standard_normal(n) * 3).astype(np.float32)
     x[: min(n, 3)] = [0.0, np.nan, -np.inf][: min(n, 3)]
+    settings = LARGE_SETTINGS if n > 1 << 20 else EVERY_SETTING
     dx = cuda.to_device(x)
-    y = in_every_order(lambda: getattr(minidnn, op)(dx, **kw))
+    y = in_every_order(lambda: getattr(minidnn, op)(dx, **kw), settings)
     assert_close(y, getattr(ref, op)(x, **kw))
 
     g = rng.standard_normal(n).astype(np.float32)
     saved = y if SAVES_OUTPUT[op] else x
     dg, dsaved = cuda.to_device(g), cuda.to_device(saved)
-    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dsaved, **kw))
+    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dsaved, **kw), settings)
     assert_close(grad_x, getattr(ref, op + "_backward")(g, saved, **kw))
 
 
@@ -201,6 +206,57 @@ def test_environment_variable_at_import():
                       MINIDNN_CUDA_EMULATOR="1", MINIDNN_CUDA_EMULATOR_ORDER="sideways")
     assert done.returncode == 0, done.stderr
     assert "MINIDNN_CUDA_EMULATOR_ORDER" in done.stderr and "('forward', 0)" in done.stdout
+
+
+# Softmax: the row shapes and axes of the CPU tests (warp rows up to 1024,
+# block rows beyond, the inner-axis form for axis != -1), plus enough rows
+# that the grid-stride loops over rows turn (132 * 16 blocks of 8 warp rows,
+# or of one block row each).
+SOFTMAX_LARGE = [((16896 + 5, 3), -1), ((2112 + 3, 1030), -1)]
+SOFTMAX_CASES = [(s, -1) for s in ROW_SHAPES] + AXIS_CASES + SOFTMAX_LARGE
+
+
+@pytest.mark.parametrize("shape,axis", SOFTMAX_CASES, ids=str)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_against_the_reference(emulated, rng, op, shape, axis):
+    x = logits(rng, shape)
+    settings = LARGE_SETTINGS if (shape, axis) in SOFTMAX_LARGE else EVERY_SETTING
+    dx = cuda.to_device(x)
+    y = in_every_order(lambda: getattr(minidnn, op)(dx, axis=axis), settings)
+    assert_close(y, getattr(ref, op)(x, axis=axis))
+    g = rng.standard_normal(shape).astype(np.float32)
+    dg, dy = cuda.to_device(g), cuda.to_device(y)
+    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dy, axis=axis), settings)
+    assert_backward_close(op, grad_x, g, y, axis)
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_special_values(emulated, op, axis):
+    check_special_values(op, axis, lambda x: in_every_order(lambda: getattr(minidnn, op)(cuda.to_device(x), axis=axis)))
+
+
+def test_softmax_long_rows_of_neg_inf(emulated):
+    x = np.full((3, 5000), -np.inf, dtype=np.float32)
+    x[0, 2500], x[0, 4999] = 3.0, 1.0
+    x[1, :3] = [0.0, 1.0, 2.0]
+    for op in ("softmax", "log_softmax"):
+        assert_close(getattr(minidnn, op)(cuda.to_device(x)).numpy(), getattr(ref, op)(x))
+
+
+def test_softmax_empty_and_bad_input(emulated):
+    for shape, axis in [((0, 5), -1), ((3, 0), -1), ((2, 0, 3), 0)]:
+        y = minidnn.softmax(cuda.to_device(np.ones(shape, np.float32)), axis=axis)
+        assert isinstance(y, cuda.Array) and y.shape == shape
+    x = cuda.to_device(np.ones((2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"axis: expected an axis in \[-2, 1\] for a 2-d array, got 2"):
+        minidnn.log_softmax(x, axis=2)
+    with pytest.raises(TypeError, match="x: expected dtype float32, got int64"):
+        minidnn.softmax(cuda.to_device(np.ones(3, np.int64)))
+    with pytest.raises(ValueError, match=r"y: expected an array on the device of grad_y \(cpu\), got one on emulated"):
+        minidnn.softmax_backward(np.ones((2, 3), np.float32), x)
+    with pytest.raises(ValueError, match=r"grad_y: expected shape \(2, 3\) \(the shape of y\), got \(3, 2\)"):
+        minidnn.log_softmax_backward(cuda.to_device(np.ones((3, 2), np.float32)), x)
 
 
 # The emulator's own checks, on the test-only kernels of

@@ -182,6 +182,41 @@ DeviceArray activation_backward(cuda::Activation f, const DeviceArray& g_arg, co
   return gx;
 }
 
+// (outer, C, inner) of a softmax over `axis` (normalized by the Python
+// layer; a 0-d array is one row of one element).
+void softmax_view(const DeviceArray& a, int64_t axis, int64_t* outer, int64_t* C, int64_t* inner) {
+  const int64_t nd = static_cast<int64_t>(a.shape.size());
+  if (axis < 0 || axis >= std::max<int64_t>(nd, 1)) {
+    fail_argument("axis", "an axis in [0, " + std::to_string(std::max<int64_t>(nd, 1)) + ")", std::to_string(axis));
+  }
+  *outer = *inner = 1;
+  *C = nd == 0 ? 1 : a.shape[axis];
+  for (int64_t i = 0; i < axis; ++i) *outer *= a.shape[i];
+  for (int64_t i = axis + 1; i < nd; ++i) *inner *= a.shape[i];
+}
+
+DeviceArray softmax_forward(bool log, const DeviceArray& x_arg, int64_t axis) {
+  const DeviceArray& x = float_input(x_arg, "x");
+  int64_t outer, C, inner;
+  softmax_view(x, axis, &outer, &C, &inner);
+  DeviceArray y = new_float_array_on(x.device(), x.shape);
+  const cuda::DeviceKernels& k = cuda::kernels(x.device());
+  run_released([&] { k.softmax_forward(log, x.floats(), y.floats(), outer, C, inner); });
+  return y;
+}
+
+DeviceArray softmax_backward(bool log, const DeviceArray& g_arg, const DeviceArray& y_arg, int64_t axis) {
+  const DeviceArray& g = float_input(g_arg, "grad_y");
+  const DeviceArray& y = float_input(y_arg, "y");
+  same_device_and_shape(g, "grad_y", y, "y");
+  int64_t outer, C, inner;
+  softmax_view(y, axis, &outer, &C, &inner);
+  DeviceArray gx = new_float_array_on(y.device(), y.shape);
+  const cuda::DeviceKernels& k = cuda::kernels(y.device());
+  run_released([&] { k.softmax_backward(log, g.floats(), y.floats(), gx.floats(), outer, C, inner); });
+  return gx;
+}
+
 void bind_array(py::module_& m) {
   py::class_<DeviceArray>(m, "Array",
                           "A C-contiguous float32 or int64 array in CUDA device memory (or the emulated "
@@ -261,6 +296,18 @@ void bind_cuda(py::module_& m) {
   c.def("cached_bytes", [](const std::string& device) { return cuda::cached_bytes(parse_device(device)); },
         py::arg("device"));
   bind_activations(c);
+  c.def("softmax", [](const DeviceArray& x, int64_t axis) { return softmax_forward(false, x, axis); }, py::arg("x"),
+        py::arg("axis"));
+  c.def("log_softmax", [](const DeviceArray& x, int64_t axis) { return softmax_forward(true, x, axis); }, py::arg("x"),
+        py::arg("axis"));
+  c.def(
+      "softmax_backward",
+      [](const DeviceArray& g, const DeviceArray& y, int64_t axis) { return softmax_backward(false, g, y, axis); },
+      py::arg("grad_y"), py::arg("y"), py::arg("axis"));
+  c.def(
+      "log_softmax_backward",
+      [](const DeviceArray& g, const DeviceArray& y, int64_t axis) { return softmax_backward(true, g, y, axis); },
+      py::arg("grad_y"), py::arg("y"), py::arg("axis"));
 
   // Private: the emulator's thread order (tests), and its test-only kernels.
   c.def("_set_emulator_order", &set_emulator_order, py::arg("order"), py::arg("seed") = 0);

@@ -158,12 +158,13 @@ uint64_t splitmix64(uint64_t& state) {
 }
 
 // Switches from the running fiber back to its block's scheduler; returns
-// when the scheduler resumes the fiber. `finished`: the fiber never resumes.
-void switch_to_scheduler(Runner& r, Fiber& f, bool finished) {
+// when the scheduler resumes the fiber. AddressSanitizer's fake stack (for
+// detect_stack_use_after_return) is kept with the fiber, also when the fiber
+// ends, and serves the fiber's next CUDA thread: creating and destroying one
+// per CUDA thread (a large mapping each) made a launch take minutes.
+void switch_to_scheduler(Runner& r, Fiber& f) {
 #ifdef MINIDNN_EMU_ASAN
-  __sanitizer_start_switch_fiber(finished ? nullptr : &f.fake_stack, r.scheduler_stack_bottom, r.scheduler_stack_size);
-#else
-  (void)finished;
+  __sanitizer_start_switch_fiber(&f.fake_stack, r.scheduler_stack_bottom, r.scheduler_stack_size);
 #endif
   minidnn_emu_switch(&f.sp, r.scheduler_sp);
 #ifdef MINIDNN_EMU_ASAN
@@ -172,7 +173,7 @@ void switch_to_scheduler(Runner& r, Fiber& f, bool finished) {
 }
 
 [[noreturn]] void fiber_exit(Runner& r, Fiber& f) {
-  switch_to_scheduler(r, f, true);
+  switch_to_scheduler(r, f);
   __builtin_unreachable();  // the scheduler never resumes an exited fiber
 }
 
@@ -180,7 +181,7 @@ void fiber_main() {
   Runner& r = *tls_runner;
   Fiber& f = *r.current;
 #ifdef MINIDNN_EMU_ASAN
-  __sanitizer_finish_switch_fiber(nullptr, &r.scheduler_stack_bottom, &r.scheduler_stack_size);
+  __sanitizer_finish_switch_fiber(f.fake_stack, &r.scheduler_stack_bottom, &r.scheduler_stack_size);
 #endif
   r.body->run(r.body->state);
   f.state = State::exited;
@@ -295,8 +296,12 @@ class Block {
     for (unsigned t = 0; t < threads_; ++t) {
       Fiber& f = r.fiber(t);
 #ifdef MINIDNN_EMU_ASAN
-      // A fiber abandoned mid-kernel (a failed launch) left its frames' redzones poisoned.
-      if (f.state != State::exited) __asan_unpoison_memory_region(f.stack, kStackBytes);
+      // A fiber abandoned mid-kernel (a failed launch) left its frames'
+      // redzones poisoned and frames on its fake stack: start it afresh.
+      if (f.state != State::exited) {
+        __asan_unpoison_memory_region(f.stack, kStackBytes);
+        f.fake_stack = nullptr;
+      }
 #endif
       f.coords = {{t % block.x, t / block.x % block.y, t / (block.x * block.y)}, block_idx, block, grid};
       f.state = State::runnable;
@@ -380,15 +385,11 @@ class Block {
   }
 
   uint64_t collective_result(unsigned base, unsigned lanes, const Fiber& f, int lane) const {
-    unsigned votes = 0;
-    for (unsigned other = 0; other < lanes; ++other) {
-      if ((f.mask & (1u << other)) && r_.fiber(base + other).value) votes |= 1u << other;
-    }
     switch (f.op) {
       case WarpOp::sync: return 0;
-      case WarpOp::ballot: return votes;
-      case WarpOp::any: return votes != 0;
-      case WarpOp::all: return votes == f.mask;
+      case WarpOp::ballot: return votes(base, lanes, f.mask);
+      case WarpOp::any: return votes(base, lanes, f.mask) != 0;
+      case WarpOp::all: return votes(base, lanes, f.mask) == f.mask;
       default: {
         const int src = source_lane(f, lane);
         if (!(f.mask & (1u << src))) {
@@ -398,6 +399,15 @@ class Block {
         return r_.fiber(base + src).value;
       }
     }
+  }
+
+  // The lanes of `mask` whose predicate is true.
+  unsigned votes(unsigned base, unsigned lanes, unsigned mask) const {
+    unsigned v = 0;
+    for (unsigned lane = 0; lane < lanes; ++lane) {
+      if ((mask & (1u << lane)) && r_.fiber(base + lane).value) v |= 1u << lane;
+    }
+    return v;
   }
 
   // Releases __syncthreads when every thread of the block waits there; true
@@ -463,7 +473,7 @@ void syncthreads() {
   Runner& r = *tls_runner;
   Fiber& f = *r.current;
   f.state = State::at_barrier;
-  switch_to_scheduler(r, f, false);
+  switch_to_scheduler(r, f);
 }
 
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int lane_arg, int width) {
@@ -492,7 +502,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int lane_arg,
   f.lane_arg = lane_arg;
   f.width = width;
   f.state = State::at_warp;
-  switch_to_scheduler(r, f, false);
+  switch_to_scheduler(r, f);
   return f.result;
 }
 

@@ -5,11 +5,12 @@
 
 #include "cuda/kernels/activation.cuh"
 #include "cuda/kernels/kernels.h"
+#include "cuda/kernels/softmax.cuh"
 
 namespace minidnn::cuda::MINIDNN_CUDA_TARGET {
 
 const DeviceKernels& kernels() {
-  static const DeviceKernels table{activation_forward, activation_backward};
+  static const DeviceKernels table{activation_forward, activation_backward, softmax_forward, softmax_backward};
   return table;
 }
 

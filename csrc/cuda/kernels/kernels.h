@@ -24,6 +24,11 @@ struct DeviceKernels {
   // grad_x = grad_y * f'(.), `saved` as in cpu/activation/activation.h.
   void (*activation_backward)(Activation f, const float* grad_y, const float* saved, float* grad_x, int64_t n,
                               float alpha);
+  // y = softmax(x) (log_softmax when `log`) over C of the (outer, C, inner) view.
+  void (*softmax_forward)(bool log, const float* x, float* y, int64_t outer, int64_t C, int64_t inner);
+  // grad_x of softmax / log_softmax from grad_y and y, same view.
+  void (*softmax_backward)(bool log, const float* grad_y, const float* y, float* grad_x, int64_t outer, int64_t C,
+                           int64_t inner);
 };
 
 namespace emulated {
