@@ -23,20 +23,15 @@ from conftest import assert_close
 from test_softmax import AXIS_CASES, ROW_SHAPES, assert_backward_close, check_special_values, logits
 
 ORDERS = [("forward", 0), ("reverse", 0), ("shuffled", 12345)]
-# Every order on 1 and 2 CPU threads; for the few cases of half a million
-# CUDA threads and more (each launch takes ~0.5 s of CPU, several times that
-# under the sanitizers), two orders on 2 CPU threads.
-EVERY_SETTING = [(order, seed, threads) for order, seed in ORDERS for threads in (1, 2)]
-LARGE_SETTINGS = [("reverse", 0, 2), ("shuffled", 12345, 2)]
+# The emulated device has 4 multiprocessors, and grid-stride kernels launch
+# at most 16 blocks on each (kernels/prelude.cuh).
+GRID_BLOCKS = 4 * 16
 
 FORWARD = {"relu": {}, "leaky_relu": {"negative_slope": 0.1}, "sigmoid": {}, "tanh": {}}
 # Sizes: below, at and past a float4 (the scalar tail), a partial block, many
-# blocks; and for two ops (the loop is the same code for all) more than the
-# grid covers in one stride (132 * 16 blocks of 256 threads, 4 floats each:
-# 2162688 floats), so the grid-stride loop turns.
-CASES = [(op, n) for op in FORWARD for n in (1, 3, 4, 5, 7, 8, 33, 1000, 4099)] + [
-    (op, 2162688 + 4 * 256 + 3) for op in ("relu", "tanh")
-]
+# blocks, and more than the grid covers in one stride (GRID_BLOCKS blocks of
+# 256 threads, 4 floats each), so that the grid-stride loop turns.
+SIZES = [1, 3, 4, 5, 7, 8, 33, 1000, 4099, GRID_BLOCKS * 256 * 4 + 4 * 256 + 3]
 SAVES_OUTPUT = {"relu": False, "leaky_relu": False, "sigmoid": True, "tanh": True}
 
 
@@ -46,17 +41,18 @@ def emulated():
         yield
 
 
-def in_every_order(kernel, settings=EVERY_SETTING):
+def in_every_order(kernel):
     """kernel() (which returns a minidnn.cuda.Array) with the emulator's
-    threads in each (order, seed, CPU threads) of `settings`; asserts that
-    all results are bit-identical and returns one as a NumPy array."""
+    threads in every order of ORDERS and on 1 and 2 CPU threads; asserts
+    that all results are bit-identical and returns one as a NumPy array."""
     results = {}
     previous = minidnn.get_num_threads()
     try:
-        for order, seed, threads in settings:
-            minidnn.set_num_threads(threads)
-            with cuda._emulated(order, seed):
-                results[f"{order}/t{threads}"] = kernel().numpy()
+        for order, seed in ORDERS:
+            for threads in (1, 2):
+                minidnn.set_num_threads(threads)
+                with cuda._emulated(order, seed):
+                    results[f"{order}/t{threads}"] = kernel().numpy()
     finally:
         minidnn.set_num_threads(previous)
     first_key, first = next(iter(results.items()))
@@ -66,20 +62,20 @@ def in_every_order(kernel, settings=EVERY_SETTING):
     return first
 
 
-@pytest.mark.parametrize("op,n", CASES)
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("op", list(FORWARD))
 def test_activations_against_the_reference(emulated, rng, op, n):
     kw = FORWARD[op]
     x = (rng.standard_normal(n) * 3).astype(np.float32)
     x[: min(n, 3)] = [0.0, np.nan, -np.inf][: min(n, 3)]
-    settings = LARGE_SETTINGS if n > 1 << 20 else EVERY_SETTING
     dx = cuda.to_device(x)
-    y = in_every_order(lambda: getattr(minidnn, op)(dx, **kw), settings)
+    y = in_every_order(lambda: getattr(minidnn, op)(dx, **kw))
     assert_close(y, getattr(ref, op)(x, **kw))
 
     g = rng.standard_normal(n).astype(np.float32)
     saved = y if SAVES_OUTPUT[op] else x
     dg, dsaved = cuda.to_device(g), cuda.to_device(saved)
-    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dsaved, **kw), settings)
+    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dsaved, **kw))
     assert_close(grad_x, getattr(ref, op + "_backward")(g, saved, **kw))
 
 
@@ -210,23 +206,25 @@ def test_environment_variable_at_import():
 
 # Softmax: the row shapes and axes of the CPU tests (warp rows up to 1024,
 # block rows beyond, the inner-axis form for axis != -1), plus enough rows
-# that the grid-stride loops over rows turn (132 * 16 blocks of 8 warp rows,
-# or of one block row each).
-SOFTMAX_LARGE = [((16896 + 5, 3), -1), ((2112 + 3, 1030), -1)]
-SOFTMAX_CASES = [(s, -1) for s in ROW_SHAPES] + AXIS_CASES + SOFTMAX_LARGE
+# or columns that the grid-stride loops turn (GRID_BLOCKS blocks of 8 warp
+# rows, of one block row, or of 256 columns each).
+SOFTMAX_CASES = [(s, -1) for s in ROW_SHAPES] + AXIS_CASES + [
+    ((GRID_BLOCKS * 8 + 5, 3), -1),
+    ((GRID_BLOCKS + 3, 1030), -1),
+    ((GRID_BLOCKS * 256 + 7, 3, 1, 2), 1),
+]
 
 
 @pytest.mark.parametrize("shape,axis", SOFTMAX_CASES, ids=str)
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_softmax_against_the_reference(emulated, rng, op, shape, axis):
     x = logits(rng, shape)
-    settings = LARGE_SETTINGS if (shape, axis) in SOFTMAX_LARGE else EVERY_SETTING
     dx = cuda.to_device(x)
-    y = in_every_order(lambda: getattr(minidnn, op)(dx, axis=axis), settings)
+    y = in_every_order(lambda: getattr(minidnn, op)(dx, axis=axis))
     assert_close(y, getattr(ref, op)(x, axis=axis))
     g = rng.standard_normal(shape).astype(np.float32)
     dg, dy = cuda.to_device(g), cuda.to_device(y)
-    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dy, axis=axis), settings)
+    grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dy, axis=axis))
     assert_backward_close(op, grad_x, g, y, axis)
 
 

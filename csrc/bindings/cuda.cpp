@@ -60,7 +60,7 @@ struct DeviceArray {
   float* floats() const { return static_cast<float*>(buffer->data); }
 };
 
-// A new float32 array on d shaped like `like`; inside the tests'
+// A new float32 array on d of the given shape; inside the tests'
 // poisoned_outputs() an emulated one starts filled with the poison value.
 DeviceArray new_float_array_on(Device d, const std::vector<Py_intptr_t>& shape) {
   DeviceArray out(d, DType::float32, shape);

@@ -26,6 +26,7 @@ __all__ = [
     "is_available",
     "device_count",
     "get_device_name",
+    "status",
     "to_device",
     "empty_cache",
 ]

@@ -57,12 +57,27 @@ void launch(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, 
 // Threads a block of the elementwise (grid-stride) kernels.
 constexpr unsigned kElementwiseBlock = 256;
 
+// The multiprocessors of the device: the current GPU's (132 on an H100
+// SXM), or the emulated device's 4, so few that the grid-stride loops of
+// the kernels turn at the tests' small sizes.
+inline int multiprocessors() {
+#ifdef __CUDACC__
+  int device = 0, count = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  return count;
+#else
+  return 4;
+#endif
+}
+
 // Blocks of a grid-stride kernel over `work` items a thread each: enough to
-// fill an H100 several times over, and no more (the stride loop does the rest).
+// fill the device 16 blocks a multiprocessor, and no more (the stride loop
+// does the rest).
 inline unsigned grid_stride_blocks(int64_t work, unsigned block) {
-  constexpr int64_t kMaxBlocks = 132 * 16;
+  const int64_t max_blocks = int64_t{multiprocessors()} * 16;
   const int64_t blocks = (work + block - 1) / block;
-  return static_cast<unsigned>(blocks < 1 ? 1 : blocks < kMaxBlocks ? blocks : kMaxBlocks);
+  return static_cast<unsigned>(blocks < 1 ? 1 : blocks < max_blocks ? blocks : max_blocks);
 }
 
 }  // namespace minidnn::cuda::MINIDNN_CUDA_TARGET
