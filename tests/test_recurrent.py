@@ -61,10 +61,11 @@ def _output_grads(rng, name, n, h):
     return [rng.standard_normal((n, h), dtype=np.float32) for _ in range(count)]
 
 
-def _check(out, expected, what, tol=2e-6):
+def _check(out, expected, what, tol=2e-6, length=None):
     """Each array within tol x (its largest reference magnitude + 1) x
-    sqrt(the longest sum behind it): float32 sums of products of O(1)
-    terms, through well-conditioned sigmoid and tanh."""
+    sqrt(the longest sum behind it: `length`, else the array's largest
+    extent): float32 sums of products of O(1) terms, through
+    well-conditioned sigmoid and tanh."""
     assert len(out) == len(expected), what
     for k, (o, e) in enumerate(zip(out, expected)):
         if e is None:
@@ -72,9 +73,33 @@ def _check(out, expected, what, tol=2e-6):
             continue
         assert o.dtype == np.float32 and o.shape == e.shape, (what, k, o.dtype, o.shape, e.shape)
         if e.size:
-            scale = (np.abs(e).max() + 1.0) * np.sqrt(max(e.shape + o.shape) + 16)
+            terms = length if length is not None else max(e.shape + o.shape)
+            scale = (np.abs(e).max() + 1.0) * np.sqrt(terms + 16)
             err = np.abs(o.astype(np.float64) - e).max()
             assert err <= tol * scale, f"{what}[{k}]: error {err:.3g} > {tol * scale:.3g}"
+
+
+def _on_one_and_two_threads(run) -> list:
+    """[run() on 1 thread, run() on 2 threads]."""
+    previous = minidnn.get_num_threads()
+    results = []
+    try:
+        for t in (1, 2):
+            minidnn.set_num_threads(t)
+            results.append(run())
+    finally:
+        minidnn.set_num_threads(previous)
+    return results
+
+
+def _assert_identical(first, second) -> None:
+    """The same arrays bit for bit, None where None."""
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        if a is None:
+            assert b is None
+        else:
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -127,29 +152,16 @@ def test_one_and_two_threads_agree_bitwise(rng, name):
     n, i, h = 64, 40, 96
     args = _args(rng, name, n, i, h)
     grads = _output_grads(rng, name, n, h)
-    previous = minidnn.get_num_threads()
-    results = []
-    try:
-        for t in (1, 2):
-            minidnn.set_num_threads(t)
-            results.append([*_forward(minidnn, name, args), *_backward(minidnn, name, grads, args)])
-    finally:
-        minidnn.set_num_threads(previous)
-    for a, b in zip(*results):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_array_equal(a, b)
+    _assert_identical(*_on_one_and_two_threads(
+        lambda: [*_forward(minidnn, name, args), *_backward(minidnn, name, grads, args)]))
 
 
 def test_lstm_output_gradients_may_be_none(rng):
     args = _args(rng, "lstm", 3, 5, 6)
     gh = rng.standard_normal((3, 6), dtype=np.float32)
     zero = np.zeros((3, 6), dtype=np.float32)
-    for a, b in zip(minidnn.lstm_cell_backward(gh, None, *args), minidnn.lstm_cell_backward(gh, zero, *args)):
-        np.testing.assert_array_equal(a, b)
-    for a, b in zip(minidnn.lstm_cell_backward(None, gh, *args), minidnn.lstm_cell_backward(zero, gh, *args)):
-        np.testing.assert_array_equal(a, b)
+    _assert_identical(minidnn.lstm_cell_backward(gh, None, *args), minidnn.lstm_cell_backward(gh, zero, *args))
+    _assert_identical(minidnn.lstm_cell_backward(None, gh, *args), minidnn.lstm_cell_backward(zero, gh, *args))
 
 
 @pytest.mark.parametrize("name", list(CELLS))
@@ -162,11 +174,7 @@ def test_validating_path_gives_the_same_bits(rng, name):
     other = [None if a is None else np.asfortranarray(a) if a.ndim == 2 else a[::-1].copy()[::-1] for a in args]
     other_grads = [np.asfortranarray(g) for g in grads]
     slow = [*_forward(minidnn, name, other), *_backward(minidnn, name, other_grads, other)]
-    for a, b in zip(direct, slow):
-        if a is None:
-            assert b is None
-        else:
-            np.testing.assert_array_equal(a, b)
+    _assert_identical(direct, slow)
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])

@@ -53,10 +53,15 @@ def test_backward(isa, threads, rng, shape, axis, op):
     y = getattr(ref, op)(x, axis=axis).astype(np.float32)
     g = rng.standard_normal(shape).astype(np.float32)
     out = getattr(minidnn, op + "_backward")(g, y, axis=axis)
+    assert_backward_close(op, out, g, y, axis)
+
+
+def assert_backward_close(op, out, g, y, axis):
+    """out, the float32 backward of op, against the reference. Both backwards
+    subtract two terms that can nearly cancel (a peaked softmax makes
+    y_k * (g_k - sum g y) tiny), so float32 error is bounded relative to the
+    size of those terms, not of their difference."""
     expected = getattr(ref, op + "_backward")(g, y, axis=axis)
-    # Both backwards subtract two terms that can nearly cancel (a peaked
-    # softmax makes y_k * (g_k - sum g y) tiny), so float32 error is bounded
-    # relative to the size of those terms, not of their difference.
     y64, g64 = y.astype(np.float64), g.astype(np.float64)
     if op == "softmax":
         terms = np.abs(y64) * (np.abs(g64) + np.sum(np.abs(g64 * y64), axis=axis, keepdims=True))
@@ -69,23 +74,30 @@ def test_backward(isa, threads, rng, shape, axis, op):
 @pytest.mark.parametrize("axis", [-1, 1])
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_special_values(isa, threads, op, axis):
-    """Huge logits stay finite, all -inf gives NaN, NaN propagates, and one
-    bad row never leaks into its neighbours."""
-    rows = np.array(
-        [
-            [1e30, 1e30, -1e30, 0.0, 3e38],
-            [-np.inf] * 5,
-            [1.0, np.nan, 2.0, 3.0, 4.0],
-            [-np.inf, 0.0, -np.inf, 1.0, -np.inf],
-            [-3e38, -3e38, -3e38, -3e38, -3e38],
-            [0.5, 0.25, -0.5, 100.0, -100.0],
-        ],
-        dtype=np.float32,
-    )
-    x = rows if axis == -1 else np.ascontiguousarray(rows.T[None, :, :, None])
-    out = getattr(minidnn, op)(x, axis=axis)
-    expected = getattr(ref, op)(x, axis=axis)
-    assert_close(out, expected)
+    """Huge logits stay finite, all -inf gives NaN, NaN and +inf make their
+    row NaN, and one bad row never leaks into its neighbours."""
+    check_special_values(op, axis, lambda x: getattr(minidnn, op)(x, axis=axis))
+
+
+SPECIAL_ROWS = np.array(
+    [
+        [1e30, 1e30, -1e30, 0.0, 3e38],
+        [-np.inf] * 5,
+        [1.0, np.nan, 2.0, 3.0, 4.0],
+        [-np.inf, 0.0, -np.inf, 1.0, -np.inf],
+        [-3e38, -3e38, -3e38, -3e38, -3e38],
+        [0.5, 0.25, -0.5, 100.0, -100.0],
+        [np.inf, 0.0, 1.0, 2.0, 3.0],
+    ],
+    dtype=np.float32,
+)
+
+
+def check_special_values(op, axis, run):
+    """run(x) -> op(x, axis) as a NumPy array, on SPECIAL_ROWS along `axis`."""
+    x = SPECIAL_ROWS if axis == -1 else np.ascontiguousarray(SPECIAL_ROWS.T[None, :, :, None])
+    out = run(x)
+    assert_close(out, getattr(ref, op)(x, axis=axis))
     row_sums = np.exp(out).sum(axis=axis) if op == "log_softmax" else out.sum(axis=axis)
     assert np.allclose(row_sums.ravel()[[0, 3, 4, 5]], 1.0, rtol=1e-6)
 

@@ -116,6 +116,11 @@ py::object new_float_array(int nd, const Py_intptr_t* dims) {
   return out;
 }
 
+std::optional<float> output_poison() {
+  const OutputSettings& settings = output_settings();
+  return settings.poison ? std::optional<float>(settings.poison_value) : std::nullopt;
+}
+
 py::object new_float_scalar(float v) {
   py::object out = new_float_array(0, nullptr);
   *float_data(out) = v;

@@ -122,6 +122,9 @@ bool choice_arg(py::handle h, const std::array<const char*, N>& choices, int* ou
 // inside the tests' poisoned_outputs() every output is filled with the
 // poison value first, so an element a kernel skips shows up.
 py::object new_float_array(int nd, const Py_intptr_t* dims);
+// The value outputs start filled with inside poisoned_outputs(), or nullopt
+// (the CUDA arrays of the emulated device honour it too).
+std::optional<float> output_poison();
 // A 0-d float32 array holding v.
 py::object new_float_scalar(float v);
 inline float* float_data(const py::object& a) {

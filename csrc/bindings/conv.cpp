@@ -172,6 +172,20 @@ py::object conv2d_forward(py::handle x_arg, py::handle weight_arg, py::handle bi
   return y;
 }
 
+// The name of the route conv2d_forward takes (conv.h, ConvForwardRoute)
+// for conv2d_forward's arguments less the bias and the epilogue, under the
+// active ISA: the tests ask, so that each route is tested on its own.
+py::object conv2d_forward_route(py::handle x_arg, py::handle weight_arg, int64_t stride_h, int64_t stride_w,
+                                int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left, int64_t p, int64_t q,
+                                int64_t groups) {
+  FloatArg x, weight;
+  if (!float_arg(x_arg, &x) || !float_arg(weight_arg, &weight)) return py::none();
+  const ConvGeometry g = make_geometry("x", extents4("x", x, "(N, C, H, W)"), x.nd, weight,
+                                       GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups});
+  check_output_size(g.n, g.k, g.p, g.q);
+  return py::str(cpu::conv_forward_route_name(cpu::conv2d_forward_route(g)));
+}
+
 // The extents of the array an N x K x P x Q convolution output of rank `nd`
 // must have, or a ValueError naming `name`.
 void check_output_array(const char* name, const FloatArg& a, int nd, const ConvGeometry& g, const char* layout) {
@@ -319,6 +333,9 @@ void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &conv2d_forward, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"), py::arg("pad_left"),
         py::arg("p"), py::arg("q"), py::arg("groups"), py::arg("activation_code"), py::arg("alpha"));
+  m.def("conv2d_forward_route", &conv2d_forward_route, py::arg("x"), py::arg("weight"), py::arg("stride_h"),
+        py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"), py::arg("pad_left"),
+        py::arg("p"), py::arg("q"), py::arg("groups"));
   m.def("conv2d_backward", &conv2d_backward, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"),
         py::arg("pad_left"), py::arg("groups"));

@@ -12,6 +12,7 @@ void bind_conv_backward(py::module_& m);
 void bind_depthwise(py::module_& m);
 void bind_recurrent(py::module_& m);
 void bind_pooling(py::module_& m);
+void bind_cuda(py::module_& m);
 }  // namespace minidnn::bindings
 
 PYBIND11_MODULE(_C, m) {
@@ -27,4 +28,5 @@ PYBIND11_MODULE(_C, m) {
   minidnn::bindings::bind_depthwise(m);
   minidnn::bindings::bind_recurrent(m);
   minidnn::bindings::bind_pooling(m);
+  minidnn::bindings::bind_cuda(m);
 }

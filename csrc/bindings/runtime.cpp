@@ -1,4 +1,4 @@
-// _C bindings of the runtime: threads, CPU path selection, CUDA queries.
+// _C bindings of the runtime: threads, CPU path selection (the CUDA side: cuda.cpp).
 #include <omp.h>
 
 #include <cstring>
@@ -7,7 +7,6 @@
 #include <pybind11/stl.h>
 
 #include "bindings/common.h"
-#include "cuda/runtime/device.h"
 #include "runtime/cpu_features.h"
 #include "runtime/scratch.h"
 #include "runtime/threads.h"
@@ -59,13 +58,6 @@ void bind_runtime(py::module_& m) {
   });
   m.def("openmp_version", [] { return static_cast<int>(_OPENMP); });
   m.def("copy_probe", &copy_probe, py::arg("src"), py::arg("dst"));
-
-  py::module_ cuda = m.def_submodule("cuda", "CUDA device queries");
-  cuda.def("built", &cuda::built);
-  cuda.def("device_count", &cuda::device_count);
-  cuda.def("device_name", &cuda::device_name, py::arg("index"));
-  cuda.def("status", &cuda::status);
-  cuda.def("runtime_version", &cuda::runtime_version);
 }
 
 }  // namespace minidnn::bindings

@@ -48,10 +48,16 @@ from .conv import (
 )
 from .linear import linear, linear_backward
 from .recurrent import (
+    gru,
+    gru_backward,
     gru_cell,
     gru_cell_backward,
+    lstm,
+    lstm_backward,
     lstm_cell,
     lstm_cell_backward,
+    rnn,
+    rnn_backward,
     rnn_cell,
     rnn_cell_backward,
 )
@@ -121,6 +127,12 @@ __all__ = [
     "gru_cell_backward",
     "rnn_cell",
     "rnn_cell_backward",
+    "lstm",
+    "lstm_backward",
+    "gru",
+    "gru_backward",
+    "rnn",
+    "rnn_backward",
     "max_pool2d",
     "max_pool2d_backward",
     "avg_pool2d",

@@ -47,7 +47,9 @@ def config() -> dict:
         "cuda_built": cuda.is_built(),
         "cuda_available": cuda.is_available(),
         "cuda_device_count": cuda.device_count(),
-        "cuda_status": _C.cuda.status(),
+        # Where CUDA arrays live: "emulated" (MINIDNN_CUDA_EMULATOR=1), "cuda", or None.
+        "cuda_device": cuda._device() if cuda.is_available() else None,
+        "cuda_status": cuda.status(),
     }
 
 

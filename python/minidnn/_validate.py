@@ -11,6 +11,8 @@ import numbers
 
 import numpy as np
 
+from . import _C
+
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -21,13 +23,42 @@ def _describe(x) -> str:
 
 
 def _reject_device_arrays(name: str, x) -> None:
-    if hasattr(x, "__cuda_array_interface__") or (
+    """For the ops without CUDA kernels yet."""
+    if isinstance(x, _C.cuda.Array) or hasattr(x, "__cuda_array_interface__") or (
         hasattr(x, "__dlpack_device__") and not isinstance(x, np.ndarray)
     ):
         raise TypeError(
-            f"{name}: expected a NumPy array (the CPU kernels run on host memory), got {type(x).__name__}; "
-            "CUDA arrays are not accepted by this version"
+            f"{name}: expected a NumPy array (this op runs on the CPU only so far), got {type(x).__name__}"
         )
+
+
+def _device_of(x) -> str:
+    return x.device if isinstance(x, _C.cuda.Array) else "cpu"
+
+
+def on_cuda(*named) -> bool:
+    """Where an op runs, decided in one place for every op: True when its
+    arrays, given as (name, value) pairs, are minidnn.cuda.Arrays, False when
+    none is (NumPy and anything else: the CPU path validates it). A mix of
+    devices (host and device, or the GPU and the emulated device) is a
+    ValueError naming the argument."""
+    first_name, first = named[0]
+    device = _device_of(first)
+    for name, x in named[1:]:
+        other = _device_of(x)
+        if other != device:
+            raise ValueError(
+                f"{name}: expected an array on the device of {first_name} ({device}), got one on {other}; "
+                "move arrays with minidnn.cuda.to_device() or Array.numpy()"
+            )
+    return device != "cpu"
+
+
+def cuda_float_array(name: str, x):
+    """x, a minidnn.cuda.Array of float32 (on_cuda() said it is an Array)."""
+    if x.dtype != np.float32:
+        raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
+    return x
 
 
 def _as_ndarray(x):

@@ -243,6 +243,17 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, acti
     return _call(_C.conv2d_forward, (x, weight, bias), ("x", "weight", "bias"), *geometry, code, LEAKY_RELU_SLOPE)
 
 
+def _conv2d_route(x, weight, stride=1, padding=0, dilation=1, groups=1) -> str:
+    """The algorithm conv2d runs for these arguments on the active CPU path:
+    "winograd", "taps", "implicit_gemm", "depthwise" or "none" (the rule is
+    in csrc/cpu/conv/conv_forward.cpp). For the tests, which test each
+    route on its own."""
+    x, weight = _as_array("x", x), _as_array("weight", weight)
+    geometry = _conv2d_geometry(_shape("x", x, 4, "(N, C, H, W)"), _shape("weight", weight, 4, "(K, C/groups, R, S)"),
+                                stride, padding, dilation, groups)
+    return _call(_C.conv2d_forward_route, (x, weight), ("x", "weight"), *geometry)
+
+
 def _check_grad_y(grad_y, expected: tuple, what: str):
     grad_y = _as_array("grad_y", grad_y)
     if grad_y.shape != expected:

@@ -22,44 +22,57 @@ __all__ = [
 # Each op calls its _C entry with the arguments as given; the entry returns
 # None unless they are exactly what the kernels read (see
 # csrc/bindings/common.h), and only then are they validated here and the
-# entry called again with the normalized arguments.
+# entry called again with the normalized arguments. softmax, log_softmax and
+# their backwards also take minidnn.cuda.Arrays (_validate.on_cuda decides):
+# then the CUDA entries (_C.cuda) run and return an Array.
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(x - max) / sum(exp(x - max)) along `axis`. A slice of all -inf gives
     NaN (as PyTorch); logits up to float max never overflow."""
     y = _C.softmax(x, axis)
-    return y if y is not None else _C.softmax(*_softmax_args(x, axis))
+    return y if y is not None else _softmax_validated("softmax", x, axis)
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """(x - max) - log(sum(exp(x - max))) along `axis`."""
     y = _C.log_softmax(x, axis)
-    return y if y is not None else _C.log_softmax(*_softmax_args(x, axis))
+    return y if y is not None else _softmax_validated("log_softmax", x, axis)
 
 
-def _softmax_args(x, axis):
-    x = _validate.float_array("x", x)
-    return x, _validate.axis("axis", axis, x.ndim)
+def _softmax_validated(op: str, x, axis):
+    if _validate.on_cuda(("x", x)):
+        x = _validate.cuda_float_array("x", x)
+        entry = getattr(_C.cuda, op)
+    else:
+        x = _validate.float_array("x", x)
+        entry = getattr(_C, op)
+    return entry(x, _validate.axis("axis", axis, x.ndim))
 
 
 def softmax_backward(grad_y: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Gradient wrt x of softmax, from y = softmax(x): y * (grad_y - sum(grad_y * y))."""
     grad_x = _C.softmax_backward(grad_y, y, axis)
-    return grad_x if grad_x is not None else _C.softmax_backward(*_softmax_backward_args(grad_y, y, axis))
+    return grad_x if grad_x is not None else _softmax_backward_validated("softmax_backward", grad_y, y, axis)
 
 
 def log_softmax_backward(grad_y: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Gradient wrt x of log_softmax, from y = log_softmax(x): grad_y - exp(y) * sum(grad_y)."""
     grad_x = _C.log_softmax_backward(grad_y, y, axis)
-    return grad_x if grad_x is not None else _C.log_softmax_backward(*_softmax_backward_args(grad_y, y, axis))
+    return grad_x if grad_x is not None else _softmax_backward_validated("log_softmax_backward", grad_y, y, axis)
 
 
-def _softmax_backward_args(grad_y, y, axis):
-    grad_y = _validate.float_array("grad_y", grad_y)
-    y = _validate.float_array("y", y)
+def _softmax_backward_validated(op: str, grad_y, y, axis):
+    if _validate.on_cuda(("grad_y", grad_y), ("y", y)):
+        grad_y = _validate.cuda_float_array("grad_y", grad_y)
+        y = _validate.cuda_float_array("y", y)
+        entry = getattr(_C.cuda, op)
+    else:
+        grad_y = _validate.float_array("grad_y", grad_y)
+        y = _validate.float_array("y", y)
+        entry = getattr(_C, op)
     _validate.same_shape("grad_y", grad_y, "y", y)
-    return grad_y, y, _validate.axis("axis", axis, y.ndim)
+    return entry(grad_y, y, _validate.axis("axis", axis, y.ndim))
 
 
 def _loss_args(input_name, x, target, weight, ignore_index, reduction, allow_prob):

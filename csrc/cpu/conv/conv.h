@@ -39,6 +39,14 @@ struct ConvEpilogue {
   float alpha = 0.01f;
 };
 
+// The algorithm conv2d_forward runs for a geometry (conv_forward.cpp gives
+// the rule): decided by the shape and the active ISA, never by the thread
+// count. `none`: nothing to reduce (empty output, or C/groups x R x S == 0:
+// the epilogue of zero).
+enum class ConvForwardRoute { none, depthwise, taps, winograd, implicit_gemm };
+ConvForwardRoute conv2d_forward_route(const ConvGeometry& g);
+const char* conv_forward_route_name(ConvForwardRoute route);
+
 // The three drivers (each fully writes its outputs, poisoned or not; threads
 // from runtime/threads.h; results bit-identical for any thread count).
 

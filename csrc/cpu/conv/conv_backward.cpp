@@ -129,6 +129,34 @@ PhaseColumn phase_column(const ConvGeometry& g, int64_t s) {
   return PhaseColumn{phase, (offset - phase) / g.stride_w};
 }
 
+// The window of tap (r, s) over one depthwise plane, for every tap that
+// meets the input: visit(tap, gy_offset, x_offset, x_ld, height, width), where
+// grad_y's window starts at gy_offset (row stride q) and the input's at
+// x_offset with row stride x_ld, in the plane itself when stride_w == 1 and
+// in its column phases (phase_w columns per row) otherwise.
+template <class Visit>
+void for_each_depthwise_tap(const ConvGeometry& g, int64_t phase_w, Visit visit) {
+  for (int64_t r = 0; r < g.r; ++r) {
+    int64_t p0, p1;
+    valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
+    if (p0 >= p1) continue;
+    const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
+    for (int64_t s = 0; s < g.s; ++s) {
+      int64_t q0, q1;
+      valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
+      if (q0 >= q1) continue;
+      const int64_t gy_offset = p0 * g.q + q0;
+      if (g.stride_w == 1) {
+        visit(r * g.s + s, gy_offset, ih0 * g.w + q0 - g.pad_left + s * g.dil_w, g.stride_h * g.w, p1 - p0, q1 - q0);
+      } else {
+        const PhaseColumn pc = phase_column(g, s);
+        visit(r * g.s + s, gy_offset, (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift, g.stride_h * phase_w, p1 - p0,
+              q1 - q0);
+      }
+    }
+  }
+}
+
 // grad_x of a depthwise convolution: each input channel gathers from its
 // multiplier's output channels, one axpy per tap over the tap's window
 // (into the column phases when stride_w > 1, interleaved at the end).
@@ -145,33 +173,17 @@ void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const f
     for (int64_t plane = planes * t / nt; plane < planes * (t + 1) / nt; ++plane) {
       const int64_t n = plane / g.c, c = plane % g.c;
       float* gx = grad_x + plane * hw;
-      // The plane written through `dst` with row stride `ld`.
+      // Taps accumulate into the plane, or into its column phases when stride_w > 1.
       float* dst_plane = g.stride_w > 1 ? phases : gx;
       std::fill(dst_plane, dst_plane + (g.stride_w > 1 ? phase_floats : hw), 0.0f);
       for (int64_t kk = 0; kk < kg; ++kk) {
         const int64_t k = c * kg + kk;
         const float* gy = grad_y + (n * g.k + k) * pq;
         const float* wk = weight + k * rs;
-        for (int64_t r = 0; r < g.r; ++r) {
-          int64_t p0, p1;
-          valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-          if (p0 >= p1) continue;
-          const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
-          for (int64_t s = 0; s < g.s; ++s) {
-            int64_t q0, q1;
-            valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-            if (q0 >= q1) continue;
-            const float* src = gy + p0 * g.q + q0;
-            if (g.stride_w == 1) {
-              float* dst = gx + ih0 * g.w + q0 - g.pad_left + s * g.dil_w;
-              rows.axpy(dst, g.stride_h * g.w, src, g.q, wk[r * g.s + s], p1 - p0, q1 - q0);
-            } else {
-              const PhaseColumn pc = phase_column(g, s);
-              float* dst = phases + (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift;
-              rows.axpy(dst, g.stride_h * phase_w, src, g.q, wk[r * g.s + s], p1 - p0, q1 - q0);
-            }
-          }
-        }
+        for_each_depthwise_tap(g, phase_w, [&](int64_t tap, int64_t gy_offset, int64_t x_offset, int64_t ld, int64_t height,
+                                            int64_t width) {
+          rows.axpy(dst_plane + x_offset, ld, gy + gy_offset, g.q, wk[tap], height, width);
+        });
       }
       for (int64_t f = 0; f < g.stride_w && g.stride_w > 1; ++f) {
         for (int64_t ih = 0; ih < g.h; ++ih) {
@@ -344,28 +356,11 @@ void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const
         }
         for (int64_t kk = 0; kk < kg; ++kk) {
           const float* gy = grad_y + (n * g.k + c * kg + kk) * pq;
-          for (int64_t r = 0; r < g.r; ++r) {
-            int64_t p0, p1;
-            valid_outputs(r * g.dil_h - g.pad_top, g.stride_h, g.h, g.p, &p0, &p1);
-            if (p0 >= p1) continue;
-            const int64_t ih0 = p0 * g.stride_h - g.pad_top + r * g.dil_h;
-            for (int64_t s = 0; s < g.s; ++s) {
-              int64_t q0, q1;
-              valid_outputs(s * g.dil_w - g.pad_left, g.stride_w, g.w, g.q, &q0, &q1);
-              if (q0 >= q1) continue;
-              const float* gy_win = gy + p0 * g.q + q0;
-              float sum;
-              if (g.stride_w == 1) {
-                const float* x_win = xc + ih0 * g.w + q0 - g.pad_left + s * g.dil_w;
-                sum = rows.dot(gy_win, g.q, x_win, g.stride_h * g.w, p1 - p0, q1 - q0);
-              } else {
-                const PhaseColumn pc = phase_column(g, s);
-                const float* x_win = phases + (pc.phase * g.h + ih0) * phase_w + q0 + pc.shift;
-                sum = rows.dot(gy_win, g.q, x_win, g.stride_h * phase_w, p1 - p0, q1 - q0);
-              }
-              gw[kk * rs + r * g.s + s] += sum;
-            }
-          }
+          const float* x_plane = g.stride_w > 1 ? phases : xc;
+          for_each_depthwise_tap(g, phase_w, [&](int64_t tap, int64_t gy_offset, int64_t x_offset, int64_t ld,
+                                              int64_t height, int64_t width) {
+            gw[kk * rs + tap] += rows.dot(gy + gy_offset, g.q, x_plane + x_offset, ld, height, width);
+          });
         }
       }
     }

@@ -1,9 +1,14 @@
 // conv2d_forward as an implicit GEMM on the project's SGEMM microkernel
 // (gemm.h), ISA-independent: the active ISA's kernel and blocking come from
-// gemm_kernels(). Depthwise convolutions take depthwise.h's kernel, and
-// stride-1 ones with enough channels per group the tap route of
-// conv_forward_taps.cpp (no packing of the input; its header gives the
-// rule); everything else comes here.
+// gemm_kernels(). The routes, in the order conv2d_forward_route tries them:
+// * depthwise convolutions: depthwise.h's memory-bound kernel;
+// * 3x3 stride-1 undilated convolutions with groups 1 and enough channels:
+//   Winograd F(4x4, 3x3) (conv_forward_winograd.cpp gives the rule and its
+//   measurements), 2.25x fewer multiplications than the direct sum;
+// * stride-1 ones with enough channels per group: the tap route of
+//   conv_forward_taps.cpp (no packing of the input; its header gives the
+//   rule);
+// * everything else comes here.
 //
 // Per image and group, with K_g = K / groups and C_g = C / groups:
 //
@@ -28,33 +33,19 @@
 // are cut, so results are bit-identical for any thread count.
 #include <algorithm>
 #include <cstdint>
-#include <climits>
-#include <initializer_list>
 #include <vector>
 
 #include "cpu/activation/activation.h"
+#include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_forward_taps.h"
 #include "cpu/conv/depthwise.h"
+#include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// The product of non-negative extents, saturating at INT64_MAX.
-int64_t saturating_product(std::initializer_list<int64_t> extents) {
-  int64_t product = 1;
-  for (int64_t e : extents) {
-    if (__builtin_mul_overflow(product, e, &product)) return INT64_MAX;
-  }
-  return product;
-}
-
-// FMAs worth waking a thread for (as the GEMM's grain).
-constexpr int64_t kConvGrain = int64_t{1} << 18;
 
 // One run of output positions of a column block: consecutive q of output
 // row p, all in one B panel.
@@ -159,22 +150,41 @@ void fill_epilogue_only(const ConvGeometry& g, const ConvEpilogue& ep, float* y)
 
 }  // namespace
 
-void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {
-  const int64_t npix = g.p * g.q;
-  if (g.n == 0 || g.k == 0 || npix == 0) return;
+ConvForwardRoute conv2d_forward_route(const ConvGeometry& g) {
+  if (g.n == 0 || g.k == 0 || g.p * g.q == 0) return ConvForwardRoute::none;
   // Depthwise: one input plane per output plane, a GEMM of one row per
   // group; memory-bound, so a kernel of its own (depthwise.h).
-  if (is_depthwise(g)) return depthwise_kernels().forward(g, x, weight, ep, y);
+  if (is_depthwise(g)) return ConvForwardRoute::depthwise;
+  if (g.c / g.groups * g.r * g.s == 0) return ConvForwardRoute::none;
+  if (conv_forward_winograd_applies(g)) return ConvForwardRoute::winograd;
+  if (conv_forward_taps_applies(g)) return ConvForwardRoute::taps;
+  return ConvForwardRoute::implicit_gemm;
+}
+
+const char* conv_forward_route_name(ConvForwardRoute route) {
+  switch (route) {
+    case ConvForwardRoute::none: return "none";
+    case ConvForwardRoute::depthwise: return "depthwise";
+    case ConvForwardRoute::taps: return "taps";
+    case ConvForwardRoute::winograd: return "winograd";
+    case ConvForwardRoute::implicit_gemm: break;
+  }
+  return "implicit_gemm";
+}
+
+void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {
+  switch (conv2d_forward_route(g)) {
+    case ConvForwardRoute::none:
+      fill_epilogue_only(g, ep, y);  // writes nothing when the output is empty
+      return;
+    case ConvForwardRoute::depthwise: return depthwise_kernels().forward(g, x, weight, ep, y);
+    case ConvForwardRoute::winograd: return conv2d_forward_winograd(g, x, weight, ep, y);
+    case ConvForwardRoute::taps: return conv2d_forward_taps(g, x, weight, ep, y);
+    case ConvForwardRoute::implicit_gemm: break;
+  }
+  const int64_t npix = g.p * g.q;
   const int64_t kg = g.k / g.groups, cg = g.c / g.groups;
   const int64_t kdim = cg * g.r * g.s;
-  if (kdim == 0) {
-    fill_epilogue_only(g, ep, y);
-    return;
-  }
-  if (conv_forward_taps_applies(g)) {
-    conv2d_forward_taps(g, x, weight, ep, y);
-    return;
-  }
   const GemmKernels& kern = gemm_kernels();
   const GemmBlocking& blk = kern.blocking;
   const int mr = blk.mr, nr = blk.nr;

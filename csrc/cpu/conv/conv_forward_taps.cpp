@@ -53,35 +53,22 @@
 #include "cpu/conv/conv_forward_taps.h"
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cstring>
-#include <initializer_list>
 
 #include "cpu/activation/activation.h"
+#include "cpu/conv/conv_blocking.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
 namespace {
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-int64_t saturating_product(std::initializer_list<int64_t> extents) {
-  int64_t product = 1;
-  for (int64_t e : extents) {
-    if (__builtin_mul_overflow(product, e, &product)) return INT64_MAX;
-  }
-  return product;
-}
-
 constexpr int64_t kMinTapChannels = 16;
 constexpr int64_t kMinChannelsPerPanel = 3;
 // Grid outputs per column block: the mr x block accumulator tile (14 KB at
 // mr = 14) shares L1 with the A panel of a tap.
 constexpr int64_t kBlockColumns = 256;
-// FMAs worth waking a thread for (as the GEMM's grain).
-constexpr int64_t kConvGrain = int64_t{1} << 18;
 
 // Rows [row0, row_end) of the padded grid of every channel of a group
 // (input channels at xg), each wp wide, into dst (channel planes of

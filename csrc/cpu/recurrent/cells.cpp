@@ -10,13 +10,13 @@
 
 #include "cpu/gemm/gemm.h"
 #include "cpu/recurrent/recurrent.h"
+#include "cpu/recurrent/recurrent_gemm.h"
 #include "runtime/scratch.h"
 
 namespace minidnn::cpu {
 namespace {
 
-// A leading dimension the GEMM accepts for an extent that may be 0.
-int64_t ld(int64_t extent) { return extent > 0 ? extent : 1; }
+using namespace recurrent_gemm;
 
 // Scratch of the recurrent_gates slot, carved into consecutive buffers
 // (each rounded to 16 floats: 64-byte aligned).
@@ -35,42 +35,15 @@ class Scratch {
   int64_t used_ = 0;
 };
 
-// C (m x n, ldc) = op(A) B-like product helpers over the GEMM.
-void matmul(int64_t m, int64_t n, int64_t k, GemmOperand a, GemmOperand b, float beta, float* c, int64_t ldc,
-            const float* bias = nullptr) {
-  GemmEpilogue ep;
-  ep.bias = bias;
-  gemm_kernels().gemm(m, n, k, 1.0f, a, b, beta, c, ldc, ep);
-}
-
-// gates (n, cols at stride ldg) = x W_ih^T + b_ih (+= h W_hh^T + b_hh when `both`).
-void input_map(int64_t n, int64_t in, int64_t cols, const float* x, const float* w_ih, const float* b_ih,
-               float* gates, int64_t ldg) {
-  matmul(n, cols, in, {x, ld(in), false}, {w_ih, ld(in), true}, 0.0f, gates, ld(ldg), b_ih);
-}
 void hidden_map(int64_t n, int64_t hs, int64_t cols, const float* h, const float* w_hh, const float* b_hh,
                 float beta, float* gates, int64_t ldg) {
   matmul(n, cols, hs, {h, ld(hs), false}, {w_hh, ld(hs), true}, beta, gates, ld(ldg), b_hh);
-}
-
-// The bias gradient: the column sums of d (n x cols, stride ldd) as ones(1 x n) @ d.
-void column_sums(int64_t n, int64_t cols, const float* ones, const float* d, int64_t ldd, float* out) {
-  matmul(1, cols, n, {ones, ld(n), false}, {d, ld(ldd), false}, 0.0f, out, ld(cols));
 }
 
 float* ones_in(Scratch& s, int64_t n) {
   float* ones = s.take(n);
   for (int64_t i = 0; i < n; ++i) ones[i] = 1.0f;
   return ones;
-}
-
-// The gradients common to every cell from the gate gradients d (n x G*hs):
-// grad_x = d W_ih, grad_w_ih = d^T x, grad_b_ih = sum of d's rows.
-void input_grads(int64_t n, int64_t in, int64_t cols, const float* d, const float* x, const float* w_ih,
-                 const float* ones, float* grad_x, float* grad_w_ih, float* grad_b_ih) {
-  matmul(n, in, cols, {d, ld(cols), false}, {w_ih, ld(in), false}, 0.0f, grad_x, ld(in));
-  matmul(cols, in, n, {d, ld(cols), true}, {x, ld(in), false}, 0.0f, grad_w_ih, ld(in));
-  if (grad_b_ih) column_sums(n, cols, ones, d, cols, grad_b_ih);
 }
 
 }  // namespace

@@ -93,4 +93,59 @@ void rnn_cell(int64_t n, int64_t in, int64_t hs, const float* x, const float* h,
 void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, const float* x, const float* h,
                        const CellWeights& w, bool relu, float* grad_x, float* grad_h, const CellWeightGrads& gw);
 
+// ----------------------------------------------------------------- layers
+// One direction of one layer over a whole sequence (layers.cpp): the input
+// map of every step as one GEMM, then per step the hidden map on W_hh
+// packed once and the fused gate kernel. x is (T, N, I), dense.
+//
+// The states of the T + 1 instants are kept time-indexed in `h_states`
+// (and the LSTM's `c_states`), (T + 1, N, H) each: the state after step t
+// in slot t + 1, the initial state in slot 0, for the forward direction;
+// for the reverse one (steps T - 1 down to 0) the state after step t in
+// slot t and the initial state in slot T. The state step t reads is thus
+// slot t (forward) or t + 1 (reverse), and the T states read by the steps
+// are one dense block: what the weight gradient of W_hh multiplies in one
+// GEMM.
+//
+// The backwards take the forward's buffers read-only (a cache may be used
+// again) and the gradient of y: grad_y + (t * N + row) * ld_grad_y the row
+// of step t, or null for zeros; grad_h_n (grad_c_n) the gradient of the
+// final state, or null. They write grad_x (T, N, I), the initial states'
+// gradients (N, H) and the weight gradients, each whole; after the loop
+// the weight gradients are one GEMM over all steps each.
+
+struct LayerShape {
+  int64_t steps, n, in, hs;
+  bool reverse;
+};
+
+// The gradient of y at one direction's columns.
+struct LayerOutputGrad {
+  const float* grad_y;  // or null
+  int64_t ld_grad_y;
+  const float* grad_h_n;  // or null
+};
+
+// gates (T, N, 4H): the pre-activations of every step.
+void lstm_layer(const LayerShape& s, const float* x, const CellWeights& w, const float* h0, const float* c0,
+                float* h_states, float* c_states, float* gates);
+void lstm_layer_backward(const LayerShape& s, const float* x, const CellWeights& w, const float* h_states,
+                         const float* c_states, const float* gates, const LayerOutputGrad& g, const float* grad_c_n,
+                         float* grad_x, float* grad_h0, float* grad_c0, const CellWeightGrads& gw);
+
+// gi, gh (T, N, 3H): the two maps' outputs of every step; rh (T, N, H) r * h
+// of every step when !linear_before_reset (the input of W_hn), else unused.
+void gru_layer(const LayerShape& s, const float* x, const CellWeights& w, bool linear_before_reset, const float* h0,
+               float* h_states, float* gi, float* gh, float* rh);
+void gru_layer_backward(const LayerShape& s, const float* x, const CellWeights& w, bool linear_before_reset,
+                        const float* h_states, const float* gi, const float* gh, const float* rh,
+                        const LayerOutputGrad& g, float* grad_x, float* grad_h0, const CellWeightGrads& gw);
+
+// pre (T, N, H): the pre-activations of every step.
+void rnn_layer(const LayerShape& s, const float* x, const CellWeights& w, bool relu, const float* h0,
+               float* h_states, float* pre);
+void rnn_layer_backward(const LayerShape& s, const float* x, const CellWeights& w, bool relu, const float* h_states,
+                        const float* pre, const LayerOutputGrad& g, float* grad_x, float* grad_h0,
+                        const CellWeightGrads& gw);
+
 }  // namespace minidnn::cpu

@@ -1,8 +1,11 @@
-// The device queries of a build without the CUDA backend.
+// The device queries, memory and kernel table of the GPU in a build without
+// the CUDA backend (the emulated device is there in every build).
 #include <stdexcept>
 #include <string>
 
+#include "cuda/kernels/kernels.h"
 #include "cuda/runtime/device.h"
+#include "cuda/runtime/memory.h"
 
 namespace minidnn::cuda {
 
@@ -13,5 +16,7 @@ std::string device_name(int index) {
   throw std::out_of_range("device: this build has no CUDA backend, so no device " + std::to_string(index));
 }
 int runtime_version() { return 0; }
+const MemoryBackend* gpu_memory() { return nullptr; }
+const DeviceKernels* gpu_kernels() { return nullptr; }
 
 }  // namespace minidnn::cuda

@@ -5,7 +5,13 @@ ceiling), forward and forward + backward, against PyTorch's cells; and
 every cell op on a tiny step (N = 1, H = I = 32) in the call-overhead
 group.
 
-The layers over sequences (lstm, gru, rnn) are not written yet.
+The layers over sequences (lstm, gru, rnn): DeepBench-style sequences
+(LSTM and GRU at H = 512, T = 50, N = 64 and H = 1024, T = 25, N = 16; a
+2-layer bidirectional LSTM at H = 256, T = 50, N = 32), forward and
+forward + backward through time, against PyTorch's torch.lstm / torch.gru
+(ONNX Runtime is left out: its LSTM and GRU take another gate order and
+weight layout, and return only y as one node's output here); and every
+layer op on a tiny sequence in the call-overhead group.
 """
 
 from __future__ import annotations
@@ -139,16 +145,172 @@ def _forward_backward(cell: str, n: int, i: int, h: int) -> Case:
     )
 
 
+# ---------------------------------------------------------------- layers
+
+
+class Layer:
+    """A recurrent layer stack: kind, sequence length T, batch N, input size
+    I, hidden size H, layers, directions; always with biases."""
+
+    def __init__(self, kind: str, steps: int, batch: int, inputs: int, hidden: int, layers: int = 1,
+                 bidirectional: bool = False):
+        self.kind, self.steps, self.batch, self.inputs, self.hidden = kind, steps, batch, inputs, hidden
+        self.layers, self.bidirectional = layers, bidirectional
+        self.dirs = 2 if bidirectional else 1
+        self.states = ("h0", "c0") if kind == "lstm" else ("h0",)
+
+    def label(self) -> str:
+        stack = f" {self.layers}-layer" if self.layers > 1 else ""
+        bi = " bidirectional" if self.bidirectional else ""
+        return f"{self.kind}{stack}{bi} T={self.steps} N={self.batch} I={self.inputs} H={self.hidden}"
+
+    def widths(self) -> list[int]:
+        """The input width of each layer direction's W_ih."""
+        return [self.inputs if k < self.dirs else self.dirs * self.hidden for k in range(self.layers * self.dirs)]
+
+    def make(self, rng: np.random.Generator) -> Inputs:
+        """x and the initial states standard normal; weights 1/sqrt(fan-in); biases small."""
+        g, h = GATES[self.kind], self.hidden
+        f = lambda *shape: rng.standard_normal(shape, dtype=np.float32)  # noqa: E731
+        inputs = {"x": f(self.steps, self.batch, self.inputs)}
+        for s in self.states:
+            inputs[s] = f(self.layers * self.dirs, self.batch, h)
+        for k, width in enumerate(self.widths()):
+            inputs[f"w_ih{k}"] = f(g * h, width) / np.float32(np.sqrt(width))
+            inputs[f"w_hh{k}"] = f(g * h, h) / np.float32(np.sqrt(h))
+            inputs[f"b_ih{k}"] = f(g * h) * np.float32(0.1)
+            inputs[f"b_hh{k}"] = f(g * h) * np.float32(0.1)
+        return inputs
+
+    def params(self, inputs: Inputs) -> list:
+        return [tuple(inputs[f"{w}{k}"] for w in ("w_ih", "w_hh", "b_ih", "b_hh"))
+                for k in range(self.layers * self.dirs)]
+
+    def call(self, lib: Any, inputs: Inputs, return_cache: bool = False) -> tuple:
+        fn = getattr(lib, self.kind)
+        return fn(inputs["x"], self.params(inputs), *(inputs[s] for s in self.states),
+                  bidirectional=self.bidirectional, return_cache=return_cache)
+
+    def backward(self, lib: Any, cache: Any, grads: tuple) -> tuple:
+        """The gradients flattened: grad_x, each layer direction's four
+        weight gradients, the initial states' gradients (autograd's order
+        for x, the flat weights and the states)."""
+        grad_x, grad_params, *grad_states = getattr(lib, f"{self.kind}_backward")(cache, *grads)
+        return (grad_x, *(g for entry in grad_params for g in entry), *grad_states)
+
+    def flops(self) -> int:
+        """The multiply-adds of every step's two affine maps, x2."""
+        g, h = GATES[self.kind], self.hidden
+        return sum(2 * self.steps * self.batch * g * h * (width + h) for width in self.widths())
+
+    def bytes(self) -> int:
+        """Weights, x, y and the states, once each."""
+        g, h = GATES[self.kind], self.hidden
+        weights = sum(g * h * (width + h + 2) for width in self.widths())
+        states = 2 * len(self.states) * self.layers * self.dirs * self.batch * h
+        return 4 * (weights + self.steps * self.batch * (self.inputs + self.dirs * h) + states)
+
+    def torch_args(self, t: dict) -> tuple:
+        """(op, args) of PyTorch's functional layer with our arguments."""
+        import torch
+
+        flat = [t[f"{w}{k}"] for k in range(self.layers * self.dirs) for w in ("w_ih", "w_hh", "b_ih", "b_hh")]
+        states = tuple(t[s] for s in self.states)
+        rest = (True, self.layers, 0.0, False, self.bidirectional, False)
+        if self.kind == "lstm":
+            return (lambda x, *a: torch.lstm(x, a[:2], a[2:], *rest)), (t["x"], *states, *flat)
+        op = {"gru": torch.gru, "rnn": torch.rnn_tanh}[self.kind]
+        return (lambda x, h0, *a: op(x, h0, a, *rest)), (t["x"], *states, *flat)
+
+    def torch_grad_args(self, t: dict) -> list:
+        """The tensors whose gradients we return, in our flattened order."""
+        flat = [t[f"{w}{k}"] for k in range(self.layers * self.dirs) for w in ("w_ih", "w_hh", "b_ih", "b_hh")]
+        return [t["x"], *flat, *(t[s] for s in self.states)]
+
+
+def _layer_forward(layer: Layer) -> Case:
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        op, args = layer.torch_args({k: torch.from_numpy(v) for k, v in inputs.items()})
+        return lambda: op(*args)
+
+    return Case(
+        name=f"{layer.label()} fwd",
+        make=layer.make,
+        run=lambda inputs: layer.call(minidnn, inputs),
+        reference=lambda inputs: layer.call(reference, inputs),
+        bytes=layer.bytes(),
+        flops=layer.flops(),
+        torch=torch_call,
+    )
+
+
+def _layer_forward_backward(layer: Layer) -> Case:
+    """One training step through time: the outputs, then every gradient for
+    output gradients equal to the outputs. FLOPs: the forward's and twice
+    that for the backward (the gradients of the maps' inputs and of the
+    weights)."""
+
+    def run(inputs: Inputs) -> tuple:
+        *out, cache = layer.call(minidnn, inputs, return_cache=True)
+        return (*out, *layer.backward(minidnn, cache, out))
+
+    def ref(inputs: Inputs) -> tuple:
+        out = layer.call(minidnn, inputs)  # the same output gradients as run(), so only the backward is compared
+        *ref_out, cache = layer.call(reference, inputs, return_cache=True)
+        return (*ref_out, *layer.backward(reference, cache, out))
+
+    def torch_call(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        t = {k: torch.from_numpy(v).requires_grad_() for k, v in inputs.items()}
+        op, args = layer.torch_args(t)
+        wrt = layer.torch_grad_args(t)
+
+        def call() -> tuple:
+            with torch.enable_grad():
+                out = op(*args)
+                grads = torch.autograd.grad(out, wrt, [o.detach() for o in out])
+            return (*(o.detach() for o in out), *grads)
+
+        return call
+
+    return Case(
+        name=f"{layer.label()} fwd+bwd",
+        make=layer.make,
+        run=run,
+        reference=ref,
+        bytes=3 * layer.bytes(),
+        flops=3 * layer.flops(),
+        torch=torch_call,
+    )
+
+
+# DeepBench-style sequences.
+LAYERS = [
+    Layer("lstm", 50, 64, 512, 512),
+    Layer("lstm", 25, 16, 1024, 1024),
+    Layer("gru", 50, 64, 512, 512),
+    Layer("gru", 25, 16, 1024, 1024),
+    Layer("lstm", 50, 32, 256, 256, layers=2, bidirectional=True),
+]
+
+
 def cases(device: str, quick: bool) -> list[Case]:
-    """One DeepBench-sized step (N = 64, H = I = 512); the same with `quick`."""
+    """One DeepBench-sized cell step (N = 64, H = I = 512) and the layer
+    sequences of LAYERS, forward and forward + backward; the same with `quick`."""
     if device != "cpu":
         return []
-    return [
+    out = [
         _forward("lstm", 64, 512, 512),
         _forward_backward("lstm", 64, 512, 512),
         _forward("gru", 64, 512, 512),
         _forward_backward("gru", 64, 512, 512),
     ]
+    for layer in LAYERS:
+        out += [_layer_forward(layer), _layer_forward_backward(layer)]
+    return out
 
 
 # A single step at batch 1, H = I = 32: latency, not arithmetic. The shape
@@ -207,4 +369,50 @@ def overhead_cases(device: str) -> list[OverheadCase]:
         out.append(overhead_case(
             f"{cell}_cell_backward", shape, _overhead_inputs(cell), _ours_backward_args(cell),
             _torch_backward(cell)))
+    for kind in ("lstm", "gru", "rnn"):
+        out += _layer_overhead_cases(Layer(kind, OVERHEAD_T, OVERHEAD_N, OVERHEAD_H, OVERHEAD_H))
     return out
+
+
+# A layer's tiny sequence: T = 4 steps of the tiny cell. The shape is written (T, N, H).
+OVERHEAD_T = 4
+
+
+def _layer_overhead_cases(layer: Layer) -> list[OverheadCase]:
+    """The layer against PyTorch's functional layer (torch.lstm, ...); its
+    backward (from a cache made beforehand) against PyTorch's forward under
+    autograd and autograd.grad, as for the cells."""
+    shape = (layer.steps, layer.batch, layer.hidden)
+
+    def torch_forward(torch: Any, t: dict) -> tuple[Callable[..., Any], tuple]:
+        return layer.torch_args(t)
+
+    forward = overhead_case(layer.kind, shape, layer.make, lambda inputs: (
+        inputs["x"], layer.params(inputs), *(inputs[s] for s in layer.states)), torch_forward)
+
+    def run(inputs: Inputs) -> Callable[[], Any]:
+        *out, cache = layer.call(minidnn, inputs, return_cache=True)
+        return lambda: layer.backward(minidnn, cache, out)
+
+    def ref(inputs: Inputs) -> tuple:
+        out = layer.call(minidnn, inputs)
+        return layer.backward(reference, layer.call(reference, inputs, return_cache=True)[-1], out)
+
+    def torch_backward(inputs: Inputs) -> Callable[[], Any]:
+        import torch
+
+        t = {k: torch.from_numpy(v).requires_grad_() for k, v in inputs.items()}
+        op, args = layer.torch_args(t)
+        wrt = layer.torch_grad_args(t)
+        with torch.enable_grad():
+            grads = [o.detach() for o in op(*args)]
+
+        def call() -> tuple:
+            with torch.enable_grad():
+                return torch.autograd.grad(op(*args), wrt, grads)
+
+        return call
+
+    backward = OverheadCase(op=f"{layer.kind}_backward", shape=shape, make=layer.make, run=run, reference=ref,
+                            torch=torch_backward)
+    return [forward, backward]

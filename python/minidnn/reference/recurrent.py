@@ -25,6 +25,12 @@ __all__ = [
     "gru_cell_backward",
     "rnn_cell",
     "rnn_cell_backward",
+    "lstm",
+    "lstm_backward",
+    "gru",
+    "gru_backward",
+    "rnn",
+    "rnn_backward",
 ]
 
 
@@ -175,3 +181,132 @@ def rnn_cell_backward(grad_h1, x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinear
     else:
         da = np.where(a > 0.0, g, 0.0)
     return (da @ w_ih, da @ w_hh, *_weight_grads(da, da, x, h, b_ih, b_hh))
+
+
+# ---------------------------------------------------------------- layers
+#
+# The layers run the cells above step by step. x is (T, N, I) ((N, T, I)
+# with batch_first); params holds one (w_ih, w_hh, b_ih, b_hh) tuple per
+# layer and direction in PyTorch's order (layer 0 forward, layer 0 reverse,
+# layer 1 ...), so the number of layers is len(params) / directions; the
+# initial states are (layers * directions, N, H), zeros when None. A layer
+# above the first reads the outputs of both directions of the one below,
+# concatenated (forward first). T = 0 is an error, as in PyTorch.
+#
+# The cache of return_cache=True is a dict of what the backward replays:
+# the kind, the cell keyword arguments, the parameters, each layer's input,
+# and for each layer and direction the state before every time step.
+
+_CELL_FORWARD = {"lstm": lstm_cell, "gru": gru_cell, "rnn": rnn_cell}
+_CELL_BACKWARD = {"lstm": lstm_cell_backward, "gru": gru_cell_backward, "rnn": rnn_cell_backward}
+_STATE_COUNT = {"lstm": 2, "gru": 1, "rnn": 1}
+
+
+def _layers_forward(kind, x, params, initial, bidirectional, batch_first, return_cache, cell_kw):
+    dirs = 2 if bidirectional else 1
+    x = _f64(x)
+    if batch_first:
+        x = x.transpose(1, 0, 2)
+    if x.ndim != 3 or x.shape[0] == 0:
+        raise ValueError(f"x: expected a sequence of length T >= 1, got shape {x.shape}")
+    if len(params) == 0 or len(params) % dirs:
+        raise ValueError(f"params: expected a positive multiple of {dirs} tuples, got {len(params)}")
+    params = [tuple(_f64(p) for p in w) for w in params]
+    steps, batch, hidden = x.shape[0], x.shape[1], params[0][1].shape[1]
+    count = _STATE_COUNT[kind]
+    initial = [np.zeros((len(params), batch, hidden)) if s is None else _f64(s) for s in initial]
+    layer_in, inputs, before, finals = x, [], [], [[] for _ in range(count)]
+    for layer in range(len(params) // dirs):
+        inputs.append(layer_in)
+        outs = []
+        for d in range(dirs):
+            k = layer * dirs + d
+            state = tuple(s[k] for s in initial)
+            seen, ys = [None] * steps, [None] * steps
+            for t in reversed(range(steps)) if d else range(steps):
+                seen[t] = state
+                out = _CELL_FORWARD[kind](layer_in[t], *state, *params[k], **cell_kw)
+                state = out if count == 2 else (out,)
+                ys[t] = state[0]
+            before.append(seen)
+            outs.append(np.stack(ys))
+            for s, final in zip(state, finals):
+                final.append(s)
+        layer_in = np.concatenate(outs, axis=2)
+    y = layer_in.transpose(1, 0, 2) if batch_first else layer_in
+    result = (y, *(np.stack(f) for f in finals))
+    if not return_cache:
+        return result
+    cache = {"kind": kind, "cell_kw": cell_kw, "params": params, "dirs": dirs, "batch_first": batch_first,
+             "inputs": inputs, "before": before}
+    return (*result, cache)
+
+
+def _layers_backward(cache, grad_y, grad_finals):
+    kind, dirs, params = cache["kind"], cache["dirs"], cache["params"]
+    count = _STATE_COUNT[kind]
+    hidden = params[0][1].shape[1]
+    gy = _f64(grad_y)
+    if cache["batch_first"]:
+        gy = gy.transpose(1, 0, 2)
+    grad_params = [None] * len(params)
+    grad_initial = [[None] * len(params) for _ in range(count)]
+    for layer in reversed(range(len(params) // dirs)):
+        layer_in = cache["inputs"][layer]
+        steps = layer_in.shape[0]
+        grad_in = np.zeros_like(layer_in)
+        for d in range(dirs):
+            k = layer * dirs + d
+            w = params[k]
+            state_grads = [np.zeros(layer_in.shape[1:2] + (hidden,)) if g is None else _f64(g[k]) for g in grad_finals]
+            weight_grads = [None if p is None else np.zeros_like(p) for p in w]
+            for t in range(steps) if d else reversed(range(steps)):
+                state_grads[0] = state_grads[0] + gy[t][:, d * hidden : (d + 1) * hidden]
+                out = _CELL_BACKWARD[kind](*state_grads, layer_in[t], *cache["before"][k][t], *w, **cache["cell_kw"])
+                grad_in[t] += out[0]
+                state_grads = list(out[1 : 1 + count])
+                weight_grads = [None if a is None else a + b for a, b in zip(weight_grads, out[1 + count :])]
+            grad_params[k] = tuple(weight_grads)
+            for g, s in zip(grad_initial, state_grads):
+                g[k] = s
+        gy = grad_in
+    grad_x = gy.transpose(1, 0, 2) if cache["batch_first"] else gy
+    return (grad_x, grad_params, *(np.stack(g) for g in grad_initial))
+
+
+def lstm(x, params, h0=None, c0=None, bidirectional=False, batch_first=False, return_cache=False):
+    """(y, h_n, c_n[, cache]) of a multi-layer LSTM (torch.nn.LSTM): y (T,
+    N, directions * H) the last layer's outputs, h_n and c_n (layers *
+    directions, N, H) the final states."""
+    return _layers_forward("lstm", x, params, [h0, c0], bidirectional, batch_first, return_cache, {})
+
+
+def lstm_backward(cache, grad_y, grad_h_n=None, grad_c_n=None):
+    """(grad_x, grad_params, grad_h0, grad_c0): grad_params a list of
+    (grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh) tuples, None for a bias
+    that was None. grad_h_n or grad_c_n None counts as zeros."""
+    return _layers_backward(cache, grad_y, [grad_h_n, grad_c_n])
+
+
+def gru(x, params, h0=None, bidirectional=False, batch_first=False, return_cache=False, linear_before_reset=True):
+    """(y, h_n[, cache]) of a multi-layer GRU (torch.nn.GRU with
+    linear_before_reset=True)."""
+    kw = {"linear_before_reset": linear_before_reset}
+    return _layers_forward("gru", x, params, [h0], bidirectional, batch_first, return_cache, kw)
+
+
+def gru_backward(cache, grad_y, grad_h_n=None):
+    """(grad_x, grad_params, grad_h0)."""
+    return _layers_backward(cache, grad_y, [grad_h_n])
+
+
+def rnn(x, params, h0=None, bidirectional=False, batch_first=False, return_cache=False, nonlinearity="tanh"):
+    """(y, h_n[, cache]) of a multi-layer Elman RNN (torch.nn.RNN)."""
+    _check_nonlinearity(nonlinearity)
+    kw = {"nonlinearity": nonlinearity}
+    return _layers_forward("rnn", x, params, [h0], bidirectional, batch_first, return_cache, kw)
+
+
+def rnn_backward(cache, grad_y, grad_h_n=None):
+    """(grad_x, grad_params, grad_h0)."""
+    return _layers_backward(cache, grad_y, [grad_h_n])

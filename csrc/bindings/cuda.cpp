@@ -1,0 +1,331 @@
+// _C.cuda: device queries, minidnn.cuda.Array (a contiguous buffer of the
+// caching allocator on the GPU or the emulated device), the emulator's
+// settings, and the CUDA entries of the ops. An op's entry runs the kernel
+// table of its arrays' device (cuda/kernels/kernels.h); the Python layer has
+// already checked types, shapes and that every array lives on one device,
+// and the checks here only keep a wrong call from touching memory.
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "bindings/common.h"
+#include "cuda/emu/checks.h"
+#include "cuda/emu/control.h"
+#include "cuda/kernels/kernels.h"
+#include "cuda/runtime/device.h"
+#include "cuda/runtime/memory.h"
+
+namespace minidnn::bindings {
+namespace {
+
+using cuda::Device;
+
+// A block of the caching allocator, returned to it with the last array on it.
+struct Buffer {
+  Device device;
+  void* data;
+  size_t bytes;
+  Buffer(Device d, size_t n) : device(d), data(cuda::allocate(d, n)), bytes(n) {}
+  ~Buffer() { cuda::release(device, data, bytes); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+};
+
+enum class DType { float32, int64 };
+
+size_t itemsize(DType t) { return t == DType::float32 ? 4 : 8; }
+int npy_type(DType t) {
+  return t == DType::float32 ? py::detail::npy_api::NPY_FLOAT32_ : py::detail::npy_api::NPY_INT64_;
+}
+
+// minidnn.cuda.Array: C-contiguous, float32 or int64.
+struct DeviceArray {
+  std::shared_ptr<Buffer> buffer;
+  std::vector<Py_intptr_t> shape;
+  DType dtype = DType::float32;
+  int64_t size = 0;
+
+  DeviceArray(Device d, DType t, std::vector<Py_intptr_t> dims) : shape(std::move(dims)), dtype(t) {
+    size = 1;
+    for (Py_intptr_t n : shape) size *= n;
+    buffer = std::make_shared<Buffer>(d, static_cast<size_t>(size) * itemsize(t));
+  }
+  Device device() const { return buffer->device; }
+  size_t nbytes() const { return buffer->bytes; }
+  void* data() const { return buffer->data; }
+  float* floats() const { return static_cast<float*>(buffer->data); }
+};
+
+// A new float32 array on d of the given shape; inside the tests'
+// poisoned_outputs() an emulated one starts filled with the poison value.
+DeviceArray new_float_array_on(Device d, const std::vector<Py_intptr_t>& shape) {
+  DeviceArray out(d, DType::float32, shape);
+  const std::optional<float> poison = output_poison();
+  if (poison && d == Device::emulated) std::fill_n(out.floats(), out.size, *poison);
+  return out;
+}
+
+py::tuple shape_tuple(const DeviceArray& a) {
+  py::tuple t(a.shape.size());
+  for (size_t i = 0; i < a.shape.size(); ++i) t[i] = py::int_(static_cast<Py_ssize_t>(a.shape[i]));
+  return t;
+}
+
+std::string shape_text(const DeviceArray& a) {
+  return py::str(shape_tuple(a)).cast<std::string>();
+}
+
+Device parse_device(const std::string& name) {
+  if (name == "emulated") return Device::emulated;
+  if (name == "cuda") return Device::gpu;
+  throw std::invalid_argument("device: expected 'cuda' or 'emulated', got '" + name + "'");
+}
+
+DeviceArray to_device(py::handle host, const std::string& device_name) {
+  const Device d = parse_device(device_name);
+  int nd = 0;
+  const Py_intptr_t* dims = nullptr;
+  void* data = nullptr;
+  int64_t size = 0;
+  DType t = DType::float32;
+  if (!detail::take_array(host, npy_type(DType::float32), &nd, &dims, &data, &size)) {
+    t = DType::int64;
+    if (!detail::take_array(host, npy_type(DType::int64), &nd, &dims, &data, &size)) {
+      throw py::type_error("to_device: expected a C-contiguous, aligned ndarray of float32 or int64");
+    }
+  }
+  DeviceArray out(d, t, std::vector<Py_intptr_t>(dims, dims + nd));
+  if (out.nbytes() > 0) {
+    const cuda::MemoryBackend& memory = cuda::memory(d);
+    py::gil_scoped_release nogil;
+    memory.to_device(out.data(), data, out.nbytes());
+  }
+  return out;
+}
+
+py::object to_host(const DeviceArray& a) {
+  const auto& api = py::detail::npy_api::get();
+  PyObject* raw = api.PyArray_NewFromDescr_(api.PyArray_Type_, api.PyArray_DescrFromType_(npy_type(a.dtype)),
+                                            static_cast<int>(a.shape.size()), a.shape.data(), nullptr, nullptr, 0,
+                                            nullptr);
+  if (raw == nullptr) throw py::error_already_set();
+  py::object out = py::reinterpret_steal<py::object>(raw);
+  if (a.nbytes() > 0) {
+    void* dst = py::detail::array_proxy(raw)->data;
+    const cuda::MemoryBackend& memory = cuda::memory(a.device());
+    py::gil_scoped_release nogil;
+    memory.to_host(dst, a.data(), a.nbytes());
+  }
+  return out;
+}
+
+// __cuda_array_interface__ (version 3) of an array on the GPU. The kernels
+// run on the legacy default stream, so "stream" is 1 (the protocol's name
+// for it): a consumer on another stream waits for them.
+py::dict cuda_array_interface(const DeviceArray& a) {
+  if (a.device() != Device::gpu) {
+    throw py::attribute_error("__cuda_array_interface__: this array lives on the emulated device, not a CUDA GPU");
+  }
+  py::dict d;
+  d["shape"] = shape_tuple(a);
+  d["typestr"] = a.dtype == DType::float32 ? "<f4" : "<i8";
+  d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(a.data()), false);
+  d["strides"] = py::none();
+  d["version"] = 3;
+  d["stream"] = 1;
+  return d;
+}
+
+const DeviceArray& float_input(const DeviceArray& a, const char* name) {
+  if (a.dtype != DType::float32) fail_argument(name, "a float32 array", "int64");
+  return a;
+}
+
+void same_device_and_shape(const DeviceArray& a, const char* a_name, const DeviceArray& b, const char* b_name) {
+  if (a.device() != b.device()) {
+    fail_argument(a_name, std::string("an array on the device of ") + b_name + " (" + cuda::device_label(b.device()) + ")",
+                  std::string("one on ") + cuda::device_label(a.device()));
+  }
+  if (a.shape != b.shape) {
+    fail_argument(a_name, "shape " + shape_text(b) + " (the shape of " + b_name + ")", shape_text(a));
+  }
+}
+
+// Kernels on the emulated device take as long as CPU kernels: they run
+// without the GIL (on the GPU a launch only queues work).
+template <class Body>
+void run_released(Body&& body) {
+  py::gil_scoped_release nogil;
+  body();
+}
+
+DeviceArray activation_forward(cuda::Activation f, const DeviceArray& x_arg, float alpha) {
+  const DeviceArray& x = float_input(x_arg, "x");
+  DeviceArray y = new_float_array_on(x.device(), x.shape);
+  const cuda::DeviceKernels& k = cuda::kernels(x.device());
+  run_released([&] { k.activation_forward(f, x.floats(), y.floats(), x.size, alpha); });
+  return y;
+}
+
+DeviceArray activation_backward(cuda::Activation f, const DeviceArray& g_arg, const DeviceArray& s_arg,
+                                const char* saved_name, float alpha) {
+  const DeviceArray& g = float_input(g_arg, "grad_y");
+  const DeviceArray& s = float_input(s_arg, saved_name);
+  same_device_and_shape(g, "grad_y", s, saved_name);
+  DeviceArray gx = new_float_array_on(s.device(), s.shape);
+  const cuda::DeviceKernels& k = cuda::kernels(s.device());
+  run_released([&] { k.activation_backward(f, g.floats(), s.floats(), gx.floats(), s.size, alpha); });
+  return gx;
+}
+
+// (outer, C, inner) of a softmax over `axis` (normalized by the Python
+// layer; a 0-d array is one row of one element).
+void softmax_view(const DeviceArray& a, int64_t axis, int64_t* outer, int64_t* C, int64_t* inner) {
+  const int64_t nd = static_cast<int64_t>(a.shape.size());
+  if (axis < 0 || axis >= std::max<int64_t>(nd, 1)) {
+    fail_argument("axis", "an axis in [0, " + std::to_string(std::max<int64_t>(nd, 1)) + ")", std::to_string(axis));
+  }
+  *outer = *inner = 1;
+  *C = nd == 0 ? 1 : a.shape[axis];
+  for (int64_t i = 0; i < axis; ++i) *outer *= a.shape[i];
+  for (int64_t i = axis + 1; i < nd; ++i) *inner *= a.shape[i];
+}
+
+DeviceArray softmax_forward(bool log, const DeviceArray& x_arg, int64_t axis) {
+  const DeviceArray& x = float_input(x_arg, "x");
+  int64_t outer, C, inner;
+  softmax_view(x, axis, &outer, &C, &inner);
+  DeviceArray y = new_float_array_on(x.device(), x.shape);
+  const cuda::DeviceKernels& k = cuda::kernels(x.device());
+  run_released([&] { k.softmax_forward(log, x.floats(), y.floats(), outer, C, inner); });
+  return y;
+}
+
+DeviceArray softmax_backward(bool log, const DeviceArray& g_arg, const DeviceArray& y_arg, int64_t axis) {
+  const DeviceArray& g = float_input(g_arg, "grad_y");
+  const DeviceArray& y = float_input(y_arg, "y");
+  same_device_and_shape(g, "grad_y", y, "y");
+  int64_t outer, C, inner;
+  softmax_view(y, axis, &outer, &C, &inner);
+  DeviceArray gx = new_float_array_on(y.device(), y.shape);
+  const cuda::DeviceKernels& k = cuda::kernels(y.device());
+  run_released([&] { k.softmax_backward(log, g.floats(), y.floats(), gx.floats(), outer, C, inner); });
+  return gx;
+}
+
+void bind_array(py::module_& m) {
+  py::class_<DeviceArray>(m, "Array",
+                          "A C-contiguous float32 or int64 array in CUDA device memory (or the emulated "
+                          "device's); made by minidnn.cuda.to_device and returned by ops on CUDA arrays.")
+      .def_property_readonly("shape", &shape_tuple)
+      .def_property_readonly("ndim", [](const DeviceArray& a) { return a.shape.size(); })
+      .def_property_readonly("size", [](const DeviceArray& a) { return a.size; })
+      .def_property_readonly("nbytes", &DeviceArray::nbytes)
+      .def_property_readonly("dtype",
+                             [](const DeviceArray& a) { return a.dtype == DType::float32 ? py::dtype("float32") : py::dtype("int64"); })
+      .def_property_readonly("device", [](const DeviceArray& a) { return std::string(cuda::device_label(a.device())); })
+      .def("numpy", &to_host, "A NumPy copy of the array (waits for the kernels that write it).")
+      .def_property_readonly("__cuda_array_interface__", &cuda_array_interface)
+      .def("__repr__", [](const DeviceArray& a) {
+        return "minidnn.cuda.Array(shape=" + shape_text(a) + ", dtype=" + (a.dtype == DType::float32 ? "float32" : "int64") +
+               ", device=" + cuda::device_label(a.device()) + ")";
+      });
+}
+
+void bind_activations(py::module_& m) {
+  struct Op {
+    cuda::Activation f;
+    const char* name;
+    const char* backward_name;
+    const char* saved;
+  };
+  for (const Op op : {Op{cuda::Activation::relu, "relu", "relu_backward", "x"},
+                      Op{cuda::Activation::sigmoid, "sigmoid", "sigmoid_backward", "y"},
+                      Op{cuda::Activation::tanh, "tanh", "tanh_backward", "y"}}) {
+    m.def(op.name, [f = op.f](const DeviceArray& x) { return activation_forward(f, x, 0.0f); }, py::arg("x"));
+    m.def(
+        op.backward_name,
+        [f = op.f, saved = op.saved](const DeviceArray& g, const DeviceArray& s) {
+          return activation_backward(f, g, s, saved, 0.0f);
+        },
+        py::arg("grad_y"), py::arg(op.saved));
+  }
+  m.def(
+      "leaky_relu",
+      [](const DeviceArray& x, double slope) {
+        return activation_forward(cuda::Activation::leaky_relu, x, static_cast<float>(slope));
+      },
+      py::arg("x"), py::arg("negative_slope"));
+  m.def(
+      "leaky_relu_backward",
+      [](const DeviceArray& g, const DeviceArray& x, double slope) {
+        return activation_backward(cuda::Activation::leaky_relu, g, x, "x", static_cast<float>(slope));
+      },
+      py::arg("grad_y"), py::arg("x"), py::arg("negative_slope"));
+}
+
+void set_emulator_order(const std::string& order, uint64_t seed) {
+  if (order == "forward") {
+    emu::set_order(emu::Order::forward, seed);
+  } else if (order == "reverse") {
+    emu::set_order(emu::Order::reverse, seed);
+  } else if (order == "shuffled") {
+    emu::set_order(emu::Order::shuffled, seed);
+  } else {
+    fail_argument("order", "'forward', 'reverse' or 'shuffled'", "'" + order + "'");
+  }
+}
+
+}  // namespace
+
+void bind_cuda(py::module_& m) {
+  py::module_ c = m.def_submodule("cuda", "CUDA device queries, arrays and kernels");
+  c.def("built", &cuda::built);
+  c.def("device_count", &cuda::device_count);
+  c.def("device_name", &cuda::device_name, py::arg("index"));
+  c.def("status", &cuda::status);
+  c.def("runtime_version", &cuda::runtime_version);
+
+  bind_array(c);
+  c.def("to_device", &to_device, py::arg("x"), py::arg("device"));
+  c.def("empty_cache", [](const std::string& device) { cuda::empty_cache(parse_device(device)); }, py::arg("device"));
+  c.def("cached_bytes", [](const std::string& device) { return cuda::cached_bytes(parse_device(device)); },
+        py::arg("device"));
+  bind_activations(c);
+  c.def("softmax", [](const DeviceArray& x, int64_t axis) { return softmax_forward(false, x, axis); }, py::arg("x"),
+        py::arg("axis"));
+  c.def("log_softmax", [](const DeviceArray& x, int64_t axis) { return softmax_forward(true, x, axis); }, py::arg("x"),
+        py::arg("axis"));
+  c.def(
+      "softmax_backward",
+      [](const DeviceArray& g, const DeviceArray& y, int64_t axis) { return softmax_backward(false, g, y, axis); },
+      py::arg("grad_y"), py::arg("y"), py::arg("axis"));
+  c.def(
+      "log_softmax_backward",
+      [](const DeviceArray& g, const DeviceArray& y, int64_t axis) { return softmax_backward(true, g, y, axis); },
+      py::arg("grad_y"), py::arg("y"), py::arg("axis"));
+
+  // Private: the emulator's thread order (tests), and its test-only kernels.
+  c.def("_set_emulator_order", &set_emulator_order, py::arg("order"), py::arg("seed") = 0);
+  c.def("_emulator_order", [] {
+    const emu::Order o = emu::order();
+    return py::make_tuple(o == emu::Order::forward ? "forward" : o == emu::Order::reverse ? "reverse" : "shuffled",
+                          emu::order_seed());
+  });
+  c.def(
+      "_emulator_check",
+      [](const std::string& name, const DeviceArray& x_arg) {
+        const DeviceArray& x = float_input(x_arg, "x");
+        if (x.device() != Device::emulated) fail_argument("x", "an array on the emulated device", "one on cuda");
+        DeviceArray y = new_float_array_on(Device::emulated, x.shape);
+        run_released([&] { cuda::emulated::run_check(name, x.floats(), y.floats(), x.size); });
+        return y;
+      },
+      py::arg("name"), py::arg("x"));
+}
+
+}  // namespace minidnn::bindings
