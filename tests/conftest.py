@@ -3,8 +3,10 @@ hypothesis profiles and helpers of the property tests."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +149,12 @@ def assert_agrees(out, expected, scale, rtol: float, peak=None, unchecked=None, 
             f"worst at {list(worst)}: got {out64[worst]!r}, expected {expected[worst]!r}, "
             f"error {error[worst]:.3g} = {error[worst] / scale[worst]:.3g} x scale {scale[worst]:.3g}"
         )
+
+
+def import_example(name: str):
+    """examples/<name>.py as a module, for the tests that run its steps."""
+    path = Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

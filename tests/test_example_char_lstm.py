@@ -3,22 +3,17 @@ same initial weights on the same batches, and that it learns."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_char_lstm.py"
+from conftest import import_example
+
 HIDDEN, BATCH, STEPS, LR = 48, 8, 24, 3e-3
 
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("train_char_lstm", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_example("train_char_lstm")
 
 
 @pytest.fixture(scope="module")

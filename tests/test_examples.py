@@ -3,15 +3,11 @@ initial weights on the same batches, and that it trains."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from conftest import assert_close
+from conftest import assert_close, import_example
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "train_cnn.py"
 STEPS = 8
 BATCH_SIZE = 32
 LR, MOMENTUM = 0.1, 0.9
@@ -20,10 +16,7 @@ LR, MOMENTUM = 0.1, 0.9
 @pytest.fixture(scope="module")
 def train_cnn():
     pytest.importorskip("sklearn")
-    spec = importlib.util.spec_from_file_location("train_cnn", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_example("train_cnn")
 
 
 @pytest.fixture(scope="module")
