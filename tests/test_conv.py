@@ -311,6 +311,10 @@ CASES_1D = [
     (2, 2, 1, 3, 1, 1, 0, 1, 1, None),
     (1, 3, 7, 2, 9, 1, (1, 1), 1, 1, None),  # kernel = padded input
     (2, 12, 100, 9, 7, 1, "causal", 3, 3, None),
+    # Padded rows longer than the tap route's column blocks of 256 (each
+    # block's band holds only the columns it reads), as WaveNet's layers.
+    (2, 16, 1031, 16, 2, 1, "causal", 8, 1, None),
+    (1, 16, 700, 8, 3, 1, "same", 5, 1, "relu"),
 ]
 
 

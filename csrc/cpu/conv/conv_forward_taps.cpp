@@ -17,13 +17,14 @@
 // the plane's size), offset by the tap. Y' has wp - Q columns per row that
 // are not outputs (q >= Q: they straddle two grid rows); they are computed
 // and dropped, which is what makes every B run contiguous. The grid is
-// built per column block (its band of rows, every channel) in a per-thread
-// buffer; when the input already is the grid (no top / left padding, wp ==
-// W, hp <= H: 1x1 and "valid" convolutions) it is read in place.
+// built per column block (its band: the grid positions it reads, every
+// channel) in a per-thread buffer; when the input already is the grid (no
+// top / left padding, wp == W, hp <= H: 1x1 and "valid" convolutions) it is
+// read in place.
 //
 // Blocking: per (image, group, block of <= kBlockColumns grid outputs), the
-// band (C_g x a few rows x wp) stays in L2 and is read once per A panel of
-// mr output channels; the weight is packed once per call into A panels, one
+// band (C_g x about a few rows of wp) stays in L2 and is read once per A
+// panel of mr output channels; the weight is packed once per call into A panels, one
 // mr x C_g panel per tap (C_g cut into chunks of <= kc so that a panel stays
 // in L1); the mr x block accumulator tile stays in L1 across the taps, and
 // bias, activation and the copy of the valid columns into y are done on it
@@ -70,25 +71,29 @@ constexpr int64_t kMinChannelsPerPanel = 3;
 // mr = 14) shares L1 with the A panel of a tap.
 constexpr int64_t kBlockColumns = 256;
 
-// Rows [row0, row_end) of the padded grid of every channel of a group
-// (input channels at xg), each wp wide, into dst (channel planes of
-// (row_end - row0) * wp floats).
-void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t row0, int64_t row_end, int64_t wp,
+// The flat range [flat0, flat0 + span) of the padded grid (hp x wp, row
+// after row) of every channel of a group (input channels at xg) into dst
+// (span floats a channel): the grid positions one column block reads. A
+// flat range rather than whole rows, so that a block of a long row (conv1d:
+// one row of 16,000 columns) copies its own columns, not the row.
+void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t flat0, int64_t span, int64_t wp,
                 float* dst) {
-  const int64_t left = std::min(g.pad_left, wp);
-  const int64_t copied = std::clamp<int64_t>(wp - g.pad_left, 0, g.w);  // input columns on the grid
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = xg + c * g.h * g.w;
-    for (int64_t i = row0; i < row_end; ++i) {
-      float* out = dst + (c * (row_end - row0) + (i - row0)) * wp;
-      const int64_t ih = i - g.pad_top;
-      if (ih < 0 || ih >= g.h) {
-        std::fill(out, out + wp, 0.0f);
-        continue;
-      }
-      std::fill(out, out + left, 0.0f);
-      std::memcpy(out + left, xc + ih * g.w, static_cast<size_t>(copied) * sizeof(float));
-      std::fill(out + left + copied, out + wp, 0.0f);
+    for (int64_t f = flat0; f < flat0 + span;) {
+      const int64_t col = f % wp;
+      const int64_t len = std::min(wp - col, flat0 + span - f);
+      float* out = dst + c * span + (f - flat0);
+      const int64_t ih = f / wp - g.pad_top;
+      // Grid columns [col, col + len) are input columns from col - pad_left:
+      // zeros before the input's first column and after its last.
+      const int64_t copy_begin = std::clamp<int64_t>(g.pad_left - col, 0, len);
+      const int64_t copy_end = ih < 0 || ih >= g.h ? copy_begin : std::clamp<int64_t>(g.pad_left + g.w - col, copy_begin, len);
+      std::fill(out, out + copy_begin, 0.0f);
+      std::memcpy(out + copy_begin, xc + ih * g.w + col + copy_begin - g.pad_left,
+                  static_cast<size_t>(copy_end - copy_begin) * sizeof(float));
+      std::fill(out + copy_end, out + len, 0.0f);
+      f += len;
     }
   }
 }
@@ -145,10 +150,10 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
   const int64_t col_blocks = ceil_div(grid_outputs, kBlockColumns);
   const int64_t nc = ceil_div(ceil_div(grid_outputs, col_blocks), nr) * nr;
   const int64_t n_col_blocks = ceil_div(grid_outputs, nc);
-  // Grid rows a block reads: its outputs span at most (nc + wp - 2) / wp + 1
-  // rows; the taps reach (R-1) * dil_h rows further, and a block that ends
-  // on a dropped column reads into one more.
-  const int64_t band_rows_max = std::min(hp, (nc + wp - 2) / wp + 2 + (g.r - 1) * g.dil_h);
+  // Grid positions a block reads: its ncols outputs from f0, and the taps
+  // reach dil_h rows and (S-1) dil_w columns further (never past the
+  // grid: the last output's last tap is its last position).
+  const int64_t tap_reach = (g.r - 1) * g.dil_h * wp + (g.s - 1) * g.dil_w;
 
   const int64_t a_panels = ceil_div(kg, mr);
   const int threads = threads_for(saturating_product({g.n, g.k, npix, cg, taps}), kConvGrain);
@@ -164,7 +169,7 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
   const int64_t group_floats = kg_pad * cg * taps;
   float* packed_w = gemm_scratch(0, g.groups * group_floats);
   // Per thread: the band (unless read in place), then the accumulator tile.
-  const int64_t band_floats = in_place ? 0 : cg * band_rows_max * wp;
+  const int64_t band_floats = in_place ? 0 : cg * std::min(hp * wp, nc + tap_reach);
   const int64_t thread_floats = band_floats + int64_t{mr} * nc;
   float* thread_buffers = gemm_scratch(1, threads * thread_floats);
 
@@ -200,23 +205,20 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
       const int64_t gi = u / (row_chunks * n_col_blocks) % g.groups;
       const int64_t img = u / (row_chunks * n_col_blocks * g.groups);
       const int64_t f0 = jb * nc, ncols = std::min(nc, grid_outputs - f0);
-      const int64_t row0 = f0 / wp;
-      const int64_t row_end = std::min(hp, (f0 + ncols - 1) / wp + 2 + (g.r - 1) * g.dil_h);
       const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
-      const float* grid = nullptr;  // grid row row0 of channel 0
+      const float* b_block = nullptr;  // B of tap (0, 0), channel 0, grid position f0
       int64_t plane = 0;
       if (in_place) {
-        grid = xg + row0 * wp;
+        b_block = xg + f0;
         plane = g.h * g.w;
       } else {
-        plane = (row_end - row0) * wp;
+        plane = ncols + tap_reach;
         if (band_of != u / row_chunks) {
-          build_band(g, xg, cg, row0, row_end, wp, band);
+          build_band(g, xg, cg, f0, plane, wp, band);
           band_of = u / row_chunks;
         }
-        grid = band;
+        b_block = band;
       }
-      const float* b_block = grid + (f0 - row0 * wp);  // B of tap (0, 0), channel 0, column f0
       const int64_t ip_begin = a_panels * rchunk / row_chunks, ip_end = a_panels * (rchunk + 1) / row_chunks;
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
         const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
