@@ -24,11 +24,11 @@
 //
 // Blocking: per (image, group, block of <= kBlockColumns grid outputs), the
 // band (C_g x about a few rows of wp) stays in L2 and is read once per A
-// panel of mr output channels; the weight is packed once per call into A panels, one
-// mr x C_g panel per tap (C_g cut into chunks of <= kc so that a panel stays
-// in L1); the mr x block accumulator tile stays in L1 across the taps, and
-// bias, activation and the copy of the valid columns into y are done on it
-// while it is still there.
+// panel of mr output channels; the weight is packed once per call into A
+// panels, one mr x C_g panel per tap (C_g cut into chunks of <= kc so that a
+// panel stays in L1); the mr x block accumulator tile stays in L1 across the
+// taps, and bias, activation and the copy of the valid columns into y are
+// done on it while it is still there.
 //
 // When it applies (conv_forward_taps_applies: the shape and the active
 // ISA's tile height mr decide, never the thread count): stride 1,
@@ -88,10 +88,13 @@ void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_
       // Grid columns [col, col + len) are input columns from col - pad_left:
       // zeros before the input's first column and after its last.
       const int64_t copy_begin = std::clamp<int64_t>(g.pad_left - col, 0, len);
-      const int64_t copy_end = ih < 0 || ih >= g.h ? copy_begin : std::clamp<int64_t>(g.pad_left + g.w - col, copy_begin, len);
+      const int64_t copy_end =
+          ih < 0 || ih >= g.h ? copy_begin : std::clamp<int64_t>(g.pad_left + g.w - col, copy_begin, len);
       std::fill(out, out + copy_begin, 0.0f);
-      std::memcpy(out + copy_begin, xc + ih * g.w + col + copy_begin - g.pad_left,
-                  static_cast<size_t>(copy_end - copy_begin) * sizeof(float));
+      if (copy_end > copy_begin) {  // else the source address may lie outside x
+        std::memcpy(out + copy_begin, xc + ih * g.w + col + copy_begin - g.pad_left,
+                    static_cast<size_t>(copy_end - copy_begin) * sizeof(float));
+      }
       std::fill(out + copy_end, out + len, 0.0f);
       f += len;
     }
