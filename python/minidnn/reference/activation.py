@@ -5,6 +5,8 @@ Semantics follow PyTorch (NaN propagation, gradient at x == 0).
 
 import numpy as np
 
+from ._common import f64 as _f64
+
 __all__ = [
     "relu",
     "relu_backward",
@@ -15,10 +17,6 @@ __all__ = [
     "tanh",
     "tanh_backward",
 ]
-
-
-def _f64(x):
-    return np.asarray(x, dtype=np.float64)
 
 
 def relu(x):

@@ -24,6 +24,9 @@ output gradient) rather than derived from the forward.
 
 import numpy as np
 
+from ._common import f64 as _f64
+from ._common import int_pair as _pair
+
 __all__ = [
     "conv2d",
     "conv2d_backward",
@@ -32,16 +35,6 @@ __all__ = [
     "conv1d",
     "conv1d_backward",
 ]
-
-
-def _f64(x):
-    return np.asarray(x, dtype=np.float64)
-
-
-def _pair(value):
-    if isinstance(value, (tuple, list)):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
 
 
 def _same_pads(size, kernel, stride, dilation):

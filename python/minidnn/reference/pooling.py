@@ -29,6 +29,9 @@ on the input; this one never yields -inf silently).
 
 import numpy as np
 
+from ._common import f64 as _f64
+from ._common import int_pair as _pair
+
 __all__ = [
     "max_pool2d",
     "max_pool2d_backward",
@@ -42,16 +45,6 @@ __all__ = [
     "max_pool1d",
     "avg_pool1d",
 ]
-
-
-def _f64(x):
-    return np.asarray(x, dtype=np.float64)
-
-
-def _pair(value):
-    if isinstance(value, (tuple, list)):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
 
 
 def _pads(padding):

@@ -13,6 +13,8 @@ are ``(N, d1..dk, C)`` and per-element quantities are ``(N, d1..dk)``.
 
 import numpy as np
 
+from ._common import f64 as _f64
+
 __all__ = [
     "softmax",
     "log_softmax",
@@ -29,10 +31,6 @@ _REDUCTIONS = ("none", "mean", "sum")
 # -inf - (-inf), 0 * inf, 0 / 0 and exp overflow are all expected here and give
 # the same NaN / inf results that PyTorch gives; silence numpy's warnings.
 _quiet = dict(invalid="ignore", over="ignore", divide="ignore")
-
-
-def _f64(x):
-    return np.asarray(x, dtype=np.float64)
 
 
 # --------------------------------------------------------------------------
