@@ -606,46 +606,44 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
 
 inline void flag(int* bad) { __atomic_store_n(bad, 1, __ATOMIC_RELAXED); }
 
-template <class Ops>
-bool pool_max_backward(int64_t planes, int64_t in_plane, int64_t out_plane, const float* grad_y,
-                       const int64_t* indices, float* grad_x) {
+// dst planes (dst_plane floats) zeroed, then put(dst[indices[o]], src[o])
+// for every o of each src plane (src_plane floats); each plane owned by one
+// thread. An index outside its dst plane writes nothing and makes the result
+// false. `cost_per_plane` sizes the thread count.
+template <class Ops, class Put>
+bool scatter_through_indices(int64_t planes, int64_t src_plane, int64_t dst_plane, int64_t cost_per_plane,
+                             const float* src, const int64_t* indices, float* dst, Put put) {
   int bad = 0;
-  for_each_plane(planes, planes * (in_plane + 3 * out_plane), [&](int64_t plane) {
-    float* gx = grad_x + plane * in_plane;
-    const float* gy = grad_y + plane * out_plane;
-    const int64_t* ix = indices + plane * out_plane;
-    fill_zero<Ops>(gx, in_plane);
-    for (int64_t o = 0; o < out_plane; ++o) {
+  for_each_plane(planes, planes * cost_per_plane, [&](int64_t plane) {
+    float* d = dst + plane * dst_plane;
+    const float* s = src + plane * src_plane;
+    const int64_t* ix = indices + plane * src_plane;
+    fill_zero<Ops>(d, dst_plane);
+    for (int64_t o = 0; o < src_plane; ++o) {
       const int64_t i = ix[o];
-      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(in_plane)) {
+      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(dst_plane)) {
         flag(&bad);
         continue;
       }
-      gx[i] += gy[o];
+      put(d[i], s[o]);
     }
   });
   return bad == 0;
 }
 
 template <class Ops>
+bool pool_max_backward(int64_t planes, int64_t in_plane, int64_t out_plane, const float* grad_y,
+                       const int64_t* indices, float* grad_x) {
+  return scatter_through_indices<Ops>(planes, out_plane, in_plane, in_plane + 3 * out_plane, grad_y, indices, grad_x,
+                                      [](float& d, float v) { d += v; });
+}
+
+// A repeated index keeps the last value (PyTorch's max_unpool2d).
+template <class Ops>
 bool pool_max_unpool(int64_t planes, int64_t x_plane, int64_t out_plane, const float* x, const int64_t* indices,
                      float* y) {
-  int bad = 0;
-  for_each_plane(planes, planes * (3 * x_plane + out_plane), [&](int64_t plane) {
-    float* dst = y + plane * out_plane;
-    const float* src = x + plane * x_plane;
-    const int64_t* ix = indices + plane * x_plane;
-    fill_zero<Ops>(dst, out_plane);
-    for (int64_t o = 0; o < x_plane; ++o) {
-      const int64_t i = ix[o];
-      if (static_cast<uint64_t>(i) >= static_cast<uint64_t>(out_plane)) {
-        flag(&bad);
-        continue;
-      }
-      dst[i] = src[o];
-    }
-  });
-  return bad == 0;
+  return scatter_through_indices<Ops>(planes, x_plane, out_plane, 3 * x_plane + out_plane, x, indices, y,
+                                      [](float& d, float v) { d = v; });
 }
 
 }  // namespace
