@@ -35,33 +35,36 @@ def twice(kernel):
     return first
 
 
+def check_op_and_backward(rng, op, x, saved_is_output, check_backward, **kw):
+    """op(x) and op_backward(grad_y, saved) on the GPU, each twice, against
+    the reference; saved is y or x (see the op's backward)."""
+    y = twice(lambda: getattr(minidnn, op)(cuda.to_device(x), **kw))
+    assert_close(y, getattr(ref, op)(x, **kw))
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    saved = y if saved_is_output else x
+    grad_x = twice(lambda: getattr(minidnn, op + "_backward")(cuda.to_device(g), cuda.to_device(saved), **kw))
+    check_backward(grad_x, g, saved)
+
+
 @pytest.mark.parametrize("n", SIZES + [16 * 2**20 + 3])
 @pytest.mark.parametrize("op", list(FORWARD))
 def test_activations(rng, op, n):
-    kw = FORWARD[op]
     x = (rng.standard_normal(n) * 3).astype(np.float32)
     x[: min(n, 3)] = [0.0, np.nan, -np.inf][: min(n, 3)]
-    dx = cuda.to_device(x)
-    y = twice(lambda: getattr(minidnn, op)(dx, **kw))
-    assert y.shape == x.shape and dx.device == "cuda"
-    assert_close(y, getattr(ref, op)(x, **kw))
-    g = rng.standard_normal(n).astype(np.float32)
-    saved = y if SAVES_OUTPUT[op] else x
-    grad_x = twice(lambda: getattr(minidnn, op + "_backward")(cuda.to_device(g), cuda.to_device(saved), **kw))
-    assert_close(grad_x, getattr(ref, op + "_backward")(g, saved, **kw))
+
+    def check_backward(grad_x, g, saved):
+        assert_close(grad_x, getattr(ref, op + "_backward")(g, saved, **FORWARD[op]))
+
+    check_op_and_backward(rng, op, x, SAVES_OUTPUT[op], check_backward, **FORWARD[op])
 
 
 @pytest.mark.parametrize("shape,axis", SOFTMAX_CASES + LARGE_SOFTMAX_CASES, ids=str)
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_softmax(rng, op, shape, axis):
-    x = logits(rng, shape)
-    dx = cuda.to_device(x)
-    y = twice(lambda: getattr(minidnn, op)(dx, axis=axis))
-    assert_close(y, getattr(ref, op)(x, axis=axis))
-    g = rng.standard_normal(shape).astype(np.float32)
-    dg, dy = cuda.to_device(g), cuda.to_device(y)
-    grad_x = twice(lambda: getattr(minidnn, op + "_backward")(dg, dy, axis=axis))
-    assert_backward_close(op, grad_x, g, y, axis)
+    def check_backward(grad_x, g, y):
+        assert_backward_close(op, grad_x, g, y, axis)
+
+    check_op_and_backward(rng, op, logits(rng, shape), True, check_backward, axis=axis)
 
 
 @pytest.mark.parametrize("axis", [-1, 1])
