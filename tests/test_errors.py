@@ -69,8 +69,11 @@ def test_cuda_array_rejected_with_a_clear_message():
     class FakeCudaArray:
         __cuda_array_interface__ = {"shape": (4, 5), "typestr": "<f4", "data": (0, False), "version": 3}
 
-    with pytest.raises(TypeError, match="x: expected a NumPy array"):
+    # softmax has CUDA kernels and takes such arrays (tests/test_cuda_interop.py), checking what they describe.
+    with pytest.raises(ValueError, match="x: expected a device address, got a null pointer"):
         minidnn.softmax(FakeCudaArray())
+    with pytest.raises(TypeError, match="x: expected a NumPy array"):
+        minidnn.linear(FakeCudaArray(), np.ones((3, 5), np.float32))
 
 
 def test_entries_take_only_what_the_kernels_read():

@@ -7,7 +7,9 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -17,6 +19,7 @@
 #include "cuda/emu/control.h"
 #include "cuda/kernels/kernels.h"
 #include "cuda/runtime/device.h"
+#include "cuda/runtime/dlpack.h"
 #include "cuda/runtime/memory.h"
 
 namespace minidnn::bindings {
@@ -42,22 +45,31 @@ int npy_type(DType t) {
   return t == DType::float32 ? py::detail::npy_api::NPY_FLOAT32_ : py::detail::npy_api::NPY_INT64_;
 }
 
-// minidnn.cuda.Array: C-contiguous, float32 or int64.
+// minidnn.cuda.Array: C-contiguous, float32 or int64. Its memory is a
+// Buffer of its own, or another library's array it views (made by
+// view_of / from_dlpack for an op's inputs); `storage` keeps either alive.
 struct DeviceArray {
-  std::shared_ptr<Buffer> buffer;
+  std::shared_ptr<void> storage;
+  void* address = nullptr;
+  Device where = Device::emulated;
   std::vector<Py_intptr_t> shape;
   DType dtype = DType::float32;
   int64_t size = 0;
 
-  DeviceArray(Device d, DType t, std::vector<Py_intptr_t> dims) : shape(std::move(dims)), dtype(t) {
+  DeviceArray(Device d, DType t, std::vector<Py_intptr_t> dims) : where(d), shape(std::move(dims)), dtype(t) {
     size = 1;
     for (Py_intptr_t n : shape) size *= n;
-    buffer = std::make_shared<Buffer>(d, static_cast<size_t>(size) * itemsize(t));
+    auto buffer = std::make_shared<Buffer>(d, static_cast<size_t>(size) * itemsize(t));
+    address = buffer->data;
+    storage = std::move(buffer);
   }
-  Device device() const { return buffer->device; }
-  size_t nbytes() const { return buffer->bytes; }
-  void* data() const { return buffer->data; }
-  float* floats() const { return static_cast<float*>(buffer->data); }
+  // A view of `data`, which `keeper` keeps alive (shape already checked).
+  DeviceArray(Device d, DType t, std::vector<Py_intptr_t> dims, int64_t n, void* data, std::shared_ptr<void> keeper)
+      : storage(std::move(keeper)), address(data), where(d), shape(std::move(dims)), dtype(t), size(n) {}
+  Device device() const { return where; }
+  size_t nbytes() const { return static_cast<size_t>(size) * itemsize(dtype); }
+  void* data() const { return address; }
+  float* floats() const { return static_cast<float*>(address); }
 };
 
 // A new float32 array on d of the given shape; inside the tests'
@@ -123,21 +135,286 @@ py::object to_host(const DeviceArray& a) {
   return out;
 }
 
+// ---- Interop: other libraries' arrays in, ours out (README "Interop") ----
+//
+// minidnn's kernels run on the legacy default stream (1 in the protocols'
+// numbering). An input view synchronizes with its producer's stream by
+// events, never by blocking the host.
+
+constexpr uintptr_t kLegacyStream = 1;
+constexpr uintptr_t kPerThreadStream = 2;
+
+std::string hex_address(const void* p) {
+  char text[2 + 2 * sizeof(void*) + 1];
+  std::snprintf(text, sizeof text, "0x%zx", reinterpret_cast<size_t>(p));
+  return text;
+}
+
+// The producer of a view taken through __cuda_array_interface__, held while
+// the view lives. When it named a stream other than the default ones, that
+// stream then waits for the kernels queued meanwhile on the default stream,
+// so that the producer neither overwrites nor reuses the memory before they
+// have read it.
+struct Producer {
+  py::object object;
+  std::optional<uintptr_t> stream;
+  ~Producer() {
+    if (stream) {
+      // A failure here is a sticky device error, which the next CUDA call
+      // reports; a destructor cannot raise it.
+      try {
+        cuda::stream_wait(*stream, kLegacyStream);
+      } catch (const std::exception&) {
+      }
+    }
+    py::gil_scoped_acquire gil;
+    object = py::object();
+  }
+};
+
+DType parse_dtype(const std::string& name, const std::string& dtype) {
+  if (dtype == "float32") return DType::float32;
+  if (dtype == "int64") return DType::int64;
+  throw py::type_error(name + ": expected dtype float32 or int64, got " + dtype);
+}
+
+// The shape as the kernels take it: every extent >= 0, the element count
+// within int64 and the byte count within size_t.
+std::vector<Py_intptr_t> checked_shape(const std::string& name, const std::vector<int64_t>& dims, DType t,
+                                       int64_t* count) {
+  int64_t n = 1;
+  bool overflow = false;
+  for (int64_t d : dims) {
+    if (d < 0) fail_argument(name, "a shape of extents >= 0", "extent " + std::to_string(d));
+    overflow = overflow || __builtin_mul_overflow(n, d, &n);
+  }
+  if (overflow || n > static_cast<int64_t>(SIZE_MAX / itemsize(t))) {
+    fail_argument(name, "a shape whose size fits in memory", "a size past 2^63 bytes");
+  }
+  *count = n;
+  return std::vector<Py_intptr_t>(dims.begin(), dims.end());
+}
+
+// Kernels read inputs as dense C-order arrays: strides (in bytes) must be
+// those of one, except along extents of 1, which no index steps over.
+void check_c_contiguous(const std::string& name, const std::vector<int64_t>& dims,
+                        const std::vector<int64_t>& byte_strides, DType t, int64_t count) {
+  if (byte_strides.size() != dims.size()) {
+    fail_argument(name, std::to_string(dims.size()) + " strides (one per axis)", std::to_string(byte_strides.size()));
+  }
+  if (count == 0) return;
+  int64_t expected = static_cast<int64_t>(itemsize(t));
+  std::string given = "(";
+  bool contiguous = true;
+  for (size_t i = dims.size(); i-- > 0;) {
+    if (dims[i] != 1 && byte_strides[i] != expected) contiguous = false;
+    expected *= dims[i];
+  }
+  for (size_t i = 0; i < byte_strides.size(); ++i) given += (i ? ", " : "") + std::to_string(byte_strides[i]);
+  if (!contiguous) {
+    fail_argument(name, "a C-contiguous array (minidnn does not copy device arrays; make it contiguous first)",
+                  "byte strides " + given + (byte_strides.size() == 1 ? ",)" : ")"));
+  }
+}
+
+// p must point at `bytes` of d's memory (the current GPU's, or an emulated
+// array's), aligned for its elements: a host pointer or another GPU's would
+// be read by the kernels as if it were theirs.
+void check_device_memory(const std::string& name, Device d, const void* p, size_t bytes, DType t) {
+  if (bytes == 0) return;
+  if (p == nullptr) fail_argument(name, "a device address", "a null pointer");
+  if (reinterpret_cast<uintptr_t>(p) % itemsize(t) != 0) {
+    fail_argument(name, "data aligned to " + std::to_string(itemsize(t)) + " bytes", "address " + hex_address(p));
+  }
+  if (d == Device::emulated) {
+    if (!cuda::emulated_range_in_use(p, bytes)) {
+      fail_argument(name, "memory of the emulated device",
+                    "address " + hex_address(p) + ", outside its arrays (host memory?)");
+    }
+    return;
+  }
+  const int current = cuda::current_device();
+  const int owner = cuda::device_of_pointer(p);
+  if (owner != current) {
+    fail_argument(name, "memory on CUDA device " + std::to_string(current) + " (the current device)",
+                  owner < 0 ? std::string("host memory") : "memory on CUDA device " + std::to_string(owner));
+  }
+}
+
+// A view of the array another library describes by __cuda_array_interface__
+// (parsed by _validate: the address, shape, dtype, byte strides or None,
+// and the stream, None when it asks for no synchronization).
+DeviceArray view_of(py::object producer, uintptr_t address, const std::vector<int64_t>& dims,
+                    const std::string& dtype, std::optional<std::vector<int64_t>> byte_strides,
+                    std::optional<uintptr_t> stream, const std::string& name, const std::string& device_name) {
+  const Device d = parse_device(device_name);
+  const DType t = parse_dtype(name, dtype);
+  int64_t count = 0;
+  std::vector<Py_intptr_t> shape = checked_shape(name, dims, t, &count);
+  if (byte_strides) check_c_contiguous(name, dims, *byte_strides, t, count);
+  void* data = reinterpret_cast<void*>(address);
+  check_device_memory(name, d, data, static_cast<size_t>(count) * itemsize(t), t);
+  auto keeper = std::make_shared<Producer>();
+  keeper->object = std::move(producer);
+  // The legacy default stream is ours, and the per-thread one synchronizes
+  // with it: only another stream needs the events, in both directions.
+  if (d == Device::gpu && stream && *stream != kLegacyStream && *stream != kPerThreadStream) {
+    cuda::stream_wait(kLegacyStream, *stream);
+    keeper->stream = stream;
+  }
+  return DeviceArray(d, t, std::move(shape), count, data, std::move(keeper));
+}
+
+// A view of the array in a "dltensor" capsule (from the producer's
+// __dlpack__(stream=1): the producer has made it ready on our stream).
+// The view owns the DLManagedTensor and calls its deleter when it goes.
+DeviceArray from_dlpack(py::handle capsule, const std::string& name, const std::string& device_name) {
+  using namespace cuda::dlpack;
+  const Device d = parse_device(device_name);
+  if (!PyCapsule_IsValid(capsule.ptr(), "dltensor")) {
+    const char* given = PyCapsule_CheckExact(capsule.ptr()) ? PyCapsule_GetName(capsule.ptr()) : nullptr;
+    PyErr_Clear();
+    fail_argument(name, "__dlpack__() to return an unconsumed \"dltensor\" capsule",
+                  given ? "a capsule named \"" + std::string(given) + "\"" : std::string(Py_TYPE(capsule.ptr())->tp_name));
+  }
+  auto* managed = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(capsule.ptr(), "dltensor"));
+  std::shared_ptr<DLManagedTensor> keeper(managed, [](DLManagedTensor* m) {
+    if (m->deleter != nullptr) {
+      py::gil_scoped_acquire gil;
+      m->deleter(m);
+    }
+  });
+  // Consumed: the capsule's destructor leaves the tensor to the view.
+  if (PyCapsule_SetName(capsule.ptr(), "used_dltensor") != 0) throw py::error_already_set();
+  const DLTensor& t = managed->dl_tensor;
+  if (t.device.device_type != kDLCUDA && t.device.device_type != kDLCUDAManaged) {
+    fail_argument(name, "an array on a CUDA device (DLPack device type 2, kDLCUDA)",
+                  "DLPack device type " + std::to_string(t.device.device_type));
+  }
+  DType dtype;
+  if (t.dtype.code == kDLFloat && t.dtype.bits == 32 && t.dtype.lanes == 1) {
+    dtype = DType::float32;
+  } else if (t.dtype.code == kDLInt && t.dtype.bits == 64 && t.dtype.lanes == 1) {
+    dtype = DType::int64;
+  } else {
+    throw py::type_error(name + ": expected dtype float32 or int64, got the DLPack dtype (code " +
+                         std::to_string(t.dtype.code) + ", bits " + std::to_string(t.dtype.bits) + ", lanes " +
+                         std::to_string(t.dtype.lanes) + ")");
+  }
+  if (t.ndim < 0 || (t.ndim > 0 && t.shape == nullptr)) fail_argument(name, "a DLPack tensor with a shape", "none");
+  const std::vector<int64_t> dims(t.shape, t.shape + t.ndim);
+  int64_t count = 0;
+  std::vector<Py_intptr_t> shape = checked_shape(name, dims, dtype, &count);
+  if (t.strides != nullptr) {
+    std::vector<int64_t> byte_strides(t.strides, t.strides + t.ndim);
+    for (int64_t& stride : byte_strides) stride *= static_cast<int64_t>(itemsize(dtype));
+    check_c_contiguous(name, dims, byte_strides, dtype, count);
+  }
+  void* data = static_cast<char*>(t.data) + t.byte_offset;
+  check_device_memory(name, d, data, static_cast<size_t>(count) * itemsize(dtype), dtype);
+  return DeviceArray(d, dtype, std::move(shape), count, data, std::move(keeper));
+}
+
+void require_gpu(const DeviceArray& a, const char* protocol) {
+  if (a.device() != Device::gpu) {
+    throw py::attribute_error(std::string(protocol) + ": this array lives on the emulated device, not a CUDA GPU");
+  }
+}
+
 // __cuda_array_interface__ (version 3) of an array on the GPU. The kernels
 // run on the legacy default stream, so "stream" is 1 (the protocol's name
 // for it): a consumer on another stream waits for them.
 py::dict cuda_array_interface(const DeviceArray& a) {
-  if (a.device() != Device::gpu) {
-    throw py::attribute_error("__cuda_array_interface__: this array lives on the emulated device, not a CUDA GPU");
-  }
+  require_gpu(a, "__cuda_array_interface__");
   py::dict d;
   d["shape"] = shape_tuple(a);
   d["typestr"] = a.dtype == DType::float32 ? "<f4" : "<i8";
   d["data"] = py::make_tuple(reinterpret_cast<uintptr_t>(a.data()), false);
   d["strides"] = py::none();
   d["version"] = 3;
-  d["stream"] = 1;
+  d["stream"] = kLegacyStream;
   return d;
+}
+
+// What a "dltensor" capsule of ours owns: the array's storage and shape.
+struct DLPackExport {
+  std::shared_ptr<void> storage;
+  std::vector<int64_t> shape;
+  cuda::dlpack::DLManagedTensor managed{};
+};
+
+int dlpack_device_id(const DeviceArray& a) {
+  if (a.device() == Device::emulated) return 0;
+  return a.nbytes() > 0 ? cuda::device_of_pointer(a.data()) : cuda::current_device();
+}
+
+// A "dltensor" capsule viewing a (kDLCUDA; the emulated device plays a GPU
+// in the tests' exports). `stream` is the consumer's, as DLPack names it
+// (None: the legacy default stream; -1: no synchronization); any stream
+// but the default ones first waits for the kernels queued on ours.
+py::capsule dlpack_capsule(const DeviceArray& a, const std::optional<int64_t>& stream) {
+  using namespace cuda::dlpack;
+  if (stream && (*stream == 0 || *stream < -1)) {
+    fail_argument("stream", "None, -1, 1, 2 or a cudaStream_t (0 is not allowed by DLPack)", std::to_string(*stream));
+  }
+  if (a.device() == Device::gpu && stream && *stream > 2) {
+    cuda::stream_wait(static_cast<uintptr_t>(*stream), kLegacyStream);
+  }
+  auto export_ = std::make_unique<DLPackExport>();
+  export_->storage = a.storage;
+  export_->shape.assign(a.shape.begin(), a.shape.end());
+  DLTensor& t = export_->managed.dl_tensor;
+  t.data = a.data();
+  t.device = {kDLCUDA, dlpack_device_id(a)};
+  t.ndim = static_cast<int32_t>(a.shape.size());
+  t.dtype = a.dtype == DType::float32 ? DLDataType{kDLFloat, 32, 1} : DLDataType{kDLInt, 64, 1};
+  t.shape = export_->shape.data();
+  t.strides = nullptr;
+  t.byte_offset = 0;
+  export_->managed.manager_ctx = export_.get();
+  export_->managed.deleter = [](DLManagedTensor* m) {
+    py::gil_scoped_acquire gil;  // the storage may be a Producer's Python object
+    delete static_cast<DLPackExport*>(m->manager_ctx);
+  };
+  PyObject* capsule = PyCapsule_New(&export_->managed, "dltensor", [](PyObject* self) {
+    // Unconsumed (a consumer renames it "used_dltensor" and calls the deleter itself).
+    if (PyCapsule_IsValid(self, "dltensor")) {
+      auto* m = static_cast<DLManagedTensor*>(PyCapsule_GetPointer(self, "dltensor"));
+      m->deleter(m);
+    }
+  });
+  if (capsule == nullptr) throw py::error_already_set();
+  export_.release();
+  return py::reinterpret_steal<py::capsule>(capsule);
+}
+
+// The DLPack protocol of an array on the GPU (absent on the emulated device:
+// the properties raise AttributeError, so hasattr() says False).
+py::cpp_function dlpack_method(const DeviceArray& a) {
+  require_gpu(a, "__dlpack__");
+  return py::cpp_function(
+      [a](std::optional<int64_t> stream, py::object max_version, py::object dl_device, py::object copy) {
+        (void)max_version;  // the unversioned capsule is what every consumer takes
+        if (!copy.is_none() && copy.cast<bool>()) {
+          throw py::buffer_error("__dlpack__: copy=True is not supported (minidnn exports views only)");
+        }
+        if (!dl_device.is_none()) {
+          const auto wanted = dl_device.cast<std::pair<int, int>>();
+          if (wanted != std::pair<int, int>{cuda::dlpack::kDLCUDA, dlpack_device_id(a)}) {
+            throw py::buffer_error("__dlpack__: the array lives on (kDLCUDA, " + std::to_string(dlpack_device_id(a)) +
+                                   "), and minidnn does not copy it to another device");
+          }
+        }
+        return dlpack_capsule(a, stream);
+      },
+      py::kw_only(), py::arg("stream") = py::none(), py::arg("max_version") = py::none(),
+      py::arg("dl_device") = py::none(), py::arg("copy") = py::none());
+}
+
+py::cpp_function dlpack_device_method(const DeviceArray& a) {
+  require_gpu(a, "__dlpack_device__");
+  const int id = dlpack_device_id(a);
+  return py::cpp_function([id] { return py::make_tuple(static_cast<int>(cuda::dlpack::kDLCUDA), id); });
 }
 
 const DeviceArray& float_input(const DeviceArray& a, const char* name) {
@@ -230,6 +507,12 @@ void bind_array(py::module_& m) {
       .def_property_readonly("device", [](const DeviceArray& a) { return std::string(cuda::device_label(a.device())); })
       .def("numpy", &to_host, "A NumPy copy of the array (waits for the kernels that write it).")
       .def_property_readonly("__cuda_array_interface__", &cuda_array_interface)
+      .def_property_readonly("__dlpack__", &dlpack_method)
+      .def_property_readonly("__dlpack_device__", &dlpack_device_method)
+      // Private (tests): the address of the data, and a DLPack export on
+      // either device, so that a test can play another library's array.
+      .def_property_readonly("_address", [](const DeviceArray& a) { return reinterpret_cast<uintptr_t>(a.data()); })
+      .def("_dlpack", &dlpack_capsule, py::arg("stream") = py::none())
       .def("__repr__", [](const DeviceArray& a) {
         return "minidnn.cuda.Array(shape=" + shape_text(a) + ", dtype=" + (a.dtype == DType::float32 ? "float32" : "int64") +
                ", device=" + cuda::device_label(a.device()) + ")";
@@ -292,6 +575,10 @@ void bind_cuda(py::module_& m) {
 
   bind_array(c);
   c.def("to_device", &to_device, py::arg("x"), py::arg("device"));
+  // Private (_validate): views of other libraries' arrays.
+  c.def("_view_of", &view_of, py::arg("producer"), py::arg("address"), py::arg("shape"), py::arg("dtype"),
+        py::arg("byte_strides"), py::arg("stream"), py::arg("name"), py::arg("device"));
+  c.def("_from_dlpack", &from_dlpack, py::arg("capsule"), py::arg("name"), py::arg("device"));
   c.def("empty_cache", [](const std::string& device) { cuda::empty_cache(parse_device(device)); }, py::arg("device"));
   c.def("cached_bytes", [](const std::string& device) { return cuda::cached_bytes(parse_device(device)); },
         py::arg("device"));

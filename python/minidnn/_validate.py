@@ -32,16 +32,41 @@ def _reject_device_arrays(name: str, x) -> None:
         )
 
 
+# Where other libraries' CUDA arrays (__cuda_array_interface__, or
+# __dlpack__ on kDLCUDA) live: the GPU; inside the tests'
+# minidnn.cuda._emulated_interop(), the emulated device, so that a stand-in
+# for such a library pointing at emulated arrays takes the same path.
+_interop_device = "cuda"
+
+_DLPACK_CPU = 1
+_DLPACK_CUDA = (2, 13)  # kDLCUDA, kDLCUDAManaged
+_CUDA_DEVICES = ("cuda", "emulated")
+
+
 def _device_of(x) -> str:
-    return x.device if isinstance(x, _C.cuda.Array) else "cpu"
+    if type(x) is np.ndarray:  # the common case, first and cheap
+        return "cpu"
+    if isinstance(x, _C.cuda.Array):
+        return x.device
+    if hasattr(x, "__cuda_array_interface__"):
+        return _interop_device
+    if hasattr(x, "__dlpack_device__") and not isinstance(x, np.ndarray):
+        device_type = int(x.__dlpack_device__()[0])
+        if device_type in _DLPACK_CUDA:
+            return _interop_device
+        if device_type != _DLPACK_CPU:
+            return f"DLPack device type {device_type}"
+    return "cpu"
 
 
 def on_cuda(*named) -> bool:
     """Where an op runs, decided in one place for every op: True when its
-    arrays, given as (name, value) pairs, are minidnn.cuda.Arrays, False when
-    none is (NumPy and anything else: the CPU path validates it). A mix of
-    devices (host and device, or the GPU and the emulated device) is a
-    ValueError naming the argument."""
+    arrays, given as (name, value) pairs, live on a CUDA device (a
+    minidnn.cuda.Array, or another library's array exposing
+    __cuda_array_interface__ or __dlpack__ on kDLCUDA), False when none does
+    (NumPy and anything else: the CPU path validates it). A mix of devices
+    (host and device, or the GPU and the emulated device) is a ValueError
+    naming the argument."""
     first_name, first = named[0]
     device = _device_of(first)
     for name, x in named[1:]:
@@ -51,11 +76,61 @@ def on_cuda(*named) -> bool:
                 f"{name}: expected an array on the device of {first_name} ({device}), got one on {other}; "
                 "move arrays with minidnn.cuda.to_device() or Array.numpy()"
             )
-    return device != "cpu"
+    if device == "cpu":
+        return False
+    if device not in _CUDA_DEVICES:
+        raise ValueError(f"{first_name}: expected a NumPy array or an array on a CUDA device, got one on {device}")
+    return True
+
+
+_TYPESTRS = {"<f4": "float32", "<i8": "int64"}
+
+
+def _interface_view(name: str, x):
+    """A zero-copy minidnn.cuda.Array viewing x through its
+    __cuda_array_interface__ (version 2 or 3)."""
+    cai = x.__cuda_array_interface__
+    if not isinstance(cai, dict):
+        raise TypeError(f"{name}: expected __cuda_array_interface__ to be a dict, got {type(cai).__name__}")
+    where = f"in the __cuda_array_interface__ of {name}"
+    if cai.get("version") not in (2, 3):
+        raise ValueError(f"{name}: expected __cuda_array_interface__ version 2 or 3, got {cai.get('version')!r}")
+    typestr = cai.get("typestr")
+    if typestr not in _TYPESTRS:
+        raise TypeError(f"{name}: expected dtype float32 or int64 (typestr '<f4' or '<i8'), got typestr {typestr!r}")
+    shape = cai.get("shape")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) for n in shape):
+        raise ValueError(f"{name}: expected a tuple of ints as shape {where}, got {shape!r}")
+    data = cai.get("data")
+    if not (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], int) and data[0] >= 0):
+        raise ValueError(f"{name}: expected (address, read_only) as data {where}, got {data!r}")
+    strides = cai.get("strides")
+    if strides is not None and not (isinstance(strides, tuple) and all(isinstance(n, int) for n in strides)):
+        raise ValueError(f"{name}: expected None or a tuple of ints as strides {where}, got {strides!r}")
+    if cai.get("mask") is not None:
+        raise ValueError(f"{name}: expected no mask {where} (masked arrays are not supported), got one")
+    stream = cai.get("stream")
+    if stream is not None and (type(stream) is not int or stream < 1):
+        # 0 is ambiguous between the default streams, and the protocol forbids it.
+        raise ValueError(f"{name}: expected None, 1, 2 or a cudaStream_t as stream {where}, got {stream!r}")
+    return _C.cuda._view_of(x, data[0], shape, _TYPESTRS[typestr], strides, stream, name, _interop_device)
+
+
+def device_array(name: str, x):
+    """x as a minidnn.cuda.Array (on_cuda() said it lives on a CUDA device):
+    itself, or a zero-copy view of another library's array, through
+    __cuda_array_interface__ if it has one, else through DLPack with our
+    stream (the legacy default, 1) passed to x.__dlpack__."""
+    if isinstance(x, _C.cuda.Array):
+        return x
+    if hasattr(x, "__cuda_array_interface__"):
+        return _interface_view(name, x)
+    return _C.cuda._from_dlpack(x.__dlpack__(stream=1), name, _interop_device)
 
 
 def cuda_float_array(name: str, x):
-    """x, a minidnn.cuda.Array of float32 (on_cuda() said it is an Array)."""
+    """x as a minidnn.cuda.Array of float32 (see device_array)."""
+    x = device_array(name, x)
     if x.dtype != np.float32:
         raise TypeError(f"{name}: expected dtype float32, got {x.dtype}")
     return x

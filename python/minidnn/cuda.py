@@ -138,3 +138,19 @@ def _emulated(order: str = "forward", seed: int = 0) -> Iterator[None]:
     finally:
         _use_emulator = previous
         _C.cuda._set_emulator_order(*previous_order)
+
+
+@contextlib.contextmanager
+def _emulated_interop() -> Iterator[None]:
+    """Private (tests): inside the block, other libraries' CUDA arrays
+    (__cuda_array_interface__, __dlpack__ on kDLCUDA) are taken to live on the
+    emulated device, so that a test's stand-in for such a library, pointing
+    at emulated arrays, goes through the ingestion real ones go through (the
+    pointer is checked against the emulated device's arrays as it is against
+    the GPU's memory on a real device)."""
+    previous = _validate._interop_device
+    _validate._interop_device = "emulated"
+    try:
+        yield
+    finally:
+        _validate._interop_device = previous

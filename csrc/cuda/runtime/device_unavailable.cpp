@@ -16,6 +16,9 @@ std::string device_name(int index) {
   throw std::out_of_range("device: this build has no CUDA backend, so no device " + std::to_string(index));
 }
 int runtime_version() { return 0; }
+int current_device() { throw std::runtime_error("this build of minidnn has no CUDA backend"); }
+int device_of_pointer(const void*) { throw std::runtime_error("this build of minidnn has no CUDA backend"); }
+void stream_wait(uintptr_t, uintptr_t) { throw std::runtime_error("this build of minidnn has no CUDA backend"); }
 const MemoryBackend* gpu_memory() { return nullptr; }
 const DeviceKernels* gpu_kernels() { return nullptr; }
 

@@ -4,6 +4,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <cstdint>
+#include <map>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -51,6 +53,24 @@ Cache& cache(Device d) {
   return caches[static_cast<int>(d)];
 }
 
+// The emulated device's blocks held by arrays: start -> bytes asked for.
+struct InUse {
+  std::mutex lock;
+  std::map<uintptr_t, size_t> blocks;
+};
+
+InUse& emulated_in_use() {
+  static InUse in_use;
+  return in_use;
+}
+
+void* track_emulated(void* p, size_t bytes) {
+  InUse& u = emulated_in_use();
+  std::lock_guard<std::mutex> guard(u.lock);
+  u.blocks[reinterpret_cast<uintptr_t>(p)] = bytes;
+  return p;
+}
+
 }  // namespace
 
 const char* device_label(Device d) { return d == Device::gpu ? "cuda" : "emulated"; }
@@ -85,20 +105,31 @@ void* allocate(Device d, size_t bytes) {
       void* p = it->second.back();
       it->second.pop_back();
       c.bytes -= size;
-      if (d == Device::emulated) MINIDNN_UNPOISON(p, bytes);
+      if (d == Device::emulated) {
+        MINIDNN_UNPOISON(p, bytes);
+        return track_emulated(p, bytes);
+      }
       return p;
     }
   }
   void* p = memory(d).allocate(size);
-  // The rounding slack stays poisoned: a read past the array is a report.
-  if (d == Device::emulated) MINIDNN_POISON(static_cast<char*>(p) + bytes, size - bytes);
+  if (d == Device::emulated) {
+    // The rounding slack stays poisoned: a read past the array is a report.
+    MINIDNN_POISON(static_cast<char*>(p) + bytes, size - bytes);
+    return track_emulated(p, bytes);
+  }
   return p;
 }
 
 void release(Device d, void* p, size_t bytes) {
   if (p == nullptr) return;
   const size_t size = rounded(bytes);
-  if (d == Device::emulated) MINIDNN_POISON(p, size);
+  if (d == Device::emulated) {
+    MINIDNN_POISON(p, size);
+    InUse& u = emulated_in_use();
+    std::lock_guard<std::mutex> guard(u.lock);
+    u.blocks.erase(reinterpret_cast<uintptr_t>(p));
+  }
   Cache& c = cache(d);
   std::lock_guard<std::mutex> guard(c.lock);
   c.free_blocks[size].push_back(p);
@@ -122,6 +153,16 @@ size_t cached_bytes(Device d) {
   Cache& c = cache(d);
   std::lock_guard<std::mutex> guard(c.lock);
   return c.bytes;
+}
+
+bool emulated_range_in_use(const void* p, size_t bytes) {
+  const uintptr_t start = reinterpret_cast<uintptr_t>(p);
+  InUse& u = emulated_in_use();
+  std::lock_guard<std::mutex> guard(u.lock);
+  auto it = u.blocks.upper_bound(start);  // the first block starting after p
+  if (it == u.blocks.begin()) return false;
+  --it;
+  return start - it->first <= it->second && bytes <= it->second - (start - it->first);
 }
 
 }  // namespace minidnn::cuda

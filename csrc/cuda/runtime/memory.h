@@ -40,5 +40,9 @@ void release(Device d, void* p, size_t bytes);
 // Frees every cached block of d.
 void empty_cache(Device d);
 size_t cached_bytes(Device d);
+// True when [p, p + bytes) lies inside one block of the emulated device's
+// that an array holds now (how the emulated device tells its memory from
+// host memory, as cudaPointerGetAttributes does on the GPU).
+bool emulated_range_in_use(const void* p, size_t bytes);
 
 }  // namespace minidnn::cuda

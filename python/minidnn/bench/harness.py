@@ -29,7 +29,7 @@ import numpy as np
 import minidnn
 from minidnn import _C
 
-from . import FAMILIES
+from . import FAMILIES, cuda_timing
 
 Inputs = Dict[str, np.ndarray]
 """A case's named inputs; for ONNX Runtime the names are the model's inputs."""
@@ -446,13 +446,14 @@ def _warn(message: str) -> None:
 
 
 def _time_peer(label: str, setup: Callable[[], Callable[[], Any]], expected: Output,
-               seconds_per_call: Callable[[Callable[[], Any]], float]) -> Optional[float]:
+               seconds_per_call: Callable[[Callable[[], Any]], float],
+               host: Callable[[Any], Any] = lambda out: out) -> Optional[float]:
     """Seconds per call of a peer (None if it fails), after checking that its
-    output agrees with minidnn's."""
+    output (brought to NumPy by `host`) agrees with minidnn's."""
     time.sleep(PAUSE_S)
     try:
         call = setup()
-        error = relative_error(call(), expected)
+        error = relative_error(host(call()), expected)
         if error > REL_TOL_PEER:
             _warn(f"{label} output differs from minidnn's by {error:.2e} (relative)")
         return seconds_per_call(call)
@@ -480,35 +481,52 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
     working_set = case.working_set or case.bytes
 
     copies: list[CopyBandwidth] = []  # around minidnn's block; none for compute-bound cases
+    on_device = device == "cuda"  # bench/cuda_timing.py: events, L2 flushed, median
+    clock = cuda_timing.DeviceClock.create(peers.torch) if on_device else None
 
     def measure_copy() -> None:
-        if case.flops is None:
+        if case.flops is not None:
+            return
+        if on_device:
+            GBps, method = cuda_timing.copy_bandwidth(working_set, clock, timing.samples, timing.warmup_s)
+            copies.append(CopyBandwidth(working_set=working_set, GBps=GBps, method=method))
+        else:
             copies.append(copy_bandwidth(working_set, threads, timing, peers.torch))
 
     def seconds_per_call(call: Callable[[], Any]) -> float:
+        if on_device:
+            return cuda_timing.time_per_call(call, clock, timing.samples, timing.warmup_s)
         return time_per_call(call, timing)
 
+    def host(out: Any) -> Any:
+        return cuda_timing.to_host(out) if on_device else out
+
     inputs = case.make(np.random.default_rng(seed))
-    expected = case.run(inputs)
+    # On a device the timed calls (minidnn's and PyTorch's) take device
+    # arrays; the reference and the checks take NumPy.
+    run_inputs = cuda_timing.to_device(inputs) if on_device else inputs
+    expected = host(case.run(run_inputs))
     if case.check is None:
         error = relative_error(expected, case.reference(inputs))
     else:
         checked = case.check(np.random.default_rng(seed))
-        error = relative_error(case.run(checked), case.reference(checked))
+        run_checked = cuda_timing.to_device(checked) if on_device else checked
+        error = relative_error(host(case.run(run_checked)), case.reference(checked))
     measure_copy()
     if device == "cpu":
         _C.reset_scratch_peak()
-    seconds = seconds_per_call(lambda: case.run(inputs))
+    seconds = seconds_per_call(lambda: case.run(run_inputs))
     extra_memory = _C.scratch_peak_bytes() if device == "cpu" else None
     measure_copy()
     ceiling = max(copies, key=lambda copy: copy.GBps, default=None)
 
     torch_s = None
-    if peers.torch is not None and case.torch is not None:
+    torch_on_device = not on_device or not cuda_timing.emulated()  # no PyTorch on the emulated device
+    if peers.torch is not None and case.torch is not None and torch_on_device:
         with peers.torch.no_grad():
-            torch_s = _time_peer("torch", lambda: case.torch(inputs), expected, seconds_per_call)
+            torch_s = _time_peer("torch", lambda: case.torch(run_inputs), expected, seconds_per_call, host)
     ort_s = None
-    if peers.ort is not None and case.onnx is not None:
+    if peers.ort is not None and case.onnx is not None and not on_device:
         def ort_call() -> Callable[[], Any]:
             model = case.onnx(inputs)
             feed = {i.name: inputs[i.name] for i in model.graph.input}
@@ -525,7 +543,7 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         family=family,
         case=case.name,
         passed=error <= case.tol,
-        device=device,
+        device="emulated" if on_device and cuda_timing.emulated() else device,
         time_ms=seconds * 1e3,
         gflops=gflops,
         gbps=gbps,

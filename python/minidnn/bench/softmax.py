@@ -56,7 +56,7 @@ def _softmax_forward(shape: tuple[int, ...], axis: int = -1, log: bool = False) 
     def torch_call(inputs: Inputs) -> Callable[[], Any]:
         import torch
 
-        x, fn = torch.from_numpy(inputs["x"]), torch.log_softmax if log else torch.softmax
+        x, fn = torch.as_tensor(inputs["x"]), torch.log_softmax if log else torch.softmax
         return lambda: fn(x, axis)
 
     suffix = "" if axis == -1 else f" axis={axis}"
@@ -81,7 +81,7 @@ def _softmax_backward(shape: tuple[int, int]) -> Case:
     def torch_call(inputs: Inputs) -> Callable[[], Any]:
         import torch
 
-        grad_y, y = torch.from_numpy(inputs["grad_y"]), torch.from_numpy(inputs["y"])
+        grad_y, y = torch.as_tensor(inputs["grad_y"]), torch.as_tensor(inputs["y"])
         # The kernel autograd runs for softmax's backward (no public function exists).
         return lambda: torch.ops.aten._softmax_backward_data(grad_y, y, -1, torch.float32)
 
@@ -158,7 +158,7 @@ def _activation_forward(name: str, onnx_op: str) -> Case:
     def torch_call(inputs: Inputs) -> Callable[[], Any]:
         import torch
 
-        x, fn = torch.from_numpy(inputs["x"]), getattr(torch, name)
+        x, fn = torch.as_tensor(inputs["x"]), getattr(torch, name)
         return lambda: fn(x)
 
     return Case(
@@ -173,22 +173,31 @@ def _activation_forward(name: str, onnx_op: str) -> Case:
 
 
 def cases(device: str, quick: bool) -> list[Case]:
-    """The softmax-family cases on `device` (none on CUDA yet). The suite is
-    the same with `quick`: the harness shrinks the repeats, not the shapes."""
-    if device != "cpu":
+    """The softmax-family cases on `device`; on CUDA, those of the ops that
+    have CUDA kernels (the timed calls take minidnn.cuda.Arrays, which the
+    PyTorch calls view through torch.as_tensor). The suite is the same with
+    `quick`: the harness shrinks the repeats, not the shapes."""
+    if device not in ("cpu", "cuda"):
         return []
-    return [
+    softmax = [
         *(_softmax_forward(shape) for shape in CLASSIFIER_SHAPES),
         _softmax_forward((96, 128, 128)),  # attention: 96 heads x 128 queries, rows of 128 keys
         _softmax_forward((8, 21, 128, 128), axis=1),  # per-pixel class scores, NCHW
         *(_softmax_forward(shape, log=True) for shape in CLASSIFIER_SHAPES),
         *(_softmax_backward(shape) for shape in CLASSIFIER_SHAPES[:2]),
+    ]
+    cross_entropy = [
         *(_cross_entropy_forward(shape) for shape in CLASSIFIER_SHAPES),
         *(_cross_entropy_forward_backward(shape) for shape in CLASSIFIER_SHAPES),
+    ]
+    activations = [
         _activation_forward("relu", "Relu"),
         _activation_forward("sigmoid", "Sigmoid"),
         _activation_forward("tanh", "Tanh"),
     ]
+    if device == "cuda":
+        return [*softmax, *activations]
+    return [*softmax, *cross_entropy, *activations]
 
 
 # ---------------------------------------------------------------- call overhead
