@@ -186,6 +186,43 @@ py::object conv2d_forward_route(py::handle x_arg, py::handle weight_arg, int64_t
   return py::str(cpu::conv_forward_route_name(cpu::conv2d_forward_route(g)));
 }
 
+// conv2d_forward's result on the route named `route` ("none", "depthwise",
+// "first_layer", "taps", "winograd" or "implicit_gemm"), one that
+// conv2d_forward_route_accepts for the geometry, else a ValueError: the
+// tests run a route on shapes the rule sends elsewhere.
+py::object conv2d_forward_on_route(const std::string& route, py::handle x_arg, py::handle weight_arg,
+                                   py::handle bias_arg, int64_t stride_h, int64_t stride_w, int64_t dil_h,
+                                   int64_t dil_w, int64_t pad_top, int64_t pad_left, int64_t p, int64_t q,
+                                   int64_t groups, int64_t activation_code, double alpha) {
+  FloatArg x, weight;
+  std::optional<FloatArg> bias;
+  if (!float_arg(x_arg, &x) || !float_arg(weight_arg, &weight) || !optional_float_arg(bias_arg, &bias)) {
+    return py::none();
+  }
+  const ConvGeometry g = make_geometry("x", extents4("x", x, "(N, C, H, W)"), x.nd, weight,
+                                       GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups});
+  check_output_size(g.n, g.k, g.p, g.q);
+  check_bias(bias, g.k);
+  const ConvEpilogue ep = make_epilogue(bias, activation_code, alpha);
+  using cpu::ConvForwardRoute;
+  std::optional<ConvForwardRoute> chosen;
+  for (ConvForwardRoute r : {ConvForwardRoute::none, ConvForwardRoute::depthwise, ConvForwardRoute::first_layer,
+                             ConvForwardRoute::taps, ConvForwardRoute::winograd, ConvForwardRoute::implicit_gemm}) {
+    if (route == cpu::conv_forward_route_name(r)) chosen = r;
+  }
+  if (!chosen) {
+    fail_argument("route", "none, depthwise, first_layer, taps, winograd or implicit_gemm", route);
+  }
+  if (!cpu::conv2d_forward_route_accepts(g, *chosen)) {
+    fail_argument("route", std::string("a route this geometry can take (the rule's: ") +
+                               cpu::conv_forward_route_name(cpu::conv2d_forward_route(g)) + ")", route);
+  }
+  py::object y = new_activation(x.nd, g.n, g.k, g.p, g.q);
+  float* yp = float_data(y);
+  run_kernel(work_of(g), [&] { cpu::conv2d_forward_on_route(*chosen, g, x.data, weight.data, ep, yp); });
+  return y;
+}
+
 // The extents of the array an N x K x P x Q convolution output of rank `nd`
 // must have, or a ValueError naming `name`.
 void check_output_array(const char* name, const FloatArg& a, int nd, const ConvGeometry& g, const char* layout) {
@@ -336,6 +373,10 @@ void bind_conv(py::module_& m) {
   m.def("conv2d_forward_route", &conv2d_forward_route, py::arg("x"), py::arg("weight"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"), py::arg("pad_left"),
         py::arg("p"), py::arg("q"), py::arg("groups"));
+  m.def("conv2d_forward_on_route", &conv2d_forward_on_route, py::arg("route"), py::arg("x"), py::arg("weight"),
+        py::arg("bias"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"),
+        py::arg("pad_top"), py::arg("pad_left"), py::arg("p"), py::arg("q"), py::arg("groups"),
+        py::arg("activation_code"), py::arg("alpha"));
   m.def("conv2d_backward", &conv2d_backward, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"),
         py::arg("pad_left"), py::arg("groups"));
