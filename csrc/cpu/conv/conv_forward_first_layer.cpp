@@ -60,7 +60,9 @@ void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const flo
   plan.block_channels = kern.block_channels;
   plan.taps = g.c * g.r * g.s;
   plan.vectors = ceil_div(g.q, plan.lanes);
-  plan.phase_len = plan.vectors * plan.lanes + (g.s - 1) * g.dil_w / g.stride_w;
+  // Whole vectors, so that every phase row starts on a vector boundary of
+  // the (aligned) scratch: a tile's loads at reach 0 do not straddle lines.
+  plan.phase_len = ceil_div(plan.vectors * plan.lanes + (g.s - 1) * g.dil_w / g.stride_w, plan.lanes) * plan.lanes;
 
   const int threads = threads_for(saturating_product({g.n, g.k, g.p * g.q, plan.taps}), kConvGrain);
   // Bands short enough that every thread gets a few (the band height

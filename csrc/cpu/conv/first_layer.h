@@ -43,7 +43,7 @@ struct FirstLayerPlan {
   int64_t lanes;          // vector width of the kernels
   int64_t block_channels; // output channels a register tile holds
   int64_t vectors;        // vectors of one output row: ceil(Q / lanes)
-  int64_t phase_len;      // floats of a phase row: vectors * lanes plus the taps' reach (zeros past the input)
+  int64_t phase_len;      // floats of a phase row: vectors * lanes plus the taps' reach, in whole vectors (zeros past the input)
   int64_t band_rows;      // output rows of a band (at most)
   int64_t band_in_rows;   // padded input rows a band of band_rows output rows reads
   int64_t band_floats;    // C * stride_w * band_in_rows * phase_len

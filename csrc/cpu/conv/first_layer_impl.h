@@ -32,6 +32,9 @@ using minidnn::cpu::ConvGeometry;
 using minidnn::cpu::FirstLayerPlan;
 
 // The band of output rows from p0, `out_rows` of them (first_layer.h).
+// Stride 2 (ResNet's conv1) splits its rows by vector loads and a permute
+// (Ops::load_stride2), W elements at a time.
+template <class Ops>
 void build_band(const FirstLayerPlan& plan, const ConvGeometry& g, const float* x, int64_t p0, int64_t out_rows,
                 float* band) {
   const int64_t sw = g.stride_w, len = plan.phase_len;
@@ -53,6 +56,10 @@ void build_band(const FirstLayerPlan& plan, const ConvGeometry& g, const float* 
         std::memset(row, 0, static_cast<size_t>(begin) * sizeof(float));
         if (sw == 1) {
           std::memcpy(row + begin, xrow + begin + col0, static_cast<size_t>(end - begin) * sizeof(float));
+        } else if (sw == 2) {
+          int64_t m = begin;
+          for (; m + Ops::W <= end; m += Ops::W) Ops::store(row + m, Ops::load_stride2(xrow + 2 * m + col0));
+          for (; m < end; ++m) row[m] = xrow[2 * m + col0];
         } else {
           for (int64_t m = begin; m < end; ++m) row[m] = xrow[m * sw + col0];
         }
@@ -120,7 +127,7 @@ template <class Ops, int KK, int PV>
 void first_layer_rows(const FirstLayerPlan& plan, const ConvGeometry& g, const float* x_img, const ConvEpilogue& ep,
                       int64_t p0, int64_t p1, float* band, float* y_img) {
   constexpr int64_t W = Ops::W;
-  build_band(plan, g, x_img, p0, p1 - p0, band);
+  build_band<Ops>(plan, g, x_img, p0, p1 - p0, band);
   const int64_t npix = g.p * g.q;
   const int64_t vectors = plan.vectors;
   const int64_t tiles = (vectors + PV - 1) / PV;
