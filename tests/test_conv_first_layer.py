@@ -44,13 +44,8 @@ def _sweep(count: int, seed: int):
         r, s = int(rng.integers(1, 12)), int(rng.integers(1, 12))
         stride = tuple(int(v) for v in rng.integers(1, 5, 2))
         dilation = tuple(int(v) for v in rng.integers(1, 4, 2)) if rng.integers(0, 3) == 0 else (1, 1)
-        padding = [
-            int(rng.integers(0, 6)),
-            (int(rng.integers(0, 6)), int(rng.integers(0, 6))),
-            tuple(tuple(int(v) for v in rng.integers(0, 6, 2)) for _ in range(2)),
-            "valid",
-            "same",
-        ][int(rng.integers(0, 5))]
+        top, bottom, left, right = (int(v) for v in rng.integers(0, 6, 4))
+        padding = [top, (top, left), ((top, bottom), (left, right)), "valid", "same"][int(rng.integers(0, 5))]
         case = Case2d(
             int(rng.integers(1, 3)), int(rng.integers(1, 5)), int(rng.integers(1, 30)), int(rng.integers(1, 61)),
             int(rng.integers(1, 22)), r, s, stride, padding, dilation, 1, list(ACTIVATIONS)[int(rng.integers(0, 5))],
@@ -76,14 +71,19 @@ CASES = _sweep(40, 1313) + [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=repr)
-def test_first_layer_route(isa, threads, rng, case):
+def _check_on_route(route, case, rng):
+    """conv2d of the case's random data on `route` against the reference."""
     x, w, b = case.data(rng)
-    y = _conv2d_on_route("first_layer", x, w, b, activation=case.activation, **case.kwargs())
+    y = _conv2d_on_route(route, x, w, b, activation=case.activation, **case.kwargs())
     expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
     condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
     condition = _activated_condition(case.activation, condition, expected)
-    _check(y, expected, condition, case.reduction(), "y")
+    _check(y, expected, condition, case.reduction(), route)
+
+
+@pytest.mark.parametrize("case", CASES, ids=repr)
+def test_first_layer_route(isa, threads, rng, case):
+    _check_on_route("first_layer", case, rng)
 
 
 def test_sweep_covers_its_claims():
@@ -157,28 +157,22 @@ def test_forcing_errors():
         _conv2d_on_route("first_layer", np.zeros((0, 4, 9, 9), np.float32), np.zeros((4, 4, 3, 3), np.float32))
 
 
-@pytest.mark.parametrize("isa_name", ISA_NAMES)
-def test_bit_identical_across_thread_counts(isa_name, rng):
+@pytest.mark.parametrize(
+    "case",
+    [Case2d(1, 3, 112, 112, 64, 7, 7, stride=2, padding=3, activation="relu"),
+     Case2d(1, 4, 130, 99, 21, 11, 11, stride=4, padding="same", activation="tanh"),
+     Case2d(5, 2, 40, 41, 19, 5, 3, stride=(2, 3), padding=((1, 2), (0, 3)), dilation=(1, 2))],
+    ids=repr,
+)
+def test_bit_identical_across_thread_counts(rng, case):
     """Two threads split the bands of rows of one image (first two) or the
-    images (third)."""
-    if not _C.cpu_supports()[isa_name]:
-        pytest.skip(f"this CPU lacks {isa_name}")
-    cases = [Case2d(1, 3, 112, 112, 64, 7, 7, stride=2, padding=3, activation="relu"),
-             Case2d(1, 4, 130, 99, 21, 11, 11, stride=4, padding="same", activation="tanh"),
-             Case2d(5, 2, 40, 41, 19, 5, 3, stride=(2, 3), padding=((1, 2), (0, 3)), dilation=(1, 2))]
-    previous = minidnn.get_num_threads()
-    try:
-        with _runtime._isa(isa_name):
-            for case in cases:
-                x, w, b = case.data(rng)
-                outs = []
-                for threads in (1, 2):
-                    minidnn.set_num_threads(threads)
-                    outs.append(_conv2d_on_route("first_layer", x, w, b, activation=case.activation,
-                                                 **case.kwargs()))
-                np.testing.assert_array_equal(outs[0], outs[1], err_msg=repr(case))
-    finally:
-        minidnn.set_num_threads(previous)
+    images (third); on every CPU path."""
+    x, w, b = case.data(rng)
+    outs = on_every_cpu_path(
+        lambda: _conv2d_on_route("first_layer", x, w, b, activation=case.activation, **case.kwargs()))
+    for isa in ISA_NAMES:
+        if f"{isa}/t1" in outs:
+            np.testing.assert_array_equal(outs[f"{isa}/t1"], outs[f"{isa}/t2"], err_msg=isa)
 
 
 # The shapes of test_conv.py's sweep that the first-layer rule takes: the
@@ -191,12 +185,7 @@ TAKEN_FROM_IMPLICIT_GEMM = [
 
 @pytest.mark.parametrize("case", TAKEN_FROM_IMPLICIT_GEMM, ids=repr)
 def test_implicit_gemm_on_first_layer_shapes(isa, rng, case):
-    x, w, b = case.data(rng)
-    y = _conv2d_on_route("implicit_gemm", x, w, b, activation=case.activation, **case.kwargs())
-    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
-    condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
-    condition = _activated_condition(case.activation, condition, expected)
-    _check(y, expected, condition, case.reduction(), "y")
+    _check_on_route("implicit_gemm", case, rng)
 
 
 # Each example runs the float64 reference and six kernel calls.
