@@ -9,10 +9,10 @@
 // KK x PV FMAs (avx512: 8 x 3, 11 loads for 24 FMAs, within the two load
 // ports while the two FMA ports are busy). The tile is written straight
 // into the NCHW output (pixels are its vector dimension), with bias as the
-// accumulators' start and the activation applied in registers. Pixels
-// across the tile of a row are cut evenly into tiles of at most PV vectors
-// (7 vectors: 3, 2, 2), so that no tile is starved of accumulators; lanes
-// past Q compute on the band's zeros and are not stored.
+// accumulators' start and the activation applied in registers. The vectors
+// of an output row are cut evenly into tiles of at most PV (7 vectors: 3,
+// 2, 2), so that no tile is starved of accumulators; lanes past Q compute
+// on the band's zeros and are not stored.
 //
 // Every output is one chain of multiply-adds over the taps in (c, r, s)
 // order, whatever band or thread computes it: results are bit-identical for
