@@ -153,9 +153,28 @@ ConvEpilogue make_epilogue(const std::optional<FloatArg>& bias, int64_t activati
   return ep;
 }
 
-py::object conv2d_forward(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, int64_t stride_h,
-                          int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
-                          int64_t p, int64_t q, int64_t groups, int64_t activation_code, double alpha) {
+// The route `name` names, if conv2d_forward_route_accepts it for g; else a
+// ValueError naming the routes (or the rule's route).
+cpu::ConvForwardRoute named_route(const ConvGeometry& g, const std::string& name) {
+  using cpu::ConvForwardRoute;
+  for (ConvForwardRoute r : {ConvForwardRoute::none, ConvForwardRoute::depthwise, ConvForwardRoute::first_layer,
+                             ConvForwardRoute::taps, ConvForwardRoute::winograd, ConvForwardRoute::implicit_gemm}) {
+    if (name != cpu::conv_forward_route_name(r)) continue;
+    if (!cpu::conv2d_forward_route_accepts(g, r)) {
+      fail_argument("route", std::string("a route this geometry can take (the rule's: ") +
+                                 cpu::conv_forward_route_name(cpu::conv2d_forward_route(g)) + ")", name);
+    }
+    return r;
+  }
+  fail_argument("route", "none, depthwise, first_layer, taps, winograd or implicit_gemm", name);
+}
+
+// conv2d_forward's entries: on the rule's route when `route` is null,
+// else on the route it names (conv2d_forward_on_route).
+py::object conv2d_forward_entry(const std::string* route, py::handle x_arg, py::handle weight_arg,
+                                py::handle bias_arg, int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                                int64_t pad_top, int64_t pad_left, int64_t p, int64_t q, int64_t groups,
+                                int64_t activation_code, double alpha) {
   FloatArg x, weight;
   std::optional<FloatArg> bias;
   if (!float_arg(x_arg, &x) || !float_arg(weight_arg, &weight) || !optional_float_arg(bias_arg, &bias)) {
@@ -166,10 +185,19 @@ py::object conv2d_forward(py::handle x_arg, py::handle weight_arg, py::handle bi
   check_output_size(g.n, g.k, g.p, g.q);
   check_bias(bias, g.k);
   const ConvEpilogue ep = make_epilogue(bias, activation_code, alpha);
+  cpu::ConvForwardRoute chosen = cpu::conv2d_forward_route(g);
+  if (route != nullptr) chosen = named_route(g, *route);
   py::object y = new_activation(x.nd, g.n, g.k, g.p, g.q);
   float* yp = float_data(y);
-  run_kernel(work_of(g), [&] { cpu::conv2d_forward(g, x.data, weight.data, ep, yp); });
+  run_kernel(work_of(g), [&] { cpu::conv2d_forward_on_route(chosen, g, x.data, weight.data, ep, yp); });
   return y;
+}
+
+py::object conv2d_forward(py::handle x_arg, py::handle weight_arg, py::handle bias_arg, int64_t stride_h,
+                          int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t pad_top, int64_t pad_left,
+                          int64_t p, int64_t q, int64_t groups, int64_t activation_code, double alpha) {
+  return conv2d_forward_entry(nullptr, x_arg, weight_arg, bias_arg, stride_h, stride_w, dil_h, dil_w, pad_top,
+                              pad_left, p, q, groups, activation_code, alpha);
 }
 
 // The name of the route conv2d_forward takes (conv.h, ConvForwardRoute)
@@ -184,6 +212,18 @@ py::object conv2d_forward_route(py::handle x_arg, py::handle weight_arg, int64_t
                                        GeometryArgs{stride_h, stride_w, dil_h, dil_w, pad_top, pad_left, p, q, groups});
   check_output_size(g.n, g.k, g.p, g.q);
   return py::str(cpu::conv_forward_route_name(cpu::conv2d_forward_route(g)));
+}
+
+// conv2d_forward's result on the route named `route` ("none", "depthwise",
+// "first_layer", "taps", "winograd" or "implicit_gemm"), one that
+// conv2d_forward_route_accepts for the geometry, else a ValueError: the
+// tests run a route on shapes the rule sends elsewhere.
+py::object conv2d_forward_on_route(const std::string& route, py::handle x_arg, py::handle weight_arg,
+                                   py::handle bias_arg, int64_t stride_h, int64_t stride_w, int64_t dil_h,
+                                   int64_t dil_w, int64_t pad_top, int64_t pad_left, int64_t p, int64_t q,
+                                   int64_t groups, int64_t activation_code, double alpha) {
+  return conv2d_forward_entry(&route, x_arg, weight_arg, bias_arg, stride_h, stride_w, dil_h, dil_w, pad_top,
+                              pad_left, p, q, groups, activation_code, alpha);
 }
 
 // The extents of the array an N x K x P x Q convolution output of rank `nd`
@@ -336,6 +376,10 @@ void bind_conv(py::module_& m) {
   m.def("conv2d_forward_route", &conv2d_forward_route, py::arg("x"), py::arg("weight"), py::arg("stride_h"),
         py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"), py::arg("pad_left"),
         py::arg("p"), py::arg("q"), py::arg("groups"));
+  m.def("conv2d_forward_on_route", &conv2d_forward_on_route, py::arg("route"), py::arg("x"), py::arg("weight"),
+        py::arg("bias"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"),
+        py::arg("pad_top"), py::arg("pad_left"), py::arg("p"), py::arg("q"), py::arg("groups"),
+        py::arg("activation_code"), py::arg("alpha"));
   m.def("conv2d_backward", &conv2d_backward, py::arg("grad_y"), py::arg("x"), py::arg("weight"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"),
         py::arg("pad_left"), py::arg("groups"));

@@ -234,24 +234,41 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, acti
     slope 0.01, torch's default), "sigmoid" or "tanh", applied to
     conv + bias in the kernel's output tiles: ``y = f(conv2d(...))``.
     """
+    return _conv2d_forward(_C.conv2d_forward, x, weight, bias, stride, padding, dilation, groups, activation)
+
+
+def _conv2d_forward(entry, x, weight, bias, stride, padding, dilation, groups, activation):
+    """conv2d's arguments checked and normalized, then entry(x, weight,
+    bias, *geometry, activation code, slope): _C.conv2d_forward or, for
+    _conv2d_on_route, the entry that names its route."""
     x, weight = _as_array("x", x), _as_array("weight", weight)
     x_shape = _shape("x", x, 4, "(N, C, H, W)")
     w_shape = _shape("weight", weight, 4, "(K, C/groups, R, S)")
     geometry = _conv2d_geometry(x_shape, w_shape, stride, padding, dilation, groups)
     _check_bias(bias, w_shape[0])
     code = _activation_code(activation)
-    return _call(_C.conv2d_forward, (x, weight, bias), ("x", "weight", "bias"), *geometry, code, LEAKY_RELU_SLOPE)
+    return _call(entry, (x, weight, bias), ("x", "weight", "bias"), *geometry, code, LEAKY_RELU_SLOPE)
 
 
 def _conv2d_route(x, weight, stride=1, padding=0, dilation=1, groups=1) -> str:
     """The algorithm conv2d runs for these arguments on the active CPU path:
-    "winograd", "taps", "implicit_gemm", "depthwise" or "none" (the rule is
+    "winograd", "taps", "first_layer", "implicit_gemm", "depthwise" or "none" (the rule is
     in csrc/cpu/conv/conv_forward.cpp). For the tests, which test each
     route on its own."""
     x, weight = _as_array("x", x), _as_array("weight", weight)
     geometry = _conv2d_geometry(_shape("x", x, 4, "(N, C, H, W)"), _shape("weight", weight, 4, "(K, C/groups, R, S)"),
                                 stride, padding, dilation, groups)
     return _call(_C.conv2d_forward_route, (x, weight), ("x", "weight"), *geometry)
+
+
+def _conv2d_on_route(route: str, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
+    """conv2d computed on the named route (see _conv2d_route) rather than
+    the rule's: the rule's own route, "implicit_gemm" (any shape) or
+    "first_layer" (groups 1); a ValueError for a route the shape cannot
+    take. For the tests, which test a route on shapes the rule sends
+    elsewhere."""
+    return _conv2d_forward(lambda *args: _C.conv2d_forward_on_route(route, *args), x, weight, bias, stride, padding,
+                           dilation, groups, activation)
 
 
 def _check_grad_y(grad_y, expected: tuple, what: str):

@@ -43,15 +43,27 @@ struct ConvEpilogue {
 // the rule): decided by the shape and the active ISA, never by the thread
 // count. `none`: nothing to reduce (empty output, or C/groups x R x S == 0:
 // the epilogue of zero).
-enum class ConvForwardRoute { none, depthwise, taps, winograd, implicit_gemm };
+enum class ConvForwardRoute { none, depthwise, first_layer, taps, winograd, implicit_gemm };
 ConvForwardRoute conv2d_forward_route(const ConvGeometry& g);
 const char* conv_forward_route_name(ConvForwardRoute route);
+
+// Whether conv2d_forward_on_route can take `route` for `g`: the rule's own
+// route, and besides it the two routes that compute any shape they are
+// given, implicit_gemm (every geometry) and first_layer (groups 1). When
+// the rule's route is none, only none.
+bool conv2d_forward_route_accepts(const ConvGeometry& g, ConvForwardRoute route);
 
 // The three drivers (each fully writes its outputs, poisoned or not; threads
 // from runtime/threads.h; results bit-identical for any thread count).
 
 // y (N, K, P, Q) = epilogue(conv(x, weight)).
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y);
+
+// conv2d_forward on a route the caller picks, one that
+// conv2d_forward_route_accepts: how the tests run a route on shapes the
+// rule sends elsewhere.
+void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, const float* x, const float* weight,
+                             const ConvEpilogue& ep, float* y);
 
 // grad_x (N, C, H, W): the adjoint of conv2d_forward's linear part applied
 // to grad_y (N, K, P, Q). The transposed convolution's forward is this.

@@ -8,6 +8,9 @@
 // * stride-1 ones with enough channels per group: the tap route of
 //   conv_forward_taps.cpp (no packing of the input; its header gives the
 //   rule);
+// * of the rest, few input channels with a kernel of more than one tap
+//   (first layers): the direct convolution of first_layer.h
+//   (conv_forward_first_layer.cpp gives the rule and its measurements);
 // * everything else comes here.
 //
 // Per image and group, with K_g = K / groups and C_g = C / groups:
@@ -40,6 +43,7 @@
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_forward_taps.h"
 #include "cpu/conv/depthwise.h"
+#include "cpu/conv/first_layer.h"
 #include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/threads.h"
@@ -158,6 +162,7 @@ ConvForwardRoute conv2d_forward_route(const ConvGeometry& g) {
   if (g.c / g.groups * g.r * g.s == 0) return ConvForwardRoute::none;
   if (conv_forward_winograd_applies(g)) return ConvForwardRoute::winograd;
   if (conv_forward_taps_applies(g)) return ConvForwardRoute::taps;
+  if (conv_forward_first_layer_applies(g)) return ConvForwardRoute::first_layer;
   return ConvForwardRoute::implicit_gemm;
 }
 
@@ -165,6 +170,7 @@ const char* conv_forward_route_name(ConvForwardRoute route) {
   switch (route) {
     case ConvForwardRoute::none: return "none";
     case ConvForwardRoute::depthwise: return "depthwise";
+    case ConvForwardRoute::first_layer: return "first_layer";
     case ConvForwardRoute::taps: return "taps";
     case ConvForwardRoute::winograd: return "winograd";
     case ConvForwardRoute::implicit_gemm: break;
@@ -172,12 +178,26 @@ const char* conv_forward_route_name(ConvForwardRoute route) {
   return "implicit_gemm";
 }
 
+bool conv2d_forward_route_accepts(const ConvGeometry& g, ConvForwardRoute route) {
+  const ConvForwardRoute own = conv2d_forward_route(g);
+  if (route == own) return true;
+  if (own == ConvForwardRoute::none) return false;
+  return route == ConvForwardRoute::implicit_gemm ||
+         (route == ConvForwardRoute::first_layer && conv_forward_first_layer_accepts(g));
+}
+
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {
-  switch (conv2d_forward_route(g)) {
+  conv2d_forward_on_route(conv2d_forward_route(g), g, x, weight, ep, y);
+}
+
+void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, const float* x, const float* weight,
+                             const ConvEpilogue& ep, float* y) {
+  switch (route) {
     case ConvForwardRoute::none:
       fill_epilogue_only(g, ep, y);  // writes nothing when the output is empty
       return;
     case ConvForwardRoute::depthwise: return depthwise_kernels().forward(g, x, weight, ep, y);
+    case ConvForwardRoute::first_layer: return conv2d_forward_first_layer(g, x, weight, ep, y);
     case ConvForwardRoute::winograd: return conv2d_forward_winograd(g, x, weight, ep, y);
     case ConvForwardRoute::taps: return conv2d_forward_taps(g, x, weight, ep, y);
     case ConvForwardRoute::implicit_gemm: break;
