@@ -61,6 +61,14 @@ def cuda_float_array(name: str, x):
     return x
 
 
+def cuda_index_array(name: str, x):
+    """x, a minidnn.cuda.Array of int64 class indices (on_cuda() said it is an
+    Array; device arrays are not widened from int32)."""
+    if x.dtype != np.int64:
+        raise TypeError(f"{name}: expected dtype int64 (class indices on a CUDA device), got {x.dtype}")
+    return x
+
+
 def _as_ndarray(x):
     """NumPy scalars (np.float32(1.0)) count as 0-d arrays."""
     return np.asarray(x) if isinstance(x, np.generic) else x
