@@ -1,4 +1,4 @@
-"""The CUDA kernels (activations, softmax family) on the emulated device (README "The emulated CUDA
+"""The CUDA kernels (activations, softmax family, losses) on the emulated device (README "The emulated CUDA
 device"), in this process: the private minidnn.cuda._emulated() does what
 MINIDNN_CUDA_EMULATOR=1 does at import (one test checks the variable itself
 in a subprocess). Every kernel runs with the threads of a block in three
@@ -20,7 +20,18 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C, cuda
 from conftest import assert_close
-from test_softmax import AXIS_CASES, ROW_SHAPES, assert_backward_close, check_special_values, logits
+from test_softmax import (
+    AXIS_CASES,
+    LOSS_SCALE,
+    ROW_SHAPES,
+    assert_backward_close,
+    check_special_values,
+    class_targets,
+    class_weight,
+    grad_for,
+    logits,
+    prob_targets,
+)
 
 ORDERS = [("forward", 0), ("reverse", 0), ("shuffled", 12345)]
 # The emulated device has 4 multiprocessors, and grid-stride kernels launch
@@ -255,6 +266,205 @@ def test_softmax_empty_and_bad_input(emulated):
         minidnn.softmax_backward(np.ones((2, 3), np.float32), x)
     with pytest.raises(ValueError, match=r"grad_y: expected shape \(2, 3\) \(the shape of y\), got \(3, 2\)"):
         minidnn.log_softmax_backward(cuda.to_device(np.ones((3, 2), np.float32)), x)
+
+
+# Losses: cross_entropy and nll_loss (csrc/cuda/kernels/loss.cuh). Rows
+# below, at and past a warp's register cache (32 lanes x 8), the warp-row
+# limit (1024), a block's register cache (1024 threads x 8) and longer;
+# enough rows (or positions) that every grid-stride loop turns; the inner
+# form ((N, C, d1..dk)); unbatched (C,); and the reduction over more
+# elements than one block of partials covers (256 x 8).
+# Every option combination runs on the small shapes (each kernel form);
+# the large ones, slow on the emulator, with weights, smoothing and two
+# reductions.
+LOSS_CUDA_SHAPES = [
+    (1, 1), (5, 3), (8, 17), (3, 256), (3, 257), (3, 1000), (2, 1024), (2, 1025), (2, 8192),
+    (GRID_BLOCKS * 8 + 5, 3), (4, 5, 7), (2, 3, 4, 5), (3, 7, 40), (6,),
+]
+LOSS_CUDA_LARGE_SHAPES = [(2, 8193), (2, 40000), (GRID_BLOCKS + 3, 1030), (GRID_BLOCKS * 256 + 7, 3, 2), (2048 + 5, 2)]
+LOSS_KINDS = [("class", 0.0), ("class", 0.1), ("prob", 0.0), ("prob", 0.2)]
+
+
+def target_shape(shape):
+    return shape[:1] + shape[2:] if len(shape) > 1 else ()
+
+
+def on_device(*arrays):
+    return [None if a is None else a if isinstance(a, float) else cuda.to_device(a) for a in arrays]
+
+
+@pytest.mark.parametrize("shape", LOSS_CUDA_SHAPES, ids=str)
+@pytest.mark.parametrize("kind,smoothing", LOSS_KINDS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_against_the_reference(emulated, rng, shape, kind, smoothing, weighted, reduction):
+    check_cross_entropy(rng, shape, kind, smoothing, weighted, reduction)
+
+
+@pytest.mark.parametrize("shape", LOSS_CUDA_LARGE_SHAPES, ids=str)
+@pytest.mark.parametrize("kind,smoothing", [("class", 0.1), ("prob", 0.2)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_large_against_the_reference(emulated, rng, shape, kind, smoothing, reduction):
+    check_cross_entropy(rng, shape, kind, smoothing, True, reduction)
+
+
+def check_cross_entropy(rng, shape, kind, smoothing, weighted, reduction):
+    x = logits(rng, shape, LOSS_SCALE)
+    t = class_targets(rng, shape) if kind == "class" else prob_targets(rng, shape)
+    w = class_weight(rng, shape) if weighted else None
+    kw = dict(reduction=reduction, label_smoothing=smoothing)
+    dx, dt, dw = on_device(x, t, w)
+    loss = in_every_order(lambda: minidnn.cross_entropy(dx, dt, weight=dw, **kw))
+    assert loss.shape == target_shape(shape) if reduction == "none" else loss.shape == ()
+    assert_close(loss, ref.cross_entropy(x, t, weight=w, **kw))
+    g = grad_for(rng, reduction, target_shape(shape))
+    (dg,) = on_device(g)
+    grad = in_every_order(lambda: minidnn.cross_entropy_backward(dg, dx, dt, weight=dw, **kw))
+    assert_close(grad, ref.cross_entropy_backward(g, x, t, weight=w, **kw), tol=5e-6)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 1000), (2, 1025), (4, 5, 7), (6,), (2050 + 3, 2)], ids=str)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_against_the_reference(emulated, rng, shape, weighted, reduction):
+    lp = ref.log_softmax(logits(rng, shape, LOSS_SCALE), axis=1 if len(shape) > 1 else 0).astype(np.float32)
+    t = class_targets(rng, shape, ignore_index=0)
+    w = class_weight(rng, shape) if weighted else None
+    kw = dict(ignore_index=0, reduction=reduction)
+    dlp, dt, dw = on_device(lp, t, w)
+    loss = in_every_order(lambda: minidnn.nll_loss(dlp, dt, weight=dw, **kw))
+    assert_close(loss, ref.nll_loss(lp, t, weight=w, **kw))
+    g = grad_for(rng, reduction, t.shape)
+    (dg,) = on_device(g)
+    grad = in_every_order(lambda: minidnn.nll_loss_backward(dg, dlp, dt, weight=dw, **kw))
+    assert_close(grad, ref.nll_loss_backward(g, lp, t, weight=w, **kw))
+
+
+def test_loss_gradient_from_a_device_scalar(emulated, rng):
+    """grad_loss of "mean" / "sum" as the 0-d Array a reduced loss returns."""
+    x = logits(rng, (7, 300))
+    t = class_targets(rng, (7, 300))
+    dx, dt = on_device(x, t)
+    for reduction in ("mean", "sum"):
+        loss = minidnn.cross_entropy(dx, dt, reduction=reduction)
+        grad = minidnn.cross_entropy_backward(loss, dx, dt, reduction=reduction)
+        value = float(loss.numpy())
+        assert_close(grad.numpy(), ref.cross_entropy_backward(value, x, t, reduction=reduction), tol=5e-6)
+        grad = minidnn.nll_loss_backward(np.float32(2.0), dx, dt, reduction=reduction)
+        assert_close(grad.numpy(), ref.nll_loss_backward(2.0, x, t, reduction=reduction))
+
+
+def test_cross_entropy_special_values(emulated):
+    """As test_softmax's huge-logit, all-ignored, NaN and -inf cases."""
+    huge = np.array([[1e30, 0.0, -1e30], [0.0, 1e30, 3e38], [1.0, 2.0, 3.0]], dtype=np.float32)
+    smooth = np.where(huge > 1e38, np.float32(1e38), huge)
+    t = np.array([0, 1, 2], dtype=np.int64)
+    for x, kw in ((huge, dict(reduction="none")), (smooth, dict(reduction="none", label_smoothing=0.3))):
+        out = in_every_order(lambda: minidnn.cross_entropy(*on_device(x, t), **kw))
+        assert np.isfinite(out[[0, 2]]).all()
+        assert_close(out, ref.cross_entropy(x, t, **kw))
+    ignored = np.full(3, -100, dtype=np.int64)
+    dx, di = on_device(huge, ignored)
+    assert np.isnan(minidnn.cross_entropy(dx, di).numpy())
+    assert minidnn.cross_entropy(dx, di, reduction="sum").numpy() == 0.0
+    assert (minidnn.cross_entropy_backward(1.0, dx, di, reduction="sum").numpy() == 0.0).all()
+    assert (minidnn.cross_entropy_backward(1.0, dx, di).numpy() == 0.0).all()  # mean over nothing: rows are 0
+
+    x = np.array([[1.0, np.nan, 0.0], [-np.inf, -np.inf, -np.inf], [0.0, 1.0, -np.inf], [-np.inf, 2.0, 1.0]],
+                 dtype=np.float32)
+    q = np.full((4, 3), 1.0 / 3.0, dtype=np.float32)
+    q[3] = [0.5, 0.5, 0.0]  # probability on a -inf logit: loss inf
+    for target, kw in ((np.array([0, 1, 1, 2]), {}), (q, {}), (np.array([0, 1, 1, 2]), dict(label_smoothing=0.1))):
+        out = in_every_order(lambda: minidnn.cross_entropy(*on_device(x, target), reduction="none", **kw))
+        assert_close(out, ref.cross_entropy(x, target, reduction="none", **kw))
+    # Long rows (block rows, past the register cache) with -inf at the start.
+    x = np.full((2, 9000), -np.inf, dtype=np.float32)
+    x[0, 8999], x[1, 4000:4010] = 5.0, np.arange(10)
+    t = np.array([8999, 4005])
+    for kw in ({}, dict(label_smoothing=0.1)):
+        out = in_every_order(lambda: minidnn.cross_entropy(*on_device(x, t), reduction="none", **kw))
+        assert_close(out, ref.cross_entropy(x, t, reduction="none", **kw))
+        grad = in_every_order(lambda: minidnn.cross_entropy_backward(1.0, *on_device(x, t), reduction="sum", **kw))
+        assert_close(grad, ref.cross_entropy_backward(1.0, x, t, reduction="sum", **kw), tol=5e-6)
+
+
+def test_losses_of_empty_batches_follow_pytorch(emulated):
+    dx, dt = on_device(np.zeros((0, 5), np.float32), np.zeros((0,), np.int64))
+    assert np.isnan(minidnn.cross_entropy(dx, dt).numpy())
+    assert minidnn.cross_entropy(dx, dt, reduction="sum").numpy() == 0.0
+    assert minidnn.cross_entropy(dx, dt, reduction="none").shape == (0,)
+    assert minidnn.cross_entropy_backward(1.0, dx, dt).shape == (0, 5)
+    assert np.isnan(minidnn.nll_loss(dx, dt).numpy())
+    assert minidnn.nll_loss_backward(1.0, dx, dt, reduction="sum").shape == (0, 5)
+    spatial, st = on_device(np.ones((2, 5, 0), np.float32), np.zeros((2, 0), np.int64))
+    assert minidnn.cross_entropy(spatial, st, reduction="none").shape == (2, 0)
+    assert minidnn.cross_entropy_backward(cuda.to_device(np.zeros((2, 0), np.float32)), spatial, st,
+                                          reduction="none").shape == (2, 5, 0)
+
+
+# 2049: two blocks of partials; 256 * 2048 + 5: more than the 256 blocks of
+# partials cover in one stride.
+@pytest.mark.parametrize("op,targets", [(op, n) for op in ("cross_entropy", "nll_loss") for n in (4, 2049)]
+                         + [("nll_loss", 256 * 2048 + 5)])
+def test_loss_target_out_of_range_is_an_index_error(emulated, rng, op, targets):
+    """The first target out of range, wherever the reduction's partials put it."""
+    x = rng.standard_normal((targets, 3)).astype(np.float32)
+    t = rng.integers(0, 3, targets)
+    t[-1], t[targets // 2] = -1, 3
+    dx, dt = on_device(x, t)
+    message = rf"target: expected class indices in \[0, 2\] or ignore_index=-100, got 3"
+    for reduction in ("mean", "sum", "none"):
+        with pytest.raises(IndexError, match=message):
+            getattr(minidnn, op)(dx, dt, reduction=reduction)
+        with pytest.raises(IndexError, match=message):
+            getattr(minidnn, op + "_backward")(1.0 if reduction != "none" else cuda.to_device(x[:, 0].copy()), dx, dt,
+                                               reduction=reduction)
+
+
+def test_loss_bad_input(emulated):
+    dx, dt, dw = on_device(np.ones((4, 3), np.float32), np.zeros(4, np.int64), np.ones(3, np.float32))
+    with pytest.raises(TypeError, match="logits: expected dtype float32, got int64"):
+        minidnn.cross_entropy(dt, dt)
+    with pytest.raises(TypeError, match=r"target: expected dtype int64 \(class indices\), got float32"):
+        minidnn.nll_loss(dx, dx)
+    with pytest.raises(ValueError, match=r"target: expected class indices of shape \(4,\) for logits of shape \(4, 3\)"):
+        minidnn.cross_entropy(dx, cuda.to_device(np.zeros(3, np.int64)))
+    with pytest.raises(ValueError, match=r"target: expected shape \(4, 3\) \(the shape of logits\), got \(3, 4\)"):
+        minidnn.cross_entropy(dx, cuda.to_device(np.ones((3, 4), np.float32)))
+    with pytest.raises(ValueError, match=r"weight: expected shape \(3,\), got \(4,\)"):
+        minidnn.cross_entropy(dx, dt, weight=cuda.to_device(np.ones(4, np.float32)))
+    with pytest.raises(ValueError, match=r"logits: expected shape \(C,\), \(N, C\) or"):
+        minidnn.cross_entropy(cuda.to_device(np.float32(1.0)), dt)
+    with pytest.raises(ValueError, match="logits: expected at least one class on axis 1"):
+        minidnn.cross_entropy(cuda.to_device(np.ones((4, 0), np.float32)), dt)
+    with pytest.raises(ValueError, match="reduction: expected one of"):
+        minidnn.cross_entropy(dx, dt, reduction="avg")
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a float in \[0.0, 1.0\]"):
+        minidnn.cross_entropy(dx, dt, label_smoothing=1.5)
+    with pytest.raises(TypeError, match="ignore_index: expected an int"):
+        minidnn.nll_loss(dx, dt, ignore_index=1.0)
+    with pytest.raises(ValueError, match=r"grad_loss: expected shape \(4,\) for reduction='none', got \(3,\)"):
+        minidnn.cross_entropy_backward(cuda.to_device(np.ones(3, np.float32)), dx, dt, reduction="none")
+    with pytest.raises(ValueError, match=r"grad_loss: expected shape \(\) for reduction='mean', got \(4,\)"):
+        minidnn.nll_loss_backward(cuda.to_device(np.ones(4, np.float32)), dx, dt)
+    with pytest.raises(TypeError, match="weight: expected dtype float32, got int64"):
+        minidnn.nll_loss(dx, dt, weight=cuda.to_device(np.ones(3, np.int64)))
+
+
+def test_losses_refuse_mixed_devices(emulated):
+    x, t, w = np.ones((4, 3), np.float32), np.zeros(4, np.int64), np.ones(3, np.float32)
+    dx, dt, dw = on_device(x, t, w)
+    on = r"expected an array on the device of {} \({}\), got one on {}"
+    with pytest.raises(ValueError, match="target: " + on.format("logits", "emulated", "cpu")):
+        minidnn.cross_entropy(dx, t)
+    with pytest.raises(ValueError, match="target: " + on.format("logits", "cpu", "emulated")):
+        minidnn.cross_entropy(x, dt)
+    with pytest.raises(ValueError, match="weight: " + on.format("log_probs", "emulated", "cpu")):
+        minidnn.nll_loss(dx, dt, weight=w)
+    with pytest.raises(ValueError, match="grad_loss: " + on.format("logits", "emulated", "cpu")):
+        minidnn.cross_entropy_backward(np.ones(4, np.float32), dx, dt, reduction="none")
+    with pytest.raises(ValueError, match="grad_loss: " + on.format("log_probs", "cpu", "emulated")):
+        minidnn.nll_loss_backward(cuda.to_device(np.float32(1.0)), x, t)
 
 
 # The emulator's own checks, on the test-only kernels of

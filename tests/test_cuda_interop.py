@@ -113,6 +113,26 @@ def test_backwards_take_a_mix_of_our_arrays_and_others(interop, rng, op):
         assert np.array_equal(BACKWARD_OPS[op](grad_y, saved).numpy(), expected)
 
 
+@pytest.mark.parametrize("wrap", ["interface", "dlpack"])
+def test_losses_take_other_libraries_logits_and_targets(interop, rng, wrap):
+    wrapper = Producer if wrap == "interface" else DLPackProducer
+    x, logits = device_values(rng, (5, 7))
+    classes = np.array([0, 6, 3, -100, 2], dtype=np.int64)
+    probs = rng.random((5, 7)).astype(np.float32)
+    for target_host in (classes, probs):
+        target = cuda.to_device(target_host)
+        for fn in (minidnn.cross_entropy, minidnn.nll_loss):
+            if fn is minidnn.nll_loss and target_host is probs:
+                continue
+            expected = fn(logits, target, reduction="none").numpy()
+            got = fn(wrapper(logits), wrapper(target), reduction="none")
+            assert isinstance(got, cuda.Array) and np.array_equal(got.numpy(), expected)
+        grad = minidnn.cross_entropy_backward(1.0, wrapper(logits), wrapper(target))
+        assert np.array_equal(grad.numpy(), minidnn.cross_entropy_backward(1.0, logits, target).numpy())
+    assert_close(minidnn.cross_entropy(wrapper(logits), wrapper(cuda.to_device(classes))).numpy(),
+                 ref.cross_entropy(x, classes))
+
+
 def test_the_view_is_zero_copy_and_keeps_the_producer_alive(interop, rng):
     x, backing = device_values(rng, (2, 5))
     producer = Producer(backing)

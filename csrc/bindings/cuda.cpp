@@ -422,11 +422,15 @@ const DeviceArray& float_input(const DeviceArray& a, const char* name) {
   return a;
 }
 
-void same_device_and_shape(const DeviceArray& a, const char* a_name, const DeviceArray& b, const char* b_name) {
+void same_device(const DeviceArray& a, const char* a_name, const DeviceArray& b, const char* b_name) {
   if (a.device() != b.device()) {
     fail_argument(a_name, std::string("an array on the device of ") + b_name + " (" + cuda::device_label(b.device()) + ")",
                   std::string("one on ") + cuda::device_label(a.device()));
   }
+}
+
+void same_device_and_shape(const DeviceArray& a, const char* a_name, const DeviceArray& b, const char* b_name) {
+  same_device(a, a_name, b, b_name);
   if (a.shape != b.shape) {
     fail_argument(a_name, "shape " + shape_text(b) + " (the shape of " + b_name + ")", shape_text(a));
   }
@@ -492,6 +496,181 @@ DeviceArray softmax_backward(bool log, const DeviceArray& g_arg, const DeviceArr
   const cuda::DeviceKernels& k = cuda::kernels(y.device());
   run_released([&] { k.softmax_backward(log, g.floats(), y.floats(), gx.floats(), outer, C, inner); });
   return gx;
+}
+
+// ---------------------------------------------------------------------------
+// losses
+// ---------------------------------------------------------------------------
+
+// A loss call's arguments as the kernels take them (loss.cuh); `target_shape`
+// is the shape of the per-element loss.
+struct LossCall {
+  cuda::LossInput in{};
+  cuda::LossReduction reduction = cuda::LossReduction::mean;
+  std::vector<Py_intptr_t> input_shape;
+  std::vector<Py_intptr_t> target_shape;
+  Device device = Device::emulated;
+
+  int64_t elements() const { return in.outer * in.inner; }
+};
+
+cuda::LossReduction parse_reduction(const std::string& r) {
+  if (r == "none") return cuda::LossReduction::none;
+  if (r == "mean") return cuda::LossReduction::mean;
+  if (r == "sum") return cuda::LossReduction::sum;
+  fail_argument("reduction", "one of 'none', 'mean', 'sum'", "'" + r + "'");
+}
+
+// input (N, C, d1..dk) or (C,), the class axis 1 (0 when unbatched);
+// target class indices (int64) shaped like it without the class axis, or
+// float32 probabilities shaped like it (when `allow_prob`).
+LossCall loss_call(const DeviceArray& x_arg, const char* x_name, const DeviceArray& target, py::handle weight_arg,
+                   int64_t ignore_index, const std::string& reduction, double label_smoothing, bool allow_prob) {
+  const DeviceArray& x = float_input(x_arg, x_name);
+  const int nd = static_cast<int>(x.shape.size());
+  if (nd == 0) fail_argument(x_name, "shape (C,), (N, C) or (N, C, d1, ..., dk)", "()");
+  const int class_axis = nd == 1 ? 0 : 1;
+  LossCall call;
+  call.device = x.device();
+  call.input_shape = x.shape;
+  call.reduction = parse_reduction(reduction);
+  cuda::LossInput& in = call.in;
+  in.x = x.floats();
+  in.classes = x.shape[class_axis];
+  if (in.classes < 1) fail_argument(x_name, "at least one class", shape_text(x));
+  in.outer = in.inner = 1;
+  for (int i = 0; i < class_axis; ++i) in.outer *= x.shape[i];
+  for (int i = class_axis + 1; i < nd; ++i) in.inner *= x.shape[i];
+  for (int i = 0; i < nd; ++i) {
+    if (i != class_axis) call.target_shape.push_back(x.shape[i]);
+  }
+  in.ignore_index = ignore_index;
+  if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0)) {
+    fail_argument("label_smoothing", "a float in [0.0, 1.0]", std::to_string(label_smoothing));
+  }
+  in.label_smoothing = static_cast<float>(label_smoothing);
+
+  same_device(target, "target", x, x_name);
+  if (target.dtype == DType::float32) {
+    if (!allow_prob) fail_argument("target", "class indices of dtype int64", "float32");
+    same_device_and_shape(target, "target", x, x_name);
+    in.prob = target.floats();
+  } else {
+    if (target.shape != call.target_shape) {
+      fail_argument("target", "class indices of shape " + py::str(py::cast(call.target_shape)).cast<std::string>(),
+                    shape_text(target));
+    }
+    in.index = static_cast<const int64_t*>(target.data());
+  }
+  if (!weight_arg.is_none()) {
+    const DeviceArray& w = float_input(weight_arg.cast<const DeviceArray&>(), "weight");
+    same_device(w, "weight", x, x_name);
+    if (w.shape != std::vector<Py_intptr_t>{static_cast<Py_intptr_t>(in.classes)}) {
+      fail_argument("weight", "shape (" + std::to_string(in.classes) + ",)", shape_text(w));
+    }
+    in.weight = w.floats();
+  }
+  return call;
+}
+
+// After the kernels: an IndexError for the first class target out of range
+// (waits for the kernels, as PyTorch's device-side check cannot raise).
+void check_class_targets(const LossCall& call, const cuda::LossWorkspace* ws) {
+  if (call.in.index == nullptr) return;
+  const cuda::MemoryBackend& memory = cuda::memory(call.device);
+  int64_t first_bad = 0, target = 0;
+  {
+    py::gil_scoped_release nogil;
+    memory.to_host(&first_bad, &ws->total.first_bad, sizeof first_bad);
+    if (first_bad < call.elements()) memory.to_host(&target, call.in.index + first_bad, sizeof target);
+  }
+  if (first_bad < call.elements()) {
+    throw py::index_error("target: expected class indices in [0, " + std::to_string(call.in.classes - 1) +
+                          "] or ignore_index=" + std::to_string(call.in.ignore_index) + ", got " +
+                          std::to_string(target));
+  }
+}
+
+DeviceArray loss_forward(bool nll, const LossCall& call) {
+  const int64_t n = call.elements();
+  const bool reduced = call.reduction != cuda::LossReduction::none;
+  DeviceArray per_element = reduced ? DeviceArray(call.device, DType::float32, {n})
+                                    : new_float_array_on(call.device, call.target_shape);
+  DeviceArray out = reduced ? new_float_array_on(call.device, {}) : per_element;
+  Buffer ws(call.device, sizeof(cuda::LossWorkspace));
+  auto* workspace = static_cast<cuda::LossWorkspace*>(ws.data);
+  const cuda::DeviceKernels& k = cuda::kernels(call.device);
+  run_released([&] { k.loss_forward(nll, call.in, call.reduction, per_element.floats(), workspace, out.floats()); });
+  check_class_targets(call, workspace);
+  return out;
+}
+
+// grad_loss: a float32 array shaped like the per-element loss for "none";
+// else a 0-d float32 array or a float.
+DeviceArray loss_backward(bool nll, py::handle grad_loss, const LossCall& call) {
+  cuda::LossGrad g;
+  if (py::isinstance<DeviceArray>(grad_loss)) {
+    const DeviceArray& a = float_input(grad_loss.cast<const DeviceArray&>(), "grad_loss");
+    if (a.device() != call.device) {
+      fail_argument("grad_loss", std::string("an array on ") + cuda::device_label(call.device),
+                    std::string("one on ") + cuda::device_label(a.device()));
+    }
+    const bool none = call.reduction == cuda::LossReduction::none;
+    if (a.shape != (none ? call.target_shape : std::vector<Py_intptr_t>{})) {
+      fail_argument("grad_loss", none ? "the shape of the per-element loss" : "a 0-d array", shape_text(a));
+    }
+    (none ? g.per_element : g.device_scalar) = a.floats();
+  } else if (call.reduction == cuda::LossReduction::none) {
+    fail_argument("grad_loss", "a minidnn.cuda.Array for reduction='none'",
+                  py::str(py::type::of(grad_loss)).cast<std::string>());
+  } else {
+    g.scalar = static_cast<float>(grad_loss.cast<double>());
+  }
+  DeviceArray grad = new_float_array_on(call.device, call.input_shape);
+  Buffer ws(call.device, sizeof(cuda::LossWorkspace));
+  auto* workspace = static_cast<cuda::LossWorkspace*>(ws.data);
+  const cuda::DeviceKernels& k = cuda::kernels(call.device);
+  run_released([&] { k.loss_backward(nll, call.in, call.reduction, g, workspace, grad.floats()); });
+  check_class_targets(call, workspace);
+  return grad;
+}
+
+void bind_losses(py::module_& m) {
+  m.def(
+      "cross_entropy",
+      [](const DeviceArray& logits, const DeviceArray& target, py::handle weight, int64_t ignore_index,
+         const std::string& reduction, double label_smoothing) {
+        return loss_forward(false, loss_call(logits, "logits", target, weight, ignore_index, reduction,
+                                             label_smoothing, true));
+      },
+      py::arg("logits"), py::arg("target"), py::arg("weight"), py::arg("ignore_index"), py::arg("reduction"),
+      py::arg("label_smoothing"));
+  m.def(
+      "cross_entropy_backward",
+      [](py::handle grad_loss, const DeviceArray& logits, const DeviceArray& target, py::handle weight,
+         int64_t ignore_index, const std::string& reduction, double label_smoothing) {
+        return loss_backward(false, grad_loss, loss_call(logits, "logits", target, weight, ignore_index, reduction,
+                                                         label_smoothing, true));
+      },
+      py::arg("grad_loss"), py::arg("logits"), py::arg("target"), py::arg("weight"), py::arg("ignore_index"),
+      py::arg("reduction"), py::arg("label_smoothing"));
+  m.def(
+      "nll_loss",
+      [](const DeviceArray& log_probs, const DeviceArray& target, py::handle weight, int64_t ignore_index,
+         const std::string& reduction) {
+        return loss_forward(true, loss_call(log_probs, "log_probs", target, weight, ignore_index, reduction, 0.0,
+                                            false));
+      },
+      py::arg("log_probs"), py::arg("target"), py::arg("weight"), py::arg("ignore_index"), py::arg("reduction"));
+  m.def(
+      "nll_loss_backward",
+      [](py::handle grad_loss, const DeviceArray& log_probs, const DeviceArray& target, py::handle weight,
+         int64_t ignore_index, const std::string& reduction) {
+        return loss_backward(true, grad_loss, loss_call(log_probs, "log_probs", target, weight, ignore_index,
+                                                        reduction, 0.0, false));
+      },
+      py::arg("grad_loss"), py::arg("log_probs"), py::arg("target"), py::arg("weight"), py::arg("ignore_index"),
+      py::arg("reduction"));
 }
 
 void bind_array(py::module_& m) {
@@ -583,6 +762,7 @@ void bind_cuda(py::module_& m) {
   c.def("cached_bytes", [](const std::string& device) { return cuda::cached_bytes(parse_device(device)); },
         py::arg("device"));
   bind_activations(c);
+  bind_losses(c);
   c.def("softmax", [](const DeviceArray& x, int64_t axis) { return softmax_forward(false, x, axis); }, py::arg("x"),
         py::arg("axis"));
   c.def("log_softmax", [](const DeviceArray& x, int64_t axis) { return softmax_forward(true, x, axis); }, py::arg("x"),

@@ -136,6 +136,15 @@ def cuda_float_array(name: str, x):
     return x
 
 
+def cuda_index_array(name: str, x):
+    """x as a minidnn.cuda.Array of int64 class indices (see device_array;
+    device arrays are not widened from int32)."""
+    x = device_array(name, x)
+    if x.dtype != np.int64:
+        raise TypeError(f"{name}: expected dtype int64 (class indices on a CUDA device), got {x.dtype}")
+    return x
+
+
 def _as_ndarray(x):
     """NumPy scalars (np.float32(1.0)) count as 0-d arrays."""
     return np.asarray(x) if isinstance(x, np.generic) else x

@@ -3,6 +3,8 @@ and backward, with the semantics of torch.nn.functional."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import _C, _validate
@@ -22,9 +24,9 @@ __all__ = [
 # Each op calls its _C entry with the arguments as given; the entry returns
 # None unless they are exactly what the kernels read (see
 # csrc/bindings/common.h), and only then are they validated here and the
-# entry called again with the normalized arguments. softmax, log_softmax and
-# their backwards also take minidnn.cuda.Arrays (_validate.on_cuda decides):
-# then the CUDA entries (_C.cuda) run and return an Array.
+# entry called again with the normalized arguments. Every op here also takes
+# minidnn.cuda.Arrays (_validate.on_cuda decides): then the CUDA entries
+# (_C.cuda) run and return an Array (0-d for a reduced loss).
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -75,6 +77,69 @@ def _softmax_backward_validated(op: str, grad_y, y, axis):
     return entry(grad_y, y, _validate.axis("axis", axis, y.ndim))
 
 
+def _loss_on_cuda(input_name, x, target, weight, grad_loss=None, reduction="none") -> bool:
+    """Whether a loss runs on a CUDA device (see _validate.on_cuda); weight
+    None and a host scalar grad_loss of "mean" / "sum" belong to no device."""
+    named = [(input_name, x), ("target", target)]
+    if weight is not None:
+        named.append(("weight", weight))
+    host_scalar = isinstance(grad_loss, (numbers.Real, np.ndarray, np.generic))
+    if grad_loss is not None and (reduction == "none" or not host_scalar):
+        named.append(("grad_loss", grad_loss))
+    return _validate.on_cuda(*named)
+
+
+class _CudaLoss:
+    """The validated arguments of a loss on CUDA arrays, as _validate.LossInputs
+    for NumPy ones; class targets are range-checked by the kernels (an
+    IndexError after they ran)."""
+
+    def __init__(self, input_name, x, target, weight, ignore_index, allow_prob):
+        self.x = _validate.cuda_float_array(input_name, x)
+        if self.x.ndim == 0:
+            raise ValueError(f"{input_name}: expected shape (C,), (N, C) or (N, C, d1, ..., dk), got ()")
+        class_axis = 0 if self.x.ndim == 1 else 1
+        classes = self.x.shape[class_axis]
+        if classes < 1:
+            raise ValueError(
+                f"{input_name}: expected at least one class on axis {class_axis}, got shape {self.x.shape}"
+            )
+        self.target_shape = self.x.shape[:class_axis] + self.x.shape[class_axis + 1 :]
+        target = _validate.device_array("target", target)
+        if "float" in str(target.dtype):
+            if not allow_prob:
+                raise TypeError(f"target: expected dtype int64 (class indices), got {target.dtype}")
+            self.target = _validate.cuda_float_array("target", target)
+            _validate.same_shape("target", self.target, input_name, self.x)
+        else:
+            self.target = _validate.cuda_index_array("target", target)
+            if self.target.shape != self.target_shape:
+                raise ValueError(
+                    f"target: expected class indices of shape {self.target_shape} for {input_name} of shape "
+                    f"{self.x.shape}, got {self.target.shape}"
+                )
+        self.weight = None
+        if weight is not None:
+            self.weight = _validate.cuda_float_array("weight", weight)
+            if self.weight.shape != (classes,):
+                raise ValueError(f"weight: expected shape ({classes},), got {self.weight.shape}")
+        self.ignore_index = _validate.int64("ignore_index", ignore_index)
+
+    def args(self, reduction):
+        return self.x, self.target, self.weight, self.ignore_index, reduction
+
+    def grad_loss(self, value, reduction):
+        """grad_loss as the CUDA entries take it: a float32 Array shaped like
+        the per-element loss for "none", else a 0-d Array or a float."""
+        if reduction == "none" or not isinstance(value, (numbers.Real, np.ndarray, np.generic)):
+            g = _validate.cuda_float_array("grad_loss", value)
+            expected = self.target_shape if reduction == "none" else ()
+            if g.shape != expected:
+                raise ValueError(f"grad_loss: expected shape {expected} for reduction={reduction!r}, got {g.shape}")
+            return g
+        return _validate.grad_loss(value, reduction, self.target_shape)[1]
+
+
 def _loss_args(input_name, x, target, weight, ignore_index, reduction, allow_prob):
     """The validated arguments of a loss entry up to `reduction` (already
     validated), raising the documented errors (IndexError for a class target
@@ -110,6 +175,9 @@ def cross_entropy(
     if loss is None:
         reduction = _validate.reduction(reduction)
         eps = _validate.label_smoothing(label_smoothing)
+        if _loss_on_cuda("logits", logits, target, weight):
+            loss = _CudaLoss("logits", logits, target, weight, ignore_index, True)
+            return _C.cuda.cross_entropy(*loss.args(reduction), eps)
         _, args = _loss_args("logits", logits, target, weight, ignore_index, reduction, allow_prob=True)
         loss = _checked(_C.cross_entropy(*args, eps))
     return loss
@@ -131,6 +199,9 @@ def cross_entropy_backward(
     if grad is None:
         reduction = _validate.reduction(reduction)
         eps = _validate.label_smoothing(label_smoothing)
+        if _loss_on_cuda("logits", logits, target, weight, grad_loss, reduction):
+            loss = _CudaLoss("logits", logits, target, weight, ignore_index, True)
+            return _C.cuda.cross_entropy_backward(loss.grad_loss(grad_loss, reduction), *loss.args(reduction), eps)
         inputs, args = _loss_args("logits", logits, target, weight, ignore_index, reduction, allow_prob=True)
         grad = _checked(_C.cross_entropy_backward(_grad_loss(grad_loss, reduction, inputs), *args, eps))
     return grad
@@ -147,6 +218,9 @@ def nll_loss(
     loss = _C.nll_loss(log_probs, target, weight, ignore_index, reduction)
     if loss is None:
         reduction = _validate.reduction(reduction)
+        if _loss_on_cuda("log_probs", log_probs, target, weight):
+            loss = _CudaLoss("log_probs", log_probs, target, weight, ignore_index, False)
+            return _C.cuda.nll_loss(*loss.args(reduction))
         _, args = _loss_args("log_probs", log_probs, target, weight, ignore_index, reduction, allow_prob=False)
         loss = _checked(_C.nll_loss(*args))
     return loss
@@ -164,6 +238,9 @@ def nll_loss_backward(
     grad = _C.nll_loss_backward(grad_loss, log_probs, target, weight, ignore_index, reduction)
     if grad is None:
         reduction = _validate.reduction(reduction)
+        if _loss_on_cuda("log_probs", log_probs, target, weight, grad_loss, reduction):
+            loss = _CudaLoss("log_probs", log_probs, target, weight, ignore_index, False)
+            return _C.cuda.nll_loss_backward(loss.grad_loss(grad_loss, reduction), *loss.args(reduction))
         inputs, args = _loss_args("log_probs", log_probs, target, weight, ignore_index, reduction, allow_prob=False)
         grad = _checked(_C.nll_loss_backward(_grad_loss(grad_loss, reduction, inputs), *args))
     return grad

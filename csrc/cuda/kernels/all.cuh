@@ -5,12 +5,14 @@
 
 #include "cuda/kernels/activation.cuh"
 #include "cuda/kernels/kernels.h"
+#include "cuda/kernels/loss.cuh"
 #include "cuda/kernels/softmax.cuh"
 
 namespace minidnn::cuda::MINIDNN_CUDA_TARGET {
 
 const DeviceKernels& kernels() {
-  static const DeviceKernels table{activation_forward, activation_backward, softmax_forward, softmax_backward};
+  static const DeviceKernels table{activation_forward, activation_backward, softmax_forward,
+                                   softmax_backward,   loss_forward,        loss_backward};
   return table;
 }
 

@@ -18,6 +18,46 @@ namespace minidnn::cuda {
 
 using cpu::Activation;
 
+// A loss over its input (logits or log-probabilities) viewed as
+// (outer, classes, inner), one element per (outer, inner) position; device
+// pointers. Exactly one of index (outer * inner class indices) and prob
+// (probabilities shaped like the input) is set.
+struct LossInput {
+  const float* x;
+  const int64_t* index;
+  const float* prob;
+  const float* weight;  // (classes), or null for all ones
+  int64_t ignore_index;
+  float label_smoothing;
+  int64_t outer, classes, inner;
+};
+
+enum class LossReduction { none, mean, sum };
+
+// A reduction's sums over the elements: the loss, the weight "mean" divides
+// by, and the first element whose class target is out of range (the
+// element count when none is).
+struct LossPartial {
+  double loss;
+  double weight;
+  int64_t first_bad;
+};
+
+// Device memory a loss entry reduces in; `total` is the result.
+constexpr unsigned kMaxLossPartials = 256;
+struct LossWorkspace {
+  LossPartial partials[kMaxLossPartials];
+  LossPartial total;
+};
+
+// grad_loss of a loss backward: per_element (device, "none"), else the
+// scalar from device memory when device_scalar is set, or `scalar`.
+struct LossGrad {
+  const float* per_element = nullptr;
+  const float* device_scalar = nullptr;
+  float scalar = 1.0f;
+};
+
 struct DeviceKernels {
   // y = f(x) over n floats; alpha is leaky_relu's slope.
   void (*activation_forward)(Activation f, const float* x, float* y, int64_t n, float alpha);
@@ -29,6 +69,15 @@ struct DeviceKernels {
   // grad_x of softmax / log_softmax from grad_y and y, same view.
   void (*softmax_backward)(bool log, const float* grad_y, const float* y, float* grad_x, int64_t outer, int64_t C,
                            int64_t inner);
+  // cross_entropy (nll_loss when `nll`): the per-element losses into
+  // per_element (outer * inner floats; the output for "none"), and for
+  // "mean" / "sum" the reduced loss into out[0]. For class targets
+  // ws->total.first_bad says afterwards whether one was out of range.
+  void (*loss_forward)(bool nll, const LossInput& in, LossReduction reduction, float* per_element, LossWorkspace* ws,
+                       float* out);
+  // grad of the loss wrt its input, shaped like it; ws as above.
+  void (*loss_backward)(bool nll, const LossInput& in, LossReduction reduction, const LossGrad& grad_loss,
+                        LossWorkspace* ws, float* grad);
 };
 
 namespace emulated {
