@@ -144,6 +144,22 @@ def test_1d_forms(isa, threads, rng):
                   ref.avg_pool1d(np.abs(x), 4, 1, 2, False, False), "avg_pool1d")
 
 
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1), ((4, 3), (3, 2), (1, 2))], ids=str)
+def test_max_pool2d_signed_zero_ties_and_nan_rows(k, s, p, isa, threads, rng):
+    """Max pooling without indices reduces separably (rows, then columns):
+    the first maximum in scan order still wins (a -0 before a +0 gives -0),
+    and input rows holding a NaN send their windows to the direct scan,
+    wide rows (several vectors plus a tail) included."""
+    x = rng.choice(np.array([-0.0, 0.0, -1.0], np.float32), (2, 3, 19, 75))
+    x[0, 1, 7, 30] = x[1, 2, 0, 0] = x[1, 2, 18, 74] = np.nan
+    x[0, 2, 4, 11] = np.inf
+    x[0, 2, 9, 50] = -np.inf
+    y, y_ref = minidnn.max_pool2d(x, k, s, p), ref.max_pool2d(x, k, s, p)
+    _assert_exact(y, y_ref, "y")
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(y_ref))
+    assert np.isnan(y[0, 1]).any() and not np.isnan(y[0, 0]).any()
+
+
 def test_max_unpool2d(isa, threads, rng):
     x = _input((2, 3, 11, 37), rng, specials=False)
     y, idx = minidnn.max_pool2d(x, 3, 2, 1, return_indices=True)

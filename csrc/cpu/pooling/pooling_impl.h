@@ -344,17 +344,6 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
   });
 }
 
-template <class Ops>
-void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
-  // Rows are kept as floats: exact below 2^24.
-  if (!g.w.regular && g.h.kernel <= kMaxVectorTaps) return adaptive_max_forward<Ops>(g, x, y, indices);
-  if (indices != nullptr) {
-    max_forward_indices<Ops, true>(g, x, y, indices);
-  } else {
-    max_forward_indices<Ops, false>(g, x, y, nullptr);
-  }
-}
-
 // --------------------------------------------------------------- average
 
 inline float divisor_at(const PoolAxis& h, const PoolAxis& w, int64_t p, int64_t q, float divisor) {
@@ -522,6 +511,216 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
   });
 }
 
+// ------------------------------------------- separable windows (max, average)
+
+// Max pooling without indices and average pooling over regular windows
+// (h.dilation 1) go in two passes, as the Design allows: each input
+// row a thread's share needs is reduced along W once, into a ring of row
+// results (slot = input row mod kh), and each output row then reduces the
+// ring rows of its window, a contiguous vector at a time. A 3x3/2 window
+// then costs, per vector of outputs, 6 strided tap loads and 8 reductions
+// (two new input rows per output row, the third shared with the output row
+// above) where the direct form (max_vector, avg_vector) takes 9 and 9. The
+// border vectors of a row (2 of 4 for a 56-wide row at 16 lanes) read their
+// taps from a copy of the row's border columns padded with the reduction's
+// identity (-inf, 0), so that no vector needs a masked load.
+//
+// Max reduces with Ops::max(v, m) = v > m ? v : m: PyTorch's replace rule
+// (the first maximum wins, so a -0 before a +0 stays) for everything but
+// NaN, in one instruction where gt_or_nan and a select take four. The rule
+// picks the first maximum in scan order, and reducing each window row left
+// to right, then the rows top down, is the same scan: the values are
+// bit-identical to the direct form's. NaN breaks the one-instruction rule
+// (PyTorch keeps the last NaN), so the W pass also sums every tap vector of
+// a row; a NaN sum (a NaN tap, or infinities of both signs, the padding's
+// -inf included) sends every output row whose window covers that input row
+// to the direct form (max_row).
+constexpr int64_t kSeparableMaxFloats = int64_t{1} << 20;  // ring and buffers, per thread
+
+// Floats of the padded row buffer: its entry b is input column b - w.pad,
+// and vector q0 (a multiple of W) reads entries (q0 + l) * stride + j *
+// dilation for l < W, j < kernel.
+inline int64_t padded_row_floats(const PoolAxis& w, int64_t ring_row) {
+  return (ring_row - 1) * w.stride + (w.kernel - 1) * w.dilation + 1;
+}
+
+template <class Ops>
+int64_t ring_row_floats(const PoolAxis& w) {
+  return (w.out + Ops::W - 1) / Ops::W * Ops::W;
+}
+
+template <class Ops>
+bool separable_fits(const PoolGeometry& g) {
+  if (!g.h.regular || !g.w.regular || g.h.dilation != 1 || g.h.kernel < 2) return false;
+  const int64_t ring_row = ring_row_floats<Ops>(g.w);
+  return padded_row_floats(g.w, ring_row) + (g.h.kernel + 2) * ring_row <= kSeparableMaxFloats;
+}
+
+template <class Ops, bool kMax>
+typename Ops::V reduce_pair(typename Ops::V acc, typename Ops::V next) {
+  if constexpr (kMax) {
+    return Ops::max(next, acc);  // next replaces acc only where greater (NaN aside, see above)
+  } else {
+    return Ops::add(acc, next);
+  }
+}
+
+// The W pass of one input row `src`: slot[q] = the row's reduction over
+// output q's window, for q in [0, ring_row). Vectors [direct_lo, direct_hi)
+// read their taps straight from src; the others from `padded` (entry b is
+// column b - pad), of which this copies the columns they read. Max adds
+// every tap vector into *probe (NaN where a tap was NaN): one add a vector
+// on the chain through the row, the others off it.
+template <class Ops, int kStride, bool kMax, int kKernel>
+void separable_row(const float* src, float* padded, float* slot, const PoolAxis& w, int64_t ring_row,
+                   int64_t covered, int64_t direct_lo, int64_t direct_hi, typename Ops::V* probe) {
+  using V = typename Ops::V;
+  const int64_t sw = w.stride, kw = kKernel > 0 ? kKernel : w.kernel, dw = w.dilation, pad = w.pad;
+  const int64_t step = int64_t{Ops::W} * sw;  // input columns between vectors
+  // Columns the border vectors read: [0, head) and [tail, covered).
+  int64_t head = direct_lo * step - sw + (kw - 1) * dw + 1 - pad;
+  if (head > covered) head = covered;
+  int64_t tail = direct_hi * step - pad;
+  if (tail < 0) tail = 0;
+  if (head > 0) {
+    store_row<Ops>(padded + pad, head, [&](int64_t i, int64_t len) { return load_part<Ops>(src, i, len, 0.0f); });
+  }
+  if (tail < covered) {
+    store_row<Ops>(padded + pad + tail, covered - tail,
+                   [&](int64_t i, int64_t len) { return load_part<Ops>(src + tail, i, len, 0.0f); });
+  }
+  V sum = *probe;
+  for (int64_t v = 0; v * Ops::W < ring_row; ++v) {
+    const float* taps = v >= direct_lo && v < direct_hi ? src - pad + v * step : padded + v * step;
+    V acc = load_strided<Ops, kStride>(taps, sw), taps_sum = acc;
+    for (int64_t j = 1; j < kw; ++j) {
+      const V t = load_strided<Ops, kStride>(taps + j * dw, sw);
+      if constexpr (kMax) taps_sum = Ops::add(taps_sum, t);
+      acc = reduce_pair<Ops, kMax>(acc, t);
+    }
+    if constexpr (kMax) sum = Ops::add(sum, taps_sum);
+    Ops::store(slot + v * Ops::W, acc);
+  }
+  *probe = sum;
+}
+
+// The H pass of one output row: out[q] = the reduction of the `taps` ring
+// rows from `first_slot` on (wrapping at `slots`), times recip[q] for the
+// average.
+template <class Ops, bool kMax, int kTaps>
+void separable_column(const float* ring, int64_t ring_row, int64_t slots, int64_t first_slot, int64_t runtime_taps,
+                      const float* recip, float* out, int64_t n) {
+  using V = typename Ops::V;
+  const int64_t taps = kTaps > 0 ? kTaps : runtime_taps;
+  store_row<Ops>(out, n, [&](int64_t q, int64_t len) {
+    int64_t s = first_slot;
+    V acc = Ops::load(ring + s * ring_row + q);
+    for (int64_t t = 1; t < taps; ++t) {
+      if (++s == slots) s = 0;
+      acc = reduce_pair<Ops, kMax>(acc, Ops::load(ring + s * ring_row + q));
+    }
+    if constexpr (kMax) {
+      return acc;
+    } else {
+      return Ops::mul(acc, load_part<Ops>(recip, q, len, 0.0f));
+    }
+  });
+}
+
+template <class Ops, int kStride, bool kMax>
+void separable_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out, slots = h.kernel;
+  const int64_t ring_row = ring_row_floats<Ops>(w);
+  // Vectors whose taps all lie in the input: v * step >= pad and
+  // (v * W + W - 1) * stride + (kernel - 1) * dilation - pad <= in - 1.
+  const int64_t step = int64_t{Ops::W} * w.stride;
+  const int64_t vectors = ring_row / Ops::W;
+  const int64_t direct_lo = (w.pad + step - 1) / step;
+  const int64_t last_reach = (Ops::W - 1) * w.stride + (w.kernel - 1) * w.dilation - w.pad;  // of vector 0
+  int64_t direct_hi = w.in - 1 - last_reach >= 0 ? (w.in - 1 - last_reach) / step + 1 : 0;
+  if (direct_hi > vectors) direct_hi = vectors;
+  if (direct_hi < direct_lo) direct_hi = direct_lo;
+  // The common kernels of 2 and 3 taps along W unrolled.
+  const auto row_pass = w.kernel == 3 ? separable_row<Ops, kStride, kMax, 3>
+                        : w.kernel == 2 ? separable_row<Ops, kStride, kMax, 2> : separable_row<Ops, kStride, kMax, 0>;
+  const int64_t padded_floats = padded_row_floats(w, ring_row);
+  const int64_t covered = w.in < padded_floats - w.pad ? w.in : padded_floats - w.pad;  // input columns read
+  for_each_row_share(g, [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    // 64-byte alignment (thread_scratch's) for the ring and for the copy's stores at padded + w.pad.
+    const int64_t lead = (16 - w.pad % 16) % 16, ring_at = (lead + padded_floats + 15) / 16 * 16;
+    float* base = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, ring_at + (slots + 1) * ring_row);
+    float* padded = base + lead;
+    float* ring = base + ring_at;
+    float* recip = ring + slots * ring_row;  // average: 1 / divisor of each output of the row
+    // Only input columns are rewritten per row: the rest stays the identity.
+    store_row<Ops>(padded, padded_floats, [](int64_t, int64_t) { return Ops::set1(kMax ? kNegInf : 0.0f); });
+    int64_t plane_now = -1;
+    int64_t next = 0;       // of plane_now's input rows, those below `next` that a window needs are in the ring
+    int64_t nan_row = -1;   // the last of them whose probe was NaN
+    float recip_key = -1.0f;  // what recip holds: h.count of its row, or -2 for divisor_override
+    for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+      const float* xp = x + plane * in_plane;
+      float* out = y + plane * out_plane + p * w.out;
+      if (plane != plane_now) {
+        plane_now = plane;
+        next = 0;
+        nan_row = -1;
+      }
+      const int64_t first = h.first[p], taps = h.taps[p];
+      if (taps == 0) {  // average only (max refuses such windows): a sum of nothing
+        fill_zero<Ops>(out, w.out);
+        return;
+      }
+      for (int64_t r = next > first ? next : first; r < first + taps; ++r) {
+        V probe = Ops::zero();
+        row_pass(xp + r * w.in, padded, ring + (r % slots) * ring_row, w, ring_row, covered, direct_lo, direct_hi,
+                 &probe);
+        if (kMax && Ops::any(Ops::gt_or_nan(probe, probe))) nan_row = r;
+      }
+      if (first + taps > next) next = first + taps;
+      if constexpr (kMax) {
+        if (nan_row >= first) return max_row<Ops, kStride, false>(g, xp, out, nullptr, p);
+      } else {
+        const float key = divisor > 0.0f ? -2.0f : h.count[p];
+        if (key != recip_key) {
+          recip_key = key;
+          store_row<Ops>(recip, w.out, [&](int64_t q, int64_t len) {
+            const V d = divisor > 0.0f ? Ops::set1(divisor)
+                                       : Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, len, 0.0f));
+            // A divisor of 0 comes only with no tap in range, a sum of 0.
+            return Ops::select(Ops::gt(d, Ops::zero()), Ops::div(Ops::set1(1.0f), d), Ops::zero());
+          });
+        }
+      }
+      const auto column_pass = taps == 3 ? separable_column<Ops, kMax, 3>
+                               : taps == 2 ? separable_column<Ops, kMax, 2> : separable_column<Ops, kMax, 0>;
+      column_pass(ring, ring_row, slots, first % slots, taps, recip, out, w.out);
+    });
+  });
+}
+
+template <class Ops, bool kMax>
+void separable_forward_by_stride(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  switch (g.w.stride) {
+    case 1: return separable_forward<Ops, 1, kMax>(g, x, y, divisor);
+    case 2: return separable_forward<Ops, 2, kMax>(g, x, y, divisor);
+    default: return separable_forward<Ops, kStrideGather, kMax>(g, x, y, divisor);
+  }
+}
+
+template <class Ops>
+void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  // Rows are kept as floats: exact below 2^24.
+  if (!g.w.regular && g.h.kernel <= kMaxVectorTaps) return adaptive_max_forward<Ops>(g, x, y, indices);
+  if (indices != nullptr) return max_forward_indices<Ops, true>(g, x, y, indices);
+  if (separable_fits<Ops>(g)) return separable_forward_by_stride<Ops, true>(g, x, y, 0.0f);
+  max_forward_indices<Ops, false>(g, x, y, nullptr);
+}
+
 template <class Ops>
 void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
   if (g.h.out == 1 && g.w.out == 1 && g.h.dilation == 1 && g.w.dilation == 1 && g.h.taps[0] == g.h.in &&
@@ -531,6 +730,7 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
   if (!g.w.regular || (g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1)) {
     return avg_forward_by_columns<Ops>(g, x, y, divisor);
   }
+  if (separable_fits<Ops>(g)) return separable_forward_by_stride<Ops, false>(g, x, y, divisor);
   switch (g.w.stride) {
     case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
     case 2: return avg_forward_as<Ops, 2>(g, x, y, divisor);
