@@ -129,6 +129,16 @@ def test_adaptive_pooling(size, out, isa, threads, rng):
                       ref.adaptive_avg_pool2d_backward(np.abs(g), x.shape), "avg grad_x")
 
 
+@pytest.mark.parametrize("shape", [(2, 1100, 23, 23), (3, 5, 4, 5)], ids=str)
+def test_global_avg_pool2d_backward_fills_each_plane(shape, isa, threads, rng):
+    """Global pooling's backward writes the planes as one flat row (vectors
+    straddle planes of 529 and 20 floats), streamed when it has 2^20 floats
+    or more: each plane exactly its grad_y / (H * W)."""
+    g = rng.standard_normal(shape[:2] + (1, 1)).astype(np.float32)
+    expected = np.broadcast_to(g / np.float32(shape[2] * shape[3]), shape)
+    _assert_exact(minidnn.adaptive_avg_pool2d_backward(g, shape), expected, "grad_x")
+
+
 def test_1d_forms(isa, threads, rng):
     x = _input((2, 3, 45), rng)
     y, idx = minidnn.max_pool1d(x, 3, 2, (2, 1), 2, True, return_indices=True)

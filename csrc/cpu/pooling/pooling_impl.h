@@ -37,6 +37,10 @@ constexpr int64_t kMaxVectorTaps = int64_t{1} << 24;
 
 constexpr float kNegInf = -__builtin_inff();
 
+// Global average pooling's backward streams outputs of at least this many
+// floats (bench/NOTES.md, pooling).
+constexpr int64_t kGlobalStreamMinFloats = int64_t{1} << 20;
+
 // Stride modes of the vector loads: 1, 2 (deinterleave), anything else (gather).
 constexpr int kStrideGather = 0;
 
@@ -73,6 +77,15 @@ float sum_segment(const float* a, int64_t n) {
   return Ops::reduce_add(Ops::add(acc, acc2));
 }
 
+// store_row without the masked store of the tail: whole vectors over
+// [0, n rounded up to W), which the buffer y must have room for. A later
+// load of what a masked store wrote waits for that store to leave the store
+// buffer; from a whole-vector store it is forwarded.
+template <class Ops, class Value>
+void store_vectors(float* y, int64_t n, Value value) {
+  for (int64_t i = 0; i < n; i += Ops::W) Ops::store(y + i, value(i, n - i < Ops::W ? n - i : int64_t{Ops::W}));
+}
+
 // Body(plane, row) for the output rows [begin, end) of the flat (plane,
 // row) order.
 template <class Body>
@@ -105,12 +118,18 @@ void for_each_row(const PoolGeometry& g, const Body& body) {
   for_each_row_share(g, [&](int64_t begin, int64_t end) { for_rows(g, begin, end, body); });
 }
 
+// Share(begin, end) for contiguous shares of the planes, one per thread.
+template <class Share>
+void for_each_plane_share(int64_t planes, int64_t work, const Share& share) {
+  minidnn::parallel(minidnn::threads_for(work, kPoolGrain),
+                    [&](int t, int nt) { share(planes * t / nt, planes * (t + 1) / nt); });
+}
+
 // Body(plane) for every plane, split into contiguous shares.
 template <class Body>
 void for_each_plane(int64_t planes, int64_t work, const Body& body) {
-  minidnn::parallel(minidnn::threads_for(work, kPoolGrain), [&](int t, int nt) {
-    const int64_t end = planes * (t + 1) / nt;
-    for (int64_t plane = planes * t / nt; plane < end; ++plane) body(plane);
+  for_each_plane_share(planes, work, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) body(plane);
   });
 }
 
@@ -535,7 +554,7 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
 // a row; a NaN sum (a NaN tap, or infinities of both signs, the padding's
 // -inf included) sends every output row whose window covers that input row
 // to the direct form (max_row).
-constexpr int64_t kSeparableMaxFloats = int64_t{1} << 20;  // ring and buffers, per thread
+constexpr int64_t kSeparableMaxFloats = int64_t{1} << 40;  // ring and buffers, per thread
 
 // Floats of the padded row buffer: its entry b is input column b - w.pad,
 // and vector q0 (a multiple of W) reads entries (q0 + l) * stride + j *
@@ -738,67 +757,140 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
   }
 }
 
+// Global average pooling's backward: each plane filled with its share
+// grad_y / divisor. Planes (7 x 7 = 49 floats in ResNet) do not start on
+// vector boundaries, so a share's planes are written as one flat row
+// instead, a vector that straddles two planes blending their shares (planes
+// of at least W floats: a vector meets at most two); memory-sized outputs
+// go through streaming stores (write_row).
+template <class Ops>
+void global_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+  using V = typename Ops::V;
+  static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const int64_t in_plane = g.h.in * g.w.in;
+  const float d = divisor_at(g.h, g.w, 0, 0, divisor);
+  const bool streaming = g.planes * in_plane >= kGlobalStreamMinFloats;
+  const V lanes = Ops::load(kLanes);
+  for_each_plane_share(g.planes, g.planes * (in_plane + 1), [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    int64_t plane = begin, plane_end = (begin + 1) * in_plane;  // plane_end: where `plane` ends in grad_x
+    const auto share = [&](int64_t p) { return d != 0.0f ? grad_y[p] / d : 0.0f; };
+    float current = share(begin);
+    write_row<Ops>(grad_x + begin * in_plane, (end - begin) * in_plane, streaming, [&](int64_t i, int64_t len) {
+      const int64_t at = begin * in_plane + i;
+      if (at >= plane_end) {
+        ++plane;
+        plane_end += in_plane;
+        current = share(plane);
+      }
+      if (at + len <= plane_end) return Ops::set1(current);
+      // Lanes from plane_end - at on belong to the next plane.
+      return Ops::select(Ops::lt(lanes, Ops::set1(static_cast<float>(plane_end - at))), Ops::set1(current),
+                         Ops::set1(share(plane + 1)));
+    });
+    if (streaming) Ops::stream_fence();
+  });
+}
+
+// The input rows [0, h.in) in order, with the windows along H that cover
+// each: visit(i, lo, hi) for row i, whose windows lie among [lo, hi) (those
+// with i among their taps; windows are monotone: first[] and the last taps
+// never decrease), after enter(p) for each window p as it first comes into
+// [lo, hi). Windows with no tap in range cover nothing.
+template <class Enter, class Visit>
+void sweep_rows(const PoolAxis& h, const Enter& enter, const Visit& visit) {
+  int64_t lo = 0, hi = 0;
+  for (int64_t i = 0; i < h.in; ++i) {
+    while (lo < h.out && (h.taps[lo] == 0 || h.first[lo] + (h.taps[lo] - 1) * h.dilation < i)) ++lo;
+    while (hi < h.out && (h.taps[hi] == 0 || h.first[hi] <= i)) enter(hi++);
+    visit(i, lo < hi ? lo : hi, hi);
+  }
+}
+
+// Whether window p along H has input row i among its taps.
+inline bool row_in_window(const PoolAxis& h, int64_t p, int64_t i) {
+  const int64_t t = i - h.first[p];
+  if (h.taps[p] == 0 || t < 0) return false;
+  if (h.dilation == 1) return t < h.taps[p];  // no division on the common path
+  return t % h.dilation == 0 && t / h.dilation < h.taps[p];
+}
+
 // Each input position gathers grad_y / divisor of every window holding it,
-// in two separable steps per output row p: the row's shares summed along W
-// into u (the input positions of W), then u added to each input row the
-// window of p covers (vector adds along the row). For stride-1 windows
-// along W, u is vectorized too, as the adjoint of the forward's second
-// pass: the shares go into a zero-padded row buffer, of which u[j] sums the
-// kernel entries of the windows over column j.
+// in two separable steps: the shares of each output row p summed along W
+// into u_p (a row over the input columns), then each input row written
+// once as the sum of the u_p of the windows covering it (vector adds along
+// the row; the u_p live in a ring of as many rows as windows cover one
+// input row). Writing each row once, rather than adding each u_p into the
+// rows of its window, avoids re-reading rows just written with masked
+// stores (13-wide rows: a masked load waits for the masked store before it
+// to leave the store buffer; that was 40% of adaptive 13 -> 6). For
+// stride-1 windows along W, u_p is vectorized too, as the adjoint of the
+// forward's second pass: the shares go into a zero-padded row buffer, of
+// which u_p[j] sums the kernel entries of the windows over column j.
 template <class Ops>
 void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+  using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
   // Global pooling: one window over the whole plane, whose share fills it.
-  const bool global = h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in &&
-                      w.taps[0] == w.in;
+  if (h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in && w.taps[0] == w.in &&
+      in_plane >= Ops::W) {
+    return global_avg_backward<Ops>(g, grad_y, grad_x, divisor);
+  }
   const bool by_columns = w.regular && w.stride == 1 && w.dilation == 1 && w.kernel > 1;
   // The last vector of u reads up to W - 1 entries past column in - 1 + pad + kw - 1.
-  const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : 0;
+  const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : w.out + Ops::W;
+  const int64_t u_row = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+  int64_t ring_rows = 1;  // the most windows covering one input row
+  sweep_rows(h, [](int64_t) {}, [&](int64_t, int64_t lo, int64_t hi) {
+    if (hi - lo > ring_rows) ring_rows = hi - lo;
+  });
   for_each_plane(g.planes, g.planes * (in_plane + out_plane), [&](int64_t plane) {
     float* gx = grad_x + plane * in_plane;
     const float* gy = grad_y + plane * out_plane;
-    if (global) {
-      const float d = divisor_at(h, w, 0, 0, divisor);
-      const typename Ops::V share = Ops::set1(d != 0.0f ? gy[0] / d : 0.0f);
-      store_row<Ops>(gx, in_plane, [&](int64_t, int64_t) { return share; });
-      return;
-    }
-    fill_zero<Ops>(gx, in_plane);
-    float* u = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, w.in + shares_floats);
-    // shares[kw - 1 + q] for output q; only those are rewritten per row.
-    float* shares = u + w.in;
+    float* ring = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, ring_rows * u_row + shares_floats);
+    // shares[kw - 1 + q] for output q by columns; only those are rewritten per row.
+    float* shares = ring + ring_rows * u_row;
     if (by_columns) fill_zero<Ops>(shares, shares_floats);
-    for (int64_t p = 0; p < h.out; ++p) {
-      if (h.taps[p] == 0) continue;
+    const auto enter = [&](int64_t p) {  // u_p into its ring row
+      if (h.taps[p] == 0) return;
+      float* u = ring + p % ring_rows * u_row;
       if (by_columns) {
         // Every stride-1 window has a tap in range: no divisor is 0.
-        store_row<Ops>(shares + w.kernel - 1, w.out, [&](int64_t q, int64_t len) {
+        // Lanes past w.out come out 0 (0 / 1), keeping the padding 0.
+        store_vectors<Ops>(shares + w.kernel - 1, w.out, [&](int64_t q, int64_t len) {
           return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
         });
         // The windows over column j are q = j + pad - (kw - 1) .. j + pad.
-        store_row<Ops>(u, w.in, [&](int64_t j, int64_t) {
-          typename Ops::V s = Ops::load(shares + j + w.pad);
+        store_vectors<Ops>(u, w.in, [&](int64_t j, int64_t) {
+          V s = Ops::load(shares + j + w.pad);
           for (int64_t t = 1; t < w.kernel; ++t) s = Ops::add(s, Ops::load(shares + j + w.pad + t));
           return s;
         });
       } else {
-        fill_zero<Ops>(u, w.in);
+        // The row's shares in vector divisions, then spread over the
+        // windows. A divisor of 0 (made 1 by divisor_vector) comes only
+        // with no tap in range, where nothing is spread.
+        store_vectors<Ops>(shares, w.out, [&](int64_t q, int64_t len) {
+          return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
+        });
+        store_vectors<Ops>(u, w.in, [](int64_t, int64_t) { return Ops::zero(); });
         for (int64_t q = 0; q < w.out; ++q) {
-          const float d = divisor_at(h, w, p, q, divisor);
-          if (d == 0.0f) continue;
-          const float share = gy[p * w.out + q] / d;
-          for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += share;
+          for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += shares[q];
         }
       }
-      for (int64_t th = 0; th < h.taps[p]; ++th) {
-        float* row = gx + (h.first[p] + th * h.dilation) * w.in;
-        store_row<Ops>(row, w.in, [&](int64_t i, int64_t len) {
-          return Ops::add(load_part<Ops>(row, i, len, 0.0f), load_part<Ops>(u, i, len, 0.0f));
-        });
-      }
-    }
+    };
+    sweep_rows(h, enter, [&](int64_t i, int64_t lo, int64_t hi) {
+      const int64_t lo_slot = lo % ring_rows;
+      store_row<Ops>(gx + i * w.in, w.in, [&](int64_t j, int64_t len) {
+        V s = Ops::zero();
+        for (int64_t p = lo, slot = lo_slot; p < hi; ++p, slot = slot + 1 == ring_rows ? 0 : slot + 1) {
+          if (row_in_window(h, p, i)) s = Ops::add(s, load_part<Ops>(ring + slot * u_row, j, len, 0.0f));
+        }
+        return s;
+      });
+    });
   });
 }
 
