@@ -323,8 +323,11 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
-    float* col_max = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, 2 * w.in);
-    float* col_row = col_max + w.in;  // the row of each, from the window's first, as a float
+    // Whole vectors only (the row rounded up to W): the scalar scan below
+    // reads what they store, which a masked store would hold up.
+    const int64_t padded_in = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+    float* col_max = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, 2 * padded_in);
+    float* col_row = col_max + padded_in;  // the row of each, from the window's first, as a float
     for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
       const float* rows = x + plane * in_plane + h.first[p] * w.in;
       for (int64_t i = 0; i < w.in; i += Ops::W) {
@@ -336,13 +339,8 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
           m = Ops::select(replace, v, m);
           r = Ops::select(replace, Ops::set1(static_cast<float>(th)), r);
         }
-        if (len == Ops::W) {
-          Ops::store(col_max + i, m);
-          Ops::store(col_row + i, r);
-        } else {
-          Ops::store_tail(col_max + i, m, len);
-          Ops::store_tail(col_row + i, r, len);
-        }
+        Ops::store(col_max + i, m);
+        Ops::store(col_row + i, r);
       }
       const int64_t o = plane * out_plane + p * w.out;
       for (int64_t q = 0; q < w.out; ++q) {
