@@ -840,6 +840,11 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
   // The last vector of u reads up to W - 1 entries past column in - 1 + pad + kw - 1.
   const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : w.out + Ops::W;
   const int64_t u_row = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+  // Windows along W that are contiguous and monotone (every regular or
+  // adaptive axis without dilation; zero-tap windows only at the ends).
+  const bool spread_by_vectors = !by_columns && w.dilation == 1 && w.in < (int64_t{1} << 24);
+  static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const V lanes = Ops::load(kLanes);
   int64_t ring_rows = 1;  // the most windows covering one input row
   sweep_rows(h, [](int64_t) {}, [&](int64_t, int64_t lo, int64_t hi) {
     if (hi - lo > ring_rows) ring_rows = hi - lo;
@@ -873,18 +878,38 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
         store_vectors<Ops>(shares, w.out, [&](int64_t q, int64_t len) {
           return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
         });
-        store_vectors<Ops>(u, w.in, [](int64_t, int64_t) { return Ops::zero(); });
-        for (int64_t q = 0; q < w.out; ++q) {
-          for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += shares[q];
+        if (spread_by_vectors) {
+          // u[j] for a vector of columns at a time: each window's share in
+          // the lanes of its columns (compared as floats: exact, as the row
+          // is narrower than 2^24). Stored whole, the rows below load it at
+          // once, where scalar adds into it made them wait.
+          int64_t q_lo = 0;
+          for (int64_t k = 0; k < u_row; k += Ops::W) {
+            while (q_lo < w.out && w.first[q_lo] + w.taps[q_lo] <= k) ++q_lo;
+            const V columns = Ops::add(lanes, Ops::set1(static_cast<float>(k)));
+            V s = Ops::zero();
+            for (int64_t q = q_lo; q < w.out && w.first[q] < k + Ops::W; ++q) {
+              const V in = Ops::select(Ops::gt(columns, Ops::set1(static_cast<float>(w.first[q] - 1))),
+                                       Ops::set1(shares[q]), Ops::zero());
+              s = Ops::add(s, Ops::select(Ops::lt(columns, Ops::set1(static_cast<float>(w.first[q] + w.taps[q]))), in,
+                                          Ops::zero()));
+            }
+            Ops::store(u + k, s);
+          }
+        } else {
+          store_vectors<Ops>(u, w.in, [](int64_t, int64_t) { return Ops::zero(); });
+          for (int64_t q = 0; q < w.out; ++q) {
+            for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += shares[q];
+          }
         }
       }
     };
     sweep_rows(h, enter, [&](int64_t i, int64_t lo, int64_t hi) {
       const int64_t lo_slot = lo % ring_rows;
-      store_row<Ops>(gx + i * w.in, w.in, [&](int64_t j, int64_t len) {
+      store_row<Ops>(gx + i * w.in, w.in, [&](int64_t j, int64_t) {
         V s = Ops::zero();
         for (int64_t p = lo, slot = lo_slot; p < hi; ++p, slot = slot + 1 == ring_rows ? 0 : slot + 1) {
-          if (row_in_window(h, p, i)) s = Ops::add(s, load_part<Ops>(ring + slot * u_row, j, len, 0.0f));
+          if (row_in_window(h, p, i)) s = Ops::add(s, Ops::load(ring + slot * u_row + j));  // rows padded to u_row
         }
         return s;
       });
