@@ -552,7 +552,7 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
 // a row; a NaN sum (a NaN tap, or infinities of both signs, the padding's
 // -inf included) sends every output row whose window covers that input row
 // to the direct form (max_row).
-constexpr int64_t kSeparableMaxFloats = int64_t{1} << 40;  // ring and buffers, per thread
+constexpr int64_t kSeparableMaxFloats = int64_t{1} << 20;  // ring and buffers, per thread
 
 // Floats of the padded row buffer: its entry b is input column b - w.pad,
 // and vector q0 (a multiple of W) reads entries (q0 + l) * stride + j *
