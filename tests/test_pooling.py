@@ -129,6 +129,16 @@ def test_adaptive_pooling(size, out, isa, threads, rng):
                       ref.adaptive_avg_pool2d_backward(np.abs(g), x.shape), "avg grad_x")
 
 
+@pytest.mark.parametrize("shape", [(2, 1100, 23, 23), (3, 5, 4, 5)], ids=str)
+def test_global_avg_pool2d_backward_fills_each_plane(shape, isa, threads, rng):
+    """Global pooling's backward writes the planes as one flat row (vectors
+    straddle planes of 529 and 20 floats), streamed when it has 2^20 floats
+    or more: each plane exactly its grad_y / (H * W)."""
+    g = rng.standard_normal(shape[:2] + (1, 1)).astype(np.float32)
+    expected = np.broadcast_to(g / np.float32(shape[2] * shape[3]), shape)
+    _assert_exact(minidnn.adaptive_avg_pool2d_backward(g, shape), expected, "grad_x")
+
+
 def test_1d_forms(isa, threads, rng):
     x = _input((2, 3, 45), rng)
     y, idx = minidnn.max_pool1d(x, 3, 2, (2, 1), 2, True, return_indices=True)
@@ -142,6 +152,22 @@ def test_1d_forms(isa, threads, rng):
     x = _input(x.shape, rng, specials=False)
     _assert_close(minidnn.avg_pool1d(x, 4, 1, 2, False, False), ref.avg_pool1d(x, 4, 1, 2, False, False),
                   ref.avg_pool1d(np.abs(x), 4, 1, 2, False, False), "avg_pool1d")
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 2, 1), (2, 2, 0), (3, 1, 1), ((4, 3), (3, 2), (1, 2))], ids=str)
+def test_max_pool2d_signed_zero_ties_and_nan_rows(k, s, p, isa, threads, rng):
+    """Max pooling without indices reduces separably (rows, then columns):
+    the first maximum in scan order still wins (a -0 before a +0 gives -0),
+    and input rows holding a NaN send their windows to the direct scan,
+    wide rows (several vectors plus a tail) included."""
+    x = rng.choice(np.array([-0.0, 0.0, -1.0], np.float32), (2, 3, 19, 75))
+    x[0, 1, 7, 30] = x[1, 2, 0, 0] = x[1, 2, 18, 74] = np.nan
+    x[0, 2, 4, 11] = np.inf
+    x[0, 2, 9, 50] = -np.inf
+    y, y_ref = minidnn.max_pool2d(x, k, s, p), ref.max_pool2d(x, k, s, p)
+    _assert_exact(y, y_ref, "y")
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(y_ref))
+    assert np.isnan(y[0, 1]).any() and not np.isnan(y[0, 0]).any()
 
 
 def test_max_unpool2d(isa, threads, rng):

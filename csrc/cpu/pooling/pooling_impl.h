@@ -37,6 +37,10 @@ constexpr int64_t kMaxVectorTaps = int64_t{1} << 24;
 
 constexpr float kNegInf = -__builtin_inff();
 
+// Global average pooling's backward streams outputs of at least this many
+// floats (bench/NOTES.md, pooling).
+constexpr int64_t kGlobalStreamMinFloats = int64_t{1} << 20;
+
 // Stride modes of the vector loads: 1, 2 (deinterleave), anything else (gather).
 constexpr int kStrideGather = 0;
 
@@ -73,6 +77,15 @@ float sum_segment(const float* a, int64_t n) {
   return Ops::reduce_add(Ops::add(acc, acc2));
 }
 
+// store_row without the masked store of the tail: whole vectors over
+// [0, n rounded up to W), which the buffer y must have room for. A later
+// load of what a masked store wrote waits for that store to leave the store
+// buffer; from a whole-vector store it is forwarded.
+template <class Ops, class Value>
+void store_vectors(float* y, int64_t n, Value value) {
+  for (int64_t i = 0; i < n; i += Ops::W) Ops::store(y + i, value(i, n - i < Ops::W ? n - i : int64_t{Ops::W}));
+}
+
 // Body(plane, row) for the output rows [begin, end) of the flat (plane,
 // row) order.
 template <class Body>
@@ -105,12 +118,18 @@ void for_each_row(const PoolGeometry& g, const Body& body) {
   for_each_row_share(g, [&](int64_t begin, int64_t end) { for_rows(g, begin, end, body); });
 }
 
+// Share(begin, end) for contiguous shares of the planes, one per thread.
+template <class Share>
+void for_each_plane_share(int64_t planes, int64_t work, const Share& share) {
+  minidnn::parallel(minidnn::threads_for(work, kPoolGrain),
+                    [&](int t, int nt) { share(planes * t / nt, planes * (t + 1) / nt); });
+}
+
 // Body(plane) for every plane, split into contiguous shares.
 template <class Body>
 void for_each_plane(int64_t planes, int64_t work, const Body& body) {
-  minidnn::parallel(minidnn::threads_for(work, kPoolGrain), [&](int t, int nt) {
-    const int64_t end = planes * (t + 1) / nt;
-    for (int64_t plane = planes * t / nt; plane < end; ++plane) body(plane);
+  for_each_plane_share(planes, work, [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) body(plane);
   });
 }
 
@@ -304,8 +323,11 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
-    float* col_max = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, 2 * w.in);
-    float* col_row = col_max + w.in;  // the row of each, from the window's first, as a float
+    // Whole vectors only (the row rounded up to W): the scalar scan below
+    // reads what they store, which a masked store would hold up.
+    const int64_t padded_in = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+    float* col_max = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, 2 * padded_in);
+    float* col_row = col_max + padded_in;  // the row of each, from the window's first, as a float
     for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
       const float* rows = x + plane * in_plane + h.first[p] * w.in;
       for (int64_t i = 0; i < w.in; i += Ops::W) {
@@ -317,13 +339,8 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
           m = Ops::select(replace, v, m);
           r = Ops::select(replace, Ops::set1(static_cast<float>(th)), r);
         }
-        if (len == Ops::W) {
-          Ops::store(col_max + i, m);
-          Ops::store(col_row + i, r);
-        } else {
-          Ops::store_tail(col_max + i, m, len);
-          Ops::store_tail(col_row + i, r, len);
-        }
+        Ops::store(col_max + i, m);
+        Ops::store(col_row + i, r);
       }
       const int64_t o = plane * out_plane + p * w.out;
       for (int64_t q = 0; q < w.out; ++q) {
@@ -342,17 +359,6 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
       }
     });
   });
-}
-
-template <class Ops>
-void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
-  // Rows are kept as floats: exact below 2^24.
-  if (!g.w.regular && g.h.kernel <= kMaxVectorTaps) return adaptive_max_forward<Ops>(g, x, y, indices);
-  if (indices != nullptr) {
-    max_forward_indices<Ops, true>(g, x, y, indices);
-  } else {
-    max_forward_indices<Ops, false>(g, x, y, nullptr);
-  }
 }
 
 // --------------------------------------------------------------- average
@@ -522,6 +528,216 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
   });
 }
 
+// ------------------------------------------- separable windows (max, average)
+
+// Max pooling without indices and average pooling over regular windows
+// (h.dilation 1) go in two passes, as the Design allows: each input
+// row a thread's share needs is reduced along W once, into a ring of row
+// results (slot = input row mod kh), and each output row then reduces the
+// ring rows of its window, a contiguous vector at a time. A 3x3/2 window
+// then costs, per vector of outputs, 6 strided tap loads and 8 reductions
+// (two new input rows per output row, the third shared with the output row
+// above) where the direct form (max_vector, avg_vector) takes 9 and 9. The
+// border vectors of a row (2 of 4 for a 56-wide row at 16 lanes) read their
+// taps from a copy of the row's border columns padded with the reduction's
+// identity (-inf, 0), so that no vector needs a masked load.
+//
+// Max reduces with Ops::max(v, m) = v > m ? v : m: PyTorch's replace rule
+// (the first maximum wins, so a -0 before a +0 stays) for everything but
+// NaN, in one instruction where gt_or_nan and a select take four. The rule
+// picks the first maximum in scan order, and reducing each window row left
+// to right, then the rows top down, is the same scan: the values are
+// bit-identical to the direct form's. NaN breaks the one-instruction rule
+// (PyTorch keeps the last NaN), so the W pass also sums every tap vector of
+// a row; a NaN sum (a NaN tap, or infinities of both signs, the padding's
+// -inf included) sends every output row whose window covers that input row
+// to the direct form (max_row).
+constexpr int64_t kSeparableMaxFloats = int64_t{1} << 20;  // ring and buffers, per thread
+
+// Floats of the padded row buffer: its entry b is input column b - w.pad,
+// and vector q0 (a multiple of W) reads entries (q0 + l) * stride + j *
+// dilation for l < W, j < kernel.
+inline int64_t padded_row_floats(const PoolAxis& w, int64_t ring_row) {
+  return (ring_row - 1) * w.stride + (w.kernel - 1) * w.dilation + 1;
+}
+
+template <class Ops>
+int64_t ring_row_floats(const PoolAxis& w) {
+  return (w.out + Ops::W - 1) / Ops::W * Ops::W;
+}
+
+template <class Ops>
+bool separable_fits(const PoolGeometry& g) {
+  if (!g.h.regular || !g.w.regular || g.h.dilation != 1 || g.h.kernel < 2) return false;
+  const int64_t ring_row = ring_row_floats<Ops>(g.w);
+  return padded_row_floats(g.w, ring_row) + (g.h.kernel + 2) * ring_row <= kSeparableMaxFloats;
+}
+
+template <class Ops, bool kMax>
+typename Ops::V reduce_pair(typename Ops::V acc, typename Ops::V next) {
+  if constexpr (kMax) {
+    return Ops::max(next, acc);  // next replaces acc only where greater (NaN aside, see above)
+  } else {
+    return Ops::add(acc, next);
+  }
+}
+
+// The W pass of one input row `src`: slot[q] = the row's reduction over
+// output q's window, for q in [0, ring_row). Vectors [direct_lo, direct_hi)
+// read their taps straight from src; the others from `padded` (entry b is
+// column b - pad), of which this copies the columns they read. Max adds
+// every tap vector into *probe (NaN where a tap was NaN): one add a vector
+// on the chain through the row, the others off it.
+template <class Ops, int kStride, bool kMax, int kKernel>
+void separable_row(const float* src, float* padded, float* slot, const PoolAxis& w, int64_t ring_row,
+                   int64_t covered, int64_t direct_lo, int64_t direct_hi, typename Ops::V* probe) {
+  using V = typename Ops::V;
+  const int64_t sw = w.stride, kw = kKernel > 0 ? kKernel : w.kernel, dw = w.dilation, pad = w.pad;
+  const int64_t step = int64_t{Ops::W} * sw;  // input columns between vectors
+  // Columns the border vectors read: [0, head) and [tail, covered).
+  int64_t head = direct_lo * step - sw + (kw - 1) * dw + 1 - pad;
+  if (head > covered) head = covered;
+  int64_t tail = direct_hi * step - pad;
+  if (tail < 0) tail = 0;
+  if (head > 0) {
+    store_row<Ops>(padded + pad, head, [&](int64_t i, int64_t len) { return load_part<Ops>(src, i, len, 0.0f); });
+  }
+  if (tail < covered) {
+    store_row<Ops>(padded + pad + tail, covered - tail,
+                   [&](int64_t i, int64_t len) { return load_part<Ops>(src + tail, i, len, 0.0f); });
+  }
+  V sum = *probe;
+  for (int64_t v = 0; v * Ops::W < ring_row; ++v) {
+    const float* taps = v >= direct_lo && v < direct_hi ? src - pad + v * step : padded + v * step;
+    V acc = load_strided<Ops, kStride>(taps, sw), taps_sum = acc;
+    for (int64_t j = 1; j < kw; ++j) {
+      const V t = load_strided<Ops, kStride>(taps + j * dw, sw);
+      if constexpr (kMax) taps_sum = Ops::add(taps_sum, t);
+      acc = reduce_pair<Ops, kMax>(acc, t);
+    }
+    if constexpr (kMax) sum = Ops::add(sum, taps_sum);
+    Ops::store(slot + v * Ops::W, acc);
+  }
+  *probe = sum;
+}
+
+// The H pass of one output row: out[q] = the reduction of the `taps` ring
+// rows from `first_slot` on (wrapping at `slots`), times recip[q] for the
+// average.
+template <class Ops, bool kMax, int kTaps>
+void separable_column(const float* ring, int64_t ring_row, int64_t slots, int64_t first_slot, int64_t runtime_taps,
+                      const float* recip, float* out, int64_t n) {
+  using V = typename Ops::V;
+  const int64_t taps = kTaps > 0 ? kTaps : runtime_taps;
+  store_row<Ops>(out, n, [&](int64_t q, int64_t len) {
+    int64_t s = first_slot;
+    V acc = Ops::load(ring + s * ring_row + q);
+    for (int64_t t = 1; t < taps; ++t) {
+      if (++s == slots) s = 0;
+      acc = reduce_pair<Ops, kMax>(acc, Ops::load(ring + s * ring_row + q));
+    }
+    if constexpr (kMax) {
+      return acc;
+    } else {
+      return Ops::mul(acc, load_part<Ops>(recip, q, len, 0.0f));
+    }
+  });
+}
+
+template <class Ops, int kStride, bool kMax>
+void separable_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out, slots = h.kernel;
+  const int64_t ring_row = ring_row_floats<Ops>(w);
+  // Vectors whose taps all lie in the input: v * step >= pad and
+  // (v * W + W - 1) * stride + (kernel - 1) * dilation - pad <= in - 1.
+  const int64_t step = int64_t{Ops::W} * w.stride;
+  const int64_t vectors = ring_row / Ops::W;
+  const int64_t direct_lo = (w.pad + step - 1) / step;
+  const int64_t last_reach = (Ops::W - 1) * w.stride + (w.kernel - 1) * w.dilation - w.pad;  // of vector 0
+  int64_t direct_hi = w.in - 1 - last_reach >= 0 ? (w.in - 1 - last_reach) / step + 1 : 0;
+  if (direct_hi > vectors) direct_hi = vectors;
+  if (direct_hi < direct_lo) direct_hi = direct_lo;
+  // The common kernels of 2 and 3 taps along W unrolled.
+  const auto row_pass = w.kernel == 3 ? separable_row<Ops, kStride, kMax, 3>
+                        : w.kernel == 2 ? separable_row<Ops, kStride, kMax, 2> : separable_row<Ops, kStride, kMax, 0>;
+  const int64_t padded_floats = padded_row_floats(w, ring_row);
+  const int64_t covered = w.in < padded_floats - w.pad ? w.in : padded_floats - w.pad;  // input columns read
+  for_each_row_share(g, [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    // 64-byte alignment (thread_scratch's) for the ring and for the copy's stores at padded + w.pad.
+    const int64_t lead = (16 - w.pad % 16) % 16, ring_at = (lead + padded_floats + 15) / 16 * 16;
+    float* base = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, ring_at + (slots + 1) * ring_row);
+    float* padded = base + lead;
+    float* ring = base + ring_at;
+    float* recip = ring + slots * ring_row;  // average: 1 / divisor of each output of the row
+    // Only input columns are rewritten per row: the rest stays the identity.
+    store_row<Ops>(padded, padded_floats, [](int64_t, int64_t) { return Ops::set1(kMax ? kNegInf : 0.0f); });
+    int64_t plane_now = -1;
+    int64_t next = 0;       // of plane_now's input rows, those below `next` that a window needs are in the ring
+    int64_t nan_row = -1;   // the last of them whose probe was NaN
+    float recip_key = -1.0f;  // what recip holds: h.count of its row, or -2 for divisor_override
+    for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+      const float* xp = x + plane * in_plane;
+      float* out = y + plane * out_plane + p * w.out;
+      if (plane != plane_now) {
+        plane_now = plane;
+        next = 0;
+        nan_row = -1;
+      }
+      const int64_t first = h.first[p], taps = h.taps[p];
+      if (taps == 0) {  // average only (max refuses such windows): a sum of nothing
+        fill_zero<Ops>(out, w.out);
+        return;
+      }
+      for (int64_t r = next > first ? next : first; r < first + taps; ++r) {
+        V probe = Ops::zero();
+        row_pass(xp + r * w.in, padded, ring + (r % slots) * ring_row, w, ring_row, covered, direct_lo, direct_hi,
+                 &probe);
+        if (kMax && Ops::any(Ops::gt_or_nan(probe, probe))) nan_row = r;
+      }
+      if (first + taps > next) next = first + taps;
+      if constexpr (kMax) {
+        if (nan_row >= first) return max_row<Ops, kStride, false>(g, xp, out, nullptr, p);
+      } else {
+        const float key = divisor > 0.0f ? -2.0f : h.count[p];
+        if (key != recip_key) {
+          recip_key = key;
+          store_row<Ops>(recip, w.out, [&](int64_t q, int64_t len) {
+            const V d = divisor > 0.0f ? Ops::set1(divisor)
+                                       : Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, len, 0.0f));
+            // A divisor of 0 comes only with no tap in range, a sum of 0.
+            return Ops::select(Ops::gt(d, Ops::zero()), Ops::div(Ops::set1(1.0f), d), Ops::zero());
+          });
+        }
+      }
+      const auto column_pass = taps == 3 ? separable_column<Ops, kMax, 3>
+                               : taps == 2 ? separable_column<Ops, kMax, 2> : separable_column<Ops, kMax, 0>;
+      column_pass(ring, ring_row, slots, first % slots, taps, recip, out, w.out);
+    });
+  });
+}
+
+template <class Ops, bool kMax>
+void separable_forward_by_stride(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  switch (g.w.stride) {
+    case 1: return separable_forward<Ops, 1, kMax>(g, x, y, divisor);
+    case 2: return separable_forward<Ops, 2, kMax>(g, x, y, divisor);
+    default: return separable_forward<Ops, kStrideGather, kMax>(g, x, y, divisor);
+  }
+}
+
+template <class Ops>
+void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
+  // Rows are kept as floats: exact below 2^24.
+  if (!g.w.regular && g.h.kernel <= kMaxVectorTaps) return adaptive_max_forward<Ops>(g, x, y, indices);
+  if (indices != nullptr) return max_forward_indices<Ops, true>(g, x, y, indices);
+  if (separable_fits<Ops>(g)) return separable_forward_by_stride<Ops, true>(g, x, y, 0.0f);
+  max_forward_indices<Ops, false>(g, x, y, nullptr);
+}
+
 template <class Ops>
 void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
   if (g.h.out == 1 && g.w.out == 1 && g.h.dilation == 1 && g.w.dilation == 1 && g.h.taps[0] == g.h.in &&
@@ -531,6 +747,7 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
   if (!g.w.regular || (g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1)) {
     return avg_forward_by_columns<Ops>(g, x, y, divisor);
   }
+  if (separable_fits<Ops>(g)) return separable_forward_by_stride<Ops, false>(g, x, y, divisor);
   switch (g.w.stride) {
     case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
     case 2: return avg_forward_as<Ops, 2>(g, x, y, divisor);
@@ -538,67 +755,165 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
   }
 }
 
+// Global average pooling's backward: each plane filled with its share
+// grad_y / divisor. Planes (7 x 7 = 49 floats in ResNet) do not start on
+// vector boundaries, so a share's planes are written as one flat row
+// instead, a vector that straddles two planes blending their shares (planes
+// of at least W floats: a vector meets at most two); memory-sized outputs
+// go through streaming stores (write_row).
+template <class Ops>
+void global_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+  using V = typename Ops::V;
+  static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const int64_t in_plane = g.h.in * g.w.in;
+  const float d = divisor_at(g.h, g.w, 0, 0, divisor);
+  const bool streaming = g.planes * in_plane >= kGlobalStreamMinFloats;
+  const V lanes = Ops::load(kLanes);
+  for_each_plane_share(g.planes, g.planes * (in_plane + 1), [&](int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    int64_t plane = begin, plane_end = (begin + 1) * in_plane;  // plane_end: where `plane` ends in grad_x
+    const auto share = [&](int64_t p) { return d != 0.0f ? grad_y[p] / d : 0.0f; };
+    float current = share(begin);
+    write_row<Ops>(grad_x + begin * in_plane, (end - begin) * in_plane, streaming, [&](int64_t i, int64_t len) {
+      const int64_t at = begin * in_plane + i;
+      if (at >= plane_end) {
+        ++plane;
+        plane_end += in_plane;
+        current = share(plane);
+      }
+      if (at + len <= plane_end) return Ops::set1(current);
+      // Lanes from plane_end - at on belong to the next plane.
+      return Ops::select(Ops::lt(lanes, Ops::set1(static_cast<float>(plane_end - at))), Ops::set1(current),
+                         Ops::set1(share(plane + 1)));
+    });
+    if (streaming) Ops::stream_fence();
+  });
+}
+
+// The input rows [0, h.in) in order, with the windows along H that cover
+// each: visit(i, lo, hi) for row i, whose windows lie among [lo, hi) (those
+// with i among their taps; windows are monotone: first[] and the last taps
+// never decrease), after enter(p) for each window p as it first comes into
+// [lo, hi). Windows with no tap in range cover nothing.
+template <class Enter, class Visit>
+void sweep_rows(const PoolAxis& h, const Enter& enter, const Visit& visit) {
+  int64_t lo = 0, hi = 0;
+  for (int64_t i = 0; i < h.in; ++i) {
+    while (lo < h.out && (h.taps[lo] == 0 || h.first[lo] + (h.taps[lo] - 1) * h.dilation < i)) ++lo;
+    while (hi < h.out && (h.taps[hi] == 0 || h.first[hi] <= i)) enter(hi++);
+    visit(i, lo < hi ? lo : hi, hi);
+  }
+}
+
+// Whether window p along H has input row i among its taps.
+inline bool row_in_window(const PoolAxis& h, int64_t p, int64_t i) {
+  const int64_t t = i - h.first[p];
+  if (h.taps[p] == 0 || t < 0) return false;
+  if (h.dilation == 1) return t < h.taps[p];  // no division on the common path
+  return t % h.dilation == 0 && t / h.dilation < h.taps[p];
+}
+
 // Each input position gathers grad_y / divisor of every window holding it,
-// in two separable steps per output row p: the row's shares summed along W
-// into u (the input positions of W), then u added to each input row the
-// window of p covers (vector adds along the row). For stride-1 windows
-// along W, u is vectorized too, as the adjoint of the forward's second
-// pass: the shares go into a zero-padded row buffer, of which u[j] sums the
-// kernel entries of the windows over column j.
+// in two separable steps: the shares of each output row p summed along W
+// into u_p (a row over the input columns), then each input row written
+// once as the sum of the u_p of the windows covering it (vector adds along
+// the row; the u_p live in a ring of as many rows as windows cover one
+// input row). Writing each row once, rather than adding each u_p into the
+// rows of its window, avoids re-reading rows just written with masked
+// stores (13-wide rows: a masked load waits for the masked store before it
+// to leave the store buffer; that was 40% of adaptive 13 -> 6). For
+// stride-1 windows along W, u_p is vectorized too, as the adjoint of the
+// forward's second pass: the shares go into a zero-padded row buffer, of
+// which u_p[j] sums the kernel entries of the windows over column j.
 template <class Ops>
 void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+  using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
   // Global pooling: one window over the whole plane, whose share fills it.
-  const bool global = h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in &&
-                      w.taps[0] == w.in;
+  if (h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in && w.taps[0] == w.in &&
+      in_plane >= Ops::W) {
+    return global_avg_backward<Ops>(g, grad_y, grad_x, divisor);
+  }
   const bool by_columns = w.regular && w.stride == 1 && w.dilation == 1 && w.kernel > 1;
   // The last vector of u reads up to W - 1 entries past column in - 1 + pad + kw - 1.
-  const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : 0;
+  const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : w.out + Ops::W;
+  const int64_t u_row = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+  // Windows along W that are contiguous and monotone (every regular or
+  // adaptive axis without dilation; zero-tap windows only at the ends).
+  const bool spread_by_vectors = !by_columns && w.dilation == 1 && w.in < (int64_t{1} << 24);
+  static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  const V lanes = Ops::load(kLanes);
+  int64_t ring_rows = 1;  // the most windows covering one input row
+  sweep_rows(h, [](int64_t) {}, [&](int64_t, int64_t lo, int64_t hi) {
+    if (hi - lo > ring_rows) ring_rows = hi - lo;
+  });
   for_each_plane(g.planes, g.planes * (in_plane + out_plane), [&](int64_t plane) {
     float* gx = grad_x + plane * in_plane;
     const float* gy = grad_y + plane * out_plane;
-    if (global) {
-      const float d = divisor_at(h, w, 0, 0, divisor);
-      const typename Ops::V share = Ops::set1(d != 0.0f ? gy[0] / d : 0.0f);
-      store_row<Ops>(gx, in_plane, [&](int64_t, int64_t) { return share; });
-      return;
-    }
-    fill_zero<Ops>(gx, in_plane);
-    float* u = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, w.in + shares_floats);
-    // shares[kw - 1 + q] for output q; only those are rewritten per row.
-    float* shares = u + w.in;
+    float* ring = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, ring_rows * u_row + shares_floats);
+    // shares[kw - 1 + q] for output q by columns; only those are rewritten per row.
+    float* shares = ring + ring_rows * u_row;
     if (by_columns) fill_zero<Ops>(shares, shares_floats);
-    for (int64_t p = 0; p < h.out; ++p) {
-      if (h.taps[p] == 0) continue;
+    const auto enter = [&](int64_t p) {  // u_p into its ring row
+      if (h.taps[p] == 0) return;
+      float* u = ring + p % ring_rows * u_row;
       if (by_columns) {
         // Every stride-1 window has a tap in range: no divisor is 0.
-        store_row<Ops>(shares + w.kernel - 1, w.out, [&](int64_t q, int64_t len) {
+        // Lanes past w.out come out 0 (0 / 1), keeping the padding 0.
+        store_vectors<Ops>(shares + w.kernel - 1, w.out, [&](int64_t q, int64_t len) {
           return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
         });
         // The windows over column j are q = j + pad - (kw - 1) .. j + pad.
-        store_row<Ops>(u, w.in, [&](int64_t j, int64_t) {
-          typename Ops::V s = Ops::load(shares + j + w.pad);
+        store_vectors<Ops>(u, w.in, [&](int64_t j, int64_t) {
+          V s = Ops::load(shares + j + w.pad);
           for (int64_t t = 1; t < w.kernel; ++t) s = Ops::add(s, Ops::load(shares + j + w.pad + t));
           return s;
         });
       } else {
-        fill_zero<Ops>(u, w.in);
-        for (int64_t q = 0; q < w.out; ++q) {
-          const float d = divisor_at(h, w, p, q, divisor);
-          if (d == 0.0f) continue;
-          const float share = gy[p * w.out + q] / d;
-          for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += share;
+        // The row's shares in vector divisions, then spread over the
+        // windows. A divisor of 0 (made 1 by divisor_vector) comes only
+        // with no tap in range, where nothing is spread.
+        store_vectors<Ops>(shares, w.out, [&](int64_t q, int64_t len) {
+          return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
+        });
+        if (spread_by_vectors) {
+          // u[j] for a vector of columns at a time: each window's share in
+          // the lanes of its columns (compared as floats: exact, as the row
+          // is narrower than 2^24). Stored whole, the rows below load it at
+          // once, where scalar adds into it made them wait.
+          int64_t q_lo = 0;
+          for (int64_t k = 0; k < u_row; k += Ops::W) {
+            while (q_lo < w.out && w.first[q_lo] + w.taps[q_lo] <= k) ++q_lo;
+            const V columns = Ops::add(lanes, Ops::set1(static_cast<float>(k)));
+            V s = Ops::zero();
+            for (int64_t q = q_lo; q < w.out && w.first[q] < k + Ops::W; ++q) {
+              const V in = Ops::select(Ops::gt(columns, Ops::set1(static_cast<float>(w.first[q] - 1))),
+                                       Ops::set1(shares[q]), Ops::zero());
+              s = Ops::add(s, Ops::select(Ops::lt(columns, Ops::set1(static_cast<float>(w.first[q] + w.taps[q]))), in,
+                                          Ops::zero()));
+            }
+            Ops::store(u + k, s);
+          }
+        } else {
+          store_vectors<Ops>(u, w.in, [](int64_t, int64_t) { return Ops::zero(); });
+          for (int64_t q = 0; q < w.out; ++q) {
+            for (int64_t tw = 0; tw < w.taps[q]; ++tw) u[w.first[q] + tw * w.dilation] += shares[q];
+          }
         }
       }
-      for (int64_t th = 0; th < h.taps[p]; ++th) {
-        float* row = gx + (h.first[p] + th * h.dilation) * w.in;
-        store_row<Ops>(row, w.in, [&](int64_t i, int64_t len) {
-          return Ops::add(load_part<Ops>(row, i, len, 0.0f), load_part<Ops>(u, i, len, 0.0f));
-        });
-      }
-    }
+    };
+    sweep_rows(h, enter, [&](int64_t i, int64_t lo, int64_t hi) {
+      const int64_t lo_slot = lo % ring_rows;
+      store_row<Ops>(gx + i * w.in, w.in, [&](int64_t j, int64_t) {
+        V s = Ops::zero();
+        for (int64_t p = lo, slot = lo_slot; p < hi; ++p, slot = slot + 1 == ring_rows ? 0 : slot + 1) {
+          if (row_in_window(h, p, i)) s = Ops::add(s, Ops::load(ring + slot * u_row + j));  // rows padded to u_row
+        }
+        return s;
+      });
+    });
   });
 }
 
