@@ -180,17 +180,45 @@ void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb,
 
 // Rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) into an A panel
 // (element (i, p) at dst[p * kMR + i]); rows past `rows` are left unwritten,
-// as the kernel of that height never reads them.
-template <int kMR>
-void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t p0, int64_t kc, float* dst) {
+// as the kernel of that height never reads them. `rows_readable` rows of
+// op(A) exist from i0 on.
+template <class Cfg>
+void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t rows_readable, int64_t p0, int64_t kc, float* dst) {
+  constexpr int kMR = Cfg::kMR;
+  constexpr int kW = Cfg::Ops::W;
   if (!a.trans) {
+    int64_t p0_scalar = 0;
+    if constexpr (kW > 1 && kMR <= kW) {
+      // A full panel, W columns at a time: W rows (all of them in op(A))
+      // transposed in registers (Cfg::transpose_tile), then the first kMR
+      // floats of each column copied out. The scalar loop below stores one
+      // float per cycle with a stride of kMR floats; at M = 64 it cost a
+      // sixth of an LSTM step's product, and more of grad_x = d W_ih.
+      if (rows == kMR && rows_readable >= kW) {
+        alignas(64) float tile[kW * kW];
+        for (; p0_scalar + kW <= kc; p0_scalar += kW) {
+          Cfg::transpose_tile(a.data + i0 * a.ld + p0 + p0_scalar, a.ld, tile, kW);
+          float* out = dst + p0_scalar * kMR;
+          for (int q = 0; q < kW; ++q) {
+            for (int i = 0; i < kMR; ++i) out[q * kMR + i] = tile[q * kW + i];
+          }
+        }
+      }
+    }
     for (int i = 0; i < rows; ++i) {
       const float* src = a.data + (i0 + i) * a.ld + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = src[p];
+      for (int64_t p = p0_scalar; p < kc; ++p) dst[p * kMR + i] = src[p];
     }
   } else {
+    // Rows of op(A)^T a.ld apart (often 4 KB or more, a page each: past
+    // what the hardware prefetchers follow) and a few floats used of each:
+    // without the prefetch the copy waited on memory for every row, and
+    // packing the transposed gate gradients of an LSTM's weight gradient
+    // cost as much as a fifth of the product.
     for (int64_t p = 0; p < kc; ++p) {
       const float* src = a.data + (p0 + p) * a.ld + i0;
+      __builtin_prefetch(src + kPrefetchRows * a.ld);
+      __builtin_prefetch(src + kPrefetchRows * a.ld + rows - 1);
       for (int i = 0; i < rows; ++i) dst[p * kMR + i] = src[i];
     }
   }
@@ -305,7 +333,7 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
         const int64_t kc = gemm_min(kKC, k - pc);
         const TileUpdate first_last{alpha, beta, pc == 0, pc + kc == k ? ep.bias : nullptr};
         for (int64_t q = a_panels * t / nt; q < a_panels * (t + 1) / nt; ++q) {
-          pack_a_panel<kMR>(a, ic + q * kMR, static_cast<int>(gemm_min(kMR, mc - q * kMR)), pc, kc,
+          pack_a_panel<Cfg>(a, ic + q * kMR, static_cast<int>(gemm_min(kMR, mc - q * kMR)), m - ic - q * kMR, pc, kc,
                             a_block + q * kMR * kc);
         }
 #pragma omp barrier
