@@ -163,7 +163,9 @@ void lstm_layer_backward(const LayerShape& s, const float* x, const CellWeights&
                          float* grad_x, float* grad_h0, float* grad_c0, const CellWeightGrads& gw) {
   const Steps st{s};
   const int64_t block = st.block();
-  std::vector<float> grad_c(static_cast<size_t>(block));
+  // At least one float: with an empty batch data() would be null, which
+  // memcpy must not get even for zero bytes.
+  std::vector<float> grad_c(static_cast<size_t>(std::max<int64_t>(block, 1)));
   copy_or_zero(grad_c_n, block, grad_c.data());
   const RecurrentKernels& k = recurrent_kernels();
   // grad_c is the gradient of the step's new cell state going in and of
