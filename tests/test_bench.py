@@ -14,6 +14,7 @@ import minidnn
 from minidnn import reference
 from minidnn.bench import FAMILIES
 from minidnn.bench import conv as conv_bench
+from minidnn.bench import recurrent as recurrent_bench
 from minidnn.bench.__main__ import main
 from minidnn.bench.harness import COPY_CURVE_BYTES
 from minidnn.bench.softmax import cases
@@ -149,6 +150,29 @@ def test_quick_conv_run_checks_at_a_smaller_batch_and_times_the_peers(tmp_path):
         assert forward["ort_time_ms"] > 0
     else:
         assert forward["ort_time_ms"] is None
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, True)])
+def test_onnx_recurrent_peer_computes_our_layers(kind, layers, bidirectional):
+    """The ONNX Runtime peer of the recurrent forwards (weights converted to
+    ONNX's gate order, layers chained, outputs reshaped to ours) gives
+    minidnn's y, h_n (and c_n) on a small odd-sized stack, and a cell as a
+    one-step sequence gives the cell's outputs."""
+    ort = pytest.importorskip("onnxruntime")
+    from minidnn.bench.harness import Peers, relative_error
+
+    peers = Peers(torch=None, ort=ort)
+    layer = recurrent_bench.Layer(kind, 5, 3, 7, 6, layers=layers, bidirectional=bidirectional)
+    cases = [recurrent_bench._layer_forward(layer)]
+    if layers == 1:
+        cases.append(recurrent_bench._forward(kind, 3, 7, 5))
+    for case in cases:
+        inputs = case.make(np.random.default_rng(0))
+        model = case.onnx(inputs)
+        session = peers.ort_session(model, 1)
+        out = session.run(None, {i.name: inputs[i.name] for i in model.graph.input})
+        assert relative_error(out, case.run(inputs)) < 1e-5, case.name
 
 
 def test_extra_memory_counts_the_scratch_a_call_asks_for():

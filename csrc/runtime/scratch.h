@@ -13,7 +13,7 @@ enum class ScratchSlot {
   gemm_b_block = 1,  // the GEMM's packed B blocks of each thread
   softmax_row = 2,   // the softmax family's row slice (exp values)
   conv_columns = 3,  // convolution's im2col tile around a gemm() call (which uses both GEMM slots)
-  recurrent_gates = 4,  // a recurrent cell's gate buffers around its gemm() calls
+  recurrent_gates = 4,  // a recurrent cell's or layer's buffers (gates, packed W_hh) around its gemm() calls
   pooling_row = 5,       // pooling's row buffer (average forward's column sums, backward's window sums)
 };
 

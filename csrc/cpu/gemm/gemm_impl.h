@@ -180,17 +180,45 @@ void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb,
 
 // Rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) into an A panel
 // (element (i, p) at dst[p * kMR + i]); rows past `rows` are left unwritten,
-// as the kernel of that height never reads them.
-template <int kMR>
-void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t p0, int64_t kc, float* dst) {
+// as the kernel of that height never reads them. `rows_readable` rows of
+// op(A) exist from i0 on.
+template <class Cfg>
+void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t rows_readable, int64_t p0, int64_t kc, float* dst) {
+  constexpr int kMR = Cfg::kMR;
+  constexpr int kW = Cfg::Ops::W;
   if (!a.trans) {
+    int64_t p0_scalar = 0;
+    if constexpr (kW > 1 && kMR <= kW) {
+      // A full panel, W columns at a time: W rows (all of them in op(A))
+      // transposed in registers (Cfg::transpose_tile), then the first kMR
+      // floats of each column copied out. The scalar loop below stores one
+      // float per cycle with a stride of kMR floats; at M = 64 it cost a
+      // sixth of an LSTM step's product, and more of grad_x = d W_ih.
+      if (rows == kMR && rows_readable >= kW) {
+        alignas(64) float tile[kW * kW];
+        for (; p0_scalar + kW <= kc; p0_scalar += kW) {
+          Cfg::transpose_tile(a.data + i0 * a.ld + p0 + p0_scalar, a.ld, tile, kW);
+          float* out = dst + p0_scalar * kMR;
+          for (int q = 0; q < kW; ++q) {
+            for (int i = 0; i < kMR; ++i) out[q * kMR + i] = tile[q * kW + i];
+          }
+        }
+      }
+    }
     for (int i = 0; i < rows; ++i) {
       const float* src = a.data + (i0 + i) * a.ld + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * kMR + i] = src[p];
+      for (int64_t p = p0_scalar; p < kc; ++p) dst[p * kMR + i] = src[p];
     }
   } else {
+    // Rows of op(A)^T a.ld apart (often 4 KB or more, a page each: past
+    // what the hardware prefetchers follow) and a few floats used of each:
+    // without the prefetch the copy waited on memory for every row, and
+    // packing the transposed gate gradients of an LSTM's weight gradient
+    // cost as much as a fifth of the product.
     for (int64_t p = 0; p < kc; ++p) {
       const float* src = a.data + (p0 + p) * a.ld + i0;
+      __builtin_prefetch(src + kPrefetchRows * a.ld);
+      __builtin_prefetch(src + kPrefetchRows * a.ld + rows - 1);
       for (int i = 0; i < rows; ++i) dst[p * kMR + i] = src[i];
     }
   }
@@ -285,6 +313,12 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
   // Allocated before the parallel region: an allocation failure throws
   // here, not inside OpenMP (where it would terminate the process).
   float* a_block = minidnn::cpu::gemm_scratch(0, kMC * kKC);
+  // Few rows (an LSTM step: M = N of the batch, K = H or 4H): A is packed
+  // for all of K at once, each K block's panels after the previous one's,
+  // so that the team meets at one barrier per call rather than at two per
+  // K block (at M = 32, K = 1024 the backward step's six barriers took a
+  // tenth of its time on two threads, and much more on a loaded machine).
+  const bool whole_k = m <= kMC && ceil_div(m, kMR) * kMR * k <= kMC * kKC;
   float* b_blocks = source == BSource::pack ? minidnn::cpu::gemm_scratch(1, threads * kKC * kNC) : nullptr;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -304,11 +338,19 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
       for (int64_t pc = 0; pc < k; pc += kKC) {
         const int64_t kc = gemm_min(kKC, k - pc);
         const TileUpdate first_last{alpha, beta, pc == 0, pc + kc == k ? ep.bias : nullptr};
-        for (int64_t q = a_panels * t / nt; q < a_panels * (t + 1) / nt; ++q) {
-          pack_a_panel<kMR>(a, ic + q * kMR, static_cast<int>(gemm_min(kMR, mc - q * kMR)), pc, kc,
-                            a_block + q * kMR * kc);
-        }
+        // This K block's panels: at a_block, or at their place in the whole-K A.
+        float* const a_pc = whole_k ? a_block + a_panels * kMR * pc : a_block;
+        if (!whole_k || pc == 0) {
+          for (int64_t pp = pc; pp < (whole_k ? k : pc + kc); pp += kKC) {
+            const int64_t kp = gemm_min(kKC, k - pp);
+            float* const dst = whole_k ? a_block + a_panels * kMR * pp : a_block;
+            for (int64_t q = a_panels * t / nt; q < a_panels * (t + 1) / nt; ++q) {
+              pack_a_panel<Cfg>(a, ic + q * kMR, static_cast<int>(gemm_min(kMR, mc - q * kMR)), m - ic - q * kMR, pp,
+                                kp, dst + q * kMR * kp);
+            }
+          }
 #pragma omp barrier
+        }
         const int64_t q_begin = a_panels * tm / tm_count, q_end = a_panels * (tm + 1) / tm_count;
         for (int64_t jc = j_begin; jc < j_end; jc += kNC) {
           const int64_t nc = gemm_min(kNC, j_end - jc);
@@ -328,7 +370,7 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
             ldb = b.ld;
           }
           for (int64_t q = q_begin; q < q_end; ++q) {
-            const float* a_panel = a_block + q * kMR * kc;
+            const float* a_panel = a_pc + q * kMR * kc;
             const int rows = static_cast<int>(gemm_min(kMR, mc - q * kMR));
             for (int64_t j = 0; j < nc; j += kNR) {
               TileUpdate u = first_last;
@@ -339,8 +381,11 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
             }
           }
         }
-        // The A block is repacked by the next (ic, pc) step.
+        // The A block is repacked by the next (ic, pc) step; after the
+        // last, the region's end is the barrier.
+        if (!whole_k && (pc + kc < k || ic + mc < m)) {
 #pragma omp barrier
+        }
       }
     }
   }

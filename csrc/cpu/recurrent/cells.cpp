@@ -11,29 +11,11 @@
 #include "cpu/gemm/gemm.h"
 #include "cpu/recurrent/recurrent.h"
 #include "cpu/recurrent/recurrent_gemm.h"
-#include "runtime/scratch.h"
 
 namespace minidnn::cpu {
 namespace {
 
 using namespace recurrent_gemm;
-
-// Scratch of the recurrent_gates slot, carved into consecutive buffers
-// (each rounded to 16 floats: 64-byte aligned).
-class Scratch {
- public:
-  explicit Scratch(int64_t floats) : base_(thread_scratch(ScratchSlot::recurrent_gates, floats + 16)) {}
-  float* take(int64_t floats) {
-    float* p = base_ + used_;
-    used_ += (floats + 15) / 16 * 16;
-    return p;
-  }
-  static int64_t size(int64_t floats) { return (floats + 15) / 16 * 16; }
-
- private:
-  float* base_;
-  int64_t used_ = 0;
-};
 
 void hidden_map(int64_t n, int64_t hs, int64_t cols, const float* h, const float* w_hh, const float* b_hh,
                 float beta, float* gates, int64_t ldg) {

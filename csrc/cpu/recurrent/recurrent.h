@@ -113,6 +113,11 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // final state, or null. They write grad_x (T, N, I), the initial states'
 // gradients (N, H) and the weight gradients, each whole; after the loop
 // the weight gradients are one GEMM over all steps each.
+//
+// Scratch: the recurrent_gates slot holds W_hh packed (G*H*H floats, the
+// hidden size rounded up to the GEMM's panel width) and, in the
+// backwards, every step's gate gradients (T*N*G*H floats; the GRU's two
+// maps' when linear_before_reset), kept for the calling thread's next call.
 
 struct LayerShape {
   int64_t steps, n, in, hs;

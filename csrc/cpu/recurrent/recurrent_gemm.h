@@ -1,12 +1,35 @@
-// The GEMM calls shared by the recurrent cells (cells.cpp) and layers
-// (layers.cpp): products of dense row-major matrices on the project's SGEMM.
+// What the recurrent cells (cells.cpp) and layers (layers.cpp) share: the
+// products of dense row-major matrices on the project's SGEMM, and their
+// buffers carved from one per-thread scratch slot.
 #pragma once
 
 #include <cstdint>
 
 #include "cpu/gemm/gemm.h"
+#include "runtime/scratch.h"
 
 namespace minidnn::cpu::recurrent_gemm {
+
+// Scratch of the recurrent_gates slot, carved into consecutive buffers
+// (each rounded to 16 floats: 64-byte aligned). Kept from call to call, so
+// that a layer's buffers (gate gradients of every step: T*N*G*H floats,
+// W_hh packed) are neither allocated nor faulted in again: fresh pages
+// cost a page fault and a clear per 4 KB, an eighth of the char-LSTM
+// example's backward.
+class Scratch {
+ public:
+  explicit Scratch(int64_t floats) : base_(thread_scratch(ScratchSlot::recurrent_gates, floats + 16)) {}
+  float* take(int64_t floats) {
+    float* p = base_ + used_;
+    used_ += size(floats);
+    return p;
+  }
+  static int64_t size(int64_t floats) { return (floats + 15) / 16 * 16; }
+
+ private:
+  float* base_;
+  int64_t used_ = 0;
+};
 
 // A leading dimension the GEMM accepts for an extent that may be 0.
 inline int64_t ld(int64_t extent) { return extent > 0 ? extent : 1; }

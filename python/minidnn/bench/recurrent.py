@@ -8,15 +8,20 @@ group.
 The layers over sequences (lstm, gru, rnn): DeepBench-style sequences
 (LSTM and GRU at H = 512, T = 50, N = 64 and H = 1024, T = 25, N = 16; a
 2-layer bidirectional LSTM at H = 256, T = 50, N = 32), forward and
-forward + backward through time, against PyTorch's torch.lstm / torch.gru
-(ONNX Runtime is left out: its LSTM and GRU take another gate order and
-weight layout, and return only y as one node's output here); and every
-layer op on a tiny sequence in the call-overhead group.
+forward + backward through time, against PyTorch's torch.lstm / torch.gru;
+and every layer op on a tiny sequence in the call-overhead group.
+
+ONNX Runtime is the second peer of every forward: its LSTM / GRU / RNN
+node (a cell is the node on a sequence of one step), with the weights
+converted outside the timed call to ONNX's layout and gate order (LSTM
+i, o, f, c for PyTorch's i, f, g, o; GRU z, r, h for r, z, n, with
+linear_before_reset = 1, which is PyTorch's GRU) as initializers, x the
+graph input, and the outputs reshaped to ours by a few cheap nodes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -53,6 +58,93 @@ def _args(cell: str, inputs: Inputs) -> tuple:
     """The cell's arguments in its order."""
     states = ("x", "h", "c") if cell == "lstm" else ("x", "h")
     return tuple(inputs[k] for k in (*states, "w_ih", "w_hh", "b_ih", "b_hh"))
+
+
+# ---------------------------------------------------------------- ONNX
+
+# ONNX's gate order as indices into PyTorch's gate blocks.
+ONNX_GATES = {"lstm": (0, 3, 1, 2), "gru": (1, 0, 2), "rnn": (0,)}
+ONNX_OPS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+
+
+def _onnx_gates(kind: str, a: np.ndarray) -> np.ndarray:
+    """A weight (G*H, ...) or bias (G*H,) with its gate blocks in ONNX's order."""
+    blocks = np.split(a, len(ONNX_GATES[kind]))
+    return np.concatenate([blocks[g] for g in ONNX_GATES[kind]])
+
+
+def _onnx_graph(kind: str, x: np.ndarray, params: list, h0: np.ndarray, c0: Optional[np.ndarray],
+                dirs: int, cell: bool) -> Any:
+    """One ONNX node per layer (both directions in one node), x the graph
+    input, weights and initial states initializers. The outputs are ours:
+    y (T, N, dirs*H), h_n and c_n (layers*dirs, N, H); for a cell (x of
+    (N, I), one layer, one direction, one step) h1 and c1 (N, H)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    hidden = h0.shape[-1]
+    layers = len(params) // dirs
+    inits, nodes = [], []
+
+    def const(name: str, a: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(a), name))
+        return name
+
+    def node(op: str, inputs: list, outputs: list, **attributes: Any) -> None:
+        nodes.append(helper.make_node(op, inputs, outputs, **attributes))
+
+    seq = "x"
+    if cell:
+        node("Unsqueeze", ["x", const("axis0", np.array([0], np.int64))], ["x_seq"])
+        seq = "x_seq"
+    finals = {"h": [], "c": []}
+    for layer in range(layers):
+        entries = params[layer * dirs:(layer + 1) * dirs]
+        w = np.stack([_onnx_gates(kind, e[0]) for e in entries])
+        r = np.stack([_onnx_gates(kind, e[1]) for e in entries])
+        b = np.stack([np.concatenate([_onnx_gates(kind, e[2]), _onnx_gates(kind, e[3])]) for e in entries])
+        states = [const(f"h0_{layer}", h0[layer * dirs:(layer + 1) * dirs])]
+        if kind == "lstm":
+            states.append(const(f"c0_{layer}", c0[layer * dirs:(layer + 1) * dirs]))
+        outputs = [f"y_{layer}", f"h_{layer}"] + ([f"c_{layer}"] if kind == "lstm" else [])
+        attributes = {"hidden_size": hidden, "direction": "bidirectional" if dirs == 2 else "forward"}
+        if kind == "gru":
+            attributes["linear_before_reset"] = 1
+        node(ONNX_OPS[kind], [seq, const(f"w_{layer}", w), const(f"r_{layer}", r), const(f"b_{layer}", b), "",
+                              *states], outputs, **attributes)
+        finals["h"].append(f"h_{layer}")
+        if kind == "lstm":
+            finals["c"].append(f"c_{layer}")
+        if not cell:
+            # Y (T, dirs, N, H) -> (T, N, dirs*H): the next layer's input and our y.
+            node("Transpose", [f"y_{layer}"], [f"yt_{layer}"], perm=[0, 2, 1, 3])
+            node("Reshape", [f"yt_{layer}", const(f"shape_{layer}", np.array([0, 0, -1], np.int64))], [f"ys_{layer}"])
+            seq = f"ys_{layer}"
+    names = ["h", "c"] if kind == "lstm" else ["h"]
+    if cell:
+        outputs = []
+        for n in names:
+            node("Squeeze", [finals[n][0], "axis0"], [f"{n}1"])
+            outputs.append(f"{n}1")
+    else:
+        node("Identity", [seq], ["y"])
+        outputs = ["y"]
+        for n in names:
+            node("Concat", finals[n], [f"{n}_n"], axis=0)
+            outputs.append(f"{n}_n")
+    graph = helper.make_graph(
+        nodes, ONNX_OPS[kind],
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in outputs],
+        initializer=inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def _onnx_cell(cell: str, inputs: Inputs) -> Any:
+    params = [tuple(inputs[k] for k in ("w_ih", "w_hh", "b_ih", "b_hh"))]
+    c0 = inputs["c"][None] if cell == "lstm" else None
+    return _onnx_graph(cell, inputs["x"], params, inputs["h"][None], c0, 1, cell=True)
 
 
 def _torch_cell(torch: Any, cell: str) -> Callable[..., Any]:
@@ -93,6 +185,7 @@ def _forward(cell: str, n: int, i: int, h: int) -> Case:
         bytes=_bytes(cell, n, i, h),
         flops=_flops(cell, n, i, h),
         torch=torch_call,
+        onnx=lambda inputs: _onnx_cell(cell, inputs),
     )
 
 
@@ -222,6 +315,10 @@ class Layer:
         op = {"gru": torch.gru, "rnn": torch.rnn_tanh}[self.kind]
         return (lambda x, h0, *a: op(x, h0, a, *rest)), (t["x"], *states, *flat)
 
+    def onnx_model(self, inputs: Inputs) -> Any:
+        c0 = inputs["c0"] if self.kind == "lstm" else None
+        return _onnx_graph(self.kind, inputs["x"], self.params(inputs), inputs["h0"], c0, self.dirs, cell=False)
+
     def torch_grad_args(self, t: dict) -> list:
         """The tensors whose gradients we return, in our flattened order."""
         flat = [t[f"{w}{k}"] for k in range(self.layers * self.dirs) for w in ("w_ih", "w_hh", "b_ih", "b_hh")]
@@ -243,6 +340,7 @@ def _layer_forward(layer: Layer) -> Case:
         bytes=layer.bytes(),
         flops=layer.flops(),
         torch=torch_call,
+        onnx=layer.onnx_model,
     )
 
 
