@@ -568,7 +568,11 @@ int64_t ring_row_floats(const PoolAxis& w) {
 
 template <class Ops>
 bool separable_fits(const PoolGeometry& g) {
-  if (!g.h.regular || !g.w.regular || g.h.dilation != 1 || g.h.kernel < 2) return false;
+  // Windows that share no input row (stride >= kernel along H, as 2x2/2)
+  // gain nothing from the ring: measured 2 threads, 8x256x56x56, max 2x2/2
+  // 0.87-0.89 ms direct against 1.19 ms in two passes, average 0.90-0.93
+  // against 1.03-1.04.
+  if (!g.h.regular || !g.w.regular || g.h.dilation != 1 || g.h.kernel < 2 || g.h.stride >= g.h.kernel) return false;
   const int64_t ring_row = ring_row_floats<Ops>(g.w);
   return padded_row_floats(g.w, ring_row) + (g.h.kernel + 2) * ring_row <= kSeparableMaxFloats;
 }
