@@ -14,7 +14,17 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C, cuda
 from conftest import assert_close
-from test_cuda_emulated import FORWARD, SAVES_OUTPUT, SIZES, SOFTMAX_CASES
+from test_cuda_emulated import (
+    FORWARD,
+    LOSS_CUDA_LARGE_SHAPES,
+    LOSS_CUDA_SHAPES,
+    LOSS_KINDS,
+    SAVES_OUTPUT,
+    SIZES,
+    SOFTMAX_CASES,
+    check_cross_entropy,
+    check_nll_loss,
+)
 from test_softmax import assert_backward_close, check_special_values, logits
 
 pytestmark = pytest.mark.skipif(
@@ -26,6 +36,10 @@ pytestmark = pytest.mark.skipif(
 # class scores; far more blocks than the device has multiprocessors.
 LARGE_SOFTMAX_CASES = [((4096, 1000), -1), ((512, 32000), -1), ((64, 262144), -1), ((96 * 128, 128), -1),
                        ((8, 21, 128, 128), 1)]
+
+# The benchmark's classifier and vocabulary logits, and per-pixel class
+# scores (inner > 1).
+LARGE_LOSS_SHAPES = [(4096, 1000), (512, 32000), (64, 262144), (8, 21, 64, 64)]
 
 
 def twice(kernel):
@@ -71,6 +85,21 @@ def test_softmax(rng, op, shape, axis):
 @pytest.mark.parametrize("op", ["softmax", "log_softmax"])
 def test_softmax_special_values(op, axis):
     check_special_values(op, axis, lambda x: twice(lambda: getattr(minidnn, op)(cuda.to_device(x), axis=axis)))
+
+
+@pytest.mark.parametrize("shape", LOSS_CUDA_SHAPES + LOSS_CUDA_LARGE_SHAPES + LARGE_LOSS_SHAPES, ids=str)
+@pytest.mark.parametrize("kind,smoothing", LOSS_KINDS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy(rng, shape, kind, smoothing, weighted, reduction):
+    check_cross_entropy(rng, shape, kind, smoothing, weighted, reduction, run=twice)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (3, 1000), (2, 1025), (4, 5, 7), (6,), (4096, 1000), (64, 5, 1000)], ids=str)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss(rng, shape, weighted, reduction):
+    check_nll_loss(rng, shape, weighted, reduction, run=twice)
 
 
 def test_empty_arrays_and_errors():

@@ -308,18 +308,21 @@ def test_cross_entropy_large_against_the_reference(emulated, rng, shape, kind, s
     check_cross_entropy(rng, shape, kind, smoothing, True, reduction)
 
 
-def check_cross_entropy(rng, shape, kind, smoothing, weighted, reduction):
+def check_cross_entropy(rng, shape, kind, smoothing, weighted, reduction, run=in_every_order):
+    """cross_entropy and its backward on the device against the reference,
+    each call through run() (here every thread order; twice on a GPU, in
+    tests/test_cuda_device.py)."""
     x = logits(rng, shape, LOSS_SCALE)
     t = class_targets(rng, shape) if kind == "class" else prob_targets(rng, shape)
     w = class_weight(rng, shape) if weighted else None
     kw = dict(reduction=reduction, label_smoothing=smoothing)
     dx, dt, dw = on_device(x, t, w)
-    loss = in_every_order(lambda: minidnn.cross_entropy(dx, dt, weight=dw, **kw))
+    loss = run(lambda: minidnn.cross_entropy(dx, dt, weight=dw, **kw))
     assert loss.shape == target_shape(shape) if reduction == "none" else loss.shape == ()
     assert_close(loss, ref.cross_entropy(x, t, weight=w, **kw))
     g = grad_for(rng, reduction, target_shape(shape))
     (dg,) = on_device(g)
-    grad = in_every_order(lambda: minidnn.cross_entropy_backward(dg, dx, dt, weight=dw, **kw))
+    grad = run(lambda: minidnn.cross_entropy_backward(dg, dx, dt, weight=dw, **kw))
     assert_close(grad, ref.cross_entropy_backward(g, x, t, weight=w, **kw), tol=5e-6)
 
 
@@ -327,16 +330,22 @@ def check_cross_entropy(rng, shape, kind, smoothing, weighted, reduction):
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_nll_loss_against_the_reference(emulated, rng, shape, weighted, reduction):
+    check_nll_loss(rng, shape, weighted, reduction)
+
+
+def check_nll_loss(rng, shape, weighted, reduction, run=in_every_order):
+    """nll_loss and its backward on the device against the reference (run as
+    in check_cross_entropy)."""
     lp = ref.log_softmax(logits(rng, shape, LOSS_SCALE), axis=1 if len(shape) > 1 else 0).astype(np.float32)
     t = class_targets(rng, shape, ignore_index=0)
     w = class_weight(rng, shape) if weighted else None
     kw = dict(ignore_index=0, reduction=reduction)
     dlp, dt, dw = on_device(lp, t, w)
-    loss = in_every_order(lambda: minidnn.nll_loss(dlp, dt, weight=dw, **kw))
+    loss = run(lambda: minidnn.nll_loss(dlp, dt, weight=dw, **kw))
     assert_close(loss, ref.nll_loss(lp, t, weight=w, **kw))
     g = grad_for(rng, reduction, t.shape)
     (dg,) = on_device(g)
-    grad = in_every_order(lambda: minidnn.nll_loss_backward(dg, dlp, dt, weight=dw, **kw))
+    grad = run(lambda: minidnn.nll_loss_backward(dg, dlp, dt, weight=dw, **kw))
     assert_close(grad, ref.nll_loss_backward(g, lp, t, weight=w, **kw))
 
 
