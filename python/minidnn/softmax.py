@@ -77,14 +77,20 @@ def _softmax_backward_validated(op: str, grad_y, y, axis):
     return entry(grad_y, y, _validate.axis("axis", axis, y.ndim))
 
 
+def _grad_loss_on_device(grad_loss, reduction) -> bool:
+    """Whether grad_loss is an array on the loss's device: always for "none"
+    (shaped like the per-element loss); for "mean" / "sum" unless it is a
+    host value (a float, a NumPy scalar or array)."""
+    return reduction == "none" or not isinstance(grad_loss, (numbers.Real, np.ndarray, np.generic))
+
+
 def _loss_on_cuda(input_name, x, target, weight, grad_loss=None, reduction="none") -> bool:
     """Whether a loss runs on a CUDA device (see _validate.on_cuda); weight
     None and a host scalar grad_loss of "mean" / "sum" belong to no device."""
     named = [(input_name, x), ("target", target)]
     if weight is not None:
         named.append(("weight", weight))
-    host_scalar = isinstance(grad_loss, (numbers.Real, np.ndarray, np.generic))
-    if grad_loss is not None and (reduction == "none" or not host_scalar):
+    if grad_loss is not None and _grad_loss_on_device(grad_loss, reduction):
         named.append(("grad_loss", grad_loss))
     return _validate.on_cuda(*named)
 
@@ -131,7 +137,7 @@ class _CudaLoss:
     def grad_loss(self, value, reduction):
         """grad_loss as the CUDA entries take it: a float32 Array shaped like
         the per-element loss for "none", else a 0-d Array or a float."""
-        if reduction == "none" or not isinstance(value, (numbers.Real, np.ndarray, np.generic)):
+        if _grad_loss_on_device(value, reduction):
             g = _validate.cuda_float_array("grad_loss", value)
             expected = self.target_shape if reduction == "none" else ()
             if g.shape != expected:
