@@ -3,6 +3,7 @@ CUDA on the GPU), each verified against the float64 NumPy reference in
 minidnn.reference."""
 
 import os as _os
+import sys as _sys
 
 
 def _load_extension():
@@ -27,121 +28,22 @@ def _load_extension():
 
 _C = _load_extension()
 
-from ._runtime import config, empty_cache, get_num_threads, set_num_threads, show_config
-from .activation import (
-    leaky_relu,
-    leaky_relu_backward,
-    relu,
-    relu_backward,
-    sigmoid,
-    sigmoid_backward,
-    tanh,
-    tanh_backward,
-)
-from .conv import (
-    conv1d,
-    conv1d_backward,
-    conv2d,
-    conv2d_backward,
-    conv_transpose2d,
-    conv_transpose2d_backward,
-)
-from .linear import linear, linear_backward
-from .recurrent import (
-    gru,
-    gru_backward,
-    gru_cell,
-    gru_cell_backward,
-    lstm,
-    lstm_backward,
-    lstm_cell,
-    lstm_cell_backward,
-    rnn,
-    rnn_backward,
-    rnn_cell,
-    rnn_cell_backward,
-)
-from .pooling import (
-    adaptive_avg_pool2d,
-    adaptive_avg_pool2d_backward,
-    adaptive_max_pool2d,
-    adaptive_max_pool2d_backward,
-    avg_pool1d,
-    avg_pool2d,
-    avg_pool2d_backward,
-    max_pool1d,
-    max_pool2d,
-    max_pool2d_backward,
-    max_unpool2d,
-)
-from .softmax import (
-    cross_entropy,
-    cross_entropy_backward,
-    log_softmax,
-    log_softmax_backward,
-    nll_loss,
-    nll_loss_backward,
-    softmax,
-    softmax_backward,
-)
+# Each module's __all__ is its public part; the package exports their union.
+from ._runtime import *  # noqa: E402,F403
+from .activation import *  # noqa: E402,F403
+from .conv import *  # noqa: E402,F403
+from .linear import *  # noqa: E402,F403
+from .recurrent import *  # noqa: E402,F403
+from .pooling import *  # noqa: E402,F403
+from .softmax import *  # noqa: E402,F403
 from . import cuda, reference  # noqa: E402  (submodules, after the ops they may use)
 
 __version__ = _C.__version__
 
-__all__ = [
-    "__version__",
-    "config",
-    "show_config",
-    "empty_cache",
-    "set_num_threads",
-    "get_num_threads",
-    "cuda",
-    "reference",
-    "softmax",
-    "log_softmax",
-    "softmax_backward",
-    "log_softmax_backward",
-    "cross_entropy",
-    "cross_entropy_backward",
-    "nll_loss",
-    "nll_loss_backward",
-    "relu",
-    "relu_backward",
-    "leaky_relu",
-    "leaky_relu_backward",
-    "sigmoid",
-    "sigmoid_backward",
-    "tanh",
-    "tanh_backward",
-    "linear",
-    "linear_backward",
-    "conv2d",
-    "conv2d_backward",
-    "conv_transpose2d",
-    "conv_transpose2d_backward",
-    "conv1d",
-    "conv1d_backward",
-    "lstm_cell",
-    "lstm_cell_backward",
-    "gru_cell",
-    "gru_cell_backward",
-    "rnn_cell",
-    "rnn_cell_backward",
-    "lstm",
-    "lstm_backward",
-    "gru",
-    "gru_backward",
-    "rnn",
-    "rnn_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "adaptive_avg_pool2d",
-    "adaptive_max_pool2d",
-    "adaptive_avg_pool2d_backward",
-    "adaptive_max_pool2d_backward",
-    "max_unpool2d",
-    "max_pool1d",
-    "avg_pool1d",
+# The modules by sys.modules: the names `linear` and `softmax` here are the
+# functions now.
+__all__ = ["__version__", "cuda", "reference"] + [
+    name
+    for module in ("_runtime", "activation", "conv", "linear", "recurrent", "pooling", "softmax")
+    for name in _sys.modules[f"{__name__}.{module}"].__all__
 ]

@@ -3,109 +3,20 @@
 Readable, exact, numpy-only; semantics follow torch.nn.functional.
 """
 
-from .softmax import (
-    softmax,
-    log_softmax,
-    softmax_backward,
-    log_softmax_backward,
-    nll_loss,
-    nll_loss_backward,
-    cross_entropy,
-    cross_entropy_backward,
-)
-from .conv import (
-    conv2d,
-    conv2d_backward,
-    conv_transpose2d,
-    conv_transpose2d_backward,
-    conv1d,
-    conv1d_backward,
-)
-from .linear import linear, linear_backward
-from .recurrent import (
-    lstm_cell,
-    lstm_cell_backward,
-    gru_cell,
-    gru_cell_backward,
-    rnn_cell,
-    rnn_cell_backward,
-    lstm,
-    lstm_backward,
-    gru,
-    gru_backward,
-    rnn,
-    rnn_backward,
-)
-from .pooling import (
-    max_pool2d,
-    max_pool2d_backward,
-    avg_pool2d,
-    avg_pool2d_backward,
-    adaptive_avg_pool2d,
-    adaptive_max_pool2d,
-    adaptive_avg_pool2d_backward,
-    adaptive_max_pool2d_backward,
-    max_unpool2d,
-    max_pool1d,
-    avg_pool1d,
-)
-from .activation import (
-    relu,
-    relu_backward,
-    leaky_relu,
-    leaky_relu_backward,
-    sigmoid,
-    sigmoid_backward,
-    tanh,
-    tanh_backward,
-)
+import sys as _sys
 
+# Each module's __all__ is its public part; the package exports their union.
+from .softmax import *  # noqa: F403
+from .conv import *  # noqa: F403
+from .linear import *  # noqa: F403
+from .recurrent import *  # noqa: F403
+from .pooling import *  # noqa: F403
+from .activation import *  # noqa: F403
+
+# The modules by sys.modules: the names `linear` and `softmax` here are the
+# functions now.
 __all__ = [
-    "softmax",
-    "log_softmax",
-    "softmax_backward",
-    "log_softmax_backward",
-    "nll_loss",
-    "nll_loss_backward",
-    "cross_entropy",
-    "cross_entropy_backward",
-    "relu",
-    "relu_backward",
-    "leaky_relu",
-    "leaky_relu_backward",
-    "sigmoid",
-    "sigmoid_backward",
-    "tanh",
-    "tanh_backward",
-    "conv2d",
-    "conv2d_backward",
-    "conv_transpose2d",
-    "conv_transpose2d_backward",
-    "conv1d",
-    "conv1d_backward",
-    "linear",
-    "linear_backward",
-    "lstm_cell",
-    "lstm_cell_backward",
-    "gru_cell",
-    "gru_cell_backward",
-    "rnn_cell",
-    "rnn_cell_backward",
-    "lstm",
-    "lstm_backward",
-    "gru",
-    "gru_backward",
-    "rnn",
-    "rnn_backward",
-    "max_pool2d",
-    "max_pool2d_backward",
-    "avg_pool2d",
-    "avg_pool2d_backward",
-    "adaptive_avg_pool2d",
-    "adaptive_max_pool2d",
-    "adaptive_avg_pool2d_backward",
-    "adaptive_max_pool2d_backward",
-    "max_unpool2d",
-    "max_pool1d",
-    "avg_pool1d",
+    name
+    for module in ("softmax", "activation", "conv", "linear", "recurrent", "pooling")
+    for name in _sys.modules[f"{__name__}.{module}"].__all__
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+__all__ = ["linear", "linear_backward"]
+
 
 def linear(x, weight, bias=None) -> np.ndarray:
     x64 = np.asarray(x, dtype=np.float64)
