@@ -112,6 +112,16 @@ def on_every_cpu_path(kernel) -> dict:
 OVERFLOW_MARGIN = float(np.finfo(np.float32).max) / 2
 
 
+def assert_raises_naming(call, error, words) -> None:
+    """`call()` raises `error`, and its message contains each of `words`:
+    the argument's name, what was expected and what was given."""
+    with pytest.raises(error) as info:
+        call()
+    message = str(info.value)
+    for word in words:
+        assert word in message, f"{word!r} not in {message!r}"
+
+
 def assert_agrees(out, expected, scale, rtol: float, peak=None, unchecked=None, path: str = "") -> None:
     """Element by element, `out` (float32) against the float64 reference
     `expected`: NaN, +inf and -inf in the same places, and elsewhere

@@ -17,6 +17,8 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C
 
+from conftest import assert_raises_naming
+
 ISA_NAMES = ["avx512", "avx2", "scalar"]
 
 ACTIVATIONS = {
@@ -516,11 +518,7 @@ W1 = np.ones((6, 4, 3), np.float32)
     ],
 )
 def test_bad_input(call, error, words):
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
+    assert_raises_naming(call, error, words)
 
 
 def test_entries_check_every_relation():

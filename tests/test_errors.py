@@ -9,6 +9,8 @@ import pytest
 
 import minidnn
 
+from conftest import assert_raises_naming
+
 X = np.ones((4, 5), dtype=np.float32)
 T = np.array([0, 1, 2, 3], dtype=np.int64)
 
@@ -53,11 +55,7 @@ T = np.array([0, 1, 2, 3], dtype=np.int64)
     ],
 )
 def test_bad_input(call, error, words):
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
+    assert_raises_naming(call, error, words)
 
 
 def test_ignore_index_out_of_class_range_is_fine():

@@ -12,6 +12,8 @@ import pytest
 import minidnn
 import minidnn.reference as ref
 
+from conftest import assert_raises_naming
+
 # (x shape, out_features): 1-D x, batches of 1 to 64 rows (the inference and
 # LSTM-step cases), primes, leading axes, and layer shapes of real networks.
 SHAPES = [
@@ -146,11 +148,7 @@ W = np.ones((3, 5), np.float32)
     ],
 )
 def test_bad_input(call, error, words):
-    with pytest.raises(error) as info:
-        call()
-    message = str(info.value)
-    for word in words:
-        assert word in message, f"{word!r} not in {message!r}"
+    assert_raises_naming(call, error, words)
 
 
 def test_bench_cases_have_unique_names():
