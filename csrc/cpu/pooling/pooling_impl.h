@@ -314,15 +314,74 @@ void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_
 // holds it (the last, for NaN), and across the columns, left to right, a
 // value replaces the maximum when greater, or equal and from an earlier
 // row; a NaN replaces one that is not NaN, or a NaN from the same or an
-// earlier row.
+// earlier row (Ops::scan_replaces).
+//
+// Rows of at most W columns pooled to at most W outputs (AlexNet's 13 -> 6
+// on AVX-512) scan across the outputs' lanes instead: the column maxima
+// stay in one vector, and tap t of every output is permuted into its lane.
+// The scalar scan branches on the data and mispredicts about once an
+// output, which took most of its time (bench/NOTES.md).
 template <class Ops>
 void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
+  const bool lane_scan = w.in <= Ops::W && w.out <= Ops::W;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
+    // The maximum of columns [i, i + len) over the rows of output row p's
+    // windows, and the row (from the windows' first) it came from.
+    const auto column_maxima = [&](const float* rows, int64_t p, int64_t i, int64_t len, V* m, V* r) {
+      *m = load_part<Ops>(rows, i, len, 0.0f);  // adaptive windows hold a row at least
+      *r = Ops::zero();
+      for (int64_t th = 1; th < h.taps[p]; ++th) {
+        const V v = load_part<Ops>(rows + th * w.in, i, len, 0.0f);
+        const typename Ops::M replace = Ops::gt_or_nan(v, *m);
+        *m = Ops::select(replace, v, *m);
+        *r = Ops::select(replace, Ops::set1(static_cast<float>(th)), *r);
+      }
+    };
+    if (lane_scan) {
+      // column_of[t][q]: the column of output q's tap t, its last tap again
+      // past its window, which leaves the scan where it is.
+      int32_t column_of[Ops::W][Ops::W];
+      int64_t scan_taps = 0;
+      for (int64_t q = 0; q < w.out; ++q) scan_taps = w.taps[q] > scan_taps ? w.taps[q] : scan_taps;
+      for (int64_t t = 0; t < scan_taps; ++t) {
+        for (int64_t q = 0; q < Ops::W; ++q) {
+          column_of[t][q] = q < w.out ? static_cast<int32_t>(w.first[q] + (t < w.taps[q] ? t : w.taps[q] - 1)) : 0;
+        }
+      }
+      for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+        V cm, cr;
+        column_maxima(x + plane * in_plane + h.first[p] * w.in, p, 0, w.in, &cm, &cr);
+        V m = Ops::permute(cm, column_of[0]), r = Ops::permute(cr, column_of[0]), tap = Ops::zero();
+        for (int64_t t = 1; t < scan_taps; ++t) {
+          const V v = Ops::permute(cm, column_of[t]), vr = Ops::permute(cr, column_of[t]);
+          const typename Ops::M replace = Ops::scan_replaces(v, vr, m, r);
+          m = Ops::select(replace, v, m);
+          r = Ops::select(replace, vr, r);
+          tap = Ops::select(replace, Ops::set1(static_cast<float>(t)), tap);
+        }
+        const int64_t o = plane * out_plane + p * w.out;
+        if (w.out == Ops::W) {
+          Ops::store(y + o, m);
+        } else {
+          Ops::store_tail(y + o, m, w.out);
+        }
+        if (indices == nullptr) return;
+        float rows_of[Ops::W], taps_of[Ops::W];
+        Ops::store(rows_of, r);
+        Ops::store(taps_of, tap);
+        for (int64_t q = 0; q < w.out; ++q) {
+          const int64_t tap = static_cast<int64_t>(taps_of[q]);
+          const int64_t column = w.first[q] + (tap < w.taps[q] ? tap : w.taps[q] - 1);
+          indices[o + q] = (h.first[p] + static_cast<int64_t>(rows_of[q])) * w.in + column;
+        }
+      });
+      return;
+    }
     // Whole vectors only (the row rounded up to W): the scalar scan below
     // reads what they store, which a masked store would hold up.
     const int64_t padded_in = (w.in + Ops::W - 1) / Ops::W * Ops::W;
@@ -331,14 +390,8 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
     for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
       const float* rows = x + plane * in_plane + h.first[p] * w.in;
       for (int64_t i = 0; i < w.in; i += Ops::W) {
-        const int64_t len = w.in - i < Ops::W ? w.in - i : Ops::W;
-        V m = load_part<Ops>(rows, i, len, 0.0f), r = Ops::zero();  // adaptive windows hold a row at least
-        for (int64_t th = 1; th < h.taps[p]; ++th) {
-          const V v = load_part<Ops>(rows + th * w.in, i, len, 0.0f);
-          const typename Ops::M replace = Ops::gt_or_nan(v, m);
-          m = Ops::select(replace, v, m);
-          r = Ops::select(replace, Ops::set1(static_cast<float>(th)), r);
-        }
+        V m, r;
+        column_maxima(rows, p, i, w.in - i < Ops::W ? w.in - i : Ops::W, &m, &r);
         Ops::store(col_max + i, m);
         Ops::store(col_row + i, r);
       }
