@@ -306,6 +306,21 @@ void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_
   }
 }
 
+// The lane scans of adaptive rows (w.out <= W outputs over few columns):
+// lanes[t][q] is the column of output q's tap t, or past(q) beyond its
+// window (lanes past w.out: 0). Returns the most taps of a window.
+template <class Ops, class Past>
+int64_t window_tap_lanes(const PoolAxis& w, int32_t (*lanes)[Ops::W], Past past) {
+  int64_t most = 0;
+  for (int64_t q = 0; q < w.out; ++q) most = w.taps[q] > most ? w.taps[q] : most;
+  for (int64_t t = 0; t < most; ++t) {
+    for (int64_t q = 0; q < Ops::W; ++q) {
+      lanes[t][q] = q >= w.out ? 0 : static_cast<int32_t>(t < w.taps[q] ? w.first[q] + t : past(q));
+    }
+  }
+  return most;
+}
+
 // Adaptive max pooling in two separable passes per output row p, as the
 // average (avg_forward_by_columns): the maximum of each column over the
 // rows p's windows cover, with its row (vectorized along the row), then
@@ -343,16 +358,11 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
       }
     };
     if (lane_scan) {
-      // column_of[t][q]: the column of output q's tap t, its last tap again
-      // past its window, which leaves the scan where it is.
+      // Past its window, an output's last column again, which leaves the
+      // scan where it is.
       int32_t column_of[Ops::W][Ops::W];
-      int64_t scan_taps = 0;
-      for (int64_t q = 0; q < w.out; ++q) scan_taps = w.taps[q] > scan_taps ? w.taps[q] : scan_taps;
-      for (int64_t t = 0; t < scan_taps; ++t) {
-        for (int64_t q = 0; q < Ops::W; ++q) {
-          column_of[t][q] = q < w.out ? static_cast<int32_t>(w.first[q] + (t < w.taps[q] ? t : w.taps[q] - 1)) : 0;
-        }
-      }
+      const int64_t scan_taps =
+          window_tap_lanes<Ops>(w, column_of, [&](int64_t q) { return w.first[q] + w.taps[q] - 1; });
       for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
         V cm, cr;
         column_maxima(x + plane * in_plane + h.first[p] * w.in, p, 0, w.in, &cm, &cr);
@@ -543,8 +553,32 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
   const int64_t covered = w.in < span - pad ? w.in : span - pad;  // of them, input columns
   // The last vector of a regular row reads up to W - 1 entries past the span.
   const int64_t buffer = span + Ops::W;
+  // Adaptive rows of fewer than W columns to at most W outputs sum each
+  // window across the outputs' lanes, as adaptive_max_forward scans, the
+  // column sums in one vector whose lanes past w.in hold 0: no store of the
+  // column sums, no scalar loop over the outputs.
+  const bool lane_sums = !w.regular && w.in < Ops::W && w.out <= Ops::W;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
+    if (lane_sums) {
+      int32_t column_of[Ops::W][Ops::W];  // past a window: column w.in, a 0
+      const int64_t taps_w = window_tap_lanes<Ops>(w, column_of, [&](int64_t) { return w.in; });
+      for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+        const float* rows = x + plane * in_plane + h.first[p] * w.in;
+        V cs = Ops::zero();
+        for (int64_t th = 0; th < h.taps[p]; ++th) cs = Ops::add(cs, load_part<Ops>(rows + th * h.dilation * w.in, 0, w.in, 0.0f));
+        V s = Ops::zero();
+        for (int64_t t = 0; t < taps_w; ++t) s = Ops::add(s, Ops::permute(cs, column_of[t]));
+        const V out = Ops::div(s, divisor_vector<Ops>(h, w, p, 0, w.out, divisor));
+        float* yp = y + plane * out_plane + p * w.out;
+        if (w.out == Ops::W) {
+          Ops::store(yp, out);
+        } else {
+          Ops::store_tail(yp, out, w.out);
+        }
+      });
+      return;
+    }
     float* cols = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, buffer);
     // Only [pad, pad + covered) is rewritten per row: the rest stays 0.
     fill_zero<Ops>(cols, buffer);
