@@ -936,6 +936,25 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
   const bool spread_by_vectors = !by_columns && w.dilation == 1 && w.in < (int64_t{1} << 24);
   static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const V lanes = Ops::load(kLanes);
+  // Rows of at most W columns from fewer than W windows (adaptive 13 -> 6)
+  // spread across the lanes instead: u is the sum over k of the shares
+  // permuted by window_of[k], column j's k-th window (in order, so the sum
+  // is that of the loop above), or window w.out, whose share lane is 0.
+  const bool lane_spread = spread_by_vectors && w.in <= Ops::W && w.out < Ops::W;
+  int32_t window_of[Ops::W][Ops::W];
+  int64_t windows_per_column = 0;
+  if (lane_spread) {
+    int64_t count[Ops::W] = {};
+    for (int64_t k = 0; k < Ops::W; ++k) {
+      for (int64_t j = 0; j < Ops::W; ++j) window_of[k][j] = static_cast<int32_t>(w.out);
+    }
+    for (int64_t q = 0; q < w.out; ++q) {
+      for (int64_t j = w.first[q]; j < w.first[q] + w.taps[q]; ++j) {
+        window_of[count[j]++][j] = static_cast<int32_t>(q);
+        if (count[j] > windows_per_column) windows_per_column = count[j];
+      }
+    }
+  }
   int64_t ring_rows = 1;  // the most windows covering one input row
   sweep_rows(h, [](int64_t) {}, [&](int64_t, int64_t lo, int64_t hi) {
     if (hi - lo > ring_rows) ring_rows = hi - lo;
@@ -962,6 +981,12 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
           for (int64_t t = 1; t < w.kernel; ++t) s = Ops::add(s, Ops::load(shares + j + w.pad + t));
           return s;
         });
+      } else if (lane_spread) {
+        // Lanes past w.out come out 0 (0 / 1).
+        const V share = Ops::div(load_part<Ops>(gy + p * w.out, 0, w.out, 0.0f), divisor_vector<Ops>(h, w, p, 0, w.out, divisor));
+        V s = Ops::zero();
+        for (int64_t k = 0; k < windows_per_column; ++k) s = Ops::add(s, Ops::permute(share, window_of[k]));
+        Ops::store(u, s);
       } else {
         // The row's shares in vector divisions, then spread over the
         // windows. A divisor of 0 (made 1 by divisor_vector) comes only
