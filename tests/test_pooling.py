@@ -110,8 +110,11 @@ def test_avg_pool2d(geometry, isa, threads, rng):
         _assert_close(minidnn.avg_pool2d_backward(g, shape, k, s, pads, **kwargs), gx_ref, scale, "grad_x")
 
 
+# (13, 13) -> 6 (AlexNet's), (16, 16) -> (5, 16) and (9, 1) -> (4, 1): rows that
+# fit a vector (AVX-512, AVX2, scalar) take the scans across the outputs' lanes.
 @pytest.mark.parametrize("size,out", [((7, 7), 1), ((5, 37), (3, 2)), ((4, 9), (4, 4)), ((3, 3), (5, 6)),
-                                      ((1, 50), (1, 7)), ((20, 17), (6, 5)), ((64, 3), 1)], ids=str)
+                                      ((1, 50), (1, 7)), ((20, 17), (6, 5)), ((64, 3), 1), ((13, 13), 6),
+                                      ((16, 16), (5, 16)), ((9, 1), (4, 1))], ids=str)
 def test_adaptive_pooling(size, out, isa, threads, rng):
     for n in (0, 2):
         x = _input((n, 3) + size, rng)

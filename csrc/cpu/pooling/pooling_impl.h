@@ -306,6 +306,21 @@ void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_
   }
 }
 
+// The lane scans of adaptive rows (w.out <= W outputs over few columns):
+// lanes[t][q] is the column of output q's tap t, or past(q) beyond its
+// window (lanes past w.out: 0). Returns the most taps of a window.
+template <class Ops, class Past>
+int64_t window_tap_lanes(const PoolAxis& w, int32_t (*lanes)[Ops::W], Past past) {
+  int64_t most = 0;
+  for (int64_t q = 0; q < w.out; ++q) most = w.taps[q] > most ? w.taps[q] : most;
+  for (int64_t t = 0; t < most; ++t) {
+    for (int64_t q = 0; q < Ops::W; ++q) {
+      lanes[t][q] = q >= w.out ? 0 : static_cast<int32_t>(t < w.taps[q] ? w.first[q] + t : past(q));
+    }
+  }
+  return most;
+}
+
 // Adaptive max pooling in two separable passes per output row p, as the
 // average (avg_forward_by_columns): the maximum of each column over the
 // rows p's windows cover, with its row (vectorized along the row), then
@@ -314,15 +329,69 @@ void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_
 // holds it (the last, for NaN), and across the columns, left to right, a
 // value replaces the maximum when greater, or equal and from an earlier
 // row; a NaN replaces one that is not NaN, or a NaN from the same or an
-// earlier row.
+// earlier row (Ops::scan_replaces).
+//
+// Rows of at most W columns pooled to at most W outputs (AlexNet's 13 -> 6
+// on AVX-512) scan across the outputs' lanes instead: the column maxima
+// stay in one vector, and tap t of every output is permuted into its lane.
+// The scalar scan branches on the data and mispredicts about once an
+// output, which took most of its time (bench/NOTES.md).
 template <class Ops>
 void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
   using V = typename Ops::V;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
+  const bool lane_scan = w.in <= Ops::W && w.out <= Ops::W;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
+    // The maximum of columns [i, i + len) over the rows of output row p's
+    // windows, and the row (from the windows' first) it came from.
+    const auto column_maxima = [&](const float* rows, int64_t p, int64_t i, int64_t len, V* m, V* r) {
+      *m = load_part<Ops>(rows, i, len, 0.0f);  // adaptive windows hold a row at least
+      *r = Ops::zero();
+      for (int64_t th = 1; th < h.taps[p]; ++th) {
+        const V v = load_part<Ops>(rows + th * w.in, i, len, 0.0f);
+        const typename Ops::M replace = Ops::gt_or_nan(v, *m);
+        *m = Ops::select(replace, v, *m);
+        *r = Ops::select(replace, Ops::set1(static_cast<float>(th)), *r);
+      }
+    };
+    if (lane_scan) {
+      // Past its window, an output's last column again, which leaves the
+      // scan where it is.
+      int32_t column_of[Ops::W][Ops::W];
+      const int64_t scan_taps =
+          window_tap_lanes<Ops>(w, column_of, [&](int64_t q) { return w.first[q] + w.taps[q] - 1; });
+      for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+        V cm, cr;
+        column_maxima(x + plane * in_plane + h.first[p] * w.in, p, 0, w.in, &cm, &cr);
+        V m = Ops::permute(cm, column_of[0]), r = Ops::permute(cr, column_of[0]), tap = Ops::zero();
+        for (int64_t t = 1; t < scan_taps; ++t) {
+          const V v = Ops::permute(cm, column_of[t]), vr = Ops::permute(cr, column_of[t]);
+          const typename Ops::M replace = Ops::scan_replaces(v, vr, m, r);
+          m = Ops::select(replace, v, m);
+          r = Ops::select(replace, vr, r);
+          tap = Ops::select(replace, Ops::set1(static_cast<float>(t)), tap);
+        }
+        const int64_t o = plane * out_plane + p * w.out;
+        if (w.out == Ops::W) {
+          Ops::store(y + o, m);
+        } else {
+          Ops::store_tail(y + o, m, w.out);
+        }
+        if (indices == nullptr) return;
+        float rows_of[Ops::W], taps_of[Ops::W];
+        Ops::store(rows_of, r);
+        Ops::store(taps_of, tap);
+        for (int64_t q = 0; q < w.out; ++q) {
+          const int64_t tap = static_cast<int64_t>(taps_of[q]);
+          const int64_t column = w.first[q] + (tap < w.taps[q] ? tap : w.taps[q] - 1);
+          indices[o + q] = (h.first[p] + static_cast<int64_t>(rows_of[q])) * w.in + column;
+        }
+      });
+      return;
+    }
     // Whole vectors only (the row rounded up to W): the scalar scan below
     // reads what they store, which a masked store would hold up.
     const int64_t padded_in = (w.in + Ops::W - 1) / Ops::W * Ops::W;
@@ -331,14 +400,8 @@ void adaptive_max_forward(const PoolGeometry& g, const float* x, float* y, int64
     for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
       const float* rows = x + plane * in_plane + h.first[p] * w.in;
       for (int64_t i = 0; i < w.in; i += Ops::W) {
-        const int64_t len = w.in - i < Ops::W ? w.in - i : Ops::W;
-        V m = load_part<Ops>(rows, i, len, 0.0f), r = Ops::zero();  // adaptive windows hold a row at least
-        for (int64_t th = 1; th < h.taps[p]; ++th) {
-          const V v = load_part<Ops>(rows + th * w.in, i, len, 0.0f);
-          const typename Ops::M replace = Ops::gt_or_nan(v, m);
-          m = Ops::select(replace, v, m);
-          r = Ops::select(replace, Ops::set1(static_cast<float>(th)), r);
-        }
+        V m, r;
+        column_maxima(rows, p, i, w.in - i < Ops::W ? w.in - i : Ops::W, &m, &r);
         Ops::store(col_max + i, m);
         Ops::store(col_row + i, r);
       }
@@ -490,8 +553,32 @@ void avg_forward_by_columns(const PoolGeometry& g, const float* x, float* y, flo
   const int64_t covered = w.in < span - pad ? w.in : span - pad;  // of them, input columns
   // The last vector of a regular row reads up to W - 1 entries past the span.
   const int64_t buffer = span + Ops::W;
+  // Adaptive rows of fewer than W columns to at most W outputs sum each
+  // window across the outputs' lanes, as adaptive_max_forward scans, the
+  // column sums in one vector whose lanes past w.in hold 0: no store of the
+  // column sums, no scalar loop over the outputs.
+  const bool lane_sums = !w.regular && w.in < Ops::W && w.out <= Ops::W;
   for_each_row_share(g, [&](int64_t begin, int64_t end) {
     if (begin >= end) return;
+    if (lane_sums) {
+      int32_t column_of[Ops::W][Ops::W];  // past a window: column w.in, a 0
+      const int64_t taps_w = window_tap_lanes<Ops>(w, column_of, [&](int64_t) { return w.in; });
+      for_rows(g, begin, end, [&](int64_t plane, int64_t p) {
+        const float* rows = x + plane * in_plane + h.first[p] * w.in;
+        V cs = Ops::zero();
+        for (int64_t th = 0; th < h.taps[p]; ++th) cs = Ops::add(cs, load_part<Ops>(rows + th * h.dilation * w.in, 0, w.in, 0.0f));
+        V s = Ops::zero();
+        for (int64_t t = 0; t < taps_w; ++t) s = Ops::add(s, Ops::permute(cs, column_of[t]));
+        const V out = Ops::div(s, divisor_vector<Ops>(h, w, p, 0, w.out, divisor));
+        float* yp = y + plane * out_plane + p * w.out;
+        if (w.out == Ops::W) {
+          Ops::store(yp, out);
+        } else {
+          Ops::store_tail(yp, out, w.out);
+        }
+      });
+      return;
+    }
     float* cols = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, buffer);
     // Only [pad, pad + covered) is rewritten per row: the rest stays 0.
     fill_zero<Ops>(cols, buffer);
@@ -849,6 +936,25 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
   const bool spread_by_vectors = !by_columns && w.dilation == 1 && w.in < (int64_t{1} << 24);
   static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const V lanes = Ops::load(kLanes);
+  // Rows of at most W columns from fewer than W windows (adaptive 13 -> 6)
+  // spread across the lanes instead: u is the sum over k of the shares
+  // permuted by window_of[k], column j's k-th window (in order, so the sum
+  // is that of the loop above), or window w.out, whose share lane is 0.
+  const bool lane_spread = spread_by_vectors && w.in <= Ops::W && w.out < Ops::W;
+  int32_t window_of[Ops::W][Ops::W];
+  int64_t windows_per_column = 0;
+  if (lane_spread) {
+    int64_t count[Ops::W] = {};
+    for (int64_t k = 0; k < Ops::W; ++k) {
+      for (int64_t j = 0; j < Ops::W; ++j) window_of[k][j] = static_cast<int32_t>(w.out);
+    }
+    for (int64_t q = 0; q < w.out; ++q) {
+      for (int64_t j = w.first[q]; j < w.first[q] + w.taps[q]; ++j) {
+        window_of[count[j]++][j] = static_cast<int32_t>(q);
+        if (count[j] > windows_per_column) windows_per_column = count[j];
+      }
+    }
+  }
   int64_t ring_rows = 1;  // the most windows covering one input row
   sweep_rows(h, [](int64_t) {}, [&](int64_t, int64_t lo, int64_t hi) {
     if (hi - lo > ring_rows) ring_rows = hi - lo;
@@ -875,6 +981,12 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
           for (int64_t t = 1; t < w.kernel; ++t) s = Ops::add(s, Ops::load(shares + j + w.pad + t));
           return s;
         });
+      } else if (lane_spread) {
+        // Lanes past w.out come out 0 (0 / 1).
+        const V share = Ops::div(load_part<Ops>(gy + p * w.out, 0, w.out, 0.0f), divisor_vector<Ops>(h, w, p, 0, w.out, divisor));
+        V s = Ops::zero();
+        for (int64_t k = 0; k < windows_per_column; ++k) s = Ops::add(s, Ops::permute(share, window_of[k]));
+        Ops::store(u, s);
       } else {
         // The row's shares in vector divisions, then spread over the
         // windows. A divisor of 0 (made 1 by divisor_vector) comes only

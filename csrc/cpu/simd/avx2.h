@@ -108,6 +108,15 @@ struct Avx2Ops {
   }
   // a > b or a is NaN: where max pooling replaces its running maximum b.
   static M gt_or_nan(V a, V b) { return _mm256_or_ps(_mm256_cmp_ps(a, b, _CMP_GT_OQ), _mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+  static M scan_replaces(V v, V vr, V m, V r) {
+    const V nan_wins = _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q),
+                                     _mm256_or_ps(_mm256_cmp_ps(m, m, _CMP_ORD_Q), _mm256_cmp_ps(vr, r, _CMP_GE_OQ)));
+    const V tie_wins = _mm256_and_ps(_mm256_cmp_ps(v, m, _CMP_EQ_OQ), _mm256_cmp_ps(vr, r, _CMP_LT_OQ));
+    return _mm256_or_ps(_mm256_or_ps(nan_wins, tie_wins), _mm256_cmp_ps(v, m, _CMP_GT_OQ));
+  }
+  static V permute(V table, const int32_t* lanes) {
+    return _mm256_permutevar8x32_ps(table, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lanes)));
+  }
 
   static V scale_pow2(V p, V n) {
     const __m256i ni = _mm256_cvtps_epi32(n);

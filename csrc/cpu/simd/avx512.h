@@ -91,6 +91,14 @@ struct Avx512Ops {
   static M gt_or_nan(V a, V b) {
     return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ) | _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q);
   }
+  static M scan_replaces(V v, V vr, V m, V r) {
+    const __mmask16 v_nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    const __mmask16 m_number = _mm512_cmp_ps_mask(m, m, _CMP_ORD_Q);
+    const __mmask16 nan_wins = v_nan & (m_number | _mm512_cmp_ps_mask(vr, r, _CMP_GE_OQ));
+    const __mmask16 tie_wins = _mm512_cmp_ps_mask(v, m, _CMP_EQ_OQ) & _mm512_cmp_ps_mask(vr, r, _CMP_LT_OQ);
+    return static_cast<__mmask16>(nan_wins | tie_wins | _mm512_cmp_ps_mask(v, m, _CMP_GT_OQ));
+  }
+  static V permute(V table, const int32_t* lanes) { return _mm512_permutexvar_ps(_mm512_loadu_si512(lanes), table); }
 
   static V scale_pow2(V p, V n) {
     // vscalefps computes p * 2^floor(n) in one step, overflow and gradual

@@ -60,6 +60,8 @@ struct ScalarOps {
   static V gather_lanes(const float* p, int64_t, int64_t lo, int64_t hi, float fill) { return lo < hi ? *p : fill; }
   // a > b or a is NaN: where max pooling replaces its running maximum b.
   static M gt_or_nan(V a, V b) { return a > b || a != a; }
+  static M scan_replaces(V v, V vr, V m, V r) { return v != v ? (m == m || vr >= r) : (v > m || (v == m && vr < r)); }
+  static V permute(V table, const int32_t*) { return table; }  // one lane: lanes[0] is 0
 
   static V scale_pow2(V p, V n) {
     if (n != n) return n;
