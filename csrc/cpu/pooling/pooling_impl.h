@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/pooling/pooling.h"
 #include "cpu/simd/store.h"
@@ -43,6 +44,16 @@ constexpr int64_t kGlobalStreamMinFloats = int64_t{1} << 20;
 
 // Stride modes of the vector loads: 1, 2 (deinterleave), anything else (gather).
 constexpr int kStrideGather = 0;
+
+// f(std::integral_constant<int, mode>{}) with the stride mode of `stride`.
+template <class F>
+void with_stride_mode(int64_t stride, F&& f) {
+  switch (stride) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    default: return f(std::integral_constant<int, kStrideGather>{});
+  }
+}
 
 template <class Ops, int kStride>
 typename Ops::V load_strided(const float* p, int64_t stride) {
@@ -295,15 +306,6 @@ void max_forward_as(const PoolGeometry& g, const float* x, float* y, int64_t* in
     const int64_t o = plane * out_plane + p * g.w.out;
     max_row<Ops, kStride, kIndices>(g, x + plane * in_plane, y + o, kIndices ? indices + o : nullptr, p);
   });
-}
-
-template <class Ops, bool kIndices>
-void max_forward_indices(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
-  switch (g.w.stride) {
-    case 1: return max_forward_as<Ops, 1, kIndices>(g, x, y, indices);
-    case 2: return max_forward_as<Ops, 2, kIndices>(g, x, y, indices);
-    default: return max_forward_as<Ops, kStrideGather, kIndices>(g, x, y, indices);
-  }
 }
 
 // The lane scans of adaptive rows (w.out <= W outputs over few columns):
@@ -811,22 +813,16 @@ void separable_forward(const PoolGeometry& g, const float* x, float* y, float di
   });
 }
 
-template <class Ops, bool kMax>
-void separable_forward_by_stride(const PoolGeometry& g, const float* x, float* y, float divisor) {
-  switch (g.w.stride) {
-    case 1: return separable_forward<Ops, 1, kMax>(g, x, y, divisor);
-    case 2: return separable_forward<Ops, 2, kMax>(g, x, y, divisor);
-    default: return separable_forward<Ops, kStrideGather, kMax>(g, x, y, divisor);
-  }
-}
-
 template <class Ops>
 void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
   // Rows are kept as floats: exact below 2^24.
   if (!g.w.regular && g.h.kernel <= kMaxVectorTaps) return adaptive_max_forward<Ops>(g, x, y, indices);
-  if (indices != nullptr) return max_forward_indices<Ops, true>(g, x, y, indices);
-  if (separable_fits<Ops>(g)) return separable_forward_by_stride<Ops, true>(g, x, y, 0.0f);
-  max_forward_indices<Ops, false>(g, x, y, nullptr);
+  with_stride_mode(g.w.stride, [&](auto mode) {
+    constexpr int kMode = decltype(mode)::value;
+    if (indices != nullptr) return max_forward_as<Ops, kMode, true>(g, x, y, indices);
+    if (separable_fits<Ops>(g)) return separable_forward<Ops, kMode, true>(g, x, y, 0.0f);
+    max_forward_as<Ops, kMode, false>(g, x, y, nullptr);
+  });
 }
 
 template <class Ops>
@@ -838,12 +834,11 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
   if (!g.w.regular || (g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1)) {
     return avg_forward_by_columns<Ops>(g, x, y, divisor);
   }
-  if (separable_fits<Ops>(g)) return separable_forward_by_stride<Ops, false>(g, x, y, divisor);
-  switch (g.w.stride) {
-    case 1: return avg_forward_as<Ops, 1>(g, x, y, divisor);
-    case 2: return avg_forward_as<Ops, 2>(g, x, y, divisor);
-    default: return avg_forward_as<Ops, kStrideGather>(g, x, y, divisor);
-  }
+  with_stride_mode(g.w.stride, [&](auto mode) {
+    constexpr int kMode = decltype(mode)::value;
+    if (separable_fits<Ops>(g)) return separable_forward<Ops, kMode, false>(g, x, y, divisor);
+    avg_forward_as<Ops, kMode>(g, x, y, divisor);
+  });
 }
 
 // Global average pooling's backward: each plane filled with its share
