@@ -504,6 +504,80 @@ void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const floa
   if (failure) std::rethrow_exception(failure);
 }
 
+// The weight gradient of a stride-1 grouped convolution on the padded grid
+// of conv_forward_taps.cpp, with no im2col: number the outputs along the
+// grid's rows (f = p * wp + q) and tap (r, s) of output f reads grid
+// element f + r dil_h wp + s dil_w of each channel plane, so per group and
+// image
+//
+//   grad_W_rs[K_g, C_g] += grad_y'[K_g, f] x G[C_g, f + r dil_h wp + s dil_w]^T
+//
+// one GEMM per tap (the GEMM's dot-product route for few rows: both
+// operands row-major along f), with grad_y' grad_y laid on the grid's rows
+// (zero in the wp - Q columns that are not outputs). Per image a group
+// copies its grid and grad_y' (ResNeXt's 3x3 at 28: 8 x 30 x 30 and
+// 8 x 28 x 30 floats) where the im2col route writes 72 x 784, in 28-float
+// runs. Threads take contiguous shares of the groups; each sums its
+// groups' images in order into a per-tap tile and transposes it into
+// grad_W at the end, so the result does not depend on the thread count.
+bool backward_weight_taps_applies(const ConvGeometry& g) {
+  return g.stride_h == 1 && g.stride_w == 1 && g.groups > 1 && g.c != g.groups && g.pad_top >= 0 &&
+         g.pad_left >= 0 && g.q + (g.s - 1) * g.dil_w <= 2 * g.q;
+}
+
+void backward_weight_taps(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+  const GemmKernels& kern = gemm_kernels();
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups, rs = g.r * g.s;
+  const int64_t hw = g.h * g.w, pq = g.p * g.q;
+  const int64_t wp = g.q + (g.s - 1) * g.dil_w, hp = g.p + (g.r - 1) * g.dil_h;
+  const int64_t span = hp * wp;                  // grid floats a channel
+  const int64_t outputs = (g.p - 1) * wp + g.q;  // f of the last output + 1: reads end at the grid's end
+  const int64_t thread_floats = cg * span + kg * outputs + rs * kg * cg;
+  const int threads = static_cast<int>(
+      std::min<int64_t>(threads_for(saturating_product({g.n, g.k, cg * rs, pq}), kGrain), g.groups));
+  // Not gemm_scratch: the GEMMs below may use both of its slots.
+  float* buffers = thread_scratch(ScratchSlot::conv_columns, threads * thread_floats);
+  // A GEMM may take its packing scratch (its own per-thread slots) on a
+  // worker; a failure there is carried out of the region and rethrown.
+  std::exception_ptr failure;
+  parallel(threads, [&](int t, int nt) {
+    float* grid = buffers + t * thread_floats;
+    float* gy_grid = grid + cg * span;
+    float* sums = gy_grid + kg * outputs;  // per tap, K_g x C_g
+    try {
+      for (int64_t grp = g.groups * t / nt; grp < g.groups * (t + 1) / nt; ++grp) {
+        for (int64_t n = 0; n < g.n; ++n) {
+          build_band(g, x + (n * g.c + grp * cg) * hw, cg, 0, span, wp, grid);
+          const float* gy = grad_y + (n * g.k + grp * kg) * pq;
+          for (int64_t k = 0; k < kg; ++k) {
+            for (int64_t p = 0; p < g.p; ++p) {
+              float* row = gy_grid + k * outputs + p * wp;
+              std::copy(gy + k * pq + p * g.q, gy + k * pq + (p + 1) * g.q, row);
+              if (p + 1 < g.p) std::fill(row + g.q, row + wp, 0.0f);
+            }
+          }
+          for (int64_t tap = 0; tap < rs; ++tap) {
+            const int64_t shift = tap / g.s * g.dil_h * wp + tap % g.s * g.dil_w;
+            kern.gemm(kg, cg, outputs, 1.0f, GemmOperand{gy_grid, outputs, false},
+                      GemmOperand{grid + shift, span, true}, n == 0 ? 0.0f : 1.0f, sums + tap * kg * cg, cg,
+                      GemmEpilogue{});
+          }
+        }
+        float* gw = grad_weight + grp * kg * cg * rs;
+        for (int64_t k = 0; k < kg; ++k) {
+          for (int64_t c = 0; c < cg; ++c) {
+            for (int64_t tap = 0; tap < rs; ++tap) gw[(k * cg + c) * rs + tap] = sums[(tap * kg + k) * cg + c];
+          }
+        }
+      }
+    } catch (...) {
+#pragma omp critical(minidnn_conv_backward_weight_failure)
+      failure = std::current_exception();
+    }
+  });
+  if (failure) std::rethrow_exception(failure);
+}
+
 }  // namespace
 
 void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
@@ -533,6 +607,8 @@ void conv2d_backward_weight(const ConvGeometry& g, const float* grad_y, const fl
     backward_weight_depthwise(g, grad_y, x, grad_weight);
   } else if (is_plain_1x1(g)) {
     backward_weight_1x1(g, grad_y, x, grad_weight);
+  } else if (backward_weight_taps_applies(g)) {
+    backward_weight_taps(g, grad_y, x, grad_weight);
   } else {
     backward_weight_gemm(g, grad_y, x, grad_weight);
   }
