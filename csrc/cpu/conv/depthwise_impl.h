@@ -122,6 +122,22 @@ struct RowTaps {
   float bias;
 };
 
+// A tile's BR x BV accumulators into y from column q on (rows y_step
+// apart), the last vector of each row `last` wide when kTail.
+template <class Ops, int BR, int BV, bool kTail>
+void store_tile(const typename Ops::V (&acc)[BR][BV], int64_t q, int64_t last, float* y, int64_t y_step) {
+  for (int i = 0; i < BR; ++i) {
+    float* yi = y + i * y_step + q;
+    for (int b = 0; b < BV; ++b) {
+      if (kTail && b == BV - 1) {
+        Ops::store_tail(yi + b * Ops::W, acc[i][b], last);
+      } else {
+        Ops::store(yi + b * Ops::W, acc[i][b]);
+      }
+    }
+  }
+}
+
 // A tile of BR output rows x BV vectors from column q on, each vector W
 // outputs except the last, which has `last` (<= W; kTail says it may be
 // fewer). BR * BV independent accumulators share each broadcast weight: 8
@@ -154,16 +170,7 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
       }
     }
   }
-  for (int i = 0; i < BR; ++i) {
-    float* yi = y + i * y_step + q;
-    for (int b = 0; b < BV; ++b) {
-      if (kTail && b == BV - 1) {
-        Ops::store_tail(yi + b * Ops::W, acc[i][b], last);
-      } else {
-        Ops::store(yi + b * Ops::W, acc[i][b]);
-      }
-    }
-  }
+  store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
 }
 
 // output_tile for kernels whose tap rows are one input row apart (dil_h 1)
@@ -203,16 +210,7 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
       }
     }
   }
-  for (int i = 0; i < BR; ++i) {
-    float* yi = y + i * y_step + q;
-    for (int b = 0; b < BV; ++b) {
-      if (kTail && b == BV - 1) {
-        Ops::store_tail(yi + b * Ops::W, acc[i][b], last);
-      } else {
-        Ops::store(yi + b * Ops::W, acc[i][b]);
-      }
-    }
-  }
+  store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
 }
 
 // One tile: output_tile_shared_rows when kStrideH says the rows share
