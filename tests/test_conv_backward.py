@@ -108,6 +108,7 @@ FIXED_CASES = [
     Case(2, 15, 12, 11, 21, 5, 3, pads=((2, 1), (0, 2)), groups=3),    # stride 1, asymmetric pads
     Case(1, 12, 9, 17, 18, 3, 3, dil=(2, 1), pads=((2, 2), (1, 1)), groups=3, crop_p=1, crop_q=2),
     Case(1, 12, 9, 10, 18, 3, 3, pads=((3, 0), (1, 1)), groups=3),    # pad past the kernel: the GEMM route
+    Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),  # large groups: each GEMM split instead
 ]
 
 # Real layers (ResNet-50, MobileNet), one or two images: the reference is slow.
@@ -192,6 +193,7 @@ def test_negative_padding(rng):
     Case(3, 12, 16, 16, 18, 3, 3, dil=(2, 2), pads=((2, 2), (2, 2)), groups=3),
     Case(3, 64, 14, 14, 64, 3, 3, pads=((1, 1), (1, 1)), groups=8),
     Case(2, 15, 13, 11, 21, 5, 3, stride=(2, 1), pads=((2, 1), (0, 2)), groups=3),
+    Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),
 ], ids=repr)
 def test_bit_identical_across_threads_and_runs(isa, rng, case):
     x, w, gy = case.data(rng)

@@ -517,9 +517,10 @@ void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const floa
 // (zero in the wp - Q columns that are not outputs). Per image a group
 // copies its grid and grad_y' (ResNeXt's 3x3 at 28: 8 x 30 x 30 and
 // 8 x 28 x 30 floats) where the im2col route writes 72 x 784, in 28-float
-// runs. Threads take contiguous shares of the groups; each sums its
-// groups' images in order into a per-tap tile and transposes it into
-// grad_W at the end, so the result does not depend on the thread count.
+// runs. Threads take contiguous shares of the groups (or, for large
+// groups, split each GEMM); a group's images are summed in order into a
+// per-tap tile, transposed into grad_W at the end, so the result does not
+// depend on the thread count.
 bool backward_weight_taps_applies(const ConvGeometry& g) {
   return g.stride_h == 1 && g.stride_w == 1 && g.groups > 1 && g.c != g.groups && g.pad_top >= 0 &&
          g.pad_left >= 0 && g.q + (g.s - 1) * g.dil_w <= 2 * g.q;
@@ -533,8 +534,12 @@ void backward_weight_taps(const ConvGeometry& g, const float* grad_y, const floa
   const int64_t span = hp * wp;                  // grid floats a channel
   const int64_t outputs = (g.p - 1) * wp + g.q;  // f of the last output + 1: reads end at the grid's end
   const int64_t thread_floats = cg * span + kg * outputs + rs * kg * cg;
-  const int threads = static_cast<int>(
-      std::min<int64_t>(threads_for(saturating_product({g.n, g.k, cg * rs, pq}), kGrain), g.groups));
+  // Threads split the groups when a tap's GEMM is too small to split and
+  // there are groups enough (as in backward_weight_gemm); otherwise the
+  // groups go in order on the calling thread and each GEMM splits its output.
+  const int all_threads = threads_for(saturating_product({g.n, g.k, cg * rs, pq}), kGrain);
+  const bool by_group = threads_for(kg * cg * outputs, kConvGrain) < all_threads && g.groups >= all_threads;
+  const int threads = by_group ? all_threads : 1;
   // Not gemm_scratch: the GEMMs below may use both of its slots.
   float* buffers = thread_scratch(ScratchSlot::conv_columns, threads * thread_floats);
   // A GEMM may take its packing scratch (its own per-thread slots) on a
