@@ -16,6 +16,8 @@
 // output positions of grad_y[k, (p, q)] x im2col(x)[(c, r, s), (p, q)]: a
 // GEMM whose reduction runs over the output positions, one GEMM per tile of
 // positions on that tile's im2col rows, accumulated in a fixed order.
+// Stride-1 grouped convolutions skip the im2col: one GEMM per tap on the
+// padded grid of the input (backward_weight_taps).
 //
 // Units, tiles and the order of every sum depend on the shape (and on the
 // ISA's tile size) only, so the results are bit-identical for any thread
