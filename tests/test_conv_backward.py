@@ -101,6 +101,14 @@ FIXED_CASES = [
     Case(1, 4, 5, 5, 6, 3, 3, crop_p=3, crop_q=1),                     # P = 0: grad_x and grad_w zero
     Case(2, 3, 23, 23, 8, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),  # ResNet stem, scaled down
     Case(1, 6, 7, 9, 400, 3, 3, pads=((1, 1), (1, 1)), groups=2),     # K/groups past the GEMM's K block
+    # Grouped with few channels a group: threads split the groups of the
+    # weight gradient; stride 1 takes grad_x through the forward's tap route.
+    Case(2, 64, 14, 14, 64, 3, 3, pads=((1, 1), (1, 1)), groups=8),
+    Case(2, 15, 13, 11, 21, 5, 3, stride=(2, 1), pads=((2, 1), (0, 2)), groups=3),  # groups split 1 / 2
+    Case(2, 15, 12, 11, 21, 5, 3, pads=((2, 1), (0, 2)), groups=3),    # stride 1, asymmetric pads
+    Case(1, 12, 9, 17, 18, 3, 3, dil=(2, 1), pads=((2, 2), (1, 1)), groups=3, crop_p=1, crop_q=2),
+    Case(1, 12, 9, 10, 18, 3, 3, pads=((3, 0), (1, 1)), groups=3),    # pad past the kernel: the GEMM route
+    Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),  # large groups: each GEMM split instead
 ]
 
 # Real layers (ResNet-50, MobileNet), one or two images: the reference is slow.
@@ -112,6 +120,7 @@ NETWORK_CASES = [
     Case(1, 512, 14, 14, 1024, 1, 1, stride=(2, 2)),
     Case(1, 3, 64, 64, 64, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),
     Case(2, 144, 28, 28, 144, 3, 3, stride=(2, 2), pads=((0, 1), (0, 1)), groups=144),  # TF "same" padding
+    Case(2, 256, 28, 28, 256, 3, 3, pads=((1, 1), (1, 1)), groups=32),  # ResNeXt's 32 groups of 8
 ]
 
 
@@ -182,6 +191,9 @@ def test_negative_padding(rng):
     Case(4, 24, 19, 19, 48, 3, 3, stride=(2, 2), pads=((1, 1), (1, 1)), groups=24),
     Case(2, 3, 40, 40, 16, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),
     Case(3, 12, 16, 16, 18, 3, 3, dil=(2, 2), pads=((2, 2), (2, 2)), groups=3),
+    Case(3, 64, 14, 14, 64, 3, 3, pads=((1, 1), (1, 1)), groups=8),
+    Case(2, 15, 13, 11, 21, 5, 3, stride=(2, 1), pads=((2, 1), (0, 2)), groups=3),
+    Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),
 ], ids=repr)
 def test_bit_identical_across_threads_and_runs(isa, rng, case):
     x, w, gy = case.data(rng)

@@ -33,12 +33,23 @@ CASES = [
     (1, 2, 1, 4, 6, (2, 4), 1, 2, ((3, 0), (5, 2))),       # asymmetric padding, even kernel
     (0, 3, 1, 8, 8, (3, 3), 1, 1, ((1, 1), (1, 1))),       # N = 0
     *((1, 2, 1, 5, w, (3, 3), s, 1, ((1, 1), (1, 1))) for w in (7, 8, 9, 15, 16, 17, 31, 33, 65) for s in (1, 2)),
+    # 3x3 and 5x5 with stride_h 1 or 2 and dil_h 1 share input rows between
+    # a tile's output rows: heights whose rows group as 4 + 2 + 1, widths
+    # around the SIMD widths, the row stride apart from the column stride
+    # and the column dilation apart from the row's.
+    *((1, 2, 1, h, w, (5, 5), s, 1, ((2, 2), (2, 2))) for h in (7, 10) for w in (7, 16, 17, 33) for s in (1, 2)),
+    (1, 3, 2, 11, 29, (5, 5), (1, 2), 1, ((2, 2), (2, 2))),
+    (1, 3, 1, 13, 35, (3, 3), (2, 1), 1, ((1, 0), (0, 1))),
+    (1, 2, 1, 12, 41, (3, 3), (2, 3), 1, ((1, 1), (1, 1))),          # row-shared tile, gathered loads
+    (1, 2, 1, 12, 30, (5, 5), 1, (1, 2), ((2, 2), (4, 4))),          # column dilation only
+    (1, 2, 1, 12, 30, (3, 3), 1, (2, 1), ((2, 2), (1, 1))),          # row dilation: the general tile
+    (1, 2, 1, 40, 700, (5, 5), 1, 1, ((2, 2), (2, 2))),              # several bands a plane
 ]
 
 
 def _case_id(case):
     n, c, m, h, w, (r, s), stride, dil, pads = case
-    return f"n{n}c{c}m{m}-{h}x{w}-k{r}x{s}-s{stride}d{dil}-p{pads[0][0]}{pads[0][1]}{pads[1][0]}{pads[1][1]}"
+    return f"n{n}c{c}m{m}-{h}x{w}-k{r}x{s}-s{_pair(stride)}d{_pair(dil)}-p{pads[0][0]}{pads[0][1]}{pads[1][0]}{pads[1][1]}"
 
 
 def _data(rng, case, bias=True):
@@ -49,12 +60,17 @@ def _data(rng, case, bias=True):
     return x, weight, b
 
 
+def _pair(v):
+    return v if isinstance(v, tuple) else (v, v)
+
+
 def _run(case, x, weight, b, **epilogue):
     """The kernel and the reference's output for the same geometry."""
     _, c, _, _, _, _, stride, dil, pads = case
     expected = ref.conv2d(x, weight, b, stride, pads, dil, groups=c)
     p, q = expected.shape[2:]
-    y = _C._depthwise_conv2d_forward(x, weight, b, stride, stride, dil, dil, pads[0][0], pads[1][0], p, q, **epilogue)
+    y = _C._depthwise_conv2d_forward(x, weight, b, *_pair(stride), *_pair(dil), pads[0][0], pads[1][0], p, q,
+                                     **epilogue)
     return y, expected
 
 
@@ -67,10 +83,12 @@ def test_matches_the_reference(case, isa, threads, rng):
 
 
 def test_real_layers_are_bit_identical_for_1_and_2_threads(isa, rng):
-    """MobileNet's 3x3 at 112 and 3x3/2 at 56 at batch 2: planes split
-    between threads (and rows of planes when planes are few)."""
+    """MobileNet's 3x3 at 112 and 3x3/2 at 56 at batch 2, EfficientNet's 5x5
+    at 28: planes split between threads (and rows of planes when planes are
+    few, which regroups the rows of the row-shared tiles)."""
     for case in [(2, 32, 1, 112, 112, (3, 3), 1, 1, ((1, 1), (1, 1))),
-                 (1, 3, 1, 56, 56, (3, 3), 2, 1, ((1, 1), (1, 1)))]:
+                 (1, 3, 1, 56, 56, (3, 3), 2, 1, ((1, 1), (1, 1))),
+                 (1, 3, 1, 29, 28, (5, 5), 1, 1, ((2, 2), (2, 2)))]:
         x, weight, b = _data(rng, case)
         outputs = []
         for threads in (1, 2):

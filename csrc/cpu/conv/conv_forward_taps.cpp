@@ -63,19 +63,10 @@
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
-namespace {
 
-constexpr int64_t kMinTapChannels = 16;
-constexpr int64_t kMinChannelsPerPanel = 3;
-// Grid outputs per column block: the mr x block accumulator tile (14 KB at
-// mr = 14) shares L1 with the A panel of a tap.
-constexpr int64_t kBlockColumns = 256;
-
-// The flat range [flat0, flat0 + span) of the padded grid (hp x wp, row
-// after row) of every channel of a group (input channels at xg) into dst
-// (span floats a channel): the grid positions one column block reads. A
-// flat range rather than whole rows, so that a block of a long row (conv1d:
-// one row of 16,000 columns) copies its own columns, not the row.
+// What it builds: conv_forward_taps.h. A flat range rather than whole rows, so that a
+// block of a long row (conv1d: one row of 16,000 columns) copies its own
+// columns, not the row.
 void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t flat0, int64_t span, int64_t wp,
                 float* dst) {
   for (int64_t c = 0; c < channels; ++c) {
@@ -100,6 +91,14 @@ void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_
     }
   }
 }
+
+namespace {
+
+constexpr int64_t kMinTapChannels = 16;
+constexpr int64_t kMinChannelsPerPanel = 3;
+// Grid outputs per column block: the mr x block accumulator tile (14 KB at
+// mr = 14) shares L1 with the A panel of a tap.
+constexpr int64_t kBlockColumns = 256;
 
 // The valid columns of an accumulator tile (rows of `ncols` grid outputs
 // from f0, row stride ld) into y (rows P*Q apart), bias and activation

@@ -3,6 +3,8 @@
 // packing of B). Internal to csrc/cpu/conv (conv.h is the public interface).
 #pragma once
 
+#include <cstdint>
+
 #include "cpu/conv/conv.h"
 
 namespace minidnn::cpu {
@@ -16,5 +18,13 @@ bool conv_forward_taps_applies(const ConvGeometry& g);
 // N, K, P x Q and C / groups all at least 1.
 void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
                          float* y);
+
+// The flat range [flat0, flat0 + span) of the padded grid (hp x wp, row
+// after row; grid (i, j) = input (i - pad_top, j - pad_left), zero outside)
+// of `channels` input planes at xg into dst, span floats a channel: what a
+// column block of the tap route reads, and the grid of the grouped weight
+// gradient (conv_backward.cpp).
+void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t flat0, int64_t span, int64_t wp,
+                float* dst);
 
 }  // namespace minidnn::cpu

@@ -13,7 +13,9 @@
 // inside it and whole rows run as vectors of W outputs, in register tiles
 // of up to 4 rows x 2 vectors, with no bounds checks and no scalar border
 // columns;
-// for 3x3 and 5x5 the tap counts are compile-time constants. A band that
+// for 3x3 and 5x5 the tap counts are compile-time constants, and with
+// stride_h 1 or 2 and no row dilation a tile loads each input row it reads
+// once for all of its output rows (output_tile_shared_rows). A band that
 // needs no padding (pad_left 0 and its rows inside the input) reads the
 // input directly. Per output the kernel does R * S multiply-adds and reads
 // the input from cache, so the layer runs at the speed of streaming x in
@@ -120,6 +122,22 @@ struct RowTaps {
   float bias;
 };
 
+// A tile's BR x BV accumulators into y from column q on (rows y_step
+// apart), the last vector of each row `last` wide when kTail.
+template <class Ops, int BR, int BV, bool kTail>
+void store_tile(const typename Ops::V (&acc)[BR][BV], int64_t q, int64_t last, float* y, int64_t y_step) {
+  for (int i = 0; i < BR; ++i) {
+    float* yi = y + i * y_step + q;
+    for (int b = 0; b < BV; ++b) {
+      if (kTail && b == BV - 1) {
+        Ops::store_tail(yi + b * Ops::W, acc[i][b], last);
+      } else {
+        Ops::store(yi + b * Ops::W, acc[i][b]);
+      }
+    }
+  }
+}
+
 // A tile of BR output rows x BV vectors from column q on, each vector W
 // outputs except the last, which has `last` (<= W; kTail says it may be
 // fewer). BR * BV independent accumulators share each broadcast weight: 8
@@ -152,38 +170,81 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
       }
     }
   }
+  store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
+}
+
+// output_tile for kernels whose tap rows are one input row apart (dil_h 1)
+// with stride_h kStrideH (1 or 2) and kR x kS taps: output row i, tap row r
+// reads input row i * kStrideH + r, so the tile's BR output rows read only
+// (BR - 1) * kStrideH + kR distinct input rows. Per tap column s it loads
+// each of those rows once (BV vectors) and adds it, times the tap row's
+// weight, into every output row that reads it: for 5x5 with 4 x 2
+// accumulators 16 input loads and 5 weight broadcasts for 40 multiply-adds,
+// where output_tile does 40 loads (most of them split across cache lines)
+// and 25 broadcasts, and is bound by the loads. Every accumulator adds its
+// taps in the order (s, r) whatever BR is, so a plane's outputs do not
+// depend on how its rows are grouped into tiles.
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail>
+void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  using V = typename Ops::V;
+  constexpr int kInputRows = (BR - 1) * kStrideH + kR;
+  const float* x = t.x + q * t.stride_w;
+  V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
-    float* yi = y + i * y_step + q;
-    for (int b = 0; b < BV; ++b) {
-      if (kTail && b == BV - 1) {
-        Ops::store_tail(yi + b * Ops::W, acc[i][b], last);
-      } else {
-        Ops::store(yi + b * Ops::W, acc[i][b]);
+    for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
+  }
+  for (int s = 0; s < kS; ++s) {
+    V w[kR];
+    for (int r = 0; r < kR; ++r) w[r] = Ops::set1(t.w[r * kS + s]);
+    const float* xs = x + s * t.dil_w;
+    for (int j = 0; j < kInputRows; ++j) {
+      V row[BV];
+      for (int b = 0; b < BV; ++b) {
+        const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
+        row[b] = load_strided<Ops, kStride>(xs + j * t.row_step + b * Ops::W * t.stride_w, lanes, t.stride_w);
+      }
+      for (int i = 0; i < BR; ++i) {
+        const int r = j - i * kStrideH;
+        if (r < 0 || r >= kR) continue;
+        for (int b = 0; b < BV; ++b) acc[i][b] = Ops::fmadd(w[r], row[b], acc[i][b]);
       }
     }
+  }
+  store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
+}
+
+// One tile: output_tile_shared_rows when kStrideH says the rows share
+// input rows (kStrideH > 0: dil_h 1, stride_h kStrideH, taps fixed at
+// compile time), output_tile otherwise.
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail>
+void tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  if constexpr (kStrideH > 0) {
+    output_tile_shared_rows<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail>(t, q, last, y, y_step);
+  } else {
+    output_tile<Ops, kStride, kR, kS, BR, BV, kTail>(t, q, last, y, y_step);
   }
 }
 
 // Outputs [0, q_end) of BR rows, in tiles of 2 vectors (8 / BR wide would
 // serve one-row groups better, but those are at most the last row of a
 // band).
-template <class Ops, int kStride, int kR, int kS, int BR>
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR>
 void output_rows(const RowTaps& t, int64_t q_end, float* y) {
   constexpr int64_t W = Ops::W;
   int64_t q = 0;
-  for (; q + 2 * W <= q_end; q += 2 * W) output_tile<Ops, kStride, kR, kS, BR, 2, false>(t, q, W, y, q_end);
+  for (; q + 2 * W <= q_end; q += 2 * W) tile<Ops, kStride, kStrideH, kR, kS, BR, 2, false>(t, q, W, y, q_end);
   const int64_t rest = q_end - q;
   if (rest > W) {
-    output_tile<Ops, kStride, kR, kS, BR, 2, true>(t, q, rest - W, y, q_end);
+    tile<Ops, kStride, kStrideH, kR, kS, BR, 2, true>(t, q, rest - W, y, q_end);
   } else if (rest > 0) {
-    output_tile<Ops, kStride, kR, kS, BR, 1, true>(t, q, rest, y, q_end);
+    tile<Ops, kStride, kStrideH, kR, kS, BR, 1, true>(t, q, rest, y, q_end);
   }
 }
 
 // Output rows [p_begin, p_end) of one plane: x the input plane, w the
 // output channel's R x S weights, y the output plane; scratch holds
 // bands.scratch_floats.
-template <class Ops, int kStride, int kR, int kS>
+template <class Ops, int kStride, int kStrideH, int kR, int kS>
 void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const float* w, float bias,
                 const ConvEpilogue& ep, int64_t p_begin, int64_t p_end, float* scratch, float* y) {
   for (int64_t band = p_begin; band < p_end; band += bands.rows) {
@@ -204,11 +265,11 @@ void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const
                       g.stride_w, bias};
       const int64_t group = band_end - p >= 4 ? 4 : band_end - p >= 2 ? 2 : 1;
       if (group == 4) {
-        output_rows<Ops, kStride, kR, kS, 4>(t, g.q, y + p * g.q);
+        output_rows<Ops, kStride, kStrideH, kR, kS, 4>(t, g.q, y + p * g.q);
       } else if (group == 2) {
-        output_rows<Ops, kStride, kR, kS, 2>(t, g.q, y + p * g.q);
+        output_rows<Ops, kStride, kStrideH, kR, kS, 2>(t, g.q, y + p * g.q);
       } else {
-        output_rows<Ops, kStride, kR, kS, 1>(t, g.q, y + p * g.q);
+        output_rows<Ops, kStride, kStrideH, kR, kS, 1>(t, g.q, y + p * g.q);
       }
       p += group;
     }
@@ -224,7 +285,7 @@ void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const
   }
 }
 
-template <class Ops, int kStride, int kR, int kS>
+template <class Ops, int kStride, int kStrideH, int kR, int kS>
 void depthwise_forward_as(const ConvGeometry& g, const float* x, const float* w, const ConvEpilogue& ep,
                           float* y) {
   const int64_t planes = g.n * g.k;
@@ -250,18 +311,29 @@ void depthwise_forward_as(const ConvGeometry& g, const float* x, const float* w,
       const int64_t plane = item / chunks, chunk = item % chunks;
       const int64_t n = plane / g.k, k = plane % g.k;
       const float* x_plane = x + (n * g.c + k / multiplier) * g.h * g.w;
-      plane_rows<Ops, kStride, kR, kS>(g, bands, x_plane, w + k * taps, ep.bias != nullptr ? ep.bias[k] : 0.0f, ep,
+      plane_rows<Ops, kStride, kStrideH, kR, kS>(g, bands, x_plane, w + k * taps, ep.bias != nullptr ? ep.bias[k] : 0.0f, ep,
                                        g.p * chunk / chunks, g.p * (chunk + 1) / chunks, own, y + plane * g.p * g.q);
     }
   });
 }
 
+// 3x3 and 5x5 kernels with tap rows one input row apart and stride_h 1 or
+// 2 share input rows between a tile's output rows; other kernels run the
+// general tile.
+template <class Ops, int kStride, int kR, int kS>
+void depthwise_forward_taps(const ConvGeometry& g, const float* x, const float* w, const ConvEpilogue& ep,
+                            float* y) {
+  if (g.dil_h == 1 && g.stride_h == 1) return depthwise_forward_as<Ops, kStride, 1, kR, kS>(g, x, w, ep, y);
+  if (g.dil_h == 1 && g.stride_h == 2) return depthwise_forward_as<Ops, kStride, 2, kR, kS>(g, x, w, ep, y);
+  depthwise_forward_as<Ops, kStride, 0, kR, kS>(g, x, w, ep, y);
+}
+
 template <class Ops, int kStride>
 void depthwise_forward_stride(const ConvGeometry& g, const float* x, const float* w, const ConvEpilogue& ep,
                               float* y) {
-  if (g.r == 3 && g.s == 3) return depthwise_forward_as<Ops, kStride, 3, 3>(g, x, w, ep, y);
-  if (g.r == 5 && g.s == 5) return depthwise_forward_as<Ops, kStride, 5, 5>(g, x, w, ep, y);
-  depthwise_forward_as<Ops, kStride, 0, 0>(g, x, w, ep, y);
+  if (g.r == 3 && g.s == 3) return depthwise_forward_taps<Ops, kStride, 3, 3>(g, x, w, ep, y);
+  if (g.r == 5 && g.s == 5) return depthwise_forward_taps<Ops, kStride, 5, 5>(g, x, w, ep, y);
+  depthwise_forward_as<Ops, kStride, 0, 0, 0>(g, x, w, ep, y);
 }
 
 template <class Ops>
