@@ -1,12 +1,13 @@
 // The recurrent layers, one direction of one layer a call (recurrent.h):
 // the input map of all T steps as one GEMM; per step the hidden map on
-// W_hh packed once (gemm_packed_b) and the cell's fused gate kernel. The
-// backwards walk the steps in reverse with the same gate kernels as the
-// cells' backwards (on a copy of the cached pre-activations, which they
-// overwrite with gate gradients), keep every step's gate gradients, and
-// after the loop form grad_x and each weight gradient as one GEMM over all
-// T * N rows. Threads split only GEMM outputs and the gate kernels' rows,
-// so every result is the same for any thread count.
+// W_hh packed once and the cell's fused gate kernel, the forward's steps
+// all on one team of threads (TeamHiddenMap). The backwards walk the steps
+// in reverse with the same gate kernels as the cells' backwards (on a copy
+// of the cached pre-activations, which they overwrite with gate
+// gradients), keep every step's gate gradients, and after the loop form
+// grad_x and each weight gradient as one GEMM over all T * N rows. Threads
+// split only GEMM outputs and the gate kernels' rows and units, so every
+// result is the same for any thread count.
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -62,7 +63,7 @@ PackedB hidden_grad_weights(const float* w_hh, int64_t hs, int64_t first, int64_
 // computes every gate's columns of h W_hh^T for those units (W_hh packed
 // per gate, so that each gate's units start at a panel), then the gate
 // kernel of those units on gates still in its cache. The team meets twice
-// a step: once h_t is packed (each thread packs some of its row panels),
+// a step: once h_t is packed (each thread packs a share of h's row panels),
 // and once h_{t+1} is whole. Each tile is the microkernel over the same K
 // blocks as gemm_packed_b's, so results are those of any thread count.
 class TeamHiddenMap {

@@ -111,7 +111,8 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // ----------------------------------------------------------------- layers
 // One direction of one layer over a whole sequence (layers.cpp): the input
 // map of every step as one GEMM, then per step the hidden map on W_hh
-// packed once and the fused gate kernel. x is (T, N, I), dense.
+// packed once and the fused gate kernel (the forwards' steps on one team
+// of threads, each owning some hidden units). x is (T, N, I), dense.
 //
 // The states of the T + 1 instants are kept time-indexed in `h_states`
 // (and the LSTM's `c_states`), (T + 1, N, H) each: the state after step t
@@ -130,9 +131,11 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // the weight gradients are one GEMM over all steps each.
 //
 // Scratch: the recurrent_gates slot holds W_hh packed (G*H*H floats, the
-// hidden size rounded up to the GEMM's panel width) and, in the
-// backwards, every step's gate gradients (T*N*G*H floats; the GRU's two
-// maps' when linear_before_reset), kept for the calling thread's next call.
+// hidden size rounded up to the GEMM's panel width: per gate in the
+// forwards, which also pack h, N*H floats with N rounded up to the
+// microkernel's height) and, in the backwards, every step's gate gradients
+// (T*N*G*H floats; the GRU's two maps' when linear_before_reset), kept for
+// the calling thread's next call.
 
 struct LayerShape {
   int64_t steps, n, in, hs;
