@@ -65,6 +65,13 @@ struct GemmKernels {
   void (*gemm_packed_b)(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, const float* packed_b,
                         float beta, float* c, int64_t ldc, const GemmEpilogue& ep);
 
+  // Panels [panel_begin, panel_end) (mr rows each) of op(A) (M x K) packed
+  // for all of K, on the calling thread: K block pc (rows pc.. of K, kc of
+  // them) at packed + pc * ceil(M / mr) * mr, its panel q at q * mr * kc
+  // within; packed_a_floats(m, k) floats in all. For callers that drive the
+  // microkernel over their own loop (a recurrent layer's persistent team).
+  void (*pack_a)(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t panel_end, float* packed);
+
   // The register-blocked microkernel: the m x n corner (m <= mr, n <= nr) of
   // C += A panel (k x mr) * B panel (k x nr), written through `update`. With
   // a packed B panel (ldb == nr, zero-padded) full vectors are loaded; with
@@ -84,6 +91,9 @@ const GemmKernels& gemm_kernels();
 // Size of a packed B of the given table: ceil(K / kc) blocks, each of
 // ceil(N / nr) panels of (rows of the block) x nr floats.
 int64_t packed_b_floats(const GemmBlocking& blk, int64_t k, int64_t n);
+
+// Size of an A packed by pack_a: ceil(M / mr) * mr * K floats.
+int64_t packed_a_floats(const GemmBlocking& blk, int64_t m, int64_t k);
 
 // Scratch for packing, 64-byte aligned, grown on demand and kept per calling
 // thread (slot 0: the A block shared by a team, slot 1: the B blocks of its

@@ -508,12 +508,26 @@ void gemm_packed_b(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, 
 }
 
 template <class Cfg>
+void pack_a(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t panel_end, float* packed) {
+  constexpr int kMR = Cfg::kMR;
+  const int64_t m_padded = ceil_div(m, kMR) * kMR;
+  for (int64_t pc = 0; pc < k; pc += Cfg::kKC) {
+    const int64_t kc = gemm_min(Cfg::kKC, k - pc);
+    for (int64_t q = panel_begin; q < panel_end; ++q) {
+      pack_a_panel<Cfg>(a, q * kMR, static_cast<int>(gemm_min(kMR, m - q * kMR)), m - q * kMR, pc, kc,
+                        packed + pc * m_padded + q * kMR * kc);
+    }
+  }
+}
+
+template <class Cfg>
 minidnn::cpu::GemmKernels make_gemm_kernels() {
   return minidnn::cpu::GemmKernels{
       GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
       gemm<Cfg>,
       pack_b<Cfg>,
       gemm_packed_b<Cfg>,
+      pack_a<Cfg>,
       ukernel<Cfg>,
   };
 }

@@ -14,4 +14,8 @@ int64_t packed_b_floats(const GemmBlocking& blk, int64_t k, int64_t n) {
   return k * n_padded;
 }
 
+int64_t packed_a_floats(const GemmBlocking& blk, int64_t m, int64_t k) {
+  return (m + blk.mr - 1) / blk.mr * blk.mr * k;
+}
+
 }  // namespace minidnn::cpu

@@ -1,12 +1,13 @@
 // The recurrent layers, one direction of one layer a call (recurrent.h):
 // the input map of all T steps as one GEMM; per step the hidden map on
-// W_hh packed once (gemm_packed_b) and the cell's fused gate kernel. The
-// backwards walk the steps in reverse with the same gate kernels as the
-// cells' backwards (on a copy of the cached pre-activations, which they
-// overwrite with gate gradients), keep every step's gate gradients, and
-// after the loop form grad_x and each weight gradient as one GEMM over all
-// T * N rows. Threads split only GEMM outputs and the gate kernels' rows,
-// so every result is the same for any thread count.
+// W_hh packed once and the cell's fused gate kernel, the forward's steps
+// all on one team of threads (TeamHiddenMap). The backwards walk the steps
+// in reverse with the same gate kernels as the cells' backwards (on a copy
+// of the cached pre-activations, which they overwrite with gate
+// gradients), keep every step's gate gradients, and after the loop form
+// grad_x and each weight gradient as one GEMM over all T * N rows. Threads
+// split only GEMM outputs and the gate kernels' rows and units, so every
+// result is the same for any thread count.
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -16,6 +17,7 @@
 #include "cpu/gemm/gemm.h"
 #include "cpu/recurrent/recurrent.h"
 #include "cpu/recurrent/recurrent_gemm.h"
+#include "runtime/threads.h"
 
 namespace minidnn::cpu {
 namespace {
@@ -48,14 +50,104 @@ class PackedB {
   float* data_;
 };
 
-// W_hh^T (H x cols) from row `first` of W_hh: the forward's hidden map.
-PackedB hidden_map_weights(const float* w_hh, int64_t hs, int64_t first, int64_t cols, Scratch& scratch) {
-  return PackedB(hs, cols, {w_hh + first * hs, ld(hs), true}, scratch);
-}
 // W_hh (cols x H) from row `first`: gate gradients to grad_h.
 PackedB hidden_grad_weights(const float* w_hh, int64_t hs, int64_t first, int64_t cols, Scratch& scratch) {
   return PackedB(cols, hs, {w_hh + first * hs, ld(hs), false}, scratch);
 }
+
+// The hidden map of a forward time loop that one team of threads runs for
+// all its steps, rather than a GEMM and a gate kernel each entering and
+// leaving OpenMP at every step (at N = 64, H = 512 the gate kernel took
+// 43 us of a 470 us LSTM step on two threads, 60 us on one). Thread t owns
+// the hidden units of a contiguous range of the GEMM's column panels: it
+// computes every gate's columns of h W_hh^T for those units (W_hh packed
+// per gate, so that each gate's units start at a panel), then the gate
+// kernel of those units on gates still in its cache. The team meets twice
+// a step: once h_t is packed (each thread packs a share of h's row panels),
+// and once h_{t+1} is whole. Each tile is the microkernel over the same K
+// blocks as gemm_packed_b's, so results are those of any thread count.
+class TeamHiddenMap {
+ public:
+  // `gates` gates of hs units: the gates * hs rows of W_hh (hs columns each)
+  // from w_hh on; h has n rows.
+  TeamHiddenMap(const float* w_hh, int64_t n, int64_t hs, int gates, Scratch& scratch)
+      : kern_(gemm_kernels()),
+        blk_(kern_.blocking),
+        n_(n),
+        hs_(hs),
+        gates_(gates),
+        row_panels_((n + blk_.mr - 1) / blk_.mr),
+        unit_panels_((hs + blk_.nr - 1) / blk_.nr),
+        gate_floats_(Scratch::size(packed_b_floats(blk_, hs, hs))),
+        packed_w_(scratch.take(gates * gate_floats_)),
+        packed_h_(scratch.take(packed_a_floats(blk_, n, hs))) {
+    for (int gate = 0; gate < gates; ++gate) {
+      kern_.pack_b(hs, hs, {w_hh + gate * hs * hs, ld(hs), true}, packed_w_ + gate * gate_floats_);
+    }
+  }
+  static int64_t floats(int64_t n, int64_t hs, int gates) {
+    const GemmBlocking& blk = gemm_kernels().blocking;
+    return gates * Scratch::size(packed_b_floats(blk, hs, hs)) + Scratch::size(packed_a_floats(blk, n, hs));
+  }
+  int threads() const { return threads_for(n_ * gates_ * hs_ * hs_, int64_t{1} << 18); }
+
+  // Thread t's block of the output: row panels [q_begin, q_end) x unit
+  // panels [p_begin, p_end). The team splits the units while there are
+  // panels enough (a GEMM's N split), the rows otherwise (H <= one panel).
+  struct Share {
+    int64_t q_begin, q_end, p_begin, p_end;
+    int64_t row_begin, rows, unit_begin, unit_end;  // the same block in rows and units
+  };
+  Share share(int t, int nt) const {
+    int across_units = nt;
+    while (across_units > 1 && (nt % across_units != 0 || across_units > unit_panels_)) --across_units;
+    const int tu = t % across_units, tr = t / across_units, across_rows = nt / across_units;
+    Share sh{row_panels_ * tr / across_rows, row_panels_ * (tr + 1) / across_rows,
+             unit_panels_ * tu / across_units, unit_panels_ * (tu + 1) / across_units, 0, 0, 0, 0};
+    sh.row_begin = sh.q_begin * blk_.mr;
+    sh.rows = std::min(n_, sh.q_end * blk_.mr) - sh.row_begin;
+    sh.unit_begin = sh.p_begin * blk_.nr;
+    sh.unit_end = std::min(hs_, sh.p_end * blk_.nr);
+    return sh;
+  }
+
+  // Thread t's share of packing h (n x hs, dense) for the next multiply.
+  void pack(const float* h, int t, int nt) const {
+    kern_.pack_a(n_, hs_, {h, ld(hs_), false}, row_panels_ * t / nt, row_panels_ * (t + 1) / nt, packed_h_);
+  }
+
+  // A share of every gate: out[r, gate * hs + u] (rows ldo apart) =
+  // (h W^T)[r, gate * hs + u] + beta * out (+ bias[gate * hs + u]).
+  void multiply(const Share& sh, float beta, float* out, int64_t ldo, const float* bias) const {
+    const int64_t mr = blk_.mr, nr = blk_.nr;
+    for (int gate = 0; gate < gates_; ++gate) {
+      for (int64_t pc = 0; pc < hs_; pc += blk_.kc) {
+        const int64_t kc = std::min(blk_.kc, hs_ - pc);
+        const bool last = pc + kc == hs_;
+        const float* b_block = packed_w_ + gate * gate_floats_ + pc * unit_panels_ * nr;
+        for (int64_t q = sh.q_begin; q < sh.q_end; ++q) {
+          const float* a_panel = packed_h_ + pc * row_panels_ * mr + q * mr * kc;
+          const int rows = static_cast<int>(std::min(mr, n_ - q * mr));
+          for (int64_t p = sh.p_begin; p < sh.p_end; ++p) {
+            const int64_t col = gate * hs_ + p * nr;
+            const TileUpdate u{1.0f, beta, pc == 0, last && bias ? bias + col : nullptr};
+            kern_.ukernel(kc, a_panel, b_block + p * kc * nr, nr, false, out + q * mr * ldo + col, ldo, rows,
+                          static_cast<int>(std::min(nr, hs_ - p * nr)), u);
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  const GemmKernels& kern_;
+  const GemmBlocking& blk_;
+  int64_t n_, hs_;
+  int gates_;
+  int64_t row_panels_, unit_panels_, gate_floats_;
+  float* packed_w_;
+  float* packed_h_;
+};
 
 // The time order and the state slots of recurrent.h.
 struct Steps {
@@ -147,15 +239,23 @@ void lstm_layer(const LayerShape& s, const float* x, const CellWeights& w, const
   input_map(s.steps * s.n, s.in, cols, x, w.w_ih, w.b_ih, gates, cols);
   copy_or_zero(h0, block, h_states + st.initial_slot() * block);
   copy_or_zero(c0, block, c_states + st.initial_slot() * block);
-  Scratch scratch(PackedB::floats(s.hs, cols));
-  const PackedB w_hh = hidden_map_weights(w.w_hh, s.hs, 0, cols, scratch);
+  Scratch scratch(TeamHiddenMap::floats(s.n, s.hs, 4));
+  const TeamHiddenMap w_hh(w.w_hh, s.n, s.hs, 4, scratch);
   const RecurrentKernels& k = recurrent_kernels();
-  for (int64_t i = 0; i < s.steps; ++i) {
-    const int64_t t = st.time(i), read = st.read_slot(t) * block, write = st.write_slot(t) * block;
-    float* g = gates + t * s.n * cols;
-    w_hh.multiply(s.n, h_states + read, s.hs, 1.0f, g, cols, w.b_hh);
-    k.lstm_forward(s.n, s.hs, g, c_states + read, h_states + write, c_states + write);
-  }
+  parallel(w_hh.threads(), [&](int t, int nt) {
+    const TeamHiddenMap::Share sh = w_hh.share(t, nt);
+    const int64_t mine = sh.row_begin * s.hs;  // the share's first row of the states
+    for (int64_t i = 0; i < s.steps; ++i) {
+      const int64_t step = st.time(i), read = st.read_slot(step) * block, write = st.write_slot(step) * block;
+      float* g = gates + step * s.n * cols;
+      w_hh.pack(h_states + read, t, nt);
+#pragma omp barrier
+      w_hh.multiply(sh, 1.0f, g, cols, w.b_hh);
+      k.lstm_forward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, g + sh.row_begin * cols,
+                           c_states + read + mine, h_states + write + mine, c_states + write + mine);
+#pragma omp barrier
+    }
+  });
 }
 
 void lstm_layer_backward(const LayerShape& s, const float* x, const CellWeights& w, const float* h_states,
@@ -187,17 +287,23 @@ void rnn_layer(const LayerShape& s, const float* x, const CellWeights& w, bool r
   const int64_t block = st.block();
   input_map(s.steps * s.n, s.in, s.hs, x, w.w_ih, w.b_ih, pre, s.hs);
   copy_or_zero(h0, block, h_states + st.initial_slot() * block);
-  Scratch scratch(PackedB::floats(s.hs, s.hs));
-  const PackedB w_hh = hidden_map_weights(w.w_hh, s.hs, 0, s.hs, scratch);
+  Scratch scratch(TeamHiddenMap::floats(s.n, s.hs, 1));
+  const TeamHiddenMap w_hh(w.w_hh, s.n, s.hs, 1, scratch);
   const RecurrentKernels& k = recurrent_kernels();
-  for (int64_t i = 0; i < s.steps; ++i) {
-    const int64_t t = st.time(i);
-    float* a = pre + t * block;
-    float* h = h_states + st.write_slot(t) * block;
-    w_hh.multiply(s.n, h_states + st.read_slot(t) * block, s.hs, 1.0f, a, s.hs, w.b_hh);
-    std::memcpy(h, a, sizeof(float) * block);
-    k.rnn_forward(s.n, s.hs, h, relu);
-  }
+  parallel(w_hh.threads(), [&](int t, int nt) {
+    const TeamHiddenMap::Share sh = w_hh.share(t, nt);
+    const int64_t mine = sh.row_begin * s.hs;
+    for (int64_t i = 0; i < s.steps; ++i) {
+      const int64_t step = st.time(i);
+      float* a = pre + step * block;
+      w_hh.pack(h_states + st.read_slot(step) * block, t, nt);
+#pragma omp barrier
+      w_hh.multiply(sh, 1.0f, a, s.hs, w.b_hh);
+      k.rnn_forward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, a + mine,
+                          h_states + st.write_slot(step) * block + mine, relu);
+#pragma omp barrier
+    }
+  });
 }
 
 void rnn_layer_backward(const LayerShape& s, const float* x, const CellWeights& w, bool relu, const float* h_states,
@@ -213,29 +319,43 @@ void rnn_layer_backward(const LayerShape& s, const float* x, const CellWeights& 
 void gru_layer(const LayerShape& s, const float* x, const CellWeights& w, bool linear_before_reset, const float* h0,
                float* h_states, float* gi, float* gh, float* rh) {
   const Steps st{s};
-  const int64_t hs = s.hs, cols = 3 * hs, block = st.block(), step = s.n * cols;
+  const int64_t hs = s.hs, cols = 3 * hs, block = st.block(), step_floats = s.n * cols;
   input_map(s.steps * s.n, s.in, cols, x, w.w_ih, w.b_ih, gi, cols);
   copy_or_zero(h0, block, h_states + st.initial_slot() * block);
-  // linear_before_reset=False: the r and z rows of W_hh on h, then W_hn on r * h.
-  const int64_t h_cols = linear_before_reset ? cols : 2 * hs;
-  Scratch scratch(PackedB::floats(hs, h_cols) + PackedB::floats(hs, hs));
-  const PackedB w_h = hidden_map_weights(w.w_hh, hs, 0, h_cols, scratch);
-  std::optional<PackedB> w_hn;
-  if (!linear_before_reset) w_hn.emplace(hidden_map_weights(w.w_hh, hs, 2 * hs, hs, scratch));
+  // linear_before_reset=False: the r and z rows of W_hh on h, then W_hn on
+  // r * h (which needs every unit of r: a third meeting per step).
+  const int h_gates = linear_before_reset ? 3 : 2;
+  Scratch scratch(TeamHiddenMap::floats(s.n, hs, h_gates) + TeamHiddenMap::floats(s.n, hs, 1));
+  const TeamHiddenMap w_h(w.w_hh, s.n, hs, h_gates, scratch);
+  std::optional<TeamHiddenMap> w_hn;
+  if (!linear_before_reset) w_hn.emplace(w.w_hh + 2 * hs * hs, s.n, hs, 1, scratch);
   const RecurrentKernels& k = recurrent_kernels();
-  for (int64_t i = 0; i < s.steps; ++i) {
-    const int64_t t = st.time(i);
-    const float* h = h_states + st.read_slot(t) * block;
-    float* gi_t = gi + t * step;
-    float* gh_t = gh + t * step;
-    w_h.multiply(s.n, h, hs, 0.0f, gh_t, cols, w.b_hh);
-    if (w_hn) {
-      float* rh_t = rh + t * block;
-      k.gru_reset(s.n, hs, gi_t, gh_t, h, rh_t);
-      w_hn->multiply(s.n, rh_t, hs, 0.0f, gh_t + 2 * hs, cols, w.b_hh ? w.b_hh + 2 * hs : nullptr);
+  parallel(w_h.threads(), [&](int t, int nt) {
+    // w_hn's shares are w_h's: the same rows and units.
+    const TeamHiddenMap::Share sh = w_h.share(t, nt);
+    const int64_t mine = sh.row_begin * hs, mine_gates = sh.row_begin * cols;
+    for (int64_t i = 0; i < s.steps; ++i) {
+      const int64_t step = st.time(i);
+      const float* h = h_states + st.read_slot(step) * block;
+      float* gi_t = gi + step * step_floats;
+      float* gh_t = gh + step * step_floats;
+      w_h.pack(h, t, nt);
+#pragma omp barrier
+      w_h.multiply(sh, 0.0f, gh_t, cols, w.b_hh);
+      if (w_hn) {
+        float* rh_t = rh + step * block;
+        k.gru_reset_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
+                          rh_t + mine);
+#pragma omp barrier
+        w_hn->pack(rh_t, t, nt);
+#pragma omp barrier
+        w_hn->multiply(sh, 0.0f, gh_t + 2 * hs, cols, w.b_hh ? w.b_hh + 2 * hs : nullptr);
+      }
+      k.gru_forward_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
+                          h_states + st.write_slot(step) * block + mine, !linear_before_reset);
+#pragma omp barrier
     }
-    k.gru_forward(s.n, hs, gi_t, gh_t, h, h_states + st.write_slot(t) * block, !linear_before_reset);
-  }
+  });
 }
 
 void gru_layer_backward(const LayerShape& s, const float* x, const CellWeights& w, bool linear_before_reset,

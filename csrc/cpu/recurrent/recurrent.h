@@ -15,6 +15,11 @@ struct RecurrentKernels {
   // LSTM: gates hold the summed pre-activations x W_ih^T + b_ih + h W_hh^T
   // + b_hh; writes c1 = sig(f) c + sig(i) tanh(g) and h1 = sig(o) tanh(c1).
   void (*lstm_forward)(int64_t n, int64_t hs, const float* gates, const float* c, float* h1, float* c1);
+  // lstm_forward of units [u_begin, u_end) of every row, on the calling
+  // thread alone (a team splitting the units); u_begin a multiple of the
+  // GEMM's panel width.
+  void (*lstm_forward_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* gates,
+                             const float* c, float* h1, float* c1);
   // Recomputes the forward from the pre-activations in `gates` and
   // overwrites them with their gradients; grad_c = dL/dc. grad_h1 or
   // grad_c1 null counts as zeros.
@@ -29,6 +34,12 @@ struct RecurrentKernels {
                       bool reset_applied);
   // rh = sig(i_r + h_r) * h: the input of W_hn when linear_before_reset=False.
   void (*gru_reset)(int64_t n, int64_t hs, const float* gi, const float* gh, const float* h, float* rh);
+  // gru_forward and gru_reset of units [u_begin, u_end) of every row, on
+  // the calling thread alone (as lstm_forward_units).
+  void (*gru_forward_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* gi, const float* gh,
+                            const float* h, float* h1, bool reset_applied);
+  void (*gru_reset_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* gi, const float* gh,
+                          const float* h, float* rh);
   // Overwrites the pre-activations with the gradients of the two affine
   // maps' outputs and writes grad_h = z * grad_h1 (the direct path).
   // Without `reset_applied`: all of gi and gh. With it: only the z and n
@@ -44,6 +55,10 @@ struct RecurrentKernels {
 
   // RNN: a (N, H) pre-activations -> tanh(a) or relu(a), in place.
   void (*rnn_forward)(int64_t n, int64_t hs, float* a, bool relu);
+  // h1 = tanh(a) or relu(a) for units [u_begin, u_end) of every row, on the
+  // calling thread alone (as lstm_forward_units).
+  void (*rnn_forward_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* a, float* h1,
+                            bool relu);
   // a: pre-activations in, their gradients out.
   void (*rnn_backward)(int64_t n, int64_t hs, float* a, const float* grad_h1, bool relu);
 };
@@ -96,7 +111,8 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // ----------------------------------------------------------------- layers
 // One direction of one layer over a whole sequence (layers.cpp): the input
 // map of every step as one GEMM, then per step the hidden map on W_hh
-// packed once and the fused gate kernel. x is (T, N, I), dense.
+// packed once and the fused gate kernel (the forwards' steps on one team
+// of threads, each owning some hidden units). x is (T, N, I), dense.
 //
 // The states of the T + 1 instants are kept time-indexed in `h_states`
 // (and the LSTM's `c_states`), (T + 1, N, H) each: the state after step t
@@ -115,9 +131,11 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // the weight gradients are one GEMM over all steps each.
 //
 // Scratch: the recurrent_gates slot holds W_hh packed (G*H*H floats, the
-// hidden size rounded up to the GEMM's panel width) and, in the
-// backwards, every step's gate gradients (T*N*G*H floats; the GRU's two
-// maps' when linear_before_reset), kept for the calling thread's next call.
+// hidden size rounded up to the GEMM's panel width: per gate in the
+// forwards, which also pack h, N*H floats with N rounded up to the
+// microkernel's height) and, in the backwards, every step's gate gradients
+// (T*N*G*H floats; the GRU's two maps' when linear_before_reset), kept for
+// the calling thread's next call.
 
 struct LayerShape {
   int64_t steps, n, in, hs;

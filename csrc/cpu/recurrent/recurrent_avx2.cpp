@@ -6,8 +6,18 @@ namespace minidnn::cpu {
 
 const RecurrentKernels& recurrent_kernels_avx2() {
   static const RecurrentKernels table{
-      lstm_forward<Avx2Ops>, lstm_backward<Avx2Ops>, gru_forward<Avx2Ops>,  gru_reset<Avx2Ops>,
-      gru_backward<Avx2Ops>, gru_backward_reset<Avx2Ops>, rnn_forward<Avx2Ops>, rnn_backward<Avx2Ops>,
+      lstm_forward<Avx2Ops>,
+      lstm_forward_units<Avx2Ops>,
+      lstm_backward<Avx2Ops>,
+      gru_forward<Avx2Ops>,
+      gru_reset<Avx2Ops>,
+      gru_forward_units<Avx2Ops>,
+      gru_reset_units<Avx2Ops>,
+      gru_backward<Avx2Ops>,
+      gru_backward_reset<Avx2Ops>,
+      rnn_forward<Avx2Ops>,
+      rnn_forward_units<Avx2Ops>,
+      rnn_backward<Avx2Ops>,
   };
   return table;
 }

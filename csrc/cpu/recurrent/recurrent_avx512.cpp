@@ -6,8 +6,18 @@ namespace minidnn::cpu {
 
 const RecurrentKernels& recurrent_kernels_avx512() {
   static const RecurrentKernels table{
-      lstm_forward<Avx512Ops>, lstm_backward<Avx512Ops>, gru_forward<Avx512Ops>,  gru_reset<Avx512Ops>,
-      gru_backward<Avx512Ops>, gru_backward_reset<Avx512Ops>, rnn_forward<Avx512Ops>, rnn_backward<Avx512Ops>,
+      lstm_forward<Avx512Ops>,
+      lstm_forward_units<Avx512Ops>,
+      lstm_backward<Avx512Ops>,
+      gru_forward<Avx512Ops>,
+      gru_reset<Avx512Ops>,
+      gru_forward_units<Avx512Ops>,
+      gru_reset_units<Avx512Ops>,
+      gru_backward<Avx512Ops>,
+      gru_backward_reset<Avx512Ops>,
+      rnn_forward<Avx512Ops>,
+      rnn_forward_units<Avx512Ops>,
+      rnn_backward<Avx512Ops>,
   };
   return table;
 }

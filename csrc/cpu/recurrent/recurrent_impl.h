@@ -18,17 +18,25 @@ namespace {
 // Below this many gate elements a second thread costs more to wake than it saves.
 constexpr int64_t kRecurrentGrain = int64_t{1} << 14;
 
+// body(row, j, len) for rows [row_begin, row_end) and the vectors [j, j + len)
+// of units [u_begin, u_end), on the calling thread. u_begin is a multiple of
+// the vector width, so that every unit falls in the same vector lane
+// whatever the split (vsigmoid's range test looks at whole vectors).
+template <class Ops, class Body>
+void for_each_vector_in(int64_t row_begin, int64_t row_end, int64_t u_begin, int64_t u_end, const Body& body) {
+  for (int64_t row = row_begin; row < row_end; ++row) {
+    int64_t j = u_begin;
+    for (; j + Ops::W <= u_end; j += Ops::W) body(row, j, int64_t{Ops::W});
+    if (j < u_end) body(row, j, u_end - j);
+  }
+}
+
 // body(row, j, len) for every row and every vector [j, j + len) of [0, hs),
 // rows split over the threads.
 template <class Ops, class Body>
 void for_each_vector(int64_t n, int64_t hs, int64_t gates, const Body& body) {
   minidnn::parallel(minidnn::threads_for(n * hs * gates, kRecurrentGrain), [&](int64_t t, int64_t nt) {
-    const int64_t end = n * (t + 1) / nt;
-    for (int64_t row = n * t / nt; row < end; ++row) {
-      int64_t j = 0;
-      for (; j + Ops::W <= hs; j += Ops::W) body(row, j, int64_t{Ops::W});
-      if (j < hs) body(row, j, hs - j);
-    }
+    for_each_vector_in<Ops>(n * t / nt, n * (t + 1) / nt, 0, hs, body);
   });
 }
 
@@ -74,19 +82,34 @@ typename Ops::V tanh_grad(typename Ops::V x) {
 
 // ------------------------------------------------------------------ LSTM
 
+// The LSTM forward of row `row`, units [j, j + len) (one vector).
+template <class Ops>
+void lstm_forward_vector(int64_t hs, const float* gates, const float* c, float* h1, float* c1, int64_t row, int64_t j,
+                         int64_t len) {
+  using V = typename Ops::V;
+  const float* a = gates + row * 4 * hs + j;
+  const int64_t at = row * hs + j;
+  const V i = vsigmoid<Ops>(load_at<Ops>(a, len));
+  const V f = vsigmoid<Ops>(load_at<Ops>(a + hs, len));
+  const V g = vtanh<Ops>(load_at<Ops>(a + 2 * hs, len));
+  const V o = vsigmoid<Ops>(load_at<Ops>(a + 3 * hs, len));
+  const V cn = Ops::fmadd(f, load_at<Ops>(c + at, len), Ops::mul(i, g));
+  store_part<Ops>(c1 + at, len, cn);
+  store_part<Ops>(h1 + at, len, Ops::mul(o, vtanh<Ops>(cn)));
+}
+
 template <class Ops>
 void lstm_forward(int64_t n, int64_t hs, const float* gates, const float* c, float* h1, float* c1) {
-  using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 4, [&](int64_t row, int64_t j, int64_t len) {
-    const float* a = gates + row * 4 * hs + j;
-    const int64_t at = row * hs + j;
-    const V i = vsigmoid<Ops>(load_at<Ops>(a, len));
-    const V f = vsigmoid<Ops>(load_at<Ops>(a + hs, len));
-    const V g = vtanh<Ops>(load_at<Ops>(a + 2 * hs, len));
-    const V o = vsigmoid<Ops>(load_at<Ops>(a + 3 * hs, len));
-    const V cn = Ops::fmadd(f, load_at<Ops>(c + at, len), Ops::mul(i, g));
-    store_part<Ops>(c1 + at, len, cn);
-    store_part<Ops>(h1 + at, len, Ops::mul(o, vtanh<Ops>(cn)));
+    lstm_forward_vector<Ops>(hs, gates, c, h1, c1, row, j, len);
+  });
+}
+
+template <class Ops>
+void lstm_forward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* gates, const float* c,
+                        float* h1, float* c1) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    lstm_forward_vector<Ops>(hs, gates, c, h1, c1, row, j, len);
   });
 }
 
@@ -120,31 +143,59 @@ void lstm_backward(int64_t n, int64_t hs, float* gates, const float* c, const fl
 // ------------------------------------------------------------------- GRU
 
 template <class Ops>
+void gru_forward_vector(int64_t hs, const float* gi, const float* gh, const float* h, float* h1, bool reset_applied,
+                        int64_t row, int64_t j, int64_t len) {
+  using V = typename Ops::V;
+  const float* pi = gi + row * 3 * hs + j;
+  const float* ph = gh + row * 3 * hs + j;
+  const int64_t at = row * hs + j;
+  const V z = vsigmoid<Ops>(Ops::add(load_at<Ops>(pi + hs, len), load_at<Ops>(ph + hs, len)));
+  V hn = load_at<Ops>(ph + 2 * hs, len);
+  if (!reset_applied) {
+    const V r = vsigmoid<Ops>(Ops::add(load_at<Ops>(pi, len), load_at<Ops>(ph, len)));
+    hn = Ops::mul(r, hn);
+  }
+  const V nn = vtanh<Ops>(Ops::add(load_at<Ops>(pi + 2 * hs, len), hn));
+  // (1 - z) n + z h = n + z (h - n)
+  store_part<Ops>(h1 + at, len, Ops::fmadd(z, Ops::sub(load_at<Ops>(h + at, len), nn), nn));
+}
+
+template <class Ops>
 void gru_forward(int64_t n, int64_t hs, const float* gi, const float* gh, const float* h, float* h1,
                  bool reset_applied) {
-  using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 3, [&](int64_t row, int64_t j, int64_t len) {
-    const float* pi = gi + row * 3 * hs + j;
-    const float* ph = gh + row * 3 * hs + j;
-    const int64_t at = row * hs + j;
-    const V z = vsigmoid<Ops>(Ops::add(load_at<Ops>(pi + hs, len), load_at<Ops>(ph + hs, len)));
-    V hn = load_at<Ops>(ph + 2 * hs, len);
-    if (!reset_applied) {
-      const V r = vsigmoid<Ops>(Ops::add(load_at<Ops>(pi, len), load_at<Ops>(ph, len)));
-      hn = Ops::mul(r, hn);
-    }
-    const V nn = vtanh<Ops>(Ops::add(load_at<Ops>(pi + 2 * hs, len), hn));
-    // (1 - z) n + z h = n + z (h - n)
-    store_part<Ops>(h1 + at, len, Ops::fmadd(z, Ops::sub(load_at<Ops>(h + at, len), nn), nn));
+    gru_forward_vector<Ops>(hs, gi, gh, h, h1, reset_applied, row, j, len);
   });
+}
+
+template <class Ops>
+void gru_forward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* gi, const float* gh,
+                       const float* h, float* h1, bool reset_applied) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    gru_forward_vector<Ops>(hs, gi, gh, h, h1, reset_applied, row, j, len);
+  });
+}
+
+template <class Ops>
+void gru_reset_vector(int64_t hs, const float* gi, const float* gh, const float* h, float* rh, int64_t row, int64_t j,
+                      int64_t len) {
+  const int64_t at = row * hs + j, g = row * 3 * hs + j;
+  const typename Ops::V r = vsigmoid<Ops>(Ops::add(load_at<Ops>(gi + g, len), load_at<Ops>(gh + g, len)));
+  store_part<Ops>(rh + at, len, Ops::mul(r, load_at<Ops>(h + at, len)));
 }
 
 template <class Ops>
 void gru_reset(int64_t n, int64_t hs, const float* gi, const float* gh, const float* h, float* rh) {
   for_each_vector<Ops>(n, hs, 1, [&](int64_t row, int64_t j, int64_t len) {
-    const int64_t at = row * hs + j, g = row * 3 * hs + j;
-    const typename Ops::V r = vsigmoid<Ops>(Ops::add(load_at<Ops>(gi + g, len), load_at<Ops>(gh + g, len)));
-    store_part<Ops>(rh + at, len, Ops::mul(r, load_at<Ops>(h + at, len)));
+    gru_reset_vector<Ops>(hs, gi, gh, h, rh, row, j, len);
+  });
+}
+
+template <class Ops>
+void gru_reset_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* gi, const float* gh,
+                     const float* h, float* rh) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    gru_reset_vector<Ops>(hs, gi, gh, h, rh, row, j, len);
   });
 }
 
@@ -199,11 +250,23 @@ void gru_backward_reset(int64_t n, int64_t hs, float* gi, const float* gh, const
 // ------------------------------------------------------------------- RNN
 
 template <class Ops>
+void rnn_forward_vector(int64_t hs, const float* a, float* h1, bool relu, int64_t row, int64_t j, int64_t len) {
+  const int64_t at = row * hs + j;
+  const typename Ops::V v = load_at<Ops>(a + at, len);
+  store_part<Ops>(h1 + at, len, relu ? Ops::max(Ops::zero(), v) : vtanh<Ops>(v));
+}
+
+template <class Ops>
 void rnn_forward(int64_t n, int64_t hs, float* a, bool relu) {
   for_each_vector<Ops>(n, hs, 1, [&](int64_t row, int64_t j, int64_t len) {
-    float* p = a + row * hs + j;
-    const typename Ops::V v = load_at<Ops>(p, len);
-    store_part<Ops>(p, len, relu ? Ops::max(Ops::zero(), v) : vtanh<Ops>(v));
+    rnn_forward_vector<Ops>(hs, a, a, relu, row, j, len);
+  });
+}
+
+template <class Ops>
+void rnn_forward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, const float* a, float* h1, bool relu) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    rnn_forward_vector<Ops>(hs, a, h1, relu, row, j, len);
   });
 }
 

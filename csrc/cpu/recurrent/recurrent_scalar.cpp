@@ -6,8 +6,18 @@ namespace minidnn::cpu {
 
 const RecurrentKernels& recurrent_kernels_scalar() {
   static const RecurrentKernels table{
-      lstm_forward<ScalarOps>, lstm_backward<ScalarOps>, gru_forward<ScalarOps>,  gru_reset<ScalarOps>,
-      gru_backward<ScalarOps>, gru_backward_reset<ScalarOps>, rnn_forward<ScalarOps>, rnn_backward<ScalarOps>,
+      lstm_forward<ScalarOps>,
+      lstm_forward_units<ScalarOps>,
+      lstm_backward<ScalarOps>,
+      gru_forward<ScalarOps>,
+      gru_reset<ScalarOps>,
+      gru_forward_units<ScalarOps>,
+      gru_reset_units<ScalarOps>,
+      gru_backward<ScalarOps>,
+      gru_backward_reset<ScalarOps>,
+      rnn_forward<ScalarOps>,
+      rnn_forward_units<ScalarOps>,
+      rnn_backward<ScalarOps>,
   };
   return table;
 }
