@@ -101,6 +101,12 @@ FIXED_CASES = [
     Case(1, 4, 5, 5, 6, 3, 3, crop_p=3, crop_q=1),                     # P = 0: grad_x and grad_w zero
     Case(2, 3, 23, 23, 8, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),  # ResNet stem, scaled down
     Case(1, 6, 7, 9, 400, 3, 3, pads=((1, 1), (1, 1)), groups=2),     # K/groups past the GEMM's K block
+    # grad_weight's GEMM reduces over tiles of positions that span images
+    # (576 taps: tiles of at most 256 positions): 405 positions as 2 tiles
+    # of 203, each starting and ending inside an image; 448 positions of 7
+    # images, 2 groups.
+    Case(5, 64, 9, 9, 20, 3, 3, pads=((1, 1), (1, 1))),
+    Case(7, 128, 8, 8, 24, 3, 3, pads=((1, 1), (1, 1)), groups=2),
 ]
 
 # Real layers (ResNet-50, MobileNet), one or two images: the reference is slow.
@@ -182,6 +188,8 @@ def test_negative_padding(rng):
     Case(4, 24, 19, 19, 48, 3, 3, stride=(2, 2), pads=((1, 1), (1, 1)), groups=24),
     Case(2, 3, 40, 40, 16, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),
     Case(3, 12, 16, 16, 18, 3, 3, dil=(2, 2), pads=((2, 2), (2, 2)), groups=3),
+    Case(5, 64, 9, 9, 20, 3, 3, pads=((1, 1), (1, 1))),                # grad_weight's tiles span images
+    Case(8, 64, 7, 7, 48, 3, 3, pads=((1, 1), (1, 1))),                # grad_x on the Winograd route
 ], ids=repr)
 def test_bit_identical_across_threads_and_runs(isa, rng, case):
     x, w, gy = case.data(rng)

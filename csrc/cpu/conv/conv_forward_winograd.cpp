@@ -1,6 +1,9 @@
 // conv2d_forward as Winograd F(4x4, 3x3) (winograd.h) on the project's
 // SGEMM microkernel (gemm.h), ISA-independent: the transforms come from
 // winograd_transforms(), the microkernel and its tile from gemm_kernels().
+// conv2d_backward_data runs here too for the layers whose backward data is
+// a convolution this route takes (winograd.h): the same algorithm on
+// grad_y, the weight transform reading the kernel rotated.
 //
 // Tiles. The output is cut into 4x4 tiles (ceil(P/4) x ceil(Q/4) per image;
 // the last row and column of tiles compute past P and Q and drop it), tile
@@ -114,7 +117,33 @@ void build_band(const ConvGeometry& g, const float* xi, int64_t row0, int64_t co
   }
 }
 
+// The route on the filters `filters` describes (winograd.h): conv2d's own
+// weight, or the rotated one of backward data.
+void winograd_convolution(const ConvGeometry& g, const float* x, const WinogradFilters& filters,
+                          const ConvEpilogue& ep, float* y);
+
+// The convolution that backward data of `g` is (winograd.h): input grad_y,
+// output grad_x, the pads 2 - pad.
+ConvGeometry backward_data_geometry(const ConvGeometry& g) {
+  return ConvGeometry{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 3, 3, 1, 1, 1, 1, 2 - g.pad_top, 2 - g.pad_left, 1};
+}
+
 }  // namespace
+
+bool conv_backward_data_winograd_applies(const ConvGeometry& g) {
+  return g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
+         g.groups == 1 && conv_forward_winograd_applies(backward_data_geometry(g));
+}
+
+void conv2d_backward_data_winograd(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+  winograd_convolution(backward_data_geometry(g), grad_y, WinogradFilters{weight, 9, g.c * 9, true}, ConvEpilogue{},
+                       grad_x);
+}
+
+void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
+                             float* y) {
+  winograd_convolution(g, x, WinogradFilters{weight, g.c * 9, 9, false}, ep, y);
+}
 
 bool conv_forward_winograd_applies(const ConvGeometry& g) {
   // A panel's tiles are the lanes of one input transform call (at most
@@ -125,8 +154,10 @@ bool conv_forward_winograd_applies(const ConvGeometry& g) {
          saturating_product({g.n, ceil_div(g.p, kWinogradTile), ceil_div(g.q, kWinogradTile)}) >= kMinTiles;
 }
 
-void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
-                             float* y) {
+namespace {
+
+void winograd_convolution(const ConvGeometry& g, const float* x, const WinogradFilters& filters,
+                          const ConvEpilogue& ep, float* y) {
   const WinogradTransforms& wt = winograd_transforms();
   const GemmKernels& kern = gemm_kernels();
   const GemmBlocking& blk = kern.blocking;
@@ -184,7 +215,7 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   parallel(threads, [&](int t, int nt) {
     for (int64_t jn = k_panels * t / nt; jn < k_panels * (t + 1) / nt; ++jn) {
       const int count = static_cast<int>(std::min<int64_t>(nr, g.k - jn * nr));
-      wt.weight(weight + jn * nr * g.c * 9, g.c, count, nr, u + jn * g.c * nr, u_point);
+      wt.weight(filters, jn * nr, g.c, count, nr, u + jn * g.c * nr, u_point);
     }
 #pragma omp barrier
 
@@ -258,4 +289,5 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   });
 }
 
+}  // namespace
 }  // namespace minidnn::cpu
