@@ -30,9 +30,10 @@
 //    result stored into y (cropped at P and Q).
 // V (36 x T x C floats), M (36 x T x the chunk) and the bands are per-thread
 // scratch of one block: T is chosen so that V and M together stay within
-// kBlockBytes (at least one A panel of tiles); nothing of the size of the
-// whole transformed image is ever built. U (36 x C x K, 4x the weight) is
-// the only buffer of a layer's size.
+// kBlockBytes, or up to kMaxBlockBytes when U is large (at least one A
+// panel of tiles); nothing of the size of the whole transformed image is
+// ever built. U (36 x C x K, 4x the weight) is the only buffer of a
+// layer's size.
 //
 // Threads take contiguous shares of the (block, channel chunk) units, the
 // weight transform split among them first. Every output element is
@@ -87,8 +88,17 @@ namespace {
 constexpr int64_t kMinChannels = 24;
 constexpr int64_t kMinTiles = 32;
 // Per-thread bytes of V and M of a block: within L2 with the B panels of
-// the weight streaming through it.
+// the weight streaming through it. Every block reads all of U, so when U is
+// large (many channels, few tiles) blocks grow up to half of U's size, at
+// most kMaxBlockBytes: V and M then spill to L3, but U is read fewer times.
+// Measured (ResNet-50 3x3 layers at N = 8, avx512, 1 thread CPU time, ms,
+// forward / backward data, 1 MB blocks against 4 MB, loaded machine):
+// 7x7 512 20-26 / 25-26 against 15-17 / 17-19 (U 38 MB: 3 blocks against
+// 1), 14x14 256 8.2-8.6 / 8.2-8.6 against 6.7-7.1 / 6.8-7.4 (U 9.4 MB),
+// 28x28 128 5.7-5.9 / 5.4-5.9 against 6.2-6.5 / 6.0-6.3 (U 2.4 MB: this
+// rule keeps it near 1 MB); 8 MB blocks no better than 4 MB.
 constexpr int64_t kBlockBytes = int64_t{1} << 20;
+constexpr int64_t kMaxBlockBytes = int64_t{4} << 20;
 // Output channels per unit (rounded to whole B panels).
 constexpr int64_t kChannelChunk = 128;
 // The transforms gather with 32-bit lane offsets: the bands of one A panel
@@ -178,7 +188,9 @@ void winograd_convolution(const ConvGeometry& g, const float* x, const WinogradF
   // tiles are then shared evenly among its panels).
   const int64_t per_tile_bytes = kPoints * (g.c + chunk_width) * int64_t{sizeof(float)};
   const int64_t tile_panels_all = ceil_div(total_tiles, mr);
-  const int64_t block_panels_max = std::clamp<int64_t>(kBlockBytes / (per_tile_bytes * mr), 1, tile_panels_all);
+  const int64_t u_bytes = kPoints * k_panels * nr * g.c * int64_t{sizeof(float)};
+  const int64_t block_bytes = std::clamp(u_bytes / 2, kBlockBytes, kMaxBlockBytes);
+  const int64_t block_panels_max = std::clamp<int64_t>(block_bytes / (per_tile_bytes * mr), 1, tile_panels_all);
   const int64_t n_blocks = ceil_div(tile_panels_all, block_panels_max);
   const int64_t block_panels = ceil_div(tile_panels_all, n_blocks);
   const int64_t block_tiles = block_panels * mr;
