@@ -283,3 +283,33 @@ def test_backward_data_bit_identical_across_thread_counts(isa_name, rng):
                 np.testing.assert_array_equal(outs[0], outs[1], err_msg=str(case))
     finally:
         minidnn.set_num_threads(previous)
+
+
+@settings(max_examples=25)
+@given(data=st.data())
+def test_backward_data_shapes(data):
+    """Random layers whose grad_x takes the route: sides 1..20, C and K
+    24..40, each pad 0..2, the batch of 32 tiles of grad_x and up to 2 more
+    images; every path and thread count within the bound and equal to the
+    rotated convolution, 1 and 2 threads bit-identical."""
+    c, k = data.draw(st.integers(24, 40)), data.draw(st.integers(24, 40))
+    h, w = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 20))
+    pads = tuple(tuple(data.draw(st.integers(0, 2)) for _ in range(2)) for _ in range(2))
+    assume(h + sum(pads[0]) >= 3 and w + sum(pads[1]) >= 3)
+    n = -(-32 // (-(-h // 4) * -(-w // 4))) + data.draw(st.integers(0, 2))
+    case = (n, c, h, w, k, pads)
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    outs = on_every_cpu_path(lambda: _backward_data(np.random.default_rng(seed), case)[0])
+    _, (gy, rotated, padding), expected = _backward_data(np.random.default_rng(seed), case)
+    condition = _tile_maximum(ref.conv2d(np.abs(gy), np.abs(rotated), None, padding=padding))
+    for path, gx in outs.items():
+        diff = np.abs(np.asarray(gx, dtype=np.float64) - expected)
+        scale_err = float(diff.max() / max(np.abs(expected).max(), 1e-30))
+        condition_err = float(np.max(diff / np.maximum(condition, 1e-30)))
+        assert scale_err <= TOLERANCE and condition_err <= TOLERANCE, (path, scale_err, condition_err)
+    for isa in ISA_NAMES:
+        if f"{isa}/t1" in outs:
+            np.testing.assert_array_equal(outs[f"{isa}/t1"], outs[f"{isa}/t2"], err_msg=isa)
+            with _runtime._isa(isa):
+                assert _conv2d_route(gy, rotated, padding=padding) == "winograd", isa
+                np.testing.assert_array_equal(outs[f"{isa}/t1"], minidnn.conv2d(gy, rotated, None, padding=padding))
