@@ -109,6 +109,12 @@ FIXED_CASES = [
     Case(1, 12, 9, 17, 18, 3, 3, dil=(2, 1), pads=((2, 2), (1, 1)), groups=3, crop_p=1, crop_q=2),
     Case(1, 12, 9, 10, 18, 3, 3, pads=((3, 0), (1, 1)), groups=3),    # pad past the kernel: the GEMM route
     Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),  # large groups: each GEMM split instead
+    # grad_weight's GEMM reduces over tiles of positions that span images
+    # (576 taps: tiles of at most 256 positions): 405 positions as 2 tiles
+    # of 203, each starting and ending inside an image; 448 positions of 7
+    # images, 2 groups.
+    Case(5, 64, 9, 9, 20, 3, 3, pads=((1, 1), (1, 1))),
+    Case(7, 128, 8, 8, 24, 3, 3, pads=((1, 1), (1, 1)), groups=2),
 ]
 
 # Real layers (ResNet-50, MobileNet), one or two images: the reference is slow.
@@ -194,6 +200,8 @@ def test_negative_padding(rng):
     Case(3, 64, 14, 14, 64, 3, 3, pads=((1, 1), (1, 1)), groups=8),
     Case(2, 15, 13, 11, 21, 5, 3, stride=(2, 1), pads=((2, 1), (0, 2)), groups=3),
     Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),
+    Case(5, 64, 9, 9, 20, 3, 3, pads=((1, 1), (1, 1))),                # grad_weight's tiles span images
+    Case(8, 64, 7, 7, 48, 3, 3, pads=((1, 1), (1, 1))),                # grad_x on the Winograd route
 ], ids=repr)
 def test_bit_identical_across_threads_and_runs(isa, rng, case):
     x, w, gy = case.data(rng)

@@ -201,3 +201,115 @@ def test_winograd_shapes(data):
     for isa in ISA_NAMES:
         if f"{isa}/t1" in outs:
             np.testing.assert_array_equal(outs[f"{isa}/t1"], outs[f"{isa}/t2"], err_msg=isa)
+
+
+# ---------------------------------------------------------------------------
+# Backward data on this route (winograd.h): grad_x of a 3x3 stride-1
+# undilated layer with groups 1 is the convolution of grad_y (K channels)
+# with the kernel rotated by 180 degrees and its channel axes swapped, into
+# C channels, padded by 2 - pad on each side; it takes this route when that
+# convolution would (at least 24 channels each way, 32 tiles of grad_x).
+# Same error, same bound: the two measures above, on that convolution
+# (measured on these cases, other seeds, every path: at most 9.5e-6 of
+# grad_x's scale, 2.1e-6 of the tile's condition).
+# ---------------------------------------------------------------------------
+
+# (N, C, H, W, K, ((top, bottom), (left, right))): x (N, C, H, W), grad_y
+# (N, K, P, Q) of the layer with those pads (each at most 2, so that the
+# rotated convolution's pads are not negative).
+BACKWARD_DATA_CASES = [
+    (1, 24, 23, 23, 24, ((1, 1), (1, 1))),      # the smallest channel counts routed
+    (4, 33, 9, 11, 35, ((1, 1), (1, 1))),       # odd sizes: partial tiles of grad_x
+    (6, 36, 10, 9, 39, ((1, 0), (0, 2))),       # asymmetric pads
+    (3, 40, 13, 10, 45, ((0, 0), (0, 0))),      # "valid": the rotated convolution pads by 2
+    (8, 40, 6, 6, 50, ((2, 2), (2, 2))),        # pads of 2: the rotated one pads by 0
+    (4, 33, 12, 12, 400, ((1, 1), (1, 1))),     # K > kc on every path: several chunks of grad_y's channels
+    (4, 150, 9, 9, 35, ((1, 1), (1, 1))),       # C > 128: several chunks of grad_x's channels
+    (1, 40, 41, 37, 40, ((1, 1), (1, 1))),      # several tile blocks
+    (8, 512, 7, 7, 64, ((1, 1), (1, 1))),       # ResNet-50's 3x3 at 7 (fewer output channels)
+]
+
+
+def _backward_data_ids(case):
+    n, c, h, w, k, pads = case
+    return f"x{(n, c, h, w)}-k{k}-pad{pads}"
+
+
+def _backward_data(rng, case):
+    """(grad_x, the rotated convolution as conv2d: (grad_y, its weight, its
+    padding), the reference grad_x) of a case."""
+    n, c, h, w, k, ((top, bottom), (left, right)) = case
+    x, wt, _ = _data(rng, n, c, h, w, k, False)
+    p, q = h + top + bottom - 2, w + left + right - 2
+    gy = rng.standard_normal((n, k, p, q), dtype=np.float32)
+    gx = _C._conv2d_backward_data(gy, wt, x.shape, 1, 1, 1, 1, top, left, 1)
+    rotated = np.ascontiguousarray(wt[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    padding = ((2 - top, 2 - bottom), (2 - left, 2 - right))
+    expected = ref.conv2d_backward(gy, x, wt, 1, ((top, bottom), (left, right)), 1, 1)[0]
+    return gx, (gy, rotated, padding), expected
+
+
+@pytest.mark.parametrize("case", BACKWARD_DATA_CASES, ids=_backward_data_ids)
+def test_backward_data(isa, threads, rng, case):
+    gx, (gy, rotated, padding), expected = _backward_data(rng, case)
+    # The route: the rotated convolution is Winograd's, and grad_x is its
+    # result bit for bit (the same transforms and GEMMs, the kernel read
+    # rotated in place rather than copied).
+    assert _conv2d_route(gy, rotated, padding=padding) == "winograd"
+    np.testing.assert_array_equal(gx, minidnn.conv2d(gy, rotated, None, padding=padding))
+    assert not np.isnan(gx).any(), "NaN: an output left unwritten"
+    # The oracle is the reference's own backward; the condition is that of
+    # the rotated convolution's tiles.
+    diff = np.abs(np.asarray(gx, dtype=np.float64) - expected)
+    condition = _tile_maximum(ref.conv2d(np.abs(gy), np.abs(rotated), None, padding=padding))
+    scale_err = float(diff.max() / np.abs(expected).max())
+    condition_err = float(np.max(diff / np.maximum(condition, 1e-30)))
+    assert scale_err <= TOLERANCE, f"max error {scale_err:.3g} of grad_x's scale"
+    assert condition_err <= TOLERANCE, f"max error {condition_err:.3g} relative to the condition"
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+def test_backward_data_bit_identical_across_thread_counts(isa_name, rng):
+    if not _C.cpu_supports()[isa_name]:
+        pytest.skip(f"this CPU lacks {isa_name}")
+    previous = minidnn.get_num_threads()
+    try:
+        with _runtime._isa(isa_name):
+            for case in [(2, 40, 30, 29, 36, ((1, 1), (1, 1))), (8, 300, 7, 7, 64, ((1, 1), (1, 1)))]:
+                outs = []
+                for threads in (1, 2):
+                    minidnn.set_num_threads(threads)
+                    outs.append(_backward_data(np.random.default_rng(7), case)[0])
+                np.testing.assert_array_equal(outs[0], outs[1], err_msg=str(case))
+    finally:
+        minidnn.set_num_threads(previous)
+
+
+@settings(max_examples=25)
+@given(data=st.data())
+def test_backward_data_shapes(data):
+    """Random layers whose grad_x takes the route: sides 1..20, C and K
+    24..40, each pad 0..2, the batch of 32 tiles of grad_x and up to 2 more
+    images; every path and thread count within the bound and equal to the
+    rotated convolution, 1 and 2 threads bit-identical."""
+    c, k = data.draw(st.integers(24, 40)), data.draw(st.integers(24, 40))
+    h, w = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 20))
+    pads = tuple(tuple(data.draw(st.integers(0, 2)) for _ in range(2)) for _ in range(2))
+    assume(h + sum(pads[0]) >= 3 and w + sum(pads[1]) >= 3)
+    n = -(-32 // (-(-h // 4) * -(-w // 4))) + data.draw(st.integers(0, 2))
+    case = (n, c, h, w, k, pads)
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    outs = on_every_cpu_path(lambda: _backward_data(np.random.default_rng(seed), case)[0])
+    _, (gy, rotated, padding), expected = _backward_data(np.random.default_rng(seed), case)
+    condition = _tile_maximum(ref.conv2d(np.abs(gy), np.abs(rotated), None, padding=padding))
+    for path, gx in outs.items():
+        diff = np.abs(np.asarray(gx, dtype=np.float64) - expected)
+        scale_err = float(diff.max() / max(np.abs(expected).max(), 1e-30))
+        condition_err = float(np.max(diff / np.maximum(condition, 1e-30)))
+        assert scale_err <= TOLERANCE and condition_err <= TOLERANCE, (path, scale_err, condition_err)
+    for isa in ISA_NAMES:
+        if f"{isa}/t1" in outs:
+            np.testing.assert_array_equal(outs[f"{isa}/t1"], outs[f"{isa}/t2"], err_msg=isa)
+            with _runtime._isa(isa):
+                assert _conv2d_route(gy, rotated, padding=padding) == "winograd", isa
+                np.testing.assert_array_equal(outs[f"{isa}/t1"], minidnn.conv2d(gy, rotated, None, padding=padding))

@@ -12,12 +12,17 @@
 // with few channels per group instead run as a forward convolution of
 // grad_y on the forward's tap route (backward_data_as_forward).
 //
+// 3x3 stride-1 undilated convolutions with groups 1 and enough channels and
+// tiles take the forward's Winograd route instead (winograd.h): their
+// backward data is such a convolution of grad_y with the rotated kernel.
+//
 // Backward weight, per group: grad_W_g[k, (c, r, s)] = sum over images and
 // output positions of grad_y[k, (p, q)] x im2col(x)[(c, r, s), (p, q)]: a
 // GEMM whose reduction runs over the output positions, one GEMM per tile of
-// positions on that tile's im2col rows, accumulated in a fixed order.
-// Stride-1 grouped convolutions skip the im2col: one GEMM per tap on the
-// padded grid of the input (backward_weight_taps).
+// positions (of every image in turn) on that tile's im2col rows,
+// accumulated in a fixed order. Stride-1 grouped convolutions skip the
+// im2col: one GEMM per tap on the padded grid of the input
+// (backward_weight_taps).
 //
 // Units, tiles and the order of every sum depend on the shape (and on the
 // ISA's tile size) only, so the results are bit-identical for any thread
@@ -34,6 +39,7 @@
 #include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/conv_forward_taps.h"
 #include "cpu/conv/conv_rows.h"
+#include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/scratch.h"
 #include "runtime/threads.h"
@@ -50,9 +56,17 @@ constexpr int64_t kGrain = int64_t{1} << 16;
 constexpr int64_t kTargetTapRows = 256;
 // Output positions per grad_col tile (backward data).
 constexpr int64_t kTileColumns = 256;
-// Floats of an im2col tile (backward weight): about 1 MB, within L2, but
-// at least one K block of the GEMM (kc positions) whatever the taps.
+// Floats of an im2col tile (backward weight) when the taps are few enough
+// for two K blocks of the GEMM in it: about 1 MB, within L2.
 constexpr int64_t kIm2colTileFloats = int64_t{1} << 18;
+// Positions of an im2col tile (backward weight) otherwise: measured on
+// ResNet-50's 3x3 layers at N = 8 (1 thread, avx512, ms at 196 / 256 /
+// 384 / 768 positions a tile; a tile spans images): 7x7 512 13.0-13.8 /
+// 13.4-14.0 / 13.8-14.0 / 16.8-16.9, 14x14 256 13.0-13.6 / 13.0-13.7 /
+// 14.3-14.6 / 15.3-15.7, 56x56 64 17.8-18.7 / 17.7-17.8 / 19.4-19.9 /
+// 20.7-21.7; 150 and below slower again (the GEMM's C, grad_W, read and
+// written once a tile). A 14x14 x 2304-tap tile of 196 positions is 1.8 MB.
+constexpr int64_t kTilePositions = 256;
 
 // The outputs o whose tap reads index o * stride + tap_offset inside
 // [0, size): exactly [*first, *last), clipped to [0, outputs).
@@ -445,57 +459,72 @@ void im2col_rows(const ConvGeometry& g, const float* x_n, int64_t m_begin, int64
                       });
 }
 
-// The general route: per group, image and tile of output positions, the
-// tile's im2col rows are built, then one GEMM adds grad_y tile x im2col
-// tile^T into grad_W_g (it transposes the im2col rows as it packs them).
-// Images and tiles are summed in order and each GEMM's result does not
-// depend on the thread count, so neither does grad_W.
+// The general route: per group and tile of the N x P x Q output positions
+// (a tile may span images), the tile's im2col rows and grad_y columns are
+// gathered, then one GEMM adds grad_y tile x im2col tile^T into grad_W_g
+// (it transposes the im2col rows as it packs them). Tiles span images so
+// that the GEMM's reduction is a full K block even for small images: with
+// one GEMM per image, a 7x7 layer reduced over 49 positions a call and read
+// and wrote all of grad_W once per image. Tiles are summed in order and each
+// GEMM's result does not depend on the thread count, so neither does grad_W.
 //
 // Threads: when one tile's GEMM is big enough to split (threads_for on its
-// multiply-adds), the threads split the im2col rows and then the GEMM's
+// multiply-adds), the threads split the gathering and then the GEMM's
 // output, group after group. Grouped convolutions with small groups
-// (ResNeXt's 32 groups of 8 channels at 28x28: 8 x 72 x 784 multiply-adds a
-// tile) would then run every GEMM on one thread, so there the threads take
-// contiguous shares of the groups instead, each building its own im2col
-// tiles and running its groups' GEMMs alone (a GEMM called inside the
-// region stays on its thread).
+// (ResNeXt's 32 groups of 8 channels: 8 x 72 x 256 multiply-adds a tile)
+// would then run every GEMM on one thread, so there the threads take
+// contiguous shares of the groups instead, each gathering its own tiles and
+// running its groups' GEMMs alone (a GEMM called inside the region stays on
+// its thread).
 void backward_weight_gemm(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
   const GemmKernels& kern = gemm_kernels();
   const int64_t kc = kern.blocking.kc;
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups;
   const int64_t hw = g.h * g.w, pq = g.p * g.q, crs = cg * g.r * g.s;
-  // Positions per tile: whole K blocks of the GEMM, as many as keep the
-  // im2col tile near kIm2colTileFloats, then evened out over the positions
-  // (784 positions as 3 x 262, not 384 + 384 + 16).
-  const int64_t tile_max = kc * std::max<int64_t>(1, kIm2colTileFloats / crs / kc);
-  const int64_t tile = block_size(pq, tile_max);
+  const int64_t positions = g.n * pq;
+  // Positions per tile: with few taps, whole K blocks of the GEMM, as many
+  // as keep the im2col tile near kIm2colTileFloats; otherwise
+  // kTilePositions. Then evened out over the positions (784 positions as
+  // 4 x 196, not 256 x 3 + 16).
+  const int64_t tile_max = kIm2colTileFloats / crs >= 2 * kc ? kc * (kIm2colTileFloats / crs / kc) : kTilePositions;
+  const int64_t tile = block_size(positions, tile_max);
   const int all_threads = threads_for(saturating_product({g.n, g.k, crs, pq}), kGrain);
   const bool by_group = threads_for(kg * crs * tile, kConvGrain) < all_threads && g.groups >= all_threads;
   const int group_threads = by_group ? all_threads : 1;
-  // Not gemm_scratch: the GEMM below uses both of its slots. One tile per
-  // thread of the group split, taken here so that a failed allocation
-  // throws before any thread starts.
-  float* cols_all = thread_scratch(ScratchSlot::conv_columns, group_threads * crs * tile);
+  // Not gemm_scratch: the GEMM below uses both of its slots. Per thread of
+  // the group split, the im2col rows (crs x tile), then grad_y's
+  // (kg x tile); taken here so that a failed allocation throws before any
+  // thread starts.
+  const int64_t tile_floats = (crs + kg) * tile;
+  float* tiles = thread_scratch(ScratchSlot::conv_columns, group_threads * tile_floats);
   // A GEMM inside the group split may still take its packing scratch (its
   // own per-thread slots) on a worker; a failure there is carried out of
   // the region and rethrown.
   std::exception_ptr failure;
-  parallel(group_threads, [&](int t, int nt) {
-    float* col = cols_all + t * crs * tile;
+  parallel(group_threads, [&](int gt, int ngt) {
+    float* col = tiles + gt * tile_floats;
+    float* gy_tile = col + crs * tile;
     try {
-      for (int64_t grp = g.groups * t / nt; grp < g.groups * (t + 1) / nt; ++grp) {
-        for (int64_t n = 0; n < g.n; ++n) {
-          const float* x_n = x + (n * g.c + grp * cg) * hw;
-          const float* gy = grad_y + (n * g.k + grp * kg) * pq;
-          for (int64_t j0 = 0; j0 < pq; j0 += tile) {
-            const int64_t cols = std::min(tile, pq - j0);
-            const int im2col_threads = by_group ? 1 : threads_for(crs * cols, kGrain);
-            parallel(im2col_threads, [&](int ti, int nti) {
-              im2col_rows(g, x_n, crs * ti / nti, crs * (ti + 1) / nti, j0, cols, col + crs * ti / nti * cols, cols);
-            });
-            kern.gemm(kg, crs, cols, 1.0f, GemmOperand{gy + j0, pq, false}, GemmOperand{col, cols, true},
-                      n == 0 && j0 == 0 ? 0.0f : 1.0f, grad_weight + grp * kg * crs, crs, GemmEpilogue{});
-          }
+      for (int64_t grp = g.groups * gt / ngt; grp < g.groups * (gt + 1) / ngt; ++grp) {
+        for (int64_t j0 = 0; j0 < positions; j0 += tile) {
+          const int64_t cols = std::min(tile, positions - j0);
+          const int threads = by_group ? 1 : threads_for((crs + kg) * cols, kGrain);
+          parallel(threads, [&](int t, int nt) {
+            // Each image's part of the tile: its positions [first, last) at
+            // column first - j0.
+            for (int64_t n = j0 / pq; n * pq < j0 + cols; ++n) {
+              const int64_t first = std::max(j0, n * pq), last = std::min(j0 + cols, (n + 1) * pq);
+              const int64_t offset = first - j0;
+              im2col_rows(g, x + (n * g.c + grp * cg) * hw, crs * t / nt, crs * (t + 1) / nt, first - n * pq,
+                          last - first, col + crs * t / nt * cols + offset, cols);
+              const float* gy = grad_y + (n * g.k + grp * kg) * pq + first - n * pq;
+              for (int64_t k = kg * t / nt; k < kg * (t + 1) / nt; ++k) {
+                std::copy(gy + k * pq, gy + k * pq + (last - first), gy_tile + k * cols + offset);
+              }
+            }
+          });
+          kern.gemm(kg, crs, cols, 1.0f, GemmOperand{gy_tile, cols, false}, GemmOperand{col, cols, true},
+                    j0 == 0 ? 0.0f : 1.0f, grad_weight + grp * kg * crs, crs, GemmEpilogue{});
         }
       }
     } catch (...) {
@@ -596,6 +625,8 @@ void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const floa
     backward_data_depthwise(g, grad_y, weight, grad_x);
   } else if (is_plain_1x1(g)) {
     backward_data_1x1(g, grad_y, weight, grad_x);
+  } else if (conv_backward_data_winograd_applies(g)) {
+    conv2d_backward_data_winograd(g, grad_y, weight, grad_x);
   } else if (ConvGeometry as_forward; backward_data_as_forward(g, &as_forward)) {
     backward_data_forward(g, as_forward, grad_y, weight, grad_x);
   } else {

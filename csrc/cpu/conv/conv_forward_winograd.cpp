@@ -1,6 +1,9 @@
 // conv2d_forward as Winograd F(4x4, 3x3) (winograd.h) on the project's
 // SGEMM microkernel (gemm.h), ISA-independent: the transforms come from
 // winograd_transforms(), the microkernel and its tile from gemm_kernels().
+// conv2d_backward_data runs here too for the layers whose backward data is
+// a convolution this route takes (winograd.h): the same algorithm on
+// grad_y, the weight transform reading the kernel rotated.
 //
 // Tiles. The output is cut into 4x4 tiles (ceil(P/4) x ceil(Q/4) per image;
 // the last row and column of tiles compute past P and Q and drop it), tile
@@ -27,9 +30,10 @@
 //    result stored into y (cropped at P and Q).
 // V (36 x T x C floats), M (36 x T x the chunk) and the bands are per-thread
 // scratch of one block: T is chosen so that V and M together stay within
-// kBlockBytes (at least one A panel of tiles); nothing of the size of the
-// whole transformed image is ever built. U (36 x C x K, 4x the weight) is
-// the only buffer of a layer's size.
+// kBlockBytes, or up to kMaxBlockBytes when U is large (at least one A
+// panel of tiles); nothing of the size of the whole transformed image is
+// ever built. U (36 x C x K, 4x the weight) is the only buffer of a
+// layer's size.
 //
 // Threads take contiguous shares of the (block, channel chunk) units, the
 // weight transform split among them first. Every output element is
@@ -84,8 +88,17 @@ namespace {
 constexpr int64_t kMinChannels = 24;
 constexpr int64_t kMinTiles = 32;
 // Per-thread bytes of V and M of a block: within L2 with the B panels of
-// the weight streaming through it.
+// the weight streaming through it. Every block reads all of U, so when U is
+// large (many channels, few tiles) blocks grow up to half of U's size, at
+// most kMaxBlockBytes: V and M then spill to L3, but U is read fewer times.
+// Measured (ResNet-50 3x3 layers at N = 8, avx512, 1 thread CPU time, ms,
+// forward / backward data, 1 MB blocks against 4 MB, loaded machine):
+// 7x7 512 20-26 / 25-26 against 15-17 / 17-19 (U 38 MB: 3 blocks against
+// 1), 14x14 256 8.2-8.6 / 8.2-8.6 against 6.7-7.1 / 6.8-7.4 (U 9.4 MB),
+// 28x28 128 5.7-5.9 / 5.4-5.9 against 6.2-6.5 / 6.0-6.3 (U 2.4 MB: this
+// rule keeps it near 1 MB); 8 MB blocks no better than 4 MB.
 constexpr int64_t kBlockBytes = int64_t{1} << 20;
+constexpr int64_t kMaxBlockBytes = int64_t{4} << 20;
 // Output channels per unit (rounded to whole B panels).
 constexpr int64_t kChannelChunk = 128;
 // The transforms gather with 32-bit lane offsets: the bands of one A panel
@@ -114,7 +127,33 @@ void build_band(const ConvGeometry& g, const float* xi, int64_t row0, int64_t co
   }
 }
 
+// The route on the filters `filters` describes (winograd.h): conv2d's own
+// weight, or the rotated one of backward data.
+void winograd_convolution(const ConvGeometry& g, const float* x, const WinogradFilters& filters,
+                          const ConvEpilogue& ep, float* y);
+
+// The convolution that backward data of `g` is (winograd.h): input grad_y,
+// output grad_x, the pads 2 - pad.
+ConvGeometry backward_data_geometry(const ConvGeometry& g) {
+  return ConvGeometry{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 3, 3, 1, 1, 1, 1, 2 - g.pad_top, 2 - g.pad_left, 1};
+}
+
 }  // namespace
+
+bool conv_backward_data_winograd_applies(const ConvGeometry& g) {
+  return g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
+         g.groups == 1 && conv_forward_winograd_applies(backward_data_geometry(g));
+}
+
+void conv2d_backward_data_winograd(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+  winograd_convolution(backward_data_geometry(g), grad_y, WinogradFilters{weight, 9, g.c * 9, true}, ConvEpilogue{},
+                       grad_x);
+}
+
+void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
+                             float* y) {
+  winograd_convolution(g, x, WinogradFilters{weight, g.c * 9, 9, false}, ep, y);
+}
 
 bool conv_forward_winograd_applies(const ConvGeometry& g) {
   // A panel's tiles are the lanes of one input transform call (at most
@@ -125,8 +164,10 @@ bool conv_forward_winograd_applies(const ConvGeometry& g) {
          saturating_product({g.n, ceil_div(g.p, kWinogradTile), ceil_div(g.q, kWinogradTile)}) >= kMinTiles;
 }
 
-void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
-                             float* y) {
+namespace {
+
+void winograd_convolution(const ConvGeometry& g, const float* x, const WinogradFilters& filters,
+                          const ConvEpilogue& ep, float* y) {
   const WinogradTransforms& wt = winograd_transforms();
   const GemmKernels& kern = gemm_kernels();
   const GemmBlocking& blk = kern.blocking;
@@ -147,7 +188,9 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   // tiles are then shared evenly among its panels).
   const int64_t per_tile_bytes = kPoints * (g.c + chunk_width) * int64_t{sizeof(float)};
   const int64_t tile_panels_all = ceil_div(total_tiles, mr);
-  const int64_t block_panels_max = std::clamp<int64_t>(kBlockBytes / (per_tile_bytes * mr), 1, tile_panels_all);
+  const int64_t u_bytes = kPoints * k_panels * nr * g.c * int64_t{sizeof(float)};
+  const int64_t block_bytes = std::clamp(u_bytes / 2, kBlockBytes, kMaxBlockBytes);
+  const int64_t block_panels_max = std::clamp<int64_t>(block_bytes / (per_tile_bytes * mr), 1, tile_panels_all);
   const int64_t n_blocks = ceil_div(tile_panels_all, block_panels_max);
   const int64_t block_panels = ceil_div(tile_panels_all, n_blocks);
   const int64_t block_tiles = block_panels * mr;
@@ -184,7 +227,7 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   parallel(threads, [&](int t, int nt) {
     for (int64_t jn = k_panels * t / nt; jn < k_panels * (t + 1) / nt; ++jn) {
       const int count = static_cast<int>(std::min<int64_t>(nr, g.k - jn * nr));
-      wt.weight(weight + jn * nr * g.c * 9, g.c, count, nr, u + jn * g.c * nr, u_point);
+      wt.weight(filters, jn * nr, g.c, count, nr, u + jn * g.c * nr, u_point);
     }
 #pragma omp barrier
 
@@ -258,4 +301,5 @@ void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float*
   });
 }
 
+}  // namespace
 }  // namespace minidnn::cpu

@@ -63,9 +63,10 @@ template <class Ops>
 }
 
 template <class Ops>
-void winograd_weight(const float* w, int64_t channels, int count, int width, float* dst, int64_t point_stride) {
+void winograd_weight(const minidnn::cpu::WinogradFilters& filters, int64_t first, int64_t channels, int count, int width,
+                     float* dst, int64_t point_stride) {
   using V = typename Ops::V;
-  const int64_t filter_stride = channels * 9;
+  const float* w = filters.data + first * filters.out_stride;
   for (int k0 = 0; k0 < width; k0 += Ops::W) {
     const int lanes = count - k0 < 0 ? 0 : (count - k0 > Ops::W ? Ops::W : count - k0);
     for (int64_t c = 0; c < channels; ++c) {
@@ -74,11 +75,14 @@ void winograd_weight(const float* w, int64_t channels, int count, int width, flo
         for (int xi = 0; xi < minidnn::cpu::kWinogradPoints; ++xi) Ops::store(out + xi * point_stride, Ops::zero());
         continue;
       }
-      const float* src = w + k0 * filter_stride + c * 9;
+      const float* src = w + k0 * filters.out_stride + c * filters.in_stride;
       V cols[6][3];  // G g, column s of the filter in cols[.][s]
       for (int s = 0; s < 3; ++s) {
         V g[3];
-        for (int r = 0; r < 3; ++r) g[r] = Ops::gather_lanes(src + r * 3 + s, filter_stride, 0, lanes, 0.0f);
+        for (int r = 0; r < 3; ++r) {
+          const int tap = filters.rotated ? 8 - (r * 3 + s) : r * 3 + s;
+          g[r] = Ops::gather_lanes(src + tap, filters.out_stride, 0, lanes, 0.0f);
+        }
         V u[6];
         winograd_weight_1d<Ops>(g, u);
         for (int i = 0; i < 6; ++i) cols[i][s] = u[i];
