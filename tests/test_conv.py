@@ -260,6 +260,8 @@ FEW_POSITION_CASES = [
     Case2d(1, 64, 17, 19, 67, 5, 5, stride=2, padding=2, activation="leaky_relu"),  # strided
     Case2d(1, 64, 9, 9, 256, 3, 3, padding=1, groups=2, bias=False),    # a unit per group
     Case2d(1, 1000, 1, 1, 67, 1, 1),                                    # one position, 3 K blocks
+    Case2d(2, 300, 9, 11, 230, 1, 1, activation="sigmoid"),             # 1x1, x read in place, a unit per image
+    Case2d(1, 260, 6, 6, 256, 1, 1, padding=1),                         # 1x1 padded: `col` packed
 ]
 
 
@@ -429,8 +431,8 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
     (for N = 1) rows of the output among them, on every stride-1 route (the
     first two take the tap route, the third the implicit GEMM, the fourth the
-    depthwise kernel, the last the implicit GEMM with the team packing one
-    unit's `col` together)."""
+    depthwise kernel, the last two the implicit GEMM with one unit for the
+    team: its `col` packed together, then x read in place as `col`)."""
     from minidnn import _runtime
 
     if not _C.cpu_supports()[isa_name]:
@@ -439,7 +441,7 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
              Case2d(1, 32, 30, 30, 45, 3, 3, padding="same"),
              Case2d(1, 9, 40, 33, 45, 3, 3, padding=(1, 0), activation="tanh"),
              Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8),
-             FEW_POSITION_CASES[0]]
+             FEW_POSITION_CASES[0], FEW_POSITION_CASES[2]]
     previous = minidnn.get_num_threads()
     try:
         with _runtime._isa(isa_name):

@@ -27,8 +27,7 @@
 // from x into B panels, kc x nr, by copying runs of input rows (stride 1:
 // contiguous), and the microkernel writes its tiles straight into the NCHW
 // output (row stride P*Q). A 1x1 stride-1 unpadded convolution needs no
-// special route: its `col` is x itself, and its panels are packed by plain
-// row copies.
+// special route: its `col` is x itself, read in place (ldb = P*Q).
 //
 // Reading W in place. W was packed once per call into A panels, a copy of
 // the whole weight that the product then read again; per weight float the
@@ -265,9 +264,13 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   // K block b is mr rows of W_g, kdim floats apart, from column b * kc):
   // packing it cost about as much as the product on few output positions.
   // B: per thread one K block of a unit (kc x nc), or for the team all K
-  // blocks of one (block b at b * kc * nc).
+  // blocks of one (block b at b * kc * nc). When `col` is x itself (a 1x1
+  // stride-1 unpadded convolution), B is read in place too and nothing is
+  // packed.
+  const bool col_is_x = g.r == 1 && g.s == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
+                        g.pad_left == 0 && g.p == g.h && g.q == g.w;
   const int nt_max = threads;
-  float* b_blocks = gemm_scratch(1, team_units ? k_blocks * kc * nc : nt_max * kc * nc);
+  float* b_blocks = gemm_scratch(1, col_is_x ? 0 : team_units ? k_blocks * kc * nc : nt_max * kc * nc);
   const int64_t max_runs = nc;  // each run holds at least one of the block's columns
   // Kept per calling thread and grown on demand, as the scratch above, so
   // that a small convolution allocates nothing; the team reaches it through
@@ -276,9 +279,10 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   if (runs_kept.size() < static_cast<size_t>(nt_max * max_runs)) runs_kept.resize(static_cast<size_t>(nt_max * max_runs));
   Run* const runs_all = runs_kept.data();
 
-  // A panels [ip_begin, ip_end) of unit u over K blocks [b_begin, b_end),
-  // their B blocks packed at b_base (block b at b_base + b * kc * nc) or,
-  // when `pack`, packed there first one at a time (b_base then holds one).
+  // A panels [ip_begin, ip_end) of unit u over all K blocks, their B blocks
+  // x itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
+  // nc), or, when `pack`, packed there first one at a time (b_base then
+  // holds one).
   auto compute = [&](int64_t u, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack, Run* runs) {
     const int64_t jb = u % n_col_blocks;
     const int64_t gi = u / n_col_blocks % g.groups;
@@ -286,12 +290,14 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
     const int64_t j0 = jb * nc, ncols = std::min(nc, npix - j0);
     const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
     float* yg = y + (img * g.k + gi * kg) * npix + j0;
+    pack = pack && !col_is_x;
     const int64_t n_runs = pack ? make_runs(g, j0, ncols, nr, runs) : 0;
     const int64_t col_panels = ceil_div(ncols, nr);
     for (int64_t b = 0; b < k_blocks; ++b) {
       const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
-      float* b_block = pack ? b_base : b_base + b * kc * nc;
-      if (pack) pack_col_block(g, xg, p0, kcur, runs, n_runs, ncols, nr, kcur * nr, b_block);
+      const float* b_block = col_is_x ? xg + p0 * npix + j0 : pack ? b_base : b_base + b * kc * nc;
+      const int64_t ldb = col_is_x ? npix : nr, panel_floats = col_is_x ? nr : kcur * nr;
+      if (pack) pack_col_block(g, xg, p0, kcur, runs, n_runs, ncols, nr, kcur * nr, b_base);
       const TileUpdate update{1.0f, 0.0f, b == 0, nullptr};
       const bool last = b + 1 == k_blocks;
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
@@ -299,7 +305,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
         const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
         float* c = yg + ip * mr * npix;
         for (int64_t jp = 0; jp < col_panels; ++jp) {
-          kern.ukernel_a_rows(kcur, a_rows, kdim, b_block + jp * kcur * nr, c + jp * nr, npix, rows,
+          kern.ukernel_a_rows(kcur, a_rows, kdim, b_block + jp * panel_floats, ldb, col_is_x, c + jp * nr, npix, rows,
                               static_cast<int>(std::min<int64_t>(nr, ncols - jp * nr)), update);
         }
         if (last && (ep.bias != nullptr || ep.activate)) {
@@ -313,11 +319,15 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
     Run* runs = runs_all + t * max_runs;
     if (!team_units) {
       for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-        compute(u, 0, a_panels, b_blocks + t * kc * nc, true, runs);
+        compute(u, 0, a_panels, col_is_x ? nullptr : b_blocks + t * kc * nc, true, runs);
       }
       return;
     }
     for (int64_t u = 0; u < units; ++u) {
+      if (col_is_x) {
+        compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, nullptr, false, runs);
+        continue;
+      }
       // This thread's rows [r0, r1) of the unit's `col`, into every K block they meet.
       const int64_t jb = u % n_col_blocks;
       const int64_t gi = u / n_col_blocks % g.groups;

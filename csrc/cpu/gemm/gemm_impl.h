@@ -181,12 +181,29 @@ void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb,
   }
 }
 
+// A tile of at most W columns runs the one-vector kernel: its other
+// vectors would be FMAs on padding (a convolution of 196 positions has one
+// such tile of 4 columns after six full ones, 1/14 of its FMAs).
 template <class Cfg>
-void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, float* c, int64_t ldc, int m,
-                    int n, const TileUpdate& u) {
+void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact, float* c,
+                    int64_t ldc, int m, int n, const TileUpdate& u) {
   using Ops = typename Cfg::Ops;
-  ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::packed, ARead::in_place>(m, k, a, lda, b_panel, Cfg::kNV * Ops::W,
-                                                                           c, ldc, n, u);
+  constexpr int kMR = Cfg::kMR, kNV = Cfg::kNV;
+  constexpr int kNR = kNV * Ops::W;
+  constexpr ARead kA = ARead::in_place;
+  if (kNV > 1 && n <= Ops::W) {
+    if (b_exact) {
+      ukernel_any_rows<Ops, kMR, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    } else {
+      ukernel_any_rows<Ops, kMR, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    }
+  } else if (!b_exact) {
+    ukernel_any_rows<Ops, kMR, kNV, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  } else if (n == kNR) {
+    ukernel_any_rows<Ops, kMR, kNV, BRead::in_place, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  } else {
+    ukernel_any_rows<Ops, kMR, kNV, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  }
 }
 
 // ---------------------------------------------------------------------------
