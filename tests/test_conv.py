@@ -16,6 +16,7 @@ import pytest
 import minidnn
 import minidnn.reference as ref
 from minidnn import _C
+from minidnn.conv import _conv2d_route
 
 from conftest import assert_raises_naming
 
@@ -166,18 +167,34 @@ def test_conv2d(isa, threads, rng, case):
 _TILE_ROWS = {"avx512": 14, "avx2": 6, "scalar": 4}
 
 
+def _output_size(case):
+    st = case.stride if isinstance(case.stride, tuple) else (case.stride,) * 2
+    d = case.dilation if isinstance(case.dilation, tuple) else (case.dilation,) * 2
+    pads = _pads_of(case.padding, (case.h, case.w), (case.r, case.s), st, d)
+    return tuple((size + sum(pad) - dd * (k - 1) - 1) // s + 1
+                 for size, pad, dd, k, s in zip((case.h, case.w), pads, d, (case.r, case.s), st))
+
+
+def _few_positions_large_weight(case) -> bool:
+    """The rule of csrc/cpu/conv/conv_forward.cpp that sends a shape to the
+    implicit GEMM ahead of the tap route: N * P * Q <= 256 output positions
+    and a weight of at least 2^16 floats (read in place there)."""
+    p, q = _output_size(case)
+    return case.n * p * q <= 256 and case.k * (case.c // case.groups) * case.r * case.s >= 1 << 16
+
+
 def _tap_route(case, isa: str) -> bool:
     """Whether conv2d takes the tap route on `isa` (the rule of
     csrc/cpu/conv/conv_forward_taps.cpp: stride 1, a padded grid row wp = Q +
     (S-1) * dilation at most 2 Q, and a 1x1 kernel or C/groups >= 16 or
-    C/groups >= 3 x the A panels of K/groups); the implicit GEMM otherwise."""
+    C/groups >= 3 x the A panels of K/groups), unless few positions with a
+    large weight go to the implicit GEMM first; the implicit GEMM otherwise."""
     st = case.stride if isinstance(case.stride, tuple) else (case.stride,) * 2
     d = case.dilation if isinstance(case.dilation, tuple) else (case.dilation,) * 2
-    pads = _pads_of(case.padding, (case.h, case.w), (case.r, case.s), st, d)
-    q = (case.w + sum(pads[1]) - d[1] * (case.s - 1) - 1) // st[1] + 1
+    q = _output_size(case)[1]
     cg, kg = case.c // case.groups, case.k // case.groups
     a_panels = -(-kg // _TILE_ROWS[isa])
-    return (st == (1, 1) and q + (case.s - 1) * d[1] <= 2 * q
+    return (st == (1, 1) and q + (case.s - 1) * d[1] <= 2 * q and not _few_positions_large_weight(case)
             and (case.r * case.s == 1 or cg >= 16 or cg >= 3 * a_panels))
 
 
@@ -230,6 +247,54 @@ def test_conv2d_tap_route(isa, threads, rng, case):
     condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
     condition = _activated_condition(case.activation, condition, expected)
     _check(y, expected, condition, case.reduction(), "y")
+
+
+# Few output positions and a large weight: the implicit GEMM with the weight
+# read in place, ahead of the tap route (the rule in conv_forward.cpp). With
+# N * groups * column blocks below the thread count the team packs each
+# unit's `col` together (a share of its rows each, cut across K blocks) and
+# splits its output channels.
+FEW_POSITION_CASES = [
+    Case2d(1, 300, 6, 7, 37, 3, 3, padding=1, activation="relu"),       # 8 K blocks, K and P*Q past whole tiles
+    Case2d(1, 512, 7, 7, 128, 3, 3, padding=1),                         # ResNet-50's 7x7 layer, fewer filters
+    Case2d(1, 256, 13, 15, 263, 1, 1, activation="tanh"),               # 1x1, 195 positions
+    Case2d(3, 128, 5, 5, 130, 2, 2, padding="same", dilation=2),        # a unit per image
+    Case2d(1, 64, 17, 19, 67, 5, 5, stride=2, padding=2, activation="leaky_relu"),  # strided
+    Case2d(1, 64, 9, 9, 256, 3, 3, padding=1, groups=2, bias=False),    # a unit per group
+    Case2d(1, 1000, 1, 1, 67, 1, 1),                                    # one position, 3 K blocks
+    Case2d(2, 300, 9, 11, 230, 1, 1, activation="sigmoid"),             # 1x1, x read in place, a unit per image
+    Case2d(1, 260, 6, 6, 256, 1, 1, padding=1),                         # 1x1 padded: `col` packed
+]
+
+
+@pytest.mark.parametrize("case", FEW_POSITION_CASES, ids=repr)
+def test_conv2d_few_positions(isa, threads, rng, case):
+    assert _few_positions_large_weight(case), case
+    x, w, b = case.data(rng)
+    assert _conv2d_route(x, w, **case.kwargs()) == "implicit_gemm"
+    y = minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs())
+    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
+    condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
+    condition = _activated_condition(case.activation, condition, expected)
+    _check(y, expected, condition, case.reduction(), "y")
+
+
+@pytest.mark.parametrize("isa_name", ISA_NAMES)
+def test_few_positions_rule_edges(isa_name):
+    """One position more, or one weight float fewer, and the tap route's rule decides again."""
+    from minidnn import _runtime
+
+    if not _C.cpu_supports()[isa_name]:
+        pytest.skip(f"this CPU lacks {isa_name}")
+    edges = [(Case2d(1, 256, 16, 16, 256, 1, 1), "implicit_gemm"),   # 256 positions, 2^16 floats
+             (Case2d(1, 256, 16, 17, 256, 1, 1), "taps"),            # 272 positions
+             (Case2d(1, 256, 16, 16, 255, 1, 1), "taps"),            # 2^16 - 256 floats
+             (Case2d(2, 256, 8, 8, 256, 1, 1), "implicit_gemm"),     # 2 x 64 positions
+             (Case2d(5, 256, 8, 8, 256, 1, 1), "taps")]              # 5 x 64
+    with _runtime._isa(isa_name):
+        for case, route in edges:
+            x, w, _ = case.data(np.random.default_rng(0))
+            assert _conv2d_route(x, w, **case.kwargs()) == route, case
 
 
 @pytest.mark.parametrize("isa_name", ISA_NAMES)
@@ -367,8 +432,9 @@ def test_network_layers(isa, rng, case):
 def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
     (for N = 1) rows of the output among them, on every stride-1 route (the
-    first two take the tap route, the third the implicit GEMM, the last the
-    depthwise kernel)."""
+    first two take the tap route, the third the implicit GEMM, the fourth the
+    depthwise kernel, the last two the implicit GEMM with one unit for the
+    team: its `col` packed together, then x read in place as `col`)."""
     from minidnn import _runtime
 
     if not _C.cpu_supports()[isa_name]:
@@ -376,7 +442,8 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
     cases = [Case2d(3, 16, 20, 21, 24, 3, 3, padding=1, activation="relu"),
              Case2d(1, 32, 30, 30, 45, 3, 3, padding="same"),
              Case2d(1, 9, 40, 33, 45, 3, 3, padding=(1, 0), activation="tanh"),
-             Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8)]
+             Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8),
+             FEW_POSITION_CASES[0], FEW_POSITION_CASES[2]]
     previous = minidnn.get_num_threads()
     try:
         with _runtime._isa(isa_name):

@@ -49,8 +49,9 @@ const char* conv_forward_route_name(ConvForwardRoute route);
 
 // Whether conv2d_forward_on_route can take `route` for `g`: the rule's own
 // route, and besides it the two routes that compute any shape they are
-// given, implicit_gemm (every geometry) and first_layer (groups 1). When
-// the rule's route is none, only none.
+// given, implicit_gemm (every geometry) and first_layer (groups 1), and
+// taps wherever its own rule admits the shape (the rule may send such a
+// shape elsewhere first). When the rule's route is none, only none.
 bool conv2d_forward_route_accepts(const ConvGeometry& g, ConvForwardRoute route);
 
 // The three drivers (each fully writes its outputs, poisoned or not; threads

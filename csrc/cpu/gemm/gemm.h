@@ -79,6 +79,14 @@ struct GemmKernels {
   // place, e.g. an unpacked row-major matrix).
   void (*ukernel)(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb, bool b_exact, float* c,
                   int64_t ldc, int m, int n, const TileUpdate& update);
+
+  // `ukernel` with A read in place, unpacked: the m x k block of a
+  // row-major matrix at `a` (element (i, p) at a[i * lda + p]); B as for
+  // `ukernel`. For an A used once per call (a convolution's weight on few
+  // output positions), where packing it would cost about as much as the
+  // product.
+  void (*ukernel_a_rows)(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact,
+                         float* c, int64_t ldc, int m, int n, const TileUpdate& update);
 };
 
 const GemmKernels& gemm_kernels_scalar();

@@ -109,15 +109,22 @@ enum class BRead {
   in_place_n,  // B in place, only the first n < NR columns readable: masked loads
 };
 
+// How the K loop reads A.
+enum class ARead {
+  packed,    // an A panel: element (i, p) at a[p * kMR + i]
+  in_place,  // rows of a row-major matrix: element (i, p) at a[i * lda + p]
+};
+
 // The tile's K loop. kMR is the A panel's row stride (the table's mr), kRows
 // <= kMR the rows computed: edge tiles of M run a kernel of their own height
 // rather than wasting FMAs on padding rows. The three B reads are separate
 // instantiations, so that a full-width in-place tile (most of them, in the
-// convolutions' tap GEMMs) loads without masks.
+// convolutions' tap GEMMs) loads without masks. `lda` is read only by the
+// in-place A read.
 constexpr int64_t kPrefetchRows = 8;
 
-template <class Ops, int kMR, int kRows, int kNV, BRead kRead>
-void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
+template <class Ops, int kMR, int kRows, int kNV, BRead kRead, ARead kARead = ARead::packed>
+void ukernel_rows(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
                   const TileUpdate& u) {
   using V = typename Ops::V;
   constexpr int kLinesPerVector = Ops::W >= 16 ? 1 : 16 / Ops::W;  // vectors per 64-byte line
@@ -138,26 +145,26 @@ void ukernel_rows(int64_t k, const float* a, const float* b, int64_t ldb, float*
       bv[v] = kRead == BRead::in_place_n ? Ops::load_tail(b + v * Ops::W, lanes[v], 0.0f) : Ops::load(b + v * Ops::W);
     }
     for (int i = 0; i < kRows; ++i) {
-      const V ai = Ops::set1(a[i]);
+      const V ai = Ops::set1(kARead == ARead::in_place ? a[i * lda] : a[i]);
       for (int v = 0; v < kNV; ++v) acc[i][v] = Ops::fmadd(ai, bv[v], acc[i][v]);
     }
-    a += kMR;
+    a += kARead == ARead::in_place ? 1 : kMR;
     b += ldb;
   }
   store_tile<Ops, kRows, kNV>(acc, c, ldc, n, u);
 }
 
 // Picks the kernel of height `rows` (1..kMR) by compile-time recursion.
-template <class Ops, int kMR, int kNV, BRead kRead, int kRows = kMR>
-void ukernel_any_rows(int rows, int64_t k, const float* a, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
-                      const TileUpdate& u) {
+template <class Ops, int kMR, int kNV, BRead kRead, ARead kARead = ARead::packed, int kRows = kMR>
+void ukernel_any_rows(int rows, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
+                      int64_t ldc, int n, const TileUpdate& u) {
   if constexpr (kRows > 1) {
     if (rows < kRows) {
-      ukernel_any_rows<Ops, kMR, kNV, kRead, kRows - 1>(rows, k, a, b, ldb, c, ldc, n, u);
+      ukernel_any_rows<Ops, kMR, kNV, kRead, kARead, kRows - 1>(rows, k, a, lda, b, ldb, c, ldc, n, u);
       return;
     }
   }
-  ukernel_rows<Ops, kMR, kRows, kNV, kRead>(k, a, b, ldb, c, ldc, n, u);
+  ukernel_rows<Ops, kMR, kRows, kNV, kRead, kARead>(k, a, lda, b, ldb, c, ldc, n, u);
 }
 
 template <class Cfg>
@@ -166,11 +173,36 @@ void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb,
   using Ops = typename Cfg::Ops;
   constexpr int kNR = Cfg::kNV * Ops::W;
   if (!b_exact) {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::packed>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::packed>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
   } else if (n == kNR) {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
   } else {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place_n>(m, k, a_panel, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place_n>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
+  }
+}
+
+// A tile of at most W columns runs the one-vector kernel: its other
+// vectors would be FMAs on padding (a convolution of 196 positions has one
+// such tile of 4 columns after six full ones, 1/14 of its FMAs).
+template <class Cfg>
+void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact, float* c,
+                    int64_t ldc, int m, int n, const TileUpdate& u) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kMR = Cfg::kMR, kNV = Cfg::kNV;
+  constexpr int kNR = kNV * Ops::W;
+  constexpr ARead kA = ARead::in_place;
+  if (kNV > 1 && n <= Ops::W) {
+    if (b_exact) {
+      ukernel_any_rows<Ops, kMR, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    } else {
+      ukernel_any_rows<Ops, kMR, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    }
+  } else if (!b_exact) {
+    ukernel_any_rows<Ops, kMR, kNV, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  } else if (n == kNR) {
+    ukernel_any_rows<Ops, kMR, kNV, BRead::in_place, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  } else {
+    ukernel_any_rows<Ops, kMR, kNV, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
   }
 }
 
@@ -529,6 +561,7 @@ minidnn::cpu::GemmKernels make_gemm_kernels() {
       gemm_packed_b<Cfg>,
       pack_a<Cfg>,
       ukernel<Cfg>,
+      ukernel_a_rows<Cfg>,
   };
 }
 
