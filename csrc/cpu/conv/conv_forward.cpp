@@ -279,17 +279,25 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   if (runs_kept.size() < static_cast<size_t>(nt_max * max_runs)) runs_kept.resize(static_cast<size_t>(nt_max * max_runs));
   Run* const runs_all = runs_kept.data();
 
+  // Unit u (image, group, column block): its group, first column and
+  // columns, and the group's first input channel.
+  struct Unit {
+    int64_t gi, j0, ncols;
+    const float* xg;
+  };
+  auto unit_at = [&](int64_t u) {
+    const int64_t gi = u / n_col_blocks % g.groups, img = u / (n_col_blocks * g.groups);
+    const int64_t j0 = u % n_col_blocks * nc;
+    return Unit{gi, j0, std::min(nc, npix - j0), x + (img * g.c + gi * cg) * g.h * g.w};
+  };
+
   // A panels [ip_begin, ip_end) of unit u over all K blocks, their B blocks
   // x itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
   // nc), or, when `pack`, packed there first one at a time (b_base then
   // holds one).
   auto compute = [&](int64_t u, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack, Run* runs) {
-    const int64_t jb = u % n_col_blocks;
-    const int64_t gi = u / n_col_blocks % g.groups;
-    const int64_t img = u / (n_col_blocks * g.groups);
-    const int64_t j0 = jb * nc, ncols = std::min(nc, npix - j0);
-    const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
-    float* yg = y + (img * g.k + gi * kg) * npix + j0;
+    const auto [gi, j0, ncols, xg] = unit_at(u);
+    float* yg = y + (u / (n_col_blocks * g.groups) * g.k + gi * kg) * npix + j0;
     pack = pack && !col_is_x;
     const int64_t n_runs = pack ? make_runs(g, j0, ncols, nr, runs) : 0;
     const int64_t col_panels = ceil_div(ncols, nr);
@@ -329,12 +337,8 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
         continue;
       }
       // This thread's rows [r0, r1) of the unit's `col`, into every K block they meet.
-      const int64_t jb = u % n_col_blocks;
-      const int64_t gi = u / n_col_blocks % g.groups;
-      const int64_t img = u / (n_col_blocks * g.groups);
-      const int64_t j0 = jb * nc, ncols = std::min(nc, npix - j0);
+      const auto [gi, j0, ncols, xg] = unit_at(u);
       const int64_t n_runs = make_runs(g, j0, ncols, nr, runs);
-      const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
       const int64_t r0 = kdim * t / nt, r1 = kdim * (t + 1) / nt;
       for (int64_t b = r0 / kc; b < k_blocks && b * kc < r1; ++b) {
         const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
