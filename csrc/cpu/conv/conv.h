@@ -31,6 +31,17 @@ struct ConvGeometry {
   int64_t groups;            // divides c and k
 };
 
+// Backward data of a stride-1 convolution is itself a stride-1
+// convolution: grad_y (K channels, P x Q) with the kernel rotated by 180
+// degrees and its two channel axes swapped within each group, padded by
+// dil * (kernel - 1) - pad, into grad_x (C channels, H x W). Its geometry;
+// the pads come out negative when g's exceed the dilated kernel's reach,
+// which its callers check.
+inline ConvGeometry backward_data_as_convolution(const ConvGeometry& g) {
+  return ConvGeometry{g.n, g.k, g.p, g.q, g.c, g.h, g.w, g.r, g.s, 1, 1, g.dil_h, g.dil_w,
+                      g.dil_h * (g.r - 1) - g.pad_top, g.dil_w * (g.s - 1) - g.pad_left, g.groups};
+}
+
 // Work fused into the store of each output tile: y = f(conv + bias).
 struct ConvEpilogue {
   const float* bias = nullptr;  // (K,) or null

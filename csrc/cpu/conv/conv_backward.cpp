@@ -346,10 +346,8 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
 // backward_data_gemm, 5.0 on the tap route.
 bool backward_data_as_forward(const ConvGeometry& g, ConvGeometry* as_forward) {
   if (g.stride_h != 1 || g.stride_w != 1 || g.groups == 1 || g.c == g.groups) return false;
-  const int64_t pad_top = g.dil_h * (g.r - 1) - g.pad_top, pad_left = g.dil_w * (g.s - 1) - g.pad_left;
-  if (g.pad_top < 0 || g.pad_left < 0 || pad_top < 0 || pad_left < 0) return false;
-  *as_forward = ConvGeometry{g.n, g.k, g.p, g.q, g.c, g.h, g.w, g.r, g.s, 1, 1, g.dil_h, g.dil_w, pad_top, pad_left,
-                             g.groups};
+  *as_forward = backward_data_as_convolution(g);
+  if (g.pad_top < 0 || g.pad_left < 0 || as_forward->pad_top < 0 || as_forward->pad_left < 0) return false;
   return conv_forward_taps_applies(*as_forward);
 }
 

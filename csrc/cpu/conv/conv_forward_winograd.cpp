@@ -132,22 +132,16 @@ void build_band(const ConvGeometry& g, const float* xi, int64_t row0, int64_t co
 void winograd_convolution(const ConvGeometry& g, const float* x, const WinogradFilters& filters,
                           const ConvEpilogue& ep, float* y);
 
-// The convolution that backward data of `g` is (winograd.h): input grad_y,
-// output grad_x, the pads 2 - pad.
-ConvGeometry backward_data_geometry(const ConvGeometry& g) {
-  return ConvGeometry{g.n, g.k, g.p, g.q, g.c, g.h, g.w, 3, 3, 1, 1, 1, 1, 2 - g.pad_top, 2 - g.pad_left, 1};
-}
-
 }  // namespace
 
 bool conv_backward_data_winograd_applies(const ConvGeometry& g) {
   return g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-         g.groups == 1 && conv_forward_winograd_applies(backward_data_geometry(g));
+         g.groups == 1 && conv_forward_winograd_applies(backward_data_as_convolution(g));
 }
 
 void conv2d_backward_data_winograd(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
-  winograd_convolution(backward_data_geometry(g), grad_y, WinogradFilters{weight, 9, g.c * 9, true}, ConvEpilogue{},
-                       grad_x);
+  winograd_convolution(backward_data_as_convolution(g), grad_y, WinogradFilters{weight, 9, g.c * 9, true},
+                       ConvEpilogue{}, grad_x);
 }
 
 void conv2d_forward_winograd(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
