@@ -175,6 +175,34 @@ def test_max_pool2d_signed_zero_ties_and_nan_rows(k, s, p, isa, threads, rng):
     assert np.isnan(y[0, 1]).any() and not np.isnan(y[0, 0]).any()
 
 
+# Windows of stride 1 or 2 along W (kernel 2 or 3, pad up to 1) and at most 3
+# rows along H take the blocked W pass with the taps shifted across blocks:
+# rows of 1 to 3 blocks of every ISA's width and their part-filled last block,
+# H windows that share rows, skip rows or end in padding (ceil_mode), and
+# padding at both ends of every row.
+@pytest.mark.parametrize("kw,sw,pw", [(3, 2, 1), (2, 2, 0), (3, 2, 0), (3, 1, 1), (2, 1, 0)], ids=str)
+@pytest.mark.parametrize("kh,sh,ph,ceil_mode", [(3, 2, 1, False), (2, 2, 0, True), (3, 1, 1, False), (2, 3, 1, True),
+                                                (3, 3, 0, True)], ids=str)
+def test_pooling_shifted_taps(kw, sw, pw, kh, sh, ph, ceil_mode, isa, threads, rng):
+    for width in (1, 2, 3, 9, 16, 17, 31, 32, 33, 47, 64, 65, 97):
+        if width + 2 * pw < kw:
+            continue
+        shape = (2, 3, 8, width)
+        x = _input(shape, rng, specials=False)
+        args = ((kh, kw), (sh, sw), (ph, pw), 1, ceil_mode)
+        _assert_exact(minidnn.max_pool2d(x, *args), ref.max_pool2d(x, *args), f"max {width}")
+        for count_include_pad in (True, False):
+            y_ref = ref.avg_pool2d(x, *args[:3], ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+            y = minidnn.avg_pool2d(x, *args[:3], ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+            scale = ref.avg_pool2d(np.abs(x), *args[:3], ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+            _assert_close(y, y_ref, scale, f"avg {width} {count_include_pad}")
+        # A NaN or infinities in one row: the output rows over it take the direct scan.
+        x[1, 2, 5, width // 2] = np.nan
+        x[0, 1, 3, width - 1] = np.inf
+        x[0, 1, 4, 0] = -np.inf
+        _assert_exact(minidnn.max_pool2d(x, *args), ref.max_pool2d(x, *args), f"max {width} with NaN")
+
+
 def test_max_unpool2d(isa, threads, rng):
     x = _input((2, 3, 11, 37), rng, specials=False)
     y, idx = minidnn.max_pool2d(x, 3, 2, 1, return_indices=True)

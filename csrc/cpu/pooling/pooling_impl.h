@@ -655,15 +655,25 @@ int64_t ring_row_floats(const PoolAxis& w) {
   return (w.out + Ops::W - 1) / Ops::W * Ops::W;
 }
 
+// Rows along H of the windows phased_forward takes, and its ring rows: a
+// power of two of at least h.kernel.
+constexpr int kMaxPhasedRowsH = 3;
+inline int64_t phased_ring_slots(const PoolAxis& h) { return h.kernel > 2 ? 4 : 2; }
+
+// Whether the separable passes take g: with separable_row's W pass, and a
+// padded row, or with phased_forward's (no padded row).
 template <class Ops>
-bool separable_fits(const PoolGeometry& g) {
+bool separable_fits(const PoolGeometry& g, bool phased) {
+  if (!g.h.regular || !g.w.regular || g.h.dilation != 1 || g.h.kernel < 2) return false;
   // Windows that share no input row (stride >= kernel along H, as 2x2/2)
-  // gain nothing from the ring: measured 2 threads, 8x256x56x56, max 2x2/2
-  // 0.87-0.89 ms direct against 1.19 ms in two passes, average 0.90-0.93
-  // against 1.03-1.04.
-  if (!g.h.regular || !g.w.regular || g.h.dilation != 1 || g.h.kernel < 2 || g.h.stride >= g.h.kernel) return false;
+  // gain nothing from the ring; with separable_row's W pass they lose:
+  // measured 2 threads, 8x256x56x56, max 2x2/2 0.87-0.89 ms direct against
+  // 1.19 ms in two passes, average 0.90-0.93 against 1.03-1.04.
+  if (!phased && g.h.stride >= g.h.kernel) return false;
   const int64_t ring_row = ring_row_floats<Ops>(g.w);
-  return padded_row_floats(g.w, ring_row) + (g.h.kernel + 2) * ring_row <= kSeparableMaxFloats;
+  const int64_t floats = phased ? (phased_ring_slots(g.h) + 1) * ring_row
+                                 : padded_row_floats(g.w, ring_row) + (g.h.kernel + 2) * ring_row;
+  return floats <= kSeparableMaxFloats;
 }
 
 template <class Ops, bool kMax>
@@ -813,6 +823,234 @@ void separable_forward(const PoolGeometry& g, const float* x, float* y, float di
   });
 }
 
+// The W pass of windows of kKernel taps with stride kStride (1 or 2) and
+// left padding kPad along W, no dilation, for a row of `in` columns whose
+// outputs fill `blocks` vectors: each block of W outputs loads its input
+// columns [kStride * W * b, kStride * W * (b + 1)) once, as kStride phase
+// vectors (phase r: the columns r mod kStride, i.e. the row itself for
+// stride 1, its even and odd columns for stride 2), with the reduction's
+// identity past the row. Tap j of output q, column kStride * q - kPad + j,
+// is then phase (j - kPad) mod kStride shifted by floor((j - kPad) /
+// kStride) lanes, which fits() keeps to -1, 0 or 1: the previous block's
+// last lane shifted in, or the next block's first (Ops::shift_in,
+// shift_next), the previous block of block 0 being padding. So no border
+// case, no copy of border columns and no masked load of a recent store
+// (separable_row's padded copy: a load waits for a masked store before it,
+// or one that covers only part of it, to leave the store buffer), and for
+// stride 2 one deinterleave a block where separable_row's strided loads
+// take one a tap (bench/NOTES.md, "Pooling at the memory speed").
+template <int Stride, int Kernel, int Pad>
+struct PhasedTaps {
+  static constexpr int kStride = Stride, kKernel = Kernel, kPad = Pad;
+  static constexpr int phase(int j) { return ((j - kPad) % kStride + kStride) % kStride; }
+  static constexpr int shift(int j) { return (j - kPad - phase(j)) / kStride; }
+  static constexpr bool fits() {
+    for (int j = 0; j < kKernel; ++j) {
+      if (shift(j) < -1 || shift(j) > 1) return false;
+    }
+    return true;
+  }
+  static constexpr bool looks_ahead() { return shift(kKernel - 1) > 0; }
+};
+
+// The phase vectors of block b of a row of `in` columns (the reduction's
+// identity `fill` past the row); adds them into *probe when kProbe.
+template <class Ops, int kStride, bool kProbe>
+[[gnu::always_inline]] inline void load_phases(const float* src, int64_t b, int64_t in, float fill,
+                                               typename Ops::V* phases, typename Ops::V* probe) {
+  constexpr int64_t kSpan = int64_t{kStride} * Ops::W;  // input columns of a block
+  const int64_t col = b * kSpan, n = in - col;
+  if (n <= 0) {
+    for (int r = 0; r < kStride; ++r) phases[r] = Ops::set1(fill);
+    return;
+  }
+  if constexpr (kStride == 1) {
+    phases[0] = n >= kSpan ? Ops::load(src + col) : Ops::load_tail(src + col, n, fill);
+  } else if (n >= kSpan) {
+    Ops::deinterleave(src + col, &phases[0], &phases[1]);
+  } else {
+    Ops::deinterleave_part(src + col, n, fill, &phases[0], &phases[1]);
+  }
+  if constexpr (kProbe) {
+    for (int r = 0; r < kStride; ++r) *probe = Ops::add(*probe, phases[r]);
+  }
+}
+
+// One output row of phased windows, a block of W outputs at a time: the W
+// pass of its kNew input rows not yet in the ring (src[i]) and the H pass
+// over its n_old ring rows (old[]) then those, top down; times recip for
+// the average. New rows from keep_from on are stored into ring rows
+// fresh[i] for the output rows below. Max adds each new row's phases into
+// probes[i]. The loops over the new rows and taps are unrolled so that the
+// phases stay in registers.
+template <class Ops, class Taps, bool kMax, int kNew>
+[[gnu::always_inline]] inline void phased_output_row(const float* const* src, float* const* fresh, int keep_from,
+                                                     const float* const* old, int n_old, int64_t in, int64_t blocks,
+                                                     int64_t out_n, const float* recip, float* out,
+                                                     typename Ops::V* probes) {
+  using V = typename Ops::V;
+  constexpr int kS = Taps::kStride;
+  constexpr int kRows = kNew > 0 ? kNew : 1;
+  constexpr float kFill = kMax ? kNegInf : 0.0f;
+  V prev[kRows][kS], cur[kRows][kS], next[kRows][kS], probe[kRows];
+#pragma GCC unroll 4
+  for (int i = 0; i < kNew; ++i) {
+    probe[i] = Ops::zero();
+#pragma GCC unroll 2
+    for (int r = 0; r < kS; ++r) prev[i][r] = Ops::set1(kFill);
+    if constexpr (Taps::looks_ahead()) load_phases<Ops, kS, kMax>(src[i], 0, in, kFill, next[i], &probe[i]);
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t at = b * Ops::W;
+    V acc = n_old > 0 ? Ops::load(old[0] + at) : Ops::zero();
+    for (int o = 1; o < n_old; ++o) acc = reduce_pair<Ops, kMax>(acc, Ops::load(old[o] + at));
+#pragma GCC unroll 4
+    for (int i = 0; i < kNew; ++i) {
+      if constexpr (Taps::looks_ahead()) {
+#pragma GCC unroll 2
+        for (int r = 0; r < kS; ++r) cur[i][r] = next[i][r];
+        load_phases<Ops, kS, kMax>(src[i], b + 1, in, kFill, next[i], &probe[i]);
+      } else {
+        load_phases<Ops, kS, kMax>(src[i], b, in, kFill, cur[i], &probe[i]);
+      }
+      V row = Ops::zero();
+#pragma GCC unroll 4
+      for (int j = 0; j < Taps::kKernel; ++j) {
+        const int r = Taps::phase(j);
+        const V tap = Taps::shift(j) < 0   ? Ops::shift_in(prev[i][r], cur[i][r])
+                      : Taps::shift(j) > 0 ? Ops::shift_next(cur[i][r], next[i][r])
+                                           : cur[i][r];
+        row = j == 0 ? tap : reduce_pair<Ops, kMax>(row, tap);
+      }
+      if (i >= keep_from) Ops::store(fresh[i] + at, row);
+      acc = i == 0 && n_old == 0 ? row : reduce_pair<Ops, kMax>(acc, row);
+#pragma GCC unroll 2
+      for (int r = 0; r < kS; ++r) prev[i][r] = cur[i][r];
+    }
+    if constexpr (!kMax) acc = Ops::mul(acc, Ops::load(recip + at));
+    if (at + Ops::W <= out_n) {
+      Ops::store(out + at, acc);
+    } else {
+      Ops::store_tail(out + at, acc, out_n - at);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < kNew; ++i) probes[i] = probe[i];
+}
+
+// Windows along W that phased_output_row takes: f(PhasedTaps<...>{}) for
+// those, or false without calling f.
+template <class F>
+bool with_phased_taps(const PoolAxis& w, F&& f) {
+  if (!w.regular || w.dilation != 1 || w.stride > 2 || w.kernel > 3 || w.pad > 2) return false;
+  const auto key = [](int64_t stride, int64_t kernel, int64_t pad) { return (stride * 8 + kernel) * 8 + pad; };
+  switch (key(w.stride, w.kernel, w.pad)) {
+    case key(1, 2, 0): return f(PhasedTaps<1, 2, 0>{}), true;
+    case key(1, 3, 1): return f(PhasedTaps<1, 3, 1>{}), true;
+    case key(2, 2, 0): return f(PhasedTaps<2, 2, 0>{}), true;
+    case key(2, 3, 0): return f(PhasedTaps<2, 3, 0>{}), true;
+    case key(2, 3, 1): return f(PhasedTaps<2, 3, 1>{}), true;
+    default: return false;
+  }
+}
+
+// The separable passes of phased windows along W and regular windows of at
+// most kMaxPhasedRowsH rows along H (no dilation): output rows in the flat
+// (plane, row) order, each input row's W result kept in a ring of
+// phased_ring_slots rows (slot = row & (slots - 1), no division) for the
+// output rows below that share it. Max sends the output rows over a row
+// whose probe is NaN to the direct form, as separable_forward.
+template <class Ops, bool kMax>
+bool phased_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  if (h.kernel > kMaxPhasedRowsH || !separable_fits<Ops>(g, true)) return false;
+  return with_phased_taps(w, [&](auto taps) {
+    using Taps = decltype(taps);
+    const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out, slots = phased_ring_slots(h);
+    const int64_t ring_row = ring_row_floats<Ops>(w), blocks = ring_row / Ops::W;
+    for_each_row_share(g, [&](int64_t begin, int64_t end) {
+      if (begin >= end) return;
+      float* ring = minidnn::thread_scratch(minidnn::ScratchSlot::pooling_row, (slots + 1) * ring_row);
+      float* recip = ring + slots * ring_row;  // average: 1 / divisor of each output of the row
+      int64_t plane_now = -1;
+      int64_t next = 0;       // of plane_now's input rows, those below `next` that a window needs are in the ring
+      int64_t nan_row = -1;   // the last of them whose probe was NaN
+      float recip_key = -1.0f;  // what recip holds: h.count of its row, or -2 for divisor_override
+      // The rows of the share in one loop here (for_rows calls its body per
+      // row, which cost as much as the W pass of a 56-wide row).
+      int64_t plane = begin / h.out, p = begin % h.out;
+      for (int64_t flat = begin; flat < end; ++flat, ++p) {
+        if (p == h.out) {
+          p = 0;
+          ++plane;
+        }
+        const float* xp = x + plane * in_plane;
+        float* out = y + plane * out_plane + p * w.out;
+        if (plane != plane_now) {
+          plane_now = plane;
+          next = 0;
+          nan_row = -1;
+        }
+        const int64_t first = h.first[p], taps = h.taps[p];
+        if (taps == 0) {  // average only (max refuses such windows): a sum of nothing
+          fill_zero<Ops>(out, w.out);
+          continue;
+        }
+        if constexpr (!kMax) {
+          const float key = divisor > 0.0f ? -2.0f : h.count[p];
+          if (key != recip_key) {
+            recip_key = key;
+            store_vectors<Ops>(recip, w.out, [&](int64_t q, int64_t len) {
+              const V d = divisor > 0.0f ? Ops::set1(divisor)
+                                         : Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, len, 0.0f));
+              // A divisor of 0 comes only with no tap in range, a sum of 0.
+              return Ops::select(Ops::gt(d, Ops::zero()), Ops::div(Ops::set1(1.0f), d), Ops::zero());
+            });
+          }
+        }
+        const int64_t new_from = next > first ? next : first;
+        const int n_old = static_cast<int>(new_from - first), n_new = static_cast<int>(first + taps - new_from);
+        const float* old[kMaxPhasedRowsH];
+        const float* src[kMaxPhasedRowsH];
+        float* fresh[kMaxPhasedRowsH];
+        for (int o = 0; o < n_old; ++o) old[o] = ring + ((first + o) & (slots - 1)) * ring_row;
+        for (int i = 0; i < n_new; ++i) {
+          src[i] = xp + (new_from + i) * w.in;
+          fresh[i] = ring + ((new_from + i) & (slots - 1)) * ring_row;
+        }
+        // The new rows that later output rows of the plane read again.
+        int keep_from = n_new;
+        if (p + 1 < h.out && h.taps[p + 1] > 0 && h.first[p + 1] < first + taps) {
+          keep_from = h.first[p + 1] > new_from ? static_cast<int>(h.first[p + 1] - new_from) : 0;
+        }
+        V probes[kMaxPhasedRowsH];
+        const auto row = [&](auto rows) {
+          phased_output_row<Ops, Taps, kMax, decltype(rows)::value>(src, fresh, keep_from, old, n_old, w.in, blocks,
+                                                                    w.out, recip, out, probes);
+        };
+        switch (n_new) {
+          case 0: row(std::integral_constant<int, 0>{}); break;
+          case 1: row(std::integral_constant<int, 1>{}); break;
+          case 2: row(std::integral_constant<int, 2>{}); break;
+          default: row(std::integral_constant<int, 3>{}); break;
+        }
+        if (first + taps > next) next = first + taps;
+        if constexpr (kMax) {
+          for (int i = 0; i < n_new; ++i) {
+            if (Ops::any(Ops::gt_or_nan(probes[i], probes[i]))) nan_row = new_from + i;
+          }
+          if (nan_row >= first) {
+            with_stride_mode(w.stride,
+                             [&](auto mode) { max_row<Ops, decltype(mode)::value, false>(g, xp, out, nullptr, p); });
+          }
+        }
+      }
+    });
+  });
+}
+
 template <class Ops>
 void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* indices) {
   // Rows are kept as floats: exact below 2^24.
@@ -820,7 +1058,8 @@ void pool_max_forward(const PoolGeometry& g, const float* x, float* y, int64_t* 
   with_stride_mode(g.w.stride, [&](auto mode) {
     constexpr int kMode = decltype(mode)::value;
     if (indices != nullptr) return max_forward_as<Ops, kMode, true>(g, x, y, indices);
-    if (separable_fits<Ops>(g)) return separable_forward<Ops, kMode, true>(g, x, y, 0.0f);
+    if (phased_forward<Ops, true>(g, x, y, 0.0f)) return;
+    if (separable_fits<Ops>(g, false)) return separable_forward<Ops, kMode, true>(g, x, y, 0.0f);
     max_forward_as<Ops, kMode, false>(g, x, y, nullptr);
   });
 }
@@ -831,12 +1070,13 @@ void pool_avg_forward(const PoolGeometry& g, const float* x, float* y, float div
       g.w.taps[0] == g.w.in) {
     return global_avg_forward<Ops>(g, x, y, divisor);
   }
+  if (phased_forward<Ops, false>(g, x, y, divisor)) return;
   if (!g.w.regular || (g.w.stride == 1 && g.w.dilation == 1 && g.w.kernel > 1)) {
     return avg_forward_by_columns<Ops>(g, x, y, divisor);
   }
   with_stride_mode(g.w.stride, [&](auto mode) {
     constexpr int kMode = decltype(mode)::value;
-    if (separable_fits<Ops>(g)) return separable_forward<Ops, kMode, false>(g, x, y, divisor);
+    if (separable_fits<Ops>(g, false)) return separable_forward<Ops, kMode, false>(g, x, y, divisor);
     avg_forward_as<Ops, kMode>(g, x, y, divisor);
   });
 }

@@ -76,6 +76,26 @@ struct Avx2Ops {
     const V mixed = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(mixed), _MM_SHUFFLE(3, 1, 2, 0)));
   }
+  // even[l] = p[2l], odd[l] = p[2l + 1] of p[0, 2W); the _part form reads
+  // only p[0, n) (0 < n < 2W) and puts `fill` in place of the rest.
+  static void deinterleave(const float* p, V* even, V* odd) {
+    split_pairs(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), even, odd);
+  }
+  static void deinterleave_part(const float* p, int64_t n, float fill, V* even, V* odd) {
+    const V a = n >= 8 ? _mm256_loadu_ps(p) : load_tail(p, n, fill);
+    const V b = n > 8 ? load_tail(p + 8, n - 8, fill) : _mm256_set1_ps(fill);
+    split_pairs(a, b, even, odd);
+  }
+  // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]]:
+  // the 128-bit halves that meet, then a byte shift within each half.
+  static V shift_in(V prev, V cur) {
+    const __m256i meet = _mm256_castps_si256(_mm256_permute2f128_ps(prev, cur, 0x21));  // [prev hi, cur lo]
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), meet, 12));
+  }
+  static V shift_next(V cur, V next) {
+    const __m256i meet = _mm256_castps_si256(_mm256_permute2f128_ps(cur, next, 0x21));  // [cur hi, next lo]
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(meet, _mm256_castps_si256(cur), 4));
+  }
   static V gather(const float* p, int64_t stride) {
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_i32gather_ps(p, _mm256_mullo_epi32(iota, _mm256_set1_epi32(static_cast<int>(stride))), 4);
@@ -126,6 +146,15 @@ struct Avx2Ops {
     const V s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const V s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  }
+
+ private:
+  static void split_pairs(V a, V b, V* even, V* odd) {
+    // [0 2 8 10 | 4 6 12 14] -> 64-bit chunks 0 2 1 3; the same for the odd.
+    const V evens = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const V odds = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(evens), _MM_SHUFFLE(3, 1, 2, 0)));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odds), _MM_SHUFFLE(3, 1, 2, 0)));
   }
 };
 

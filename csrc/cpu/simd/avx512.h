@@ -61,6 +61,24 @@ struct Avx512Ops {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     return _mm512_permutex2var_ps(_mm512_loadu_ps(p), even, _mm512_maskz_loadu_ps(0x7fff, p + 16));
   }
+  // even[l] = p[2l], odd[l] = p[2l + 1] of p[0, 2W); the _part form reads
+  // only p[0, n) (0 < n < 2W) and puts `fill` in place of the rest.
+  static void deinterleave(const float* p, V* even, V* odd) {
+    split_pairs(_mm512_loadu_ps(p), _mm512_loadu_ps(p + 16), even, odd);
+  }
+  static void deinterleave_part(const float* p, int64_t n, float fill, V* even, V* odd) {
+    const V f = _mm512_set1_ps(fill);
+    const V a = n >= 16 ? _mm512_loadu_ps(p) : _mm512_mask_loadu_ps(f, tail_mask(n), p);
+    const V b = n > 16 ? _mm512_mask_loadu_ps(f, tail_mask(n - 16), p + 16) : f;
+    split_pairs(a, b, even, odd);
+  }
+  // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]].
+  static V shift_in(V prev, V cur) {
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));
+  }
+  static V shift_next(V cur, V next) {
+    return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(next), _mm512_castps_si512(cur), 1));
+  }
   static V gather(const float* p, int64_t stride) {
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     return _mm512_i32gather_ps(_mm512_mullo_epi32(iota, _mm512_set1_epi32(static_cast<int>(stride))), p, 4);
@@ -104,6 +122,13 @@ struct Avx512Ops {
     // vscalefps computes p * 2^floor(n) in one step, overflow and gradual
     // underflow included.
     return _mm512_scalef_ps(p, n);
+  }
+
+ private:
+  static void split_pairs(V a, V b, V* even, V* odd) {
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *even = _mm512_permutex2var_ps(a, evens, b);
+    *odd = _mm512_permutex2var_ps(a, _mm512_add_epi32(evens, _mm512_set1_epi32(1)), b);
   }
 };
 

@@ -53,6 +53,19 @@ struct ScalarOps {
   // p[0], p[stride], ..., p[(W - 1) * stride] (reads nothing else).
   static V load_stride2(const float* p) { return *p; }
   static V gather(const float* p, int64_t) { return *p; }
+  // even[l] = p[2l], odd[l] = p[2l + 1] of p[0, 2W); the _part form reads
+  // only p[0, n) (0 < n < 2W) and puts `fill` in place of the rest.
+  static void deinterleave(const float* p, V* even, V* odd) {
+    *even = p[0];
+    *odd = p[1];
+  }
+  static void deinterleave_part(const float* p, int64_t, float fill, V* even, V* odd) {
+    *even = p[0];
+    *odd = fill;
+  }
+  // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]].
+  static V shift_in(V prev, V) { return prev; }
+  static V shift_next(V, V next) { return next; }
   // Lanes [lo, hi) (0 <= lo <= hi <= W) of the loads above, `fill`
   // elsewhere; only the elements those lanes read are touched.
   static V load_lanes(const float* p, int64_t lo, int64_t hi, float fill) { return lo < hi ? *p : fill; }
