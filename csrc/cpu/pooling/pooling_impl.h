@@ -882,13 +882,15 @@ template <class Ops, int kStride, bool kProbe>
 // the average. New rows from keep_from on are stored into ring rows
 // fresh[i] for the output rows below. Max adds each new row's phases into
 // probes[i]. The loops over the new rows and taps are unrolled so that the
-// phases stay in registers.
-template <class Ops, class Taps, bool kMax, int kNew>
-[[gnu::always_inline]] inline void phased_output_row(const float* const* src, float* const* fresh, int keep_from,
-                                                     const float* const* old, int n_old, int64_t in, int64_t blocks,
-                                                     int64_t out_n, const float* recip, float* out,
-                                                     typename Ops::V* probes) {
+// phases stay in registers. kOld and kKeepFrom, when not -1, fix n_old and
+// keep_from at compile time (phased_steady_rows).
+template <class Ops, class Taps, bool kMax, int kNew, int kOld = -1, int kKeepFrom = -1>
+[[gnu::always_inline]] inline void phased_output_row(const float* const* src, float* const* fresh,
+                                                     int runtime_keep_from, const float* const* old, int runtime_n_old,
+                                                     int64_t in, int64_t blocks, int64_t out_n, const float* recip,
+                                                     float* out, typename Ops::V* probes) {
   using V = typename Ops::V;
+  const int n_old = kOld >= 0 ? kOld : runtime_n_old, keep_from = kKeepFrom >= 0 ? kKeepFrom : runtime_keep_from;
   constexpr int kS = Taps::kStride;
   constexpr int kRows = kNew > 0 ? kNew : 1;
   constexpr float kFill = kMax ? kNegInf : 0.0f;
@@ -938,6 +940,48 @@ template <class Ops, class Taps, bool kMax, int kNew>
   for (int i = 0; i < kNew; ++i) probes[i] = probe[i];
 }
 
+// Output rows [p, p_end) of one plane (xp, yp), whose windows along H all
+// have kOld rows in the ring and kNew rows below them (the interior of a
+// plane, every row of the window in the input), each the stride further
+// down: phased_output_row with no per-row decision left but the NaN probe.
+// Short rows (56 outputs, 4 blocks) spent as long on those decisions as on
+// their blocks. Returns the last NaN row, from *nan_row on.
+template <class Ops, class Taps, bool kMax, int kOld, int kNew>
+int64_t phased_steady_rows(const PoolGeometry& g, const float* xp, float* yp, float* ring, int64_t slots,
+                           int64_t ring_row, int64_t blocks, const float* recip, int64_t p, int64_t p_end,
+                           int64_t nan_row) {
+  using V = typename Ops::V;
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  // The new rows that the next output row reads again: from the stride on.
+  constexpr int kKeepFrom = kOld == 0 ? kNew : (kNew > kOld ? kNew - kOld : 0);
+  for (; p < p_end; ++p) {
+    const int64_t first = h.first[p];
+    const float* old[kOld > 0 ? kOld : 1];
+    const float* src[kNew];
+    float* fresh[kNew];
+    for (int o = 0; o < kOld; ++o) old[o] = ring + ((first + o) & (slots - 1)) * ring_row;
+    for (int i = 0; i < kNew; ++i) {
+      src[i] = xp + (first + kOld + i) * w.in;
+      fresh[i] = ring + ((first + kOld + i) & (slots - 1)) * ring_row;
+    }
+    V probes[kNew];
+    float* out = yp + p * w.out;
+    phased_output_row<Ops, Taps, kMax, kNew, kOld, kKeepFrom>(src, fresh, 0, old, 0, w.in, blocks, w.out, recip, out,
+                                                              probes);
+    if constexpr (kMax) {
+      for (int i = 0; i < kNew; ++i) {
+        if (Ops::any(Ops::gt_or_nan(probes[i], probes[i]))) nan_row = first + kOld + i;
+      }
+      if (nan_row >= first) {
+        with_stride_mode(w.stride,
+                         [&](auto mode) { max_row<Ops, decltype(mode)::value, false>(g, xp, out, nullptr, p); });
+      }
+    }
+  }
+  return nan_row;
+}
+
 // Windows along W that phased_output_row takes: f(PhasedTaps<...>{}) for
 // those, or false without calling f.
 template <class F>
@@ -978,6 +1022,8 @@ bool phased_forward(const PoolGeometry& g, const float* x, float* y, float divis
       int64_t next = 0;       // of plane_now's input rows, those below `next` that a window needs are in the ring
       int64_t nan_row = -1;   // the last of them whose probe was NaN
       float recip_key = -1.0f;  // what recip holds: h.count of its row, or -2 for divisor_override
+      // Rows of a window along H that the window above holds too.
+      const int steady_old = h.stride < h.kernel ? static_cast<int>(h.kernel - h.stride) : 0;
       // The rows of the share in one loop here (for_rows calls its body per
       // row, which cost as much as the W pass of a 56-wide row).
       int64_t plane = begin / h.out, p = begin % h.out;
@@ -1012,6 +1058,28 @@ bool phased_forward(const PoolGeometry& g, const float* x, float* y, float divis
         }
         const int64_t new_from = next > first ? next : first;
         const int n_old = static_cast<int>(new_from - first), n_new = static_cast<int>(first + taps - new_from);
+        if (p >= h.full_lo && p < h.full_hi && n_old == steady_old) {
+          // The interior rows of the plane in the share, in one run.
+          const int64_t p_end = h.full_hi < p + (end - flat) ? h.full_hi : p + (end - flat);
+          const auto run = [&](auto rows_old, auto rows_new) {
+            nan_row = phased_steady_rows<Ops, Taps, kMax, decltype(rows_old)::value, decltype(rows_new)::value>(
+                g, xp, y + plane * out_plane, ring, slots, ring_row, blocks, recip, p, p_end, nan_row);
+            return true;
+          };
+          using Zero = std::integral_constant<int, 0>;
+          using One = std::integral_constant<int, 1>;
+          using Two = std::integral_constant<int, 2>;
+          using Three = std::integral_constant<int, 3>;
+          const bool ran = steady_old == 0   ? (n_new == 2 ? run(Zero{}, Two{}) : n_new == 3 && run(Zero{}, Three{}))
+                           : steady_old == 1 ? (n_new == 1 ? run(One{}, One{}) : n_new == 2 && run(One{}, Two{}))
+                                             : n_new == 1 && run(Two{}, One{});
+          if (ran) {
+            flat += p_end - 1 - p;
+            p = p_end - 1;
+            next = h.first[p] + h.taps[p];
+            continue;
+          }
+        }
         const float* old[kMaxPhasedRowsH];
         const float* src[kMaxPhasedRowsH];
         float* fresh[kMaxPhasedRowsH];
