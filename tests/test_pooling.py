@@ -179,7 +179,8 @@ def test_max_pool2d_signed_zero_ties_and_nan_rows(k, s, p, isa, threads, rng):
 # rows along H take the blocked W pass with the taps shifted across blocks:
 # rows of 1 to 3 blocks of every ISA's width and their part-filled last block,
 # H windows that share rows, skip rows or end in padding (ceil_mode), and
-# padding at both ends of every row.
+# padding at both ends of every row; average pooling's backward spreads the
+# shares through the same shifts.
 @pytest.mark.parametrize("kw,sw,pw", [(3, 2, 1), (2, 2, 0), (3, 2, 0), (3, 1, 1), (2, 1, 0)], ids=str)
 @pytest.mark.parametrize("kh,sh,ph,ceil_mode", [(3, 2, 1, False), (2, 2, 0, True), (3, 1, 1, False), (2, 3, 1, True),
                                                 (3, 3, 0, True)], ids=str)
@@ -196,6 +197,11 @@ def test_pooling_shifted_taps(kw, sw, pw, kh, sh, ph, ceil_mode, isa, threads, r
             y = minidnn.avg_pool2d(x, *args[:3], ceil_mode=ceil_mode, count_include_pad=count_include_pad)
             scale = ref.avg_pool2d(np.abs(x), *args[:3], ceil_mode=ceil_mode, count_include_pad=count_include_pad)
             _assert_close(y, y_ref, scale, f"avg {width} {count_include_pad}")
+            g = rng.standard_normal(y.shape).astype(np.float32)
+            kwargs = dict(ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+            _assert_close(minidnn.avg_pool2d_backward(g, shape, *args[:3], **kwargs),
+                          ref.avg_pool2d_backward(g, shape, *args[:3], **kwargs),
+                          ref.avg_pool2d_backward(np.abs(g), shape, *args[:3], **kwargs), f"avg grad_x {width}")
         # A NaN or infinities in one row: the output rows over it take the direct scan.
         x[1, 2, 5, width // 2] = np.nan
         x[0, 1, 3, width - 1] = np.inf

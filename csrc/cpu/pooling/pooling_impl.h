@@ -1218,25 +1218,34 @@ inline bool row_in_window(const PoolAxis& h, int64_t p, int64_t i) {
 // to leave the store buffer; that was 40% of adaptive 13 -> 6). For
 // stride-1 windows along W, u_p is vectorized too, as the adjoint of the
 // forward's second pass: the shares go into a zero-padded row buffer, of
-// which u_p[j] sums the kernel entries of the windows over column j.
-template <class Ops>
-void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+// which u_p[j] sums the kernel entries of the windows over column j. The
+// windows phased_forward takes along W (Taps not void) spread the shares
+// as the adjoint of its W pass instead: a block of W windows' shares makes
+// the phase vectors of its input columns, each the sum of the shares
+// shifted back by its taps' lanes, interleaved into the row for stride 2.
+template <class Ops, class Taps>
+void avg_backward_as(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
   using V = typename Ops::V;
+  constexpr bool kPhased = !std::is_void_v<Taps>;
   const PoolAxis& h = g.h;
   const PoolAxis& w = g.w;
   const int64_t in_plane = h.in * w.in, out_plane = h.out * w.out;
-  // Global pooling: one window over the whole plane, whose share fills it.
-  if (h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in && w.taps[0] == w.in &&
-      in_plane >= Ops::W) {
-    return global_avg_backward<Ops>(g, grad_y, grad_x, divisor);
-  }
-  const bool by_columns = w.regular && w.stride == 1 && w.dilation == 1 && w.kernel > 1;
+  const bool by_columns = !kPhased && w.regular && w.stride == 1 && w.dilation == 1 && w.kernel > 1;
   // The last vector of u reads up to W - 1 entries past column in - 1 + pad + kw - 1.
   const int64_t shares_floats = by_columns ? w.in + w.pad + w.kernel - 1 + Ops::W : w.out + Ops::W;
-  const int64_t u_row = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+  // A phased block of W shares writes stride * W columns of u; blocks past
+  // the shares write the columns no window covers (zeros).
+  const int64_t share_blocks = (w.out + Ops::W - 1) / Ops::W;
+  int64_t spread_blocks = share_blocks;
+  int64_t u_row = (w.in + Ops::W - 1) / Ops::W * Ops::W;
+  if constexpr (kPhased) {
+    constexpr int64_t kSpan = int64_t{Taps::kStride} * Ops::W;
+    if ((w.in + kSpan - 1) / kSpan > spread_blocks) spread_blocks = (w.in + kSpan - 1) / kSpan;
+    if (spread_blocks * kSpan > u_row) u_row = spread_blocks * kSpan;
+  }
   // Windows along W that are contiguous and monotone (every regular or
   // adaptive axis without dilation; zero-tap windows only at the ends).
-  const bool spread_by_vectors = !by_columns && w.dilation == 1 && w.in < (int64_t{1} << 24);
+  const bool spread_by_vectors = !kPhased && !by_columns && w.dilation == 1 && w.in < (int64_t{1} << 24);
   static constexpr float kLanes[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   const V lanes = Ops::load(kLanes);
   // Rows of at most W columns from fewer than W windows (adaptive 13 -> 6)
@@ -1284,6 +1293,35 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
           for (int64_t t = 1; t < w.kernel; ++t) s = Ops::add(s, Ops::load(shares + j + w.pad + t));
           return s;
         });
+      } else if constexpr (kPhased) {
+        // Lanes past w.out come out 0 (0 / 1): no share past the row.
+        store_vectors<Ops>(shares, w.out, [&](int64_t q, int64_t len) {
+          return Ops::div(load_part<Ops>(gy + p * w.out, q, len, 0.0f), divisor_vector<Ops>(h, w, p, q, len, divisor));
+        });
+        constexpr int kS = Taps::kStride;
+        V prev = Ops::zero(), cur = Ops::load(shares), next;
+        for (int64_t b = 0; b < spread_blocks; ++b) {
+          next = b + 1 < share_blocks ? Ops::load(shares + (b + 1) * Ops::W) : Ops::zero();
+          V phases[kS];
+          for (int r = 0; r < kS; ++r) phases[r] = Ops::zero();
+          // Tap j of window q is column kS * (q + shift) + phase: the column
+          // at lane m of its phase takes the share of window m - shift. Taps
+          // from the last: the windows of a column in order.
+#pragma GCC unroll 4
+          for (int j = Taps::kKernel - 1; j >= 0; --j) {
+            const int r = Taps::phase(j);
+            phases[r] = Ops::add(phases[r], Taps::shift(j) < 0   ? Ops::shift_next(cur, next)
+                                            : Taps::shift(j) > 0 ? Ops::shift_in(prev, cur)
+                                                                 : cur);
+          }
+          if constexpr (kS == 1) {
+            Ops::store(u + b * Ops::W, phases[0]);
+          } else {
+            Ops::interleave(phases[0], phases[1], u + b * 2 * Ops::W);
+          }
+          prev = cur;
+          cur = next;
+        }
       } else if (lane_spread) {
         // Lanes past w.out come out 0 (0 / 1).
         const V share = Ops::div(load_part<Ops>(gy + p * w.out, 0, w.out, 0.0f), divisor_vector<Ops>(h, w, p, 0, w.out, divisor));
@@ -1334,6 +1372,21 @@ void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x
       });
     });
   });
+}
+
+template <class Ops>
+void pool_avg_backward(const PoolGeometry& g, const float* grad_y, float* grad_x, float divisor) {
+  const PoolAxis& h = g.h;
+  const PoolAxis& w = g.w;
+  // Global pooling: one window over the whole plane, whose share fills it.
+  if (h.out == 1 && w.out == 1 && h.dilation == 1 && w.dilation == 1 && h.taps[0] == h.in && w.taps[0] == w.in &&
+      h.in * w.in >= Ops::W) {
+    return global_avg_backward<Ops>(g, grad_y, grad_x, divisor);
+  }
+  if (with_phased_taps(w, [&](auto taps) { avg_backward_as<Ops, decltype(taps)>(g, grad_y, grad_x, divisor); })) {
+    return;
+  }
+  avg_backward_as<Ops, void>(g, grad_y, grad_x, divisor);
 }
 
 // ------------------------------------------------- scatter through indices

@@ -72,6 +72,12 @@ struct Avx512Ops {
     const V b = n > 16 ? _mm512_mask_loadu_ps(f, tail_mask(n - 16), p + 16) : f;
     split_pairs(a, b, even, odd);
   }
+  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse.
+  static void interleave(V even, V odd, float* p) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    _mm512_storeu_ps(p, _mm512_permutex2var_ps(even, lo, odd));
+    _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(even, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), odd));
+  }
   // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]].
   static V shift_in(V prev, V cur) {
     return _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(cur), _mm512_castps_si512(prev), 15));

@@ -63,6 +63,11 @@ struct ScalarOps {
     *even = p[0];
     *odd = fill;
   }
+  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse.
+  static void interleave(V even, V odd, float* p) {
+    p[0] = even;
+    p[1] = odd;
+  }
   // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]].
   static V shift_in(V prev, V) { return prev; }
   static V shift_next(V, V next) { return next; }
