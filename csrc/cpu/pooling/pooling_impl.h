@@ -747,6 +747,18 @@ void separable_column(const float* ring, int64_t ring_row, int64_t slots, int64_
   });
 }
 
+// recip[q] = 1 / the divisor of output (p, q), or 0 where that is 0 (only
+// with no tap in range, a sum of 0); whole vectors over w.out rounded up.
+template <class Ops>
+void reciprocal_divisors(const PoolGeometry& g, int64_t p, float divisor, float* recip) {
+  using V = typename Ops::V;
+  store_vectors<Ops>(recip, g.w.out, [&](int64_t q, int64_t len) {
+    const V d = divisor > 0.0f ? Ops::set1(divisor)
+                               : Ops::mul(Ops::set1(g.h.count[p]), load_part<Ops>(g.w.count, q, len, 0.0f));
+    return Ops::select(Ops::gt(d, Ops::zero()), Ops::div(Ops::set1(1.0f), d), Ops::zero());
+  });
+}
+
 template <class Ops, int kStride, bool kMax>
 void separable_forward(const PoolGeometry& g, const float* x, float* y, float divisor) {
   using V = typename Ops::V;
@@ -808,12 +820,7 @@ void separable_forward(const PoolGeometry& g, const float* x, float* y, float di
         const float key = divisor > 0.0f ? -2.0f : h.count[p];
         if (key != recip_key) {
           recip_key = key;
-          store_row<Ops>(recip, w.out, [&](int64_t q, int64_t len) {
-            const V d = divisor > 0.0f ? Ops::set1(divisor)
-                                       : Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, len, 0.0f));
-            // A divisor of 0 comes only with no tap in range, a sum of 0.
-            return Ops::select(Ops::gt(d, Ops::zero()), Ops::div(Ops::set1(1.0f), d), Ops::zero());
-          });
+          reciprocal_divisors<Ops>(g, p, divisor, recip);
         }
       }
       const auto column_pass = taps == 3 ? separable_column<Ops, kMax, 3>
@@ -1034,13 +1041,11 @@ bool phased_forward(const PoolGeometry& g, const float* x, float* y, float divis
         }
         const float* xp = x + plane * in_plane;
         float* out = y + plane * out_plane + p * w.out;
-        if (plane != plane_now) {
-          plane_now = plane;
-          next = 0;
-          nan_row = -1;
+        if (plane != plane_now) {  // a new plane: nothing of it in the ring
+          plane_now = plane, next = 0, nan_row = -1;
         }
         const int64_t first = h.first[p], taps = h.taps[p];
-        if (taps == 0) {  // average only (max refuses such windows): a sum of nothing
+        if (taps == 0) {  // average only: a sum of nothing
           fill_zero<Ops>(out, w.out);
           continue;
         }
@@ -1048,12 +1053,7 @@ bool phased_forward(const PoolGeometry& g, const float* x, float* y, float divis
           const float key = divisor > 0.0f ? -2.0f : h.count[p];
           if (key != recip_key) {
             recip_key = key;
-            store_vectors<Ops>(recip, w.out, [&](int64_t q, int64_t len) {
-              const V d = divisor > 0.0f ? Ops::set1(divisor)
-                                         : Ops::mul(Ops::set1(h.count[p]), load_part<Ops>(w.count, q, len, 0.0f));
-              // A divisor of 0 comes only with no tap in range, a sum of 0.
-              return Ops::select(Ops::gt(d, Ops::zero()), Ops::div(Ops::set1(1.0f), d), Ops::zero());
-            });
+            reciprocal_divisors<Ops>(g, p, divisor, recip);
           }
         }
         const int64_t new_from = next > first ? next : first;
