@@ -11,7 +11,9 @@
 // row's tail take the scalar loop over the window's in-range taps. Average
 // pooling with stride-1 or adaptive windows along W, and adaptive max
 // pooling, go in two separable passes instead (avg_forward_by_columns,
-// adaptive_max_forward).
+// adaptive_max_forward); so do windows of stride 1 or 2 along W with
+// kernel 2-3 (phased_forward: the ResNet and VGG pools), whose taps come
+// from registers.
 // Backward passes go plane by plane, each plane owned by one thread (no
 // races, no atomics on the data).
 #pragma once
