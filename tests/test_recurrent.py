@@ -17,8 +17,10 @@ from conftest import on_every_cpu_path
 
 # (N, I, H): batch 1 (the latency case), odd sizes that leave tails on every
 # vector width (4, 8, 16), widths that are multiples of 16, no input
-# features, an empty batch.
-SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6)]
+# features, an empty batch; from 16 rows on the weights are read in place
+# (cells.cpp): the first such batch, and one with more inputs than a K
+# block of any ISA's GEMM and units over several panels and tiles.
+SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6), (16, 3, 33), (37, 389, 70)]
 
 # name -> (gates, has a cell state, keyword arguments)
 CELLS = {

@@ -6,11 +6,15 @@
 // row of ones times the gate gradients: a fixed summation order). The GEMM
 // splits only its output over threads, so every result is the same for any
 // thread count.
+#include <algorithm>
 #include <cstring>
+#include <initializer_list>
+#include <utility>
 
 #include "cpu/gemm/gemm.h"
 #include "cpu/recurrent/recurrent.h"
 #include "cpu/recurrent/recurrent_gemm.h"
+#include "runtime/threads.h"
 
 namespace minidnn::cpu {
 namespace {
@@ -28,6 +32,36 @@ float* ones_in(Scratch& s, int64_t n) {
   return ones;
 }
 
+// The LSTM's and RNN's pre-activations x W_ih^T + b_ih + h W_hh^T + b_hh
+// (n x gates * hs), then after(u_begin, u_end) for every unit (with the
+// weights in place, on each thread for its units). Scratch:
+// summed_maps_floats.
+int64_t summed_maps_floats(int64_t n, int64_t in, int64_t hs, int gates) {
+  return weights_in_place(n, in, hs) ? Scratch::size(gates * hs * n) + InPlaceMaps::packed_floats(in, n) +
+                                           InPlaceMaps::packed_floats(hs, n)
+                                     : 0;
+}
+
+template <class After>
+void summed_maps(int64_t n, int64_t in, int64_t hs, int gates, const float* x, const float* h, const CellWeights& w,
+                 float* pre, Scratch& s, const After& after) {
+  const int64_t cols = gates * hs;
+  if (!weights_in_place(n, in, hs)) {
+    input_map(n, in, cols, x, w.w_ih, w.b_ih, pre, cols);
+    hidden_map(n, hs, cols, h, w.w_hh, w.b_hh, 1.0f, pre, cols);
+    after(0, hs);
+    return;
+  }
+  InPlaceMaps maps(n, s.take(cols * n));
+  const InPlaceTerm x_term{w.w_ih, in, maps.pack(x, in, s.take(InPlaceMaps::packed_floats(in, n)))};
+  const InPlaceTerm h_term{w.w_hh, hs, maps.pack(h, hs, s.take(InPlaceMaps::packed_floats(hs, n)))};
+  parallel(maps.threads(cols, in + hs), [&](int t, int nt) {
+    const auto [u_begin, u_end] = maps.units(hs, t, nt);
+    maps.gate_units({x_term, h_term}, hs, 0, gates, u_begin, u_end, w.b_ih, w.b_hh, pre, cols);
+    after(u_begin, u_end);
+  });
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ LSTM
@@ -35,22 +69,22 @@ float* ones_in(Scratch& s, int64_t n) {
 void lstm_cell(int64_t n, int64_t in, int64_t hs, const float* x, const float* h, const float* c,
                const CellWeights& w, float* h1, float* c1) {
   const int64_t cols = 4 * hs;
-  Scratch s(Scratch::size(n * cols));
+  Scratch s(Scratch::size(n * cols) + summed_maps_floats(n, in, hs, 4));
   float* gates = s.take(n * cols);
-  input_map(n, in, cols, x, w.w_ih, w.b_ih, gates, cols);
-  hidden_map(n, hs, cols, h, w.w_hh, w.b_hh, 1.0f, gates, cols);
-  recurrent_kernels().lstm_forward(n, hs, gates, c, h1, c1);
+  const RecurrentKernels& k = recurrent_kernels();
+  summed_maps(n, in, hs, 4, x, h, w, gates, s, [&](int64_t u_begin, int64_t u_end) {
+    k.lstm_forward_units(n, hs, u_begin, u_end, gates, c, h1, c1);
+  });
 }
 
 void lstm_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, const float* grad_c1,
                         const float* x, const float* h, const float* c, const CellWeights& w, float* grad_x,
                         float* grad_h, float* grad_c, const CellWeightGrads& gw) {
   const int64_t cols = 4 * hs;
-  Scratch s(Scratch::size(n * cols) + Scratch::size(n));
+  Scratch s(Scratch::size(n * cols) + Scratch::size(n) + summed_maps_floats(n, in, hs, 4));
   float* d = s.take(n * cols);
   float* ones = ones_in(s, n);
-  input_map(n, in, cols, x, w.w_ih, w.b_ih, d, cols);
-  hidden_map(n, hs, cols, h, w.w_hh, w.b_hh, 1.0f, d, cols);
+  summed_maps(n, in, hs, 4, x, h, w, d, s, [](int64_t, int64_t) {});
   recurrent_kernels().lstm_backward(n, hs, d, c, grad_h1, grad_c1, grad_c);
   input_grads(n, in, cols, d, x, w.w_ih, ones, grad_x, gw.w_ih, gw.b_ih);
   matmul(n, hs, cols, {d, ld(cols), false}, {w.w_hh, ld(hs), false}, 0.0f, grad_h, ld(hs));
@@ -69,18 +103,50 @@ void lstm_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1,
 namespace {
 
 // gi, gh (n x 3hs) and, for linear_before_reset=False, rh = r * h (n x hs)
-// with gh's n part W_hn rh + b_hn.
+// with gh's n part W_hn rh + b_hn; then after(u_begin, u_end) for every
+// unit. Scratch: gru_gates_floats.
+int64_t gru_gates_floats(int64_t n, int64_t in, int64_t hs) {
+  return weights_in_place(n, in, hs) ? Scratch::size(3 * hs * n) + InPlaceMaps::packed_floats(in, n) +
+                                           2 * InPlaceMaps::packed_floats(hs, n)
+                                     : 0;
+}
+
+template <class After>
 void gru_gates(int64_t n, int64_t in, int64_t hs, const float* x, const float* h, const CellWeights& w,
-               bool linear_before_reset, float* gi, float* gh, float* rh) {
+               bool linear_before_reset, float* gi, float* gh, float* rh, Scratch& s, const After& after) {
   const int64_t cols = 3 * hs;
+  const RecurrentKernels& k = recurrent_kernels();
+  if (weights_in_place(n, in, hs)) {
+    InPlaceMaps maps(n, s.take(cols * n));
+    const InPlaceTerm x_term{w.w_ih, in, maps.pack(x, in, s.take(InPlaceMaps::packed_floats(in, n)))};
+    const InPlaceTerm h_term{w.w_hh, hs, maps.pack(h, hs, s.take(InPlaceMaps::packed_floats(hs, n)))};
+    float* packed_rh = s.take(InPlaceMaps::packed_floats(hs, n));
+    parallel(maps.threads(cols, in + hs), [&](int t, int nt) {
+      const auto [u_begin, u_end] = maps.units(hs, t, nt);
+      maps.gate_units({x_term}, hs, 0, 3, u_begin, u_end, w.b_ih, nullptr, gi, cols);
+      maps.gate_units({h_term}, hs, 0, linear_before_reset ? 3 : 2, u_begin, u_end, w.b_hh, nullptr, gh, cols);
+      if (!linear_before_reset) {
+        k.gru_reset_units(n, hs, u_begin, u_end, gi, gh, h, rh);
+#pragma omp barrier
+        if (t == 0) maps.pack(rh, hs, packed_rh);
+#pragma omp barrier
+        // W_hn: rows 2 hs.. of W_hh, on r h.
+        maps.gate_units({{w.w_hh, hs, packed_rh}}, hs, 2, 3, u_begin, u_end, w.b_hh, nullptr, gh, cols);
+      }
+      after(u_begin, u_end);
+    });
+    return;
+  }
   input_map(n, in, cols, x, w.w_ih, w.b_ih, gi, cols);
   if (linear_before_reset) {
     hidden_map(n, hs, cols, h, w.w_hh, w.b_hh, 0.0f, gh, cols);
+    after(0, hs);
     return;
   }
   hidden_map(n, hs, 2 * hs, h, w.w_hh, w.b_hh, 0.0f, gh, cols);
-  recurrent_kernels().gru_reset(n, hs, gi, gh, h, rh);
+  k.gru_reset(n, hs, gi, gh, h, rh);
   hidden_map(n, hs, hs, rh, w.w_hh + 2 * hs * hs, w.b_hh ? w.b_hh + 2 * hs : nullptr, 0.0f, gh + 2 * hs, cols);
+  after(0, hs);
 }
 
 }  // namespace
@@ -88,26 +154,29 @@ void gru_gates(int64_t n, int64_t in, int64_t hs, const float* x, const float* h
 void gru_cell(int64_t n, int64_t in, int64_t hs, const float* x, const float* h, const CellWeights& w,
               bool linear_before_reset, float* h1) {
   const int64_t cols = 3 * hs;
-  Scratch s(2 * Scratch::size(n * cols) + Scratch::size(n * hs));
+  Scratch s(2 * Scratch::size(n * cols) + Scratch::size(n * hs) + gru_gates_floats(n, in, hs));
   float* gi = s.take(n * cols);
   float* gh = s.take(n * cols);
   float* rh = s.take(n * hs);
-  gru_gates(n, in, hs, x, h, w, linear_before_reset, gi, gh, rh);
-  recurrent_kernels().gru_forward(n, hs, gi, gh, h, h1, !linear_before_reset);
+  const RecurrentKernels& k = recurrent_kernels();
+  gru_gates(n, in, hs, x, h, w, linear_before_reset, gi, gh, rh, s, [&](int64_t u_begin, int64_t u_end) {
+    k.gru_forward_units(n, hs, u_begin, u_end, gi, gh, h, h1, !linear_before_reset);
+  });
 }
 
 void gru_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, const float* x, const float* h,
                        const CellWeights& w, bool linear_before_reset, float* grad_x, float* grad_h,
                        const CellWeightGrads& gw) {
   const int64_t cols = 3 * hs;
-  Scratch s(2 * Scratch::size(n * cols) + 2 * Scratch::size(n * hs) + Scratch::size(n));
+  Scratch s(2 * Scratch::size(n * cols) + 2 * Scratch::size(n * hs) + Scratch::size(n) +
+            gru_gates_floats(n, in, hs));
   float* gi = s.take(n * cols);
   float* gh = s.take(n * cols);
   float* rh = s.take(n * hs);
   float* d_rh = s.take(n * hs);
   float* ones = ones_in(s, n);
   const RecurrentKernels& k = recurrent_kernels();
-  gru_gates(n, in, hs, x, h, w, linear_before_reset, gi, gh, rh);
+  gru_gates(n, in, hs, x, h, w, linear_before_reset, gi, gh, rh, s, [](int64_t, int64_t) {});
   k.gru_backward(n, hs, gi, gh, h, grad_h1, grad_h, !linear_before_reset);
   if (linear_before_reset) {
     // gi, gh: the gradients of the two affine maps' outputs.
@@ -139,18 +208,20 @@ void gru_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 
 void rnn_cell(int64_t n, int64_t in, int64_t hs, const float* x, const float* h, const CellWeights& w, bool relu,
               float* h1) {
-  input_map(n, in, hs, x, w.w_ih, w.b_ih, h1, hs);
-  hidden_map(n, hs, hs, h, w.w_hh, w.b_hh, 1.0f, h1, hs);
-  recurrent_kernels().rnn_forward(n, hs, h1, relu);
+  // The pre-activations in h1, turned into h1 in place.
+  Scratch s(summed_maps_floats(n, in, hs, 1));
+  const RecurrentKernels& k = recurrent_kernels();
+  summed_maps(n, in, hs, 1, x, h, w, h1, s, [&](int64_t u_begin, int64_t u_end) {
+    k.rnn_forward_units(n, hs, u_begin, u_end, h1, h1, relu);
+  });
 }
 
 void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, const float* x, const float* h,
                        const CellWeights& w, bool relu, float* grad_x, float* grad_h, const CellWeightGrads& gw) {
-  Scratch s(Scratch::size(n * hs) + Scratch::size(n));
+  Scratch s(Scratch::size(n * hs) + Scratch::size(n) + summed_maps_floats(n, in, hs, 1));
   float* d = s.take(n * hs);
   float* ones = ones_in(s, n);
-  input_map(n, in, hs, x, w.w_ih, w.b_ih, d, hs);
-  hidden_map(n, hs, hs, h, w.w_hh, w.b_hh, 1.0f, d, hs);
+  summed_maps(n, in, hs, 1, x, h, w, d, s, [](int64_t, int64_t) {});
   recurrent_kernels().rnn_backward(n, hs, d, grad_h1, relu);
   input_grads(n, in, hs, d, x, w.w_ih, ones, grad_x, gw.w_ih, gw.b_ih);
   matmul(n, hs, hs, {d, ld(hs), false}, {w.w_hh, ld(hs), false}, 0.0f, grad_h, ld(hs));

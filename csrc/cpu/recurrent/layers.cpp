@@ -1,9 +1,10 @@
 // The recurrent layers, one direction of one layer a call (recurrent.h):
-// the input map of all T steps as one GEMM; per step the hidden map on
-// W_hh packed once and the cell's fused gate kernel, the forward's steps
-// all on one team of threads (TeamHiddenMap). The backwards walk the steps
-// in reverse with the same gate kernels as the cells' backwards (on a copy
-// of the cached pre-activations, which they overwrite with gate
+// the input map of all T steps as one GEMM; per step the hidden map (on
+// W_hh packed once, or at some batch sizes transposed with W_hh read in
+// place) and the cell's fused gate kernel, the forward's steps all on one
+// team of threads (TeamHiddenMap, TransposedHiddenMap). The backwards walk
+// the steps in reverse with the same gate kernels as the cells' backwards
+// (on a copy of the cached pre-activations, which they overwrite with gate
 // gradients), keep every step's gate gradients, and after the loop form
 // grad_x and each weight gradient as one GEMM over all T * N rows. Threads
 // split only GEMM outputs and the gate kernels' rows and units, so every
@@ -111,6 +112,16 @@ class TeamHiddenMap {
     return sh;
   }
 
+  // Thread t's part of a step: out (+)= h W^T (+ bias) for its share (the
+  // team meets once h is packed).
+  void product(const float* h, int t, int nt, const Share& sh, const float* bias, float* out, int64_t ldo,
+               bool accumulate) const {
+    pack(h, t, nt);
+#pragma omp barrier
+    multiply(sh, accumulate ? 1.0f : 0.0f, out, ldo, bias);
+  }
+
+ private:
   // Thread t's share of packing h (n x hs, dense) for the next multiply.
   void pack(const float* h, int t, int nt) const {
     kern_.pack_a(n_, hs_, {h, ld(hs_), false}, row_panels_ * t / nt, row_panels_ * (t + 1) / nt, packed_h_);
@@ -139,7 +150,6 @@ class TeamHiddenMap {
     }
   }
 
- private:
   const GemmKernels& kern_;
   const GemmBlocking& blk_;
   int64_t n_, hs_;
@@ -148,6 +158,80 @@ class TeamHiddenMap {
   float* packed_w_;
   float* packed_h_;
 };
+
+// The hidden map of a forward time loop computed transposed, W_hh h_t^T,
+// with W_hh read in place (recurrent_gemm.h's InPlaceMaps). Thread t owns
+// the units of a contiguous range of column panels, of every gate, and all
+// rows. Each thread packs h_t^T for itself (n * hs floats: a copy per
+// thread costs less than a meeting), so the team meets once a step, when
+// h_{t+1} is whole. The interface is TeamHiddenMap's.
+class TransposedHiddenMap {
+ public:
+  struct Share {
+    int64_t row_begin, rows, unit_begin, unit_end;
+  };
+
+  TransposedHiddenMap(const float* w_hh, int64_t n, int64_t hs, int gates, Scratch& scratch)
+      : maps_(n, scratch.take(gates * hs * n)),
+        w_hh_(w_hh),
+        n_(n),
+        hs_(hs),
+        gates_(gates),
+        packed_h_(scratch.take(get_num_threads() * InPlaceMaps::packed_floats(hs, n))) {}
+  // A copy of h^T per thread of any team (the GRU's W_hn map runs on the
+  // team of its other gates).
+  static int64_t floats(int64_t n, int64_t hs, int gates) {
+    return Scratch::size(gates * hs * n) + get_num_threads() * InPlaceMaps::packed_floats(hs, n);
+  }
+  int threads() const { return threads_for(n_ * gates_ * hs_ * hs_, int64_t{1} << 18); }
+  Share share(int t, int nt) const {
+    const auto [unit_begin, unit_end] = maps_.units(hs_, t, nt);
+    return {0, n_, unit_begin, unit_end};
+  }
+  void product(const float* h, int t, int, const Share& sh, const float* bias, float* out, int64_t ldo,
+               bool accumulate) const {
+    const float* packed = maps_.pack(h, hs_, packed_h_ + t * InPlaceMaps::packed_floats(hs_, n_));
+    maps_.gate_units({{w_hh_, hs_, packed}}, hs_, 0, gates_, sh.unit_begin, sh.unit_end, bias, nullptr, out, ldo,
+                     accumulate);
+  }
+
+ private:
+  InPlaceMaps maps_;
+  const float* w_hh_;
+  int64_t n_, hs_;
+  int gates_;
+  float* packed_h_;
+};
+
+template <class Map>
+struct MapKind {
+  using type = Map;
+};
+
+// steps(MapKind<the hidden map's class for this batch>{}). Transposed
+// where its tiles fill at least 1.5x the lanes that the batch as the
+// tiles' rows fills (avx512 at 16 rows: 16 of 16 lanes, the one-vector
+// tile of ukernel_a_rows, against 16 of 28 rows): the transposes into the
+// gate buffers cost more than the lanes saved otherwise (measured, 1
+// thread: at 32 rows and H = 256, 32 of 32 lanes against 32 of 42, 10%
+// slower; at 64 rows and H = 512 as fast; bench/NOTES.md).
+bool hidden_map_transposed(int64_t n, int64_t hs) {
+  if (!weights_in_place(n, hs, hs)) return false;
+  const GemmBlocking& blk = gemm_kernels().blocking;
+  const int64_t half = blk.nr / 2;  // the one-vector tile of the kernels with two vectors a row
+  const int64_t lanes = n <= half ? half : (n + blk.nr - 1) / blk.nr * blk.nr;
+  const int64_t rows = (n + blk.mr - 1) / blk.mr * blk.mr;
+  return 2 * rows >= 3 * lanes;
+}
+
+template <class Steps>
+void with_hidden_map_kind(int64_t n, int64_t hs, const Steps& steps) {
+  if (hidden_map_transposed(n, hs)) {
+    steps(MapKind<TransposedHiddenMap>{});
+  } else {
+    steps(MapKind<TeamHiddenMap>{});
+  }
+}
 
 // The time order and the state slots of recurrent.h.
 struct Steps {
@@ -161,6 +245,25 @@ struct Steps {
   int64_t first_read_slot() const { return s.reverse ? 1 : 0; }
   int64_t initial_slot() const { return s.reverse ? s.steps : 0; }
 };
+
+// A forward time loop on one team: step(map, t, nt, share, time) for the
+// steps in the direction's order, the team meeting after each (h_{t+1}
+// whole), with the hidden map of `gates` gates from w_hh on.
+template <class Step>
+void forward_steps(const LayerShape& s, const float* w_hh, int gates, const Step& step) {
+  with_hidden_map_kind(s.n, s.hs, [&](auto kind) {
+    using Map = typename decltype(kind)::type;
+    Scratch scratch(Map::floats(s.n, s.hs, gates));
+    const Map map(w_hh, s.n, s.hs, gates, scratch);
+    parallel(map.threads(), [&](int t, int nt) {
+      const auto sh = map.share(t, nt);
+      for (int64_t i = 0; i < s.steps; ++i) {
+        step(map, t, nt, sh, Steps{s}.time(i));
+#pragma omp barrier
+      }
+    });
+  });
+}
 
 void copy_or_zero(const float* src, int64_t floats, float* dst) {
   if (src) {
@@ -239,22 +342,14 @@ void lstm_layer(const LayerShape& s, const float* x, const CellWeights& w, const
   input_map(s.steps * s.n, s.in, cols, x, w.w_ih, w.b_ih, gates, cols);
   copy_or_zero(h0, block, h_states + st.initial_slot() * block);
   copy_or_zero(c0, block, c_states + st.initial_slot() * block);
-  Scratch scratch(TeamHiddenMap::floats(s.n, s.hs, 4));
-  const TeamHiddenMap w_hh(w.w_hh, s.n, s.hs, 4, scratch);
   const RecurrentKernels& k = recurrent_kernels();
-  parallel(w_hh.threads(), [&](int t, int nt) {
-    const TeamHiddenMap::Share sh = w_hh.share(t, nt);
+  forward_steps(s, w.w_hh, 4, [&](const auto& w_hh, int t, int nt, const auto& sh, int64_t step) {
     const int64_t mine = sh.row_begin * s.hs;  // the share's first row of the states
-    for (int64_t i = 0; i < s.steps; ++i) {
-      const int64_t step = st.time(i), read = st.read_slot(step) * block, write = st.write_slot(step) * block;
-      float* g = gates + step * s.n * cols;
-      w_hh.pack(h_states + read, t, nt);
-#pragma omp barrier
-      w_hh.multiply(sh, 1.0f, g, cols, w.b_hh);
-      k.lstm_forward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, g + sh.row_begin * cols,
-                           c_states + read + mine, h_states + write + mine, c_states + write + mine);
-#pragma omp barrier
-    }
+    const int64_t read = st.read_slot(step) * block, write = st.write_slot(step) * block;
+    float* g = gates + step * s.n * cols;
+    w_hh.product(h_states + read, t, nt, sh, w.b_hh, g, cols, true);
+    k.lstm_forward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, g + sh.row_begin * cols, c_states + read + mine,
+                         h_states + write + mine, c_states + write + mine);
   });
 }
 
@@ -287,22 +382,13 @@ void rnn_layer(const LayerShape& s, const float* x, const CellWeights& w, bool r
   const int64_t block = st.block();
   input_map(s.steps * s.n, s.in, s.hs, x, w.w_ih, w.b_ih, pre, s.hs);
   copy_or_zero(h0, block, h_states + st.initial_slot() * block);
-  Scratch scratch(TeamHiddenMap::floats(s.n, s.hs, 1));
-  const TeamHiddenMap w_hh(w.w_hh, s.n, s.hs, 1, scratch);
   const RecurrentKernels& k = recurrent_kernels();
-  parallel(w_hh.threads(), [&](int t, int nt) {
-    const TeamHiddenMap::Share sh = w_hh.share(t, nt);
+  forward_steps(s, w.w_hh, 1, [&](const auto& w_hh, int t, int nt, const auto& sh, int64_t step) {
     const int64_t mine = sh.row_begin * s.hs;
-    for (int64_t i = 0; i < s.steps; ++i) {
-      const int64_t step = st.time(i);
-      float* a = pre + step * block;
-      w_hh.pack(h_states + st.read_slot(step) * block, t, nt);
-#pragma omp barrier
-      w_hh.multiply(sh, 1.0f, a, s.hs, w.b_hh);
-      k.rnn_forward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, a + mine,
-                          h_states + st.write_slot(step) * block + mine, relu);
-#pragma omp barrier
-    }
+    float* a = pre + step * block;
+    w_hh.product(h_states + st.read_slot(step) * block, t, nt, sh, w.b_hh, a, s.hs, true);
+    k.rnn_forward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, a + mine,
+                        h_states + st.write_slot(step) * block + mine, relu);
   });
 }
 
@@ -323,38 +409,37 @@ void gru_layer(const LayerShape& s, const float* x, const CellWeights& w, bool l
   input_map(s.steps * s.n, s.in, cols, x, w.w_ih, w.b_ih, gi, cols);
   copy_or_zero(h0, block, h_states + st.initial_slot() * block);
   // linear_before_reset=False: the r and z rows of W_hh on h, then W_hn on
-  // r * h (which needs every unit of r: a third meeting per step).
+  // r * h (which needs every unit of r: one more meeting per step).
   const int h_gates = linear_before_reset ? 3 : 2;
-  Scratch scratch(TeamHiddenMap::floats(s.n, hs, h_gates) + TeamHiddenMap::floats(s.n, hs, 1));
-  const TeamHiddenMap w_h(w.w_hh, s.n, hs, h_gates, scratch);
-  std::optional<TeamHiddenMap> w_hn;
-  if (!linear_before_reset) w_hn.emplace(w.w_hh + 2 * hs * hs, s.n, hs, 1, scratch);
   const RecurrentKernels& k = recurrent_kernels();
-  parallel(w_h.threads(), [&](int t, int nt) {
-    // w_hn's shares are w_h's: the same rows and units.
-    const TeamHiddenMap::Share sh = w_h.share(t, nt);
-    const int64_t mine = sh.row_begin * hs, mine_gates = sh.row_begin * cols;
-    for (int64_t i = 0; i < s.steps; ++i) {
-      const int64_t step = st.time(i);
-      const float* h = h_states + st.read_slot(step) * block;
-      float* gi_t = gi + step * step_floats;
-      float* gh_t = gh + step * step_floats;
-      w_h.pack(h, t, nt);
+  with_hidden_map_kind(s.n, hs, [&](auto kind) {
+    using Map = typename decltype(kind)::type;
+    Scratch scratch(Map::floats(s.n, hs, h_gates) + Map::floats(s.n, hs, 1));
+    const Map w_h(w.w_hh, s.n, hs, h_gates, scratch);
+    std::optional<Map> w_hn;
+    if (!linear_before_reset) w_hn.emplace(w.w_hh + 2 * hs * hs, s.n, hs, 1, scratch);
+    parallel(w_h.threads(), [&](int t, int nt) {
+      // w_hn's shares are w_h's: the same rows and units.
+      const auto sh = w_h.share(t, nt);
+      const int64_t mine = sh.row_begin * hs, mine_gates = sh.row_begin * cols;
+      for (int64_t i = 0; i < s.steps; ++i) {
+        const int64_t step = st.time(i);
+        const float* h = h_states + st.read_slot(step) * block;
+        float* gi_t = gi + step * step_floats;
+        float* gh_t = gh + step * step_floats;
+        w_h.product(h, t, nt, sh, w.b_hh, gh_t, cols, false);
+        if (w_hn) {
+          float* rh_t = rh + step * block;
+          k.gru_reset_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
+                            rh_t + mine);
 #pragma omp barrier
-      w_h.multiply(sh, 0.0f, gh_t, cols, w.b_hh);
-      if (w_hn) {
-        float* rh_t = rh + step * block;
-        k.gru_reset_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
-                          rh_t + mine);
+          w_hn->product(rh_t, t, nt, sh, w.b_hh ? w.b_hh + 2 * hs : nullptr, gh_t + 2 * hs, cols, false);
+        }
+        k.gru_forward_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
+                            h_states + st.write_slot(step) * block + mine, !linear_before_reset);
 #pragma omp barrier
-        w_hn->pack(rh_t, t, nt);
-#pragma omp barrier
-        w_hn->multiply(sh, 0.0f, gh_t + 2 * hs, cols, w.b_hh ? w.b_hh + 2 * hs : nullptr);
       }
-      k.gru_forward_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
-                          h_states + st.write_slot(step) * block + mine, !linear_before_reset);
-#pragma omp barrier
-    }
+    });
   });
 }
 

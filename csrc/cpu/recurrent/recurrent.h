@@ -73,7 +73,9 @@ const RecurrentKernels& recurrent_kernels();
 // ------------------------------------------------------------------ cells
 // Biases may be null. Outputs are written whole; inputs are not modified.
 // Scratch: runtime/scratch.h's recurrent_gates slot (G*N*H floats and a
-// little more), besides the GEMM's own.
+// little more; from 16 rows on, where the weights are read in place
+// (recurrent_gemm.h), twice that and x^T, h^T packed), besides the GEMM's
+// own.
 
 struct CellWeights {
   const float* w_ih;
@@ -110,9 +112,11 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 
 // ----------------------------------------------------------------- layers
 // One direction of one layer over a whole sequence (layers.cpp): the input
-// map of every step as one GEMM, then per step the hidden map on W_hh
-// packed once and the fused gate kernel (the forwards' steps on one team
-// of threads, each owning some hidden units). x is (T, N, I), dense.
+// map of every step as one GEMM, then per step the hidden map (on W_hh
+// packed once, or transposed with W_hh read in place where that fills more
+// of the microkernel's lanes) and the fused gate kernel (the forwards'
+// steps on one team of threads, each owning some hidden units). x is
+// (T, N, I), dense.
 //
 // The states of the T + 1 instants are kept time-indexed in `h_states`
 // (and the LSTM's `c_states`), (T + 1, N, H) each: the state after step t
@@ -133,7 +137,8 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // Scratch: the recurrent_gates slot holds W_hh packed (G*H*H floats, the
 // hidden size rounded up to the GEMM's panel width: per gate in the
 // forwards, which also pack h, N*H floats with N rounded up to the
-// microkernel's height) and, in the backwards, every step's gate gradients
+// microkernel's height; or, where the hidden map is transposed, G*N*H
+// floats and a packed h^T per thread instead) and, in the backwards, every step's gate gradients
 // (T*N*G*H floats; the GRU's two maps' when linear_before_reset), kept for
 // the calling thread's next call.
 
