@@ -595,7 +595,13 @@ void gemm_weight_rows(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand 
                           xt + q * k * kNR + p_begin * kNR);
       }
     }
+    // Only in a team of this call's own: with one thread the body runs
+    // outside any region of ours, and a barrier there would bind to the
+    // caller's team (a convolution's threads each running a GEMM of their
+    // own), which the others never reach.
+    if (nt > 1) {
 #pragma omp barrier
+    }
     for (int64_t s = strips * t / nt; s < strips * (t + 1) / nt; ++s) {
       const int64_t j0 = s * kMR;
       const int rows = static_cast<int>(gemm_min(kMR, n - j0));
