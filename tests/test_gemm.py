@@ -15,10 +15,12 @@ import pytest
 import minidnn
 from minidnn import _C
 
-# Rows around every ISA's mr (4, 6, 14; B is read in place up to mr rows) and
-# the dot-product route (up to 8, 12 or 24 rows), columns around every nr (8, 16, 32) and
-# lane width, K = 1 and around kc (256, 384).
-M_SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 12, 13, 14, 15, 24, 25, 28, 29, 32, 33, 47]
+# Rows around every ISA's mr (4, 6, 14; B is read in place up to mr rows),
+# the dot-product route (up to 6 or 8 rows) and the weight-rows route (up to
+# 128 rows; its tiles' columns are rows of C, one-vector tiles up to the lane
+# width), columns around every nr (8, 16, 32) and lane width, K = 1 and
+# around kc (256, 384).
+M_SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 24, 25, 28, 29, 32, 33, 47, 127, 128, 129]
 N_SWEEP = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65]
 K_SWEEP = [1, 2, 17, 255, 256, 257, 383, 385]
 SWEEP = [(m, N_SWEEP[i % len(N_SWEEP)], K_SWEEP[i % len(K_SWEEP)]) for i, m in enumerate(M_SWEEP)] + [
@@ -113,7 +115,9 @@ def test_empty_k(isa, m, n, beta):
 
 
 @pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES, ids=lambda t: "T" if t else "N")
-@pytest.mark.parametrize("m,n,k", [(3, 300, 500), (30, 97, 1000), (600, 200, 450), (64, 1024, 64)], ids=str)
+@pytest.mark.parametrize(
+    "m,n,k", [(3, 300, 500), (30, 97, 1000), (600, 200, 450), (64, 1024, 64), (128, 301, 40)], ids=str
+)
 def test_bit_identical_across_threads(isa, rng, m, n, k, trans_a, trans_b):
     """Threads split only the output, never K: 1, 2 and 3 threads and a
     repeated run give the same bits."""

@@ -16,9 +16,12 @@ struct Avx2Gemm {
   using Ops = Avx2Ops;
   static constexpr int kMR = 6, kNV = 2;
   static constexpr int64_t kKC = 256, kNC = 512, kMC = 1536;
-  // Dot-product route for x @ W^T up to 12 rows; packing wins from 16.
+  // x @ W^T: dot products up to 6 rows, the weight-rows route from 7 to
+  // 128 (faster than the dot products from 8 rows, than packing W up to
+  // 128 and about even at 256; bench/NOTES.md).
   static constexpr int kDotRows = 4, kDotCols = 4;
-  static constexpr int64_t kDotMaxM = 12;
+  static constexpr int64_t kDotMaxM = 6;
+  static constexpr int64_t kWeightRowsMaxM = 128;
   // B read in place while one A panel covers M (each B row is then read
   // once: packing can only add traffic); measured slower than packing from
   // two panels on (bench/NOTES.md).

@@ -15,10 +15,12 @@ struct Avx512Gemm {
   using Ops = Avx512Ops;
   static constexpr int kMR = 14, kNV = 2;
   static constexpr int64_t kKC = 384, kNC = 640, kMC = 2016;
-  // Dot-product route for x @ W^T with M <= 24 (4 x 4 zmm accumulators):
-  // faster than packing up to 24 rows, slower at 32 (bench/NOTES.md).
+  // x @ W^T: dot products (4 x 4 zmm accumulators) up to 8 rows, the
+  // weight-rows route from 9 to 128 rows (faster than the dot products from
+  // 10 rows, than packing W up to 128 and about even at 256; bench/NOTES.md).
   static constexpr int kDotRows = 4, kDotCols = 4;
-  static constexpr int64_t kDotMaxM = 24;
+  static constexpr int64_t kDotMaxM = 8;
+  static constexpr int64_t kWeightRowsMaxM = 128;
   // B read in place while one A panel covers M (each B row is then read
   // once: packing can only add traffic); measured slower than packing from
   // two panels on (bench/NOTES.md).

@@ -20,9 +20,12 @@
 // thread count, so results stay bit-identical across thread counts):
 // * few rows of A and B not transposed: the microkernel reads B in place
 //   (b_exact), as packing would cost more than the product itself;
-// * few rows of A, A not transposed and B transposed (x @ W^T of linear at
-//   small batch, an LSTM step): dot products along K, both operands read
-//   in place with unit stride (gemm_dot).
+// * very few rows of A, A not transposed and B transposed (x @ W^T of
+//   linear at batch 1 to 8): dot products along K, both operands read in
+//   place with unit stride (gemm_dot);
+// * a few more rows of that form (up to 128: linear at small batch, an
+//   LSTM step): the transpose C^T = W x^T, the weight's rows read in place
+//   as the broadcast operand and only x packed (gemm_weight_rows).
 #pragma once
 
 #include <omp.h>
@@ -69,6 +72,22 @@ void store_lanes(float* p, typename Ops::V v, int lanes) {
 // Microkernel: kRows x (kNV * W) accumulators in registers.
 // ---------------------------------------------------------------------------
 
+// One vector of an output row through `u`: r = alpha * acc (+ beta * C on
+// the first K block, + C on later ones) (+ bias), `lanes` of it written at
+// `row`; `bias` is already offset to the vector's first column.
+template <class Ops>
+[[gnu::always_inline]] inline void update_vector(float* row, typename Ops::V acc, int lanes, const float* bias,
+                                                 const TileUpdate& u) {
+  using V = typename Ops::V;
+  V r = Ops::mul(Ops::set1(u.alpha), acc);
+  if (!u.first || u.beta != 0.0f) {
+    const V old = load_lanes<Ops>(row, lanes);
+    r = u.first ? Ops::fmadd(Ops::set1(u.beta), old, r) : Ops::add(r, old);
+  }
+  if (bias != nullptr) r = Ops::add(r, load_lanes<Ops>(bias, lanes));
+  store_lanes<Ops>(row, r, lanes);
+}
+
 // acc[i][v] of the tile goes to C row i, columns [v*W, v*W + W), the
 // columns past n masked off (a vector with no lanes in the tile reads and
 // writes nothing). Inlined, unrolled and without an early exit on such a
@@ -79,23 +98,42 @@ void store_lanes(float* p, typename Ops::V v, int lanes) {
 template <class Ops, int kRows, int kNV>
 [[gnu::always_inline]] inline void store_tile(typename Ops::V (&acc)[kRows][kNV], float* c, int64_t ldc, int n,
                                               const TileUpdate& u) {
-  using V = typename Ops::V;
-  const V alpha = Ops::set1(u.alpha);
-  const V beta = Ops::set1(u.beta);
-  const bool read_c = !u.first || u.beta != 0.0f;
 #pragma GCC unroll 16
   for (int i = 0; i < kRows; ++i) {
     float* row = c + i * ldc;
 #pragma GCC unroll 8
     for (int v = 0; v < kNV; ++v) {
-      const int lanes = lanes_of<Ops>(n, v);
-      V r = Ops::mul(alpha, acc[i][v]);
-      if (read_c) {
-        const V old = load_lanes<Ops>(row + v * Ops::W, lanes);
-        r = u.first ? Ops::fmadd(beta, old, r) : Ops::add(r, old);
+      update_vector<Ops>(row + v * Ops::W, acc[i][v], lanes_of<Ops>(n, v),
+                         u.bias != nullptr ? u.bias + v * Ops::W : nullptr, u);
+    }
+  }
+}
+
+// The transposed store: the tile holds C^T (acc row i is column i of C, and
+// its first n columns are rows of C), so it goes out through W x W register
+// transposes (Cfg::transpose_tile) of a copy on the stack, each C row then
+// written as for store_tile. `u.bias` is indexed by the tile's rows (C's
+// columns). A few hundred cycles per tile, against kMR * kNV FMAs per k
+// step over all of K.
+template <class Cfg, int kRows, int kNV>
+[[gnu::always_inline]] inline void store_tile_transposed(typename Cfg::Ops::V (&acc)[kRows][kNV], float* c,
+                                                         int64_t ldc, int n, const TileUpdate& u) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kW = Ops::W, kNR = kNV * kW;
+  constexpr int kRowsPadded = (kRows + kW - 1) / kW * kW;
+  alignas(64) float tile[kRowsPadded * kNR];
+  for (int i = 0; i < kRowsPadded; ++i) {
+    for (int v = 0; v < kNV; ++v) Ops::store(tile + i * kNR + v * kW, i < kRows ? acc[i][v] : Ops::zero());
+  }
+  alignas(64) float columns[kW * kW];
+  for (int ib = 0; ib < kRows; ib += kW) {
+    const int lanes = kRows - ib < kW ? kRows - ib : kW;
+    for (int jb = 0; jb < n; jb += kW) {
+      Cfg::transpose_tile(tile + ib * kNR + jb, kNR, columns, kW);
+      for (int q = 0; q < kW && jb + q < n; ++q) {
+        update_vector<Ops>(c + (jb + q) * ldc + ib, Ops::load(columns + q * kW), lanes,
+                           u.bias != nullptr ? u.bias + ib : nullptr, u);
       }
-      if (u.bias != nullptr) r = Ops::add(r, load_lanes<Ops>(u.bias + v * Ops::W, lanes));
-      store_lanes<Ops>(row + v * Ops::W, r, lanes);
     }
   }
 }
@@ -115,18 +153,24 @@ enum class ARead {
   in_place,  // rows of a row-major matrix: element (i, p) at a[i * lda + p]
 };
 
-// The tile's K loop. kMR is the A panel's row stride (the table's mr), kRows
-// <= kMR the rows computed: edge tiles of M run a kernel of their own height
-// rather than wasting FMAs on padding rows. The three B reads are separate
+// How the tile is written: C's rows along the tile's rows (store_tile),
+// or its transpose (store_tile_transposed, for gemm_weight_rows).
+enum class CWrite { rows, transposed };
+
+// The tile's K loop. Cfg::kMR is the A panel's row stride, kRows <= kMR the
+// rows computed: edge tiles of M run a kernel of their own height rather
+// than wasting FMAs on padding rows. The three B reads are separate
 // instantiations, so that a full-width in-place tile (most of them, in the
 // convolutions' tap GEMMs) loads without masks. `lda` is read only by the
 // in-place A read.
 constexpr int64_t kPrefetchRows = 8;
 
-template <class Ops, int kMR, int kRows, int kNV, BRead kRead, ARead kARead = ARead::packed>
+template <class Cfg, int kRows, int kNV, BRead kRead, ARead kARead = ARead::packed, CWrite kWrite = CWrite::rows>
 void ukernel_rows(int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, int n,
                   const TileUpdate& u) {
+  using Ops = typename Cfg::Ops;
   using V = typename Ops::V;
+  constexpr int kMR = Cfg::kMR;
   constexpr int kLinesPerVector = Ops::W >= 16 ? 1 : 16 / Ops::W;  // vectors per 64-byte line
   V acc[kRows][kNV];
   for (int i = 0; i < kRows; ++i) {
@@ -151,20 +195,25 @@ void ukernel_rows(int64_t k, const float* a, int64_t lda, const float* b, int64_
     a += kARead == ARead::in_place ? 1 : kMR;
     b += ldb;
   }
-  store_tile<Ops, kRows, kNV>(acc, c, ldc, n, u);
+  if constexpr (kWrite == CWrite::transposed) {
+    store_tile_transposed<Cfg, kRows, kNV>(acc, c, ldc, n, u);
+  } else {
+    store_tile<Ops, kRows, kNV>(acc, c, ldc, n, u);
+  }
 }
 
 // Picks the kernel of height `rows` (1..kMR) by compile-time recursion.
-template <class Ops, int kMR, int kNV, BRead kRead, ARead kARead = ARead::packed, int kRows = kMR>
+template <class Cfg, int kNV, BRead kRead, ARead kARead = ARead::packed, CWrite kWrite = CWrite::rows,
+          int kRows = Cfg::kMR>
 void ukernel_any_rows(int rows, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb, float* c,
                       int64_t ldc, int n, const TileUpdate& u) {
   if constexpr (kRows > 1) {
     if (rows < kRows) {
-      ukernel_any_rows<Ops, kMR, kNV, kRead, kARead, kRows - 1>(rows, k, a, lda, b, ldb, c, ldc, n, u);
+      ukernel_any_rows<Cfg, kNV, kRead, kARead, kWrite, kRows - 1>(rows, k, a, lda, b, ldb, c, ldc, n, u);
       return;
     }
   }
-  ukernel_rows<Ops, kMR, kRows, kNV, kRead, kARead>(k, a, lda, b, ldb, c, ldc, n, u);
+  ukernel_rows<Cfg, kRows, kNV, kRead, kARead, kWrite>(k, a, lda, b, ldb, c, ldc, n, u);
 }
 
 template <class Cfg>
@@ -173,11 +222,11 @@ void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb,
   using Ops = typename Cfg::Ops;
   constexpr int kNR = Cfg::kNV * Ops::W;
   if (!b_exact) {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::packed>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Cfg, Cfg::kNV, BRead::packed>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
   } else if (n == kNR) {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Cfg, Cfg::kNV, BRead::in_place>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
   } else {
-    ukernel_any_rows<Ops, Cfg::kMR, Cfg::kNV, BRead::in_place_n>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Cfg, Cfg::kNV, BRead::in_place_n>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
   }
 }
 
@@ -188,21 +237,21 @@ template <class Cfg>
 void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact, float* c,
                     int64_t ldc, int m, int n, const TileUpdate& u) {
   using Ops = typename Cfg::Ops;
-  constexpr int kMR = Cfg::kMR, kNV = Cfg::kNV;
+  constexpr int kNV = Cfg::kNV;
   constexpr int kNR = kNV * Ops::W;
   constexpr ARead kA = ARead::in_place;
   if (kNV > 1 && n <= Ops::W) {
     if (b_exact) {
-      ukernel_any_rows<Ops, kMR, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+      ukernel_any_rows<Cfg, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
     } else {
-      ukernel_any_rows<Ops, kMR, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+      ukernel_any_rows<Cfg, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
     }
   } else if (!b_exact) {
-    ukernel_any_rows<Ops, kMR, kNV, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Cfg, kNV, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
   } else if (n == kNR) {
-    ukernel_any_rows<Ops, kMR, kNV, BRead::in_place, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Cfg, kNV, BRead::in_place, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
   } else {
-    ukernel_any_rows<Ops, kMR, kNV, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+    ukernel_any_rows<Cfg, kNV, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
   }
 }
 
@@ -491,6 +540,82 @@ void gemm_dot(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmO
 }
 
 // ---------------------------------------------------------------------------
+// Weight-rows route: x @ W^T (A = x, M x K, and B^T = W, N x K, both
+// row-major) for a few rows of x, computed as its transpose C^T = W x^T.
+// ---------------------------------------------------------------------------
+
+// The packed path would pack all of W on every call (4 MB at 1024 x 1024,
+// read and written once more than the product needs: a third of the time at
+// M = 32). Here W is the broadcast operand, read in place a strip of MR of
+// its rows at a time (each element loaded once per NR rows of x), and only
+// x is packed: x^T, K x M, in NR-column panels over all of K, packed by the
+// team (each thread a range of K) and shared. Threads split the strips of W,
+// and each tile runs over all of K and goes out transposed
+// (store_tile_transposed): every element of C is one chain of FMAs in K
+// order whichever thread computes it.
+template <class Cfg>
+void weight_rows_tile(int rows, int64_t k, const float* w, int64_t ldw, const float* xt_panel, float* c, int64_t ldc,
+                      int cols, const TileUpdate& u) {
+  using Ops = typename Cfg::Ops;
+  constexpr ARead kA = ARead::in_place;
+  constexpr CWrite kT = CWrite::transposed;
+  constexpr int kNR = Cfg::kNV * Ops::W;
+  // A panel of at most W rows of x runs the one-vector kernel (see
+  // ukernel_a_rows).
+  if (Cfg::kNV > 1 && cols <= Ops::W) {
+    ukernel_any_rows<Cfg, 1, BRead::packed, kA, kT>(rows, k, w, ldw, xt_panel, kNR, c, ldc, cols, u);
+  } else {
+    ukernel_any_rows<Cfg, Cfg::kNV, BRead::packed, kA, kT>(rows, k, w, ldw, xt_panel, kNR, c, ldc, cols, u);
+  }
+}
+
+template <class Cfg>
+void gemm_weight_rows(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmOperand b, float beta,
+                      float* c, int64_t ldc, const GemmEpilogue& ep) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kMR = Cfg::kMR;
+  constexpr int kNR = Cfg::kNV * Ops::W;
+  const int64_t x_panels = ceil_div(m, kNR);
+  const int64_t strips = ceil_div(n, kMR);
+  const int threads = minidnn::threads_for(m * n * k, kGemmGrain);
+  // Before the parallel region, as in gemm_blocked.
+  float* xt = minidnn::cpu::gemm_scratch(1, x_panels * kNR * k);
+  // x^T: op(B')[p, j] = x[j, p], panel q (columns q * NR..) at q * k * NR.
+  const GemmOperand x_transposed{a.data, a.ld, true};
+  const TileUpdate update{alpha, beta, true, ep.bias};
+  minidnn::parallel(threads, [&](int t, int nt) {
+    // This thread's range of K, in whole SIMD widths (pack_b_panel's
+    // register transposes), packed for every panel of x.
+    const int64_t k_units = ceil_div(k, Ops::W);
+    const int64_t p_begin = gemm_min(k, k_units * t / nt * Ops::W);
+    const int64_t p_end = gemm_min(k, k_units * (t + 1) / nt * Ops::W);
+    if (p_begin < p_end) {
+      for (int64_t q = 0; q < x_panels; ++q) {
+        pack_b_panel<Cfg>(x_transposed, p_begin, p_end - p_begin, q * kNR, static_cast<int>(gemm_min(kNR, m - q * kNR)),
+                          xt + q * k * kNR + p_begin * kNR);
+      }
+    }
+    // Only in a team of this call's own: with one thread the body runs
+    // outside any region of ours, and a barrier there would bind to the
+    // caller's team (a convolution's threads each running a GEMM of their
+    // own), which the others never reach.
+    if (nt > 1) {
+#pragma omp barrier
+    }
+    for (int64_t s = strips * t / nt; s < strips * (t + 1) / nt; ++s) {
+      const int64_t j0 = s * kMR;
+      const int rows = static_cast<int>(gemm_min(kMR, n - j0));
+      TileUpdate u = update;
+      if (u.bias != nullptr) u.bias += j0;
+      for (int64_t q = 0; q < x_panels; ++q) {
+        weight_rows_tile<Cfg>(rows, k, b.data + j0 * b.ld, b.ld, xt + q * k * kNR, c + q * kNR * ldc + j0, ldc,
+                              static_cast<int>(gemm_min(kNR, m - q * kNR)), u);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------
 // Table entries.
 // ---------------------------------------------------------------------------
 
@@ -502,6 +627,8 @@ void gemm(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmOpera
     scale_c<typename Cfg::Ops>(m, n, beta, c, ldc, ep);
   } else if (m <= Cfg::kDotMaxM && !a.trans && b.trans) {
     gemm_dot<Cfg>(m, n, k, alpha, a, b, beta, c, ldc, ep);
+  } else if (m <= Cfg::kWeightRowsMaxM && !a.trans && b.trans) {
+    if constexpr (Cfg::kWeightRowsMaxM > 0) gemm_weight_rows<Cfg>(m, n, k, alpha, a, b, beta, c, ldc, ep);
   } else {
     const BSource source = m <= Cfg::kInPlaceMaxM && !b.trans ? BSource::in_place : BSource::pack;
     gemm_blocked<Cfg>(m, n, k, alpha, a, b, nullptr, source, beta, c, ldc, ep);

@@ -14,6 +14,9 @@ struct ScalarGemm {
   static constexpr int64_t kKC = 256, kNC = 128, kMC = 512;
   static constexpr int kDotRows = 2, kDotCols = 4;
   static constexpr int64_t kDotMaxM = 8;
+  // No weight-rows route: its 4 x 8 tile with A in place ran 4x slower
+  // than packing W (bench/NOTES.md).
+  static constexpr int64_t kWeightRowsMaxM = 0;
   // B read in place while one A panel covers M (each B row is then read
   // once: packing can only add traffic); measured slower than packing from
   // two panels on (bench/NOTES.md).
