@@ -16,7 +16,7 @@ import pytest
 import minidnn
 import minidnn.reference as ref
 from minidnn import _C
-from minidnn.conv import _conv2d_route
+from minidnn.conv import _conv2d_on_route, _conv2d_route
 
 from conftest import assert_raises_naming
 
@@ -264,6 +264,11 @@ FEW_POSITION_CASES = [
     Case2d(1, 1000, 1, 1, 67, 1, 1),                                    # one position, 3 K blocks
     Case2d(2, 300, 9, 11, 230, 1, 1, activation="sigmoid"),             # 1x1, x read in place, a unit per image
     Case2d(1, 260, 6, 6, 256, 1, 1, padding=1),                         # 1x1 padded: `col` packed
+    # The last ncols % lanes columns as dot products when at most lanes / 8
+    # (1 or 2 of 16 on avx512, 1 of 8 on avx2):
+    Case2d(1, 300, 5, 10, 41, 3, 3, padding=1, activation="relu"),      # 50 positions: 2 on avx512
+    Case2d(1, 512, 7, 7, 300, 1, 1),                                    # 49 positions, x read in place
+    Case2d(1, 129, 3, 3, 520, 3, 3, padding=(2, 1), dilation=(2, 1)),   # 9 positions: 1 on avx2
 ]
 
 
@@ -273,6 +278,45 @@ def test_conv2d_few_positions(isa, threads, rng, case):
     x, w, b = case.data(rng)
     assert _conv2d_route(x, w, **case.kwargs()) == "implicit_gemm"
     y = minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs())
+    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
+    condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
+    condition = _activated_condition(case.activation, condition, expected)
+    _check(y, expected, condition, case.reduction(), "y")
+
+
+def _implicit_sweep(count: int, seed: int):
+    """Random geometries for the implicit GEMM forced on them: strides 1..3,
+    column stride 1 in half of them (the packing copies stride-1 rows as
+    masked vector pieces, tap by tap, and others element by element), kernels 1..5 dilated 1..3, every padding
+    form including pads wider than the image, sizes 1..19, 1..40 channels
+    (K blocks of C*R*S cut anywhere), output counts with every remainder of
+    the vector width (the dot-product tail)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        padding = [
+            int(rng.integers(0, 3)),
+            (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+            tuple(tuple(int(v) for v in rng.integers(0, 7, 2)) for _ in range(2)),
+            "valid",
+            "same",
+        ][int(rng.integers(0, 5))]
+        case = Case2d(
+            int(rng.integers(1, 3)), int(rng.integers(1, 41)), int(rng.integers(1, 20)), int(rng.integers(1, 20)),
+            int(rng.integers(1, 31)), r, s, (int(rng.integers(1, 4)), [1, 1, 2, 3][int(rng.integers(0, 4))]), padding,
+            tuple(int(v) for v in rng.integers(1, 4, 2)), 1, list(ACTIVATIONS)[int(rng.integers(0, 5))],
+            bool(rng.integers(0, 2)),
+        )
+        if _valid(case):
+            cases.append(case)
+    return cases
+
+
+@pytest.mark.parametrize("case", _implicit_sweep(32, 1313), ids=repr)
+def test_conv2d_implicit_gemm_forced(isa, threads, rng, case):
+    x, w, b = case.data(rng)
+    y = _conv2d_on_route("implicit_gemm", x, w, b, activation=case.activation, **case.kwargs())
     expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
     condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
     condition = _activated_condition(case.activation, condition, expected)

@@ -57,6 +57,7 @@
 #include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_forward_taps.h"
+#include "cpu/conv/conv_rows.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/first_layer.h"
 #include "cpu/conv/winograd.h"
@@ -97,12 +98,49 @@ int64_t make_runs(const ConvGeometry& g, int64_t j0, int64_t ncols, int nr, Run*
 // the next rows nr floats apart: a share of a K block's panels when
 // panel_floats exceeds kc * nr); columns past `ncols` in the last panel are
 // zero. `xg` is the group's first input channel.
+//
+// Stride 1: tap by tap, the runs cut into pieces of at most one vector
+// (ConvCopyRun, at most max_copies of them at `copies`) with their edges
+// in the padding worked out once, then each channel's row of that tap
+// copied by conv_row_kernels().copy_runs. Other strides: run by run.
 void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t kc, const Run* runs, int64_t n_runs,
-                    int64_t ncols, int nr, int64_t panel_floats, float* dst) {
+                    int64_t ncols, int nr, int64_t panel_floats, ConvCopyRun* copies, float* dst) {
   const int64_t rs = g.r * g.s;
   const int64_t last_panel = (ncols - 1) / nr;
   const int64_t tail = ncols - last_panel * nr;  // valid columns of the last panel
+  if (g.stride_w == 1) {
+    const ConvRowKernels& row_kernels = conv_row_kernels();
+    const int lanes = row_kernels.lanes;
+    for (int64_t tap = 0; tap < rs; ++tap) {
+      const int64_t r = tap / g.s, s = tap % g.s;
+      const int64_t c0 = t0 <= tap ? 0 : ceil_div(t0 - tap, rs);  // first channel whose row of this tap is in range
+      if (c0 * rs + tap >= t0 + kc) continue;
+      int64_t n = 0;
+      auto add_pieces = [&](int64_t src, int64_t dst_offset, int64_t len, int64_t lo, int64_t hi) {
+        for (int64_t e = 0; e < len; e += lanes) {
+          const int64_t piece = std::min<int64_t>(lanes, len - e);
+          const int64_t plo = std::clamp<int64_t>(lo - e, 0, piece), phi = std::clamp<int64_t>(hi - e, plo, piece);
+          copies[n++] = ConvCopyRun{src + e, dst_offset + e, static_cast<int32_t>(plo), static_cast<int32_t>(phi),
+                                    static_cast<int32_t>(piece)};
+        }
+      };
+      for (int64_t i = 0; i < n_runs; ++i) {
+        const Run& run = runs[i];
+        const int64_t ih = run.ih0 + r * g.dil_h, iw = run.iw0 + s * g.dil_w;
+        const bool row_in = ih >= 0 && ih < g.h;
+        const int64_t lo = row_in ? std::clamp<int64_t>(-iw, 0, run.len) : 0;
+        const int64_t hi = row_in ? std::clamp<int64_t>(g.w - iw, lo, run.len) : lo;
+        add_pieces(row_in ? ih * g.w + iw : 0, run.panel * panel_floats + run.col, run.len, lo, hi);
+      }
+      add_pieces(0, last_panel * panel_floats + tail, nr - tail, 0, 0);
+      for (int64_t c = c0; c * rs + tap < t0 + kc; ++c) {
+        row_kernels.copy_runs(xg + c * g.h * g.w, copies, n, dst + (c * rs + tap - t0) * nr);
+      }
+    }
+    return;
+  }
   int64_t c = t0 / rs, r = t0 % rs / g.s, s = t0 % g.s;
+  const int64_t sw = g.stride_w;
   for (int64_t t = 0; t < kc; ++t) {
     const float* xc = xg + c * g.h * g.w;
     const int64_t dh = r * g.dil_h, dw = s * g.dil_w;
@@ -117,21 +155,12 @@ void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t 
       }
       const float* xrow = xc + ih * g.w;
       const int64_t iw = run.iw0 + dw;  // input column of position 0 of the run
-      if (g.stride_w == 1) {
-        const int64_t lo = std::clamp<int64_t>(-iw, 0, len), hi = std::clamp<int64_t>(g.w - iw, lo, len);
-        std::fill(out, out + lo, 0.0f);
-        const float* src = xrow + iw;
-        for (int64_t e = lo; e < hi; ++e) out[e] = src[e];
-        std::fill(out + hi, out + len, 0.0f);
-      } else {
-        const int64_t sw = g.stride_w;
-        // Positions e with 0 <= iw + e * sw < w.
-        const int64_t lo = std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, len);
-        const int64_t hi = std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, len);
-        std::fill(out, out + lo, 0.0f);
-        for (int64_t e = lo; e < hi; ++e) out[e] = xrow[iw + e * sw];
-        std::fill(out + hi, out + len, 0.0f);
-      }
+      // Positions e with 0 <= iw + e * sw < w.
+      const int64_t lo = std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, len);
+      const int64_t hi = std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, len);
+      std::fill(out, out + lo, 0.0f);
+      for (int64_t e = lo; e < hi; ++e) out[e] = xrow[iw + e * sw];
+      std::fill(out + hi, out + len, 0.0f);
     }
     if (tail < nr) std::fill(dst + last_panel * panel_floats + t * nr + tail, dst + last_panel * panel_floats + (t + 1) * nr, 0.0f);
     if (++s == g.s) {
@@ -139,6 +168,31 @@ void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t 
       if (++r == g.r) {
         r = 0;
         ++c;
+      }
+    }
+  }
+}
+
+// Rows [t0, t0 + kc) of `col` at the `cols` output positions from pos0
+// (one image, one output row or several), each column contiguous along K:
+// column e at dst + e * kc. The operand of the dot products that take a
+// column block's last few columns (see the driver).
+void pack_col_columns(const ConvGeometry& g, const float* xg, int64_t t0, int64_t kc, int64_t pos0, int64_t cols,
+                      float* dst) {
+  const int64_t rs = g.r * g.s;
+  for (int64_t e = 0; e < cols; ++e) {
+    const int64_t pos = pos0 + e;
+    const int64_t ih0 = pos / g.q * g.stride_h - g.pad_top, iw0 = pos % g.q * g.stride_w - g.pad_left;
+    int64_t c = t0 / rs, r = t0 % rs / g.s, s = t0 % g.s;
+    for (int64_t t = 0; t < kc; ++t) {
+      const int64_t ih = ih0 + r * g.dil_h, iw = iw0 + s * g.dil_w;
+      dst[e * kc + t] = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w ? xg[(c * g.h + ih) * g.w + iw] : 0.0f;
+      if (++s == g.s) {
+        s = 0;
+        if (++r == g.r) {
+          r = 0;
+          ++c;
+        }
       }
     }
   }
@@ -278,6 +332,36 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   static thread_local std::vector<Run> runs_kept;
   if (runs_kept.size() < static_cast<size_t>(nt_max * max_runs)) runs_kept.resize(static_cast<size_t>(nt_max * max_runs));
   Run* const runs_all = runs_kept.data();
+  // pack_col_block's pieces of one tap: at most ceil(len / lanes) of a run
+  // of len columns, so at most ncols + n_runs, and the last panel's zero
+  // columns at most nr more.
+  const int64_t max_copies = 2 * nc + nr;
+  static thread_local std::vector<ConvCopyRun> copies_kept;
+  if (copies_kept.size() < static_cast<size_t>(nt_max * max_copies)) {
+    copies_kept.resize(static_cast<size_t>(nt_max * max_copies));
+  }
+  ConvCopyRun* const copies_all = copies_kept.data();
+
+  // A column block's last ncols % lanes columns, when there are at most
+  // lanes / 8 of them, are dot products along K (conv_row_kernels().dot: the
+  // weight's row in place against the column packed contiguous, per thread)
+  // rather than a tile of the microkernel: such a tile runs a whole vector
+  // per row and K step for them (49 positions on avx512: 4 vectors for 49
+  // lanes, the last one holding 1), while a dot costs about 2 / lanes
+  // cycles per row and K step for each column (two loads per FMA, and the
+  // lane sum per K block).
+  const int lanes = blk.lanes;
+  const int64_t max_tail = lanes / 8;
+  auto tail_columns = [&](int64_t ncols) {
+    const int64_t tail = ncols % lanes;
+    return tail <= max_tail ? tail : 0;
+  };
+  static thread_local std::vector<float> tail_kept;
+  if (tail_kept.size() < static_cast<size_t>(nt_max * max_tail * kc)) {
+    tail_kept.resize(static_cast<size_t>(nt_max * max_tail * kc));
+  }
+  float* const tail_all = tail_kept.data();
+  const ConvRowKernels& row_kernels = conv_row_kernels();
 
   // Unit u (image, group, column block): its group, first column and
   // columns, and the group's first input channel.
@@ -294,18 +378,22 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   // A panels [ip_begin, ip_end) of unit u over all K blocks, their B blocks
   // x itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
   // nc), or, when `pack`, packed there first one at a time (b_base then
-  // holds one).
-  auto compute = [&](int64_t u, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack, Run* runs) {
+  // holds one); the unit's tail columns (tail_columns) packed at tail_buf,
+  // one K block at a time, by each thread for its own rows.
+  auto compute = [&](int64_t u, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack, Run* runs,
+                     ConvCopyRun* copies, float* tail_buf) {
     const auto [gi, j0, ncols, xg] = unit_at(u);
     float* yg = y + (u / (n_col_blocks * g.groups) * g.k + gi * kg) * npix + j0;
+    const int64_t tail = tail_columns(ncols), head = ncols - tail;  // head: the microkernel's columns
     pack = pack && !col_is_x;
-    const int64_t n_runs = pack ? make_runs(g, j0, ncols, nr, runs) : 0;
-    const int64_t col_panels = ceil_div(ncols, nr);
+    const int64_t n_runs = pack && head > 0 ? make_runs(g, j0, head, nr, runs) : 0;
+    const int64_t col_panels = ceil_div(head, nr);
     for (int64_t b = 0; b < k_blocks; ++b) {
       const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
       const float* b_block = col_is_x ? xg + p0 * npix + j0 : pack ? b_base : b_base + b * kc * nc;
       const int64_t ldb = col_is_x ? npix : nr, panel_floats = col_is_x ? nr : kcur * nr;
-      if (pack) pack_col_block(g, xg, p0, kcur, runs, n_runs, ncols, nr, kcur * nr, b_base);
+      if (pack && head > 0) pack_col_block(g, xg, p0, kcur, runs, n_runs, head, nr, kcur * nr, copies, b_base);
+      if (tail > 0) pack_col_columns(g, xg, p0, kcur, j0 + head, tail, tail_buf);
       const TileUpdate update{1.0f, 0.0f, b == 0, nullptr};
       const bool last = b + 1 == k_blocks;
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
@@ -314,7 +402,15 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
         float* c = yg + ip * mr * npix;
         for (int64_t jp = 0; jp < col_panels; ++jp) {
           kern.ukernel_a_rows(kcur, a_rows, kdim, b_block + jp * panel_floats, ldb, col_is_x, c + jp * nr, npix, rows,
-                              static_cast<int>(std::min<int64_t>(nr, ncols - jp * nr)), update);
+                              static_cast<int>(std::min<int64_t>(nr, head - jp * nr)), update);
+        }
+        // While the panel's rows of this K block are in L1.
+        for (int i = 0; i < rows; ++i) {
+          for (int64_t e = 0; e < tail; ++e) {
+            const float sum = row_kernels.dot(a_rows + i * kdim, 0, tail_buf + e * kcur, 0, 1, kcur);
+            float& out = c[i * npix + head + e];
+            out = b == 0 ? sum : out + sum;
+          }
         }
         if (last && (ep.bias != nullptr || ep.activate)) {
           finish_rows(c, npix, rows, ncols, ep.bias != nullptr ? ep.bias + gi * kg + ip * mr : nullptr, ep);
@@ -325,28 +421,32 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
 
   parallel(threads, [&](int t, int nt) {
     Run* runs = runs_all + t * max_runs;
+    ConvCopyRun* copies = copies_all + t * max_copies;
+    float* tail_buf = tail_all + t * max_tail * kc;
     if (!team_units) {
       for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-        compute(u, 0, a_panels, col_is_x ? nullptr : b_blocks + t * kc * nc, true, runs);
+        compute(u, 0, a_panels, col_is_x ? nullptr : b_blocks + t * kc * nc, true, runs, copies, tail_buf);
       }
       return;
     }
     for (int64_t u = 0; u < units; ++u) {
-      if (col_is_x) {
-        compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, nullptr, false, runs);
+      const auto [gi, j0, ncols, xg] = unit_at(u);
+      const int64_t head = ncols - tail_columns(ncols);
+      if (col_is_x || head == 0) {
+        compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
         continue;
       }
       // This thread's rows [r0, r1) of the unit's `col`, into every K block they meet.
-      const auto [gi, j0, ncols, xg] = unit_at(u);
-      const int64_t n_runs = make_runs(g, j0, ncols, nr, runs);
+      const int64_t n_runs = make_runs(g, j0, head, nr, runs);
       const int64_t r0 = kdim * t / nt, r1 = kdim * (t + 1) / nt;
       for (int64_t b = r0 / kc; b < k_blocks && b * kc < r1; ++b) {
         const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
         const int64_t lo = std::max(r0, p0), hi = std::min(r1, p0 + kcur);
-        pack_col_block(g, xg, lo, hi - lo, runs, n_runs, ncols, nr, kcur * nr, b_blocks + b * kc * nc + (lo - p0) * nr);
+        pack_col_block(g, xg, lo, hi - lo, runs, n_runs, head, nr, kcur * nr, copies,
+                       b_blocks + b * kc * nc + (lo - p0) * nr);
       }
 #pragma omp barrier
-      compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs);
+      compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
       // The next unit's packing overwrites this one's B.
 #pragma omp barrier
     }

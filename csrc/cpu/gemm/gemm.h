@@ -47,6 +47,7 @@ struct TileUpdate {
 struct GemmBlocking {
   int mr;       // rows of the microkernel tile (broadcast from the A panel)
   int nr;       // columns of the microkernel tile (SIMD vectors across N)
+  int lanes;    // floats per SIMD vector (1 on the portable path)
   int64_t kc;   // K per block: the A panel (mr x kc) stays in L1
   int64_t nc;   // N per block: the packed B block (kc x nc) stays in L2
   int64_t mc;   // M per block: the packed A block (mc x kc) stays in L3

@@ -555,7 +555,7 @@ void pack_a(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t pa
 template <class Cfg>
 minidnn::cpu::GemmKernels make_gemm_kernels() {
   return minidnn::cpu::GemmKernels{
-      GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
+      GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
       gemm<Cfg>,
       pack_b<Cfg>,
       gemm_packed_b<Cfg>,
