@@ -264,9 +264,10 @@ FEW_POSITION_CASES = [
     Case2d(1, 1000, 1, 1, 67, 1, 1),                                    # one position, 3 K blocks
     Case2d(2, 300, 9, 11, 230, 1, 1, activation="sigmoid"),             # 1x1, x read in place, a unit per image
     Case2d(1, 260, 6, 6, 256, 1, 1, padding=1),                         # 1x1 padded: `col` packed
-    # The last ncols % lanes columns as dot products when at most lanes / 8
-    # (1 or 2 of 16 on avx512, 1 of 8 on avx2):
-    Case2d(1, 300, 5, 10, 41, 3, 3, padding=1, activation="relu"),      # 50 positions: 2 on avx512
+    # The last ncols % lanes columns as dot products when at most lanes / 4
+    # (1..4 of 16 on avx512, 1..2 of 8 on avx2); 195 above: 3 on avx512.
+    Case2d(1, 300, 5, 10, 41, 3, 3, padding=1, activation="relu"),      # 50 positions: 2 on avx512 and avx2
+    Case2d(1, 256, 14, 14, 45, 3, 3, padding=1, bias=False),            # ResNet-50's 14x14: 4 on avx512
     Case2d(1, 512, 7, 7, 300, 1, 1),                                    # 49 positions, x read in place
     Case2d(1, 129, 3, 3, 520, 3, 3, padding=(2, 1), dilation=(2, 1)),   # 9 positions: 1 on avx2
 ]

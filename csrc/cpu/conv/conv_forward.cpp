@@ -343,15 +343,15 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   ConvCopyRun* const copies_all = copies_kept.data();
 
   // A column block's last ncols % lanes columns, when there are at most
-  // lanes / 8 of them, are dot products along K (conv_row_kernels().dot: the
-  // weight's row in place against the column packed contiguous, per thread)
-  // rather than a tile of the microkernel: such a tile runs a whole vector
-  // per row and K step for them (49 positions on avx512: 4 vectors for 49
-  // lanes, the last one holding 1), while a dot costs about 2 / lanes
-  // cycles per row and K step for each column (two loads per FMA, and the
-  // lane sum per K block).
+  // lanes / 4 of them, are dot products along K (GemmKernels::dot: the
+  // weight's rows in place against the columns packed contiguous along K,
+  // per thread) rather than a tile of the microkernel: such a tile spends
+  // a whole vector FMA per row and K step on them (49 positions on avx512:
+  // 4 vectors for 49 lanes, the last one holding 1; 196: 13 for 196, the
+  // last holding 4), where the dots spend 1 / lanes of one per column,
+  // plus a lane sum per row, column and K block.
   const int lanes = blk.lanes;
-  const int64_t max_tail = lanes / 8;
+  const int64_t max_tail = lanes / 4;
   auto tail_columns = [&](int64_t ncols) {
     const int64_t tail = ncols % lanes;
     return tail <= max_tail ? tail : 0;
@@ -361,7 +361,6 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
     tail_kept.resize(static_cast<size_t>(nt_max * max_tail * kc));
   }
   float* const tail_all = tail_kept.data();
-  const ConvRowKernels& row_kernels = conv_row_kernels();
 
   // Unit u (image, group, column block): its group, first column and
   // columns, and the group's first input channel.
@@ -405,13 +404,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
                               static_cast<int>(std::min<int64_t>(nr, head - jp * nr)), update);
         }
         // While the panel's rows of this K block are in L1.
-        for (int i = 0; i < rows; ++i) {
-          for (int64_t e = 0; e < tail; ++e) {
-            const float sum = row_kernels.dot(a_rows + i * kdim, 0, tail_buf + e * kcur, 0, 1, kcur);
-            float& out = c[i * npix + head + e];
-            out = b == 0 ? sum : out + sum;
-          }
-        }
+        if (tail > 0) kern.dot(rows, tail, kcur, a_rows, kdim, tail_buf, kcur, b == 0 ? 0.0f : 1.0f, c + head, npix);
         if (last && (ep.bias != nullptr || ep.activate)) {
           finish_rows(c, npix, rows, ncols, ep.bias != nullptr ? ep.bias + gi * kg + ip * mr : nullptr, ep);
         }
