@@ -342,20 +342,11 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   }
   ConvCopyRun* const copies_all = copies_kept.data();
 
-  // A column block's last ncols % lanes columns, when there are at most
-  // lanes / 4 of them, are dot products along K (GemmKernels::dot: the
-  // weight's rows in place against the columns packed contiguous along K,
-  // per thread) rather than a tile of the microkernel: such a tile spends
-  // a whole vector FMA per row and K step on them (49 positions on avx512:
-  // 4 vectors for 49 lanes, the last one holding 1; 196: 13 for 196, the
-  // last holding 4), where the dots spend 1 / lanes of one per column,
-  // plus a lane sum per row, column and K block.
-  const int lanes = blk.lanes;
-  const int64_t max_tail = lanes / 4;
-  auto tail_columns = [&](int64_t ncols) {
-    const int64_t tail = ncols % lanes;
-    return tail <= max_tail ? tail : 0;
-  };
+  // A column block's last few columns past whole vectors (dot_tail_columns)
+  // are dot products: the weight's rows in place against the columns
+  // packed contiguous along K, per thread.
+  const int64_t max_tail = blk.lanes / 4;
+  auto tail_columns = [&](int64_t ncols) { return dot_tail_columns(blk.lanes, ncols); };
   static thread_local std::vector<float> tail_kept;
   if (tail_kept.size() < static_cast<size_t>(nt_max * max_tail * kc)) {
     tail_kept.resize(static_cast<size_t>(nt_max * max_tail * kc));
