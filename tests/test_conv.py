@@ -480,8 +480,11 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
     (for N = 1) rows of the output among them, on every stride-1 route (the
     first two take the tap route, the third the implicit GEMM, the fourth the
-    depthwise kernel, the last two the implicit GEMM with one unit for the
-    team: its `col` packed together, then x read in place as `col`)."""
+    depthwise kernel, the next two the implicit GEMM with one unit for the
+    team: its `col` packed together, then x read in place as `col`; then
+    the implicit GEMM's 7x7 and 14x14 layers, whose last columns are dot
+    products, the 14x14 one's columns split among the team on avx512; last
+    the tap route's 1x1 on 14x14, likewise)."""
     from minidnn import _runtime
 
     if not _C.cpu_supports()[isa_name]:
@@ -490,7 +493,8 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
              Case2d(1, 32, 30, 30, 45, 3, 3, padding="same"),
              Case2d(1, 9, 40, 33, 45, 3, 3, padding=(1, 0), activation="tanh"),
              Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8),
-             FEW_POSITION_CASES[0], FEW_POSITION_CASES[2]]
+             FEW_POSITION_CASES[0], FEW_POSITION_CASES[2], FEW_POSITION_CASES[1],
+             Case2d(1, 256, 14, 14, 45, 3, 3, padding=1), Case2d(2, 64, 14, 14, 40, 1, 1)]
     previous = minidnn.get_num_threads()
     try:
         with _runtime._isa(isa_name):

@@ -44,11 +44,16 @@
 // its last K block, while it is still in cache.
 //
 // Threads take contiguous shares of (image, group, column block) units, or,
-// with fewer units than threads, take them one at a time as a team (each
-// packs a share of the unit's rows of `col`, then computes a share of its A
-// panels over all of them). Every output element is accumulated in the same order (K blocks of
-// one size fixed by the shape) whoever computes it and however the units
-// are cut, so results are bit-identical for any thread count.
+// with fewer units than threads, take them one at a time as a team: each
+// takes an equal share of the unit's whole B panels where they divide
+// evenly (and packs and computes them as a unit of its own), or else packs
+// a share of the unit's rows of `col`, then computes a share of its A
+// panels over all of them. A column block's last few columns past whole
+// vectors are dot products (dot_tail_columns), by whoever computes the
+// block's last columns. Every output element is accumulated in the same
+// order (K blocks of one size fixed by the shape, panels from the block's
+// first column) whoever computes it and however the units are cut, so
+// results are bit-identical for any thread count.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -306,9 +311,10 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
 
   // Threads split the (image, group, column block) units; when there are
   // fewer units than threads, the team takes them one at a time instead,
-  // packing each unit's B blocks together (a share of the rows each) and
-  // splitting its A panels: at N = 1 a layer of 7x7 or 14x14 positions is
-  // one unit, and each thread repacking all of it cost a tenth of the call.
+  // splitting the unit's B panels or packing its B blocks together (a share
+  // of the rows each) and splitting its A panels: at N = 1 a layer of 7x7
+  // or 14x14 positions is one unit, and each thread repacking all of it
+  // cost a tenth of the call.
   const int64_t a_panels = ceil_div(kg, mr);
   const int threads = threads_for(saturating_product({g.n, g.k, npix, kdim}), kConvGrain);
   const int64_t units = g.n * g.groups * n_col_blocks;
@@ -324,7 +330,8 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   const bool col_is_x = g.r == 1 && g.s == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
                         g.pad_left == 0 && g.p == g.h && g.q == g.w;
   const int nt_max = threads;
-  float* b_blocks = gemm_scratch(1, col_is_x ? 0 : team_units ? k_blocks * kc * nc : nt_max * kc * nc);
+  // (A team that splits a unit's columns uses the per-thread blocks.)
+  float* b_blocks = gemm_scratch(1, col_is_x ? 0 : team_units ? std::max(k_blocks, int64_t{nt_max}) * kc * nc : nt_max * kc * nc);
   const int64_t max_runs = nc;  // each run holds at least one of the block's columns
   // Kept per calling thread and grown on demand, as the scratch above, so
   // that a small convolution allocates nothing; the team reaches it through
@@ -370,11 +377,14 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   // nc), or, when `pack`, packed there first one at a time (b_base then
   // holds one); the unit's tail columns (tail_columns) packed at tail_buf,
   // one K block at a time, by each thread for its own rows.
-  auto compute = [&](int64_t u, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack, Run* runs,
-                     ConvCopyRun* copies, float* tail_buf) {
-    const auto [gi, j0, ncols, xg] = unit_at(u);
+  // Only the unit's columns [jb, je) when a team splits them (jb a whole
+  // number of panels in; the tail goes with the last).
+  auto compute = [&](int64_t u, int64_t jb, int64_t je, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack,
+                     Run* runs, ConvCopyRun* copies, float* tail_buf) {
+    const auto [gi, j_unit, ncols_unit, xg] = unit_at(u);
+    const int64_t j0 = j_unit + jb, ncols = je - jb;
     float* yg = y + (u / (n_col_blocks * g.groups) * g.k + gi * kg) * npix + j0;
-    const int64_t tail = tail_columns(ncols), head = ncols - tail;  // head: the microkernel's columns
+    const int64_t tail = je == ncols_unit ? tail_columns(ncols_unit) : 0, head = ncols - tail;  // head: the microkernel's
     pack = pack && !col_is_x;
     const int64_t n_runs = pack && head > 0 ? make_runs(g, j0, head, nr, runs) : 0;
     const int64_t col_panels = ceil_div(head, nr);
@@ -407,9 +417,11 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
     Run* runs = runs_all + t * max_runs;
     ConvCopyRun* copies = copies_all + t * max_copies;
     float* tail_buf = tail_all + t * max_tail * kc;
+    float* own_b = col_is_x ? nullptr : b_blocks + t * kc * nc;
     if (!team_units) {
       for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-        compute(u, 0, a_panels, col_is_x ? nullptr : b_blocks + t * kc * nc, true, runs, copies, tail_buf);
+        const int64_t ncols = unit_at(u).ncols;
+        compute(u, 0, ncols, 0, a_panels, own_b, true, runs, copies, tail_buf);
       }
       return;
     }
@@ -417,7 +429,23 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
       const auto [gi, j0, ncols, xg] = unit_at(u);
       const int64_t head = ncols - tail_columns(ncols);
       if (col_is_x || head == 0) {
-        compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
+        compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
+        continue;
+      }
+      // Whole panels, as many for each thread: the team splits the columns,
+      // each thread packing its own and computing all output channels on
+      // them (as a unit of its own), with nothing shared. Splitting the
+      // output channels shares the packed `col`, half of it written by the
+      // other core: at two threads (3x3 14x14 256->256, N = 1, CPU time of
+      // both threads, perf samples) the microkernel took 8% and the packing
+      // 50% more time than at one thread, and the barriers' waits another
+      // 10% of the call; split by columns, 3.5% and 18% more, and half the
+      // waits. Each thread then reads all of the weight (2.4 MB there): one
+      // thread on half the columns (14x7) took 0.535 of the whole layer.
+      const int64_t head_panels = head / nr;
+      if (head % nr == 0 && head_panels >= nt && head_panels % nt == 0) {
+        const int64_t jb = head_panels * t / nt * nr, je = t + 1 == nt ? ncols : head_panels * (t + 1) / nt * nr;
+        compute(u, jb, je, 0, a_panels, own_b, true, runs, copies, tail_buf);
         continue;
       }
       // This thread's rows [r0, r1) of the unit's `col`, into every K block they meet.
@@ -430,7 +458,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
                        b_blocks + b * kc * nc + (lo - p0) * nr);
       }
 #pragma omp barrier
-      compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
+      compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
       // The next unit's packing overwrites this one's B.
 #pragma omp barrier
     }
