@@ -104,16 +104,18 @@ int64_t make_runs(const ConvGeometry& g, int64_t j0, int64_t ncols, int nr, Run*
 // panel_floats exceeds kc * nr); columns past `ncols` in the last panel are
 // zero. `xg` is the group's first input channel.
 //
-// Stride 1: tap by tap, the runs cut into pieces of at most one vector
-// (ConvCopyRun, at most max_copies of them at `copies`) with their edges
-// in the padding worked out once, then each channel's row of that tap
-// copied by conv_row_kernels().copy_runs. Other strides: run by run.
+// Column strides 1 and 2: tap by tap, the runs cut into pieces of at most
+// one vector (ConvCopyRun, at most max_copies of them at `copies`) with
+// their edges in the padding worked out once, then each channel's row of
+// that tap copied by conv_row_kernels().copy_runs. Other strides: run by
+// run.
 void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t kc, const Run* runs, int64_t n_runs,
                     int64_t ncols, int nr, int64_t panel_floats, ConvCopyRun* copies, float* dst) {
   const int64_t rs = g.r * g.s;
   const int64_t last_panel = (ncols - 1) / nr;
   const int64_t tail = ncols - last_panel * nr;  // valid columns of the last panel
-  if (g.stride_w == 1) {
+  const int64_t sw = g.stride_w;
+  if (sw <= 2) {
     const ConvRowKernels& row_kernels = conv_row_kernels();
     const int lanes = row_kernels.lanes;
     for (int64_t tap = 0; tap < rs; ++tap) {
@@ -125,7 +127,7 @@ void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t 
         for (int64_t e = 0; e < len; e += lanes) {
           const int64_t piece = std::min<int64_t>(lanes, len - e);
           const int64_t plo = std::clamp<int64_t>(lo - e, 0, piece), phi = std::clamp<int64_t>(hi - e, plo, piece);
-          copies[n++] = ConvCopyRun{src + e, dst_offset + e, static_cast<int32_t>(plo), static_cast<int32_t>(phi),
+          copies[n++] = ConvCopyRun{src + e * sw, dst_offset + e, static_cast<int32_t>(plo), static_cast<int32_t>(phi),
                                     static_cast<int32_t>(piece)};
         }
       };
@@ -133,19 +135,19 @@ void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t 
         const Run& run = runs[i];
         const int64_t ih = run.ih0 + r * g.dil_h, iw = run.iw0 + s * g.dil_w;
         const bool row_in = ih >= 0 && ih < g.h;
-        const int64_t lo = row_in ? std::clamp<int64_t>(-iw, 0, run.len) : 0;
-        const int64_t hi = row_in ? std::clamp<int64_t>(g.w - iw, lo, run.len) : lo;
+        // Positions e with 0 <= iw + e * sw < w.
+        const int64_t lo = row_in ? std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, run.len) : 0;
+        const int64_t hi = row_in ? std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, run.len) : lo;
         add_pieces(row_in ? ih * g.w + iw : 0, run.panel * panel_floats + run.col, run.len, lo, hi);
       }
       add_pieces(0, last_panel * panel_floats + tail, nr - tail, 0, 0);
       for (int64_t c = c0; c * rs + tap < t0 + kc; ++c) {
-        row_kernels.copy_runs(xg + c * g.h * g.w, copies, n, dst + (c * rs + tap - t0) * nr);
+        row_kernels.copy_runs(xg + c * g.h * g.w, sw, copies, n, dst + (c * rs + tap - t0) * nr);
       }
     }
     return;
   }
   int64_t c = t0 / rs, r = t0 % rs / g.s, s = t0 % g.s;
-  const int64_t sw = g.stride_w;
   for (int64_t t = 0; t < kc; ++t) {
     const float* xc = xg + c * g.h * g.w;
     const int64_t dh = r * g.dil_h, dw = s * g.dil_w;

@@ -102,7 +102,14 @@ float conv_sum(const float* a, int64_t lda, int64_t rows, int64_t n) {
 }
 
 template <class Ops>
-void conv_copy_runs(const float* src, const minidnn::cpu::ConvCopyRun* runs, int64_t n, float* dst) {
+void conv_copy_runs(const float* src, int64_t stride, const minidnn::cpu::ConvCopyRun* runs, int64_t n, float* dst) {
+  if (stride == 2) {
+    for (int64_t i = 0; i < n; ++i) {
+      const minidnn::cpu::ConvCopyRun& run = runs[i];
+      Ops::store_tail(dst + run.dst, Ops::load_stride2_lanes(src + run.src, run.lo, run.hi, 0.0f), run.len);
+    }
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const minidnn::cpu::ConvCopyRun& run = runs[i];
     Ops::store_tail(dst + run.dst, Ops::load_lanes(src + run.src, run.lo, run.hi, 0.0f), run.len);
