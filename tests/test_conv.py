@@ -198,6 +198,18 @@ def _tap_route(case, isa: str) -> bool:
             and (case.r * case.s == 1 or cg >= 16 or cg >= 3 * a_panels))
 
 
+def _random_padding(rng, widest: int):
+    """One of the padding forms: an int, a pair, ((top, bottom), (left,
+    right)) of pads below `widest`, "valid" or "same"."""
+    return [
+        int(rng.integers(0, 3)),
+        (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+        tuple(tuple(int(v) for v in rng.integers(0, widest, 2)) for _ in range(2)),
+        "valid",
+        "same",
+    ][int(rng.integers(0, 5))]
+
+
 def _tap_sweep(count: int, seed: int):
     """Random stride-1 geometries with 16..20 channels per group, so that the
     tap route is taken: kernels 1..5 (dilated 1..3), every padding form,
@@ -210,13 +222,7 @@ def _tap_sweep(count: int, seed: int):
         cg, kg = int(rng.integers(16, 21)), int(rng.integers(1, 31))
         r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
         dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
-        padding = [
-            int(rng.integers(0, 3)),
-            (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
-            tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2)),
-            "valid",
-            "same",
-        ][int(rng.integers(0, 5))]
+        padding = _random_padding(rng, 4)
         case = Case2d(
             int(rng.integers(1, 4)), cg * groups, int(rng.integers(1, 20)), int(rng.integers(1, 20)), kg * groups,
             r, s, 1, padding, dilation, groups, list(ACTIVATIONS)[int(rng.integers(0, 5))], bool(rng.integers(0, 2)),
@@ -298,13 +304,7 @@ def _implicit_sweep(count: int, seed: int):
     cases = []
     while len(cases) < count:
         r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
-        padding = [
-            int(rng.integers(0, 3)),
-            (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
-            tuple(tuple(int(v) for v in rng.integers(0, 7, 2)) for _ in range(2)),
-            "valid",
-            "same",
-        ][int(rng.integers(0, 5))]
+        padding = _random_padding(rng, 7)
         case = Case2d(
             int(rng.integers(1, 3)), int(rng.integers(1, 41)), int(rng.integers(1, 20)), int(rng.integers(1, 20)),
             int(rng.integers(1, 31)), r, s, (int(rng.integers(1, 4)), [1, 1, 2, 3][int(rng.integers(0, 4))]), padding,
