@@ -509,6 +509,28 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
         minidnn.set_num_threads(previous)
 
 
+def test_implicit_gemm_team_splits_agree(rng):
+    """With fewer units than threads the implicit GEMM's team splits each
+    unit's columns (whole panels dividing evenly among the threads) or else
+    its output channels. 712 output positions make two column blocks: 384
+    (12 panels of 32 on avx512, so split by columns at 2, 3 and 4 threads)
+    and 328 (split by rows); the results are the same at every count."""
+    x = rng.standard_normal((1, 16, 8, 89), dtype=np.float32)
+    w = rng.standard_normal((40, 16, 3, 3), dtype=np.float32)
+    previous = minidnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3, 4):
+            minidnn.set_num_threads(threads)
+            outs.append(_conv2d_on_route("implicit_gemm", x, w, padding=1))
+    finally:
+        minidnn.set_num_threads(previous)
+    expected = ref.conv2d(x, w, padding=1)
+    _check(outs[0], expected, ref.conv2d(np.abs(x), np.abs(w), padding=1), 16 * 9, "y")
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
 # torch warns that its "same" with an even kernel copies the input.
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 def test_matches_torch(rng):

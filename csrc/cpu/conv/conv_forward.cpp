@@ -374,19 +374,20 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
     return Unit{gi, j0, std::min(nc, npix - j0), x + (img * g.c + gi * cg) * g.h * g.w};
   };
 
-  // A panels [ip_begin, ip_end) of unit u over all K blocks, their B blocks
-  // x itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
+  // Columns [jb, je) of unit u (all of them, or a team member's share: jb
+  // a whole number of panels in, the tail columns with the last share) and
+  // its A panels [ip_begin, ip_end), over all K blocks; their B blocks x
+  // itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
   // nc), or, when `pack`, packed there first one at a time (b_base then
-  // holds one); the unit's tail columns (tail_columns) packed at tail_buf,
-  // one K block at a time, by each thread for its own rows.
-  // Only the unit's columns [jb, je) when a team splits them (jb a whole
-  // number of panels in; the tail goes with the last).
+  // holds one); the tail columns (tail_columns) packed at tail_buf, one K
+  // block at a time, by each thread for its own rows.
   auto compute = [&](int64_t u, int64_t jb, int64_t je, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack,
                      Run* runs, ConvCopyRun* copies, float* tail_buf) {
     const auto [gi, j_unit, ncols_unit, xg] = unit_at(u);
     const int64_t j0 = j_unit + jb, ncols = je - jb;
     float* yg = y + (u / (n_col_blocks * g.groups) * g.k + gi * kg) * npix + j0;
-    const int64_t tail = je == ncols_unit ? tail_columns(ncols_unit) : 0, head = ncols - tail;  // head: the microkernel's
+    // head: the microkernel's columns.
+    const int64_t tail = je == ncols_unit ? tail_columns(ncols_unit) : 0, head = ncols - tail;
     pack = pack && !col_is_x;
     const int64_t n_runs = pack && head > 0 ? make_runs(g, j0, head, nr, runs) : 0;
     const int64_t col_panels = ceil_div(head, nr);
@@ -448,6 +449,11 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
       if (head % nr == 0 && head_panels >= nt && head_panels % nt == 0) {
         const int64_t jb = head_panels * t / nt * nr, je = t + 1 == nt ? ncols : head_panels * (t + 1) / nt * nr;
         compute(u, jb, je, 0, a_panels, own_b, true, runs, copies, tail_buf);
+        // A next unit split by rows packs its B over these threads' blocks
+        // (with more threads than 2, units can differ: the last column block).
+        if (u + 1 < units) {
+#pragma omp barrier
+        }
         continue;
       }
       // This thread's rows [r0, r1) of the unit's `col`, into every K block they meet.
