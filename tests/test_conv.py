@@ -16,7 +16,7 @@ import pytest
 import minidnn
 import minidnn.reference as ref
 from minidnn import _C
-from minidnn.conv import _conv2d_route
+from minidnn.conv import _conv2d_on_route, _conv2d_route
 
 from conftest import assert_raises_naming
 
@@ -198,6 +198,18 @@ def _tap_route(case, isa: str) -> bool:
             and (case.r * case.s == 1 or cg >= 16 or cg >= 3 * a_panels))
 
 
+def _random_padding(rng, widest: int):
+    """One of the padding forms: an int, a pair, ((top, bottom), (left,
+    right)) of pads below `widest`, "valid" or "same"."""
+    return [
+        int(rng.integers(0, 3)),
+        (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
+        tuple(tuple(int(v) for v in rng.integers(0, widest, 2)) for _ in range(2)),
+        "valid",
+        "same",
+    ][int(rng.integers(0, 5))]
+
+
 def _tap_sweep(count: int, seed: int):
     """Random stride-1 geometries with 16..20 channels per group, so that the
     tap route is taken: kernels 1..5 (dilated 1..3), every padding form,
@@ -210,13 +222,7 @@ def _tap_sweep(count: int, seed: int):
         cg, kg = int(rng.integers(16, 21)), int(rng.integers(1, 31))
         r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
         dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
-        padding = [
-            int(rng.integers(0, 3)),
-            (int(rng.integers(0, 3)), int(rng.integers(0, 3))),
-            tuple(tuple(int(v) for v in rng.integers(0, 4, 2)) for _ in range(2)),
-            "valid",
-            "same",
-        ][int(rng.integers(0, 5))]
+        padding = _random_padding(rng, 4)
         case = Case2d(
             int(rng.integers(1, 4)), cg * groups, int(rng.integers(1, 20)), int(rng.integers(1, 20)), kg * groups,
             r, s, 1, padding, dilation, groups, list(ACTIVATIONS)[int(rng.integers(0, 5))], bool(rng.integers(0, 2)),
@@ -233,6 +239,8 @@ TAP_CASES = _tap_sweep(30, 4242) + [
     Case2d(1, 24, 31, 9, 17, 3, 3, padding="valid"),            # the input read in place as the grid
     Case2d(2, 20, 15, 15, 30, 1, 1),                            # 1x1 read in place
     Case2d(1, 18, 7, 7, 16, 1, 1, padding=2),                   # 1x1 padded: a grid of zeros around
+    Case2d(2, 64, 14, 14, 40, 1, 1),                            # 196 columns: 4 as dot products on avx512
+    Case2d(1, 800, 7, 7, 30, 1, 1, groups=2, activation="relu"),  # 49 columns, a dot per channel chunk
     Case2d(1, 16, 6, 40, 7, 2, 7, padding=((0, 3), (5, 0)), dilation=(3, 2)),  # asymmetric, dilated
     Case2d(1, 32, 4, 4, 8, 3, 3, padding=((2, 2), (4, 4))),     # pads wider than the image
 ]
@@ -264,6 +272,12 @@ FEW_POSITION_CASES = [
     Case2d(1, 1000, 1, 1, 67, 1, 1),                                    # one position, 3 K blocks
     Case2d(2, 300, 9, 11, 230, 1, 1, activation="sigmoid"),             # 1x1, x read in place, a unit per image
     Case2d(1, 260, 6, 6, 256, 1, 1, padding=1),                         # 1x1 padded: `col` packed
+    # The last ncols % lanes columns as dot products when at most lanes / 4
+    # (1..4 of 16 on avx512, 1..2 of 8 on avx2); 195 above: 3 on avx512.
+    Case2d(1, 300, 5, 10, 41, 3, 3, padding=1, activation="relu"),      # 50 positions: 2 on avx512 and avx2
+    Case2d(1, 256, 14, 14, 45, 3, 3, padding=1, bias=False),            # ResNet-50's 14x14: 4 on avx512
+    Case2d(1, 512, 7, 7, 300, 1, 1),                                    # 49 positions, x read in place
+    Case2d(1, 129, 3, 3, 520, 3, 3, padding=(2, 1), dilation=(2, 1)),   # 9 positions: 1 on avx2
 ]
 
 
@@ -273,6 +287,39 @@ def test_conv2d_few_positions(isa, threads, rng, case):
     x, w, b = case.data(rng)
     assert _conv2d_route(x, w, **case.kwargs()) == "implicit_gemm"
     y = minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs())
+    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
+    condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
+    condition = _activated_condition(case.activation, condition, expected)
+    _check(y, expected, condition, case.reduction(), "y")
+
+
+def _implicit_sweep(count: int, seed: int):
+    """Random geometries for the implicit GEMM forced on them: strides 1..3,
+    column stride 1 in half of them (the packing copies stride-1 rows as
+    masked vector pieces, tap by tap, and others element by element), kernels 1..5 dilated 1..3, every padding
+    form including pads wider than the image, sizes 1..19, 1..40 channels
+    (K blocks of C*R*S cut anywhere), output counts with every remainder of
+    the vector width (the dot-product tail)."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    while len(cases) < count:
+        r, s = int(rng.integers(1, 6)), int(rng.integers(1, 6))
+        padding = _random_padding(rng, 7)
+        case = Case2d(
+            int(rng.integers(1, 3)), int(rng.integers(1, 41)), int(rng.integers(1, 20)), int(rng.integers(1, 20)),
+            int(rng.integers(1, 31)), r, s, (int(rng.integers(1, 4)), [1, 1, 2, 3][int(rng.integers(0, 4))]), padding,
+            tuple(int(v) for v in rng.integers(1, 4, 2)), 1, list(ACTIVATIONS)[int(rng.integers(0, 5))],
+            bool(rng.integers(0, 2)),
+        )
+        if _valid(case):
+            cases.append(case)
+    return cases
+
+
+@pytest.mark.parametrize("case", _implicit_sweep(32, 1313), ids=repr)
+def test_conv2d_implicit_gemm_forced(isa, threads, rng, case):
+    x, w, b = case.data(rng)
+    y = _conv2d_on_route("implicit_gemm", x, w, b, activation=case.activation, **case.kwargs())
     expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
     condition = ref.conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), **case.kwargs())
     condition = _activated_condition(case.activation, condition, expected)
@@ -433,8 +480,11 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
     """Shapes large enough that 2 threads split images, column blocks and
     (for N = 1) rows of the output among them, on every stride-1 route (the
     first two take the tap route, the third the implicit GEMM, the fourth the
-    depthwise kernel, the last two the implicit GEMM with one unit for the
-    team: its `col` packed together, then x read in place as `col`)."""
+    depthwise kernel, the next two the implicit GEMM with one unit for the
+    team: its `col` packed together, then x read in place as `col`; then
+    the implicit GEMM's 7x7 and 14x14 layers, whose last columns are dot
+    products, the 14x14 one's columns split among the team on avx512; last
+    the tap route's 1x1 on 14x14, likewise)."""
     from minidnn import _runtime
 
     if not _C.cpu_supports()[isa_name]:
@@ -443,7 +493,8 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
              Case2d(1, 32, 30, 30, 45, 3, 3, padding="same"),
              Case2d(1, 9, 40, 33, 45, 3, 3, padding=(1, 0), activation="tanh"),
              Case2d(2, 8, 25, 25, 8, 3, 3, padding=1, groups=8),
-             FEW_POSITION_CASES[0], FEW_POSITION_CASES[2]]
+             FEW_POSITION_CASES[0], FEW_POSITION_CASES[2], FEW_POSITION_CASES[1],
+             Case2d(1, 256, 14, 14, 45, 3, 3, padding=1), Case2d(2, 64, 14, 14, 40, 1, 1)]
     previous = minidnn.get_num_threads()
     try:
         with _runtime._isa(isa_name):
@@ -456,6 +507,28 @@ def test_bit_identical_across_thread_counts(isa_name, rng):
                 np.testing.assert_array_equal(outs[0], outs[1], err_msg=repr(case))
     finally:
         minidnn.set_num_threads(previous)
+
+
+def test_implicit_gemm_team_splits_agree(rng):
+    """With fewer units than threads the implicit GEMM's team splits each
+    unit's columns (whole panels dividing evenly among the threads) or else
+    its output channels. 712 output positions make two column blocks: 384
+    (12 panels of 32 on avx512, so split by columns at 2, 3 and 4 threads)
+    and 328 (split by rows); the results are the same at every count."""
+    x = rng.standard_normal((1, 16, 8, 89), dtype=np.float32)
+    w = rng.standard_normal((40, 16, 3, 3), dtype=np.float32)
+    previous = minidnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3, 4):
+            minidnn.set_num_threads(threads)
+            outs.append(_conv2d_on_route("implicit_gemm", x, w, padding=1))
+    finally:
+        minidnn.set_num_threads(previous)
+    expected = ref.conv2d(x, w, padding=1)
+    _check(outs[0], expected, ref.conv2d(np.abs(x), np.abs(w), padding=1), 16 * 9, "y")
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
 
 
 # torch warns that its "same" with an even kernel copies the input.

@@ -44,11 +44,16 @@
 // its last K block, while it is still in cache.
 //
 // Threads take contiguous shares of (image, group, column block) units, or,
-// with fewer units than threads, take them one at a time as a team (each
-// packs a share of the unit's rows of `col`, then computes a share of its A
-// panels over all of them). Every output element is accumulated in the same order (K blocks of
-// one size fixed by the shape) whoever computes it and however the units
-// are cut, so results are bit-identical for any thread count.
+// with fewer units than threads, take them one at a time as a team: each
+// takes an equal share of the unit's whole B panels where they divide
+// evenly (and packs and computes them as a unit of its own), or else packs
+// a share of the unit's rows of `col`, then computes a share of its A
+// panels over all of them. A column block's last few columns past whole
+// vectors are dot products (dot_tail_columns), by whoever computes the
+// block's last columns. Every output element is accumulated in the same
+// order (K blocks of one size fixed by the shape, panels from the block's
+// first column) whoever computes it and however the units are cut, so
+// results are bit-identical for any thread count.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -57,6 +62,7 @@
 #include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_forward_taps.h"
+#include "cpu/conv/conv_rows.h"
 #include "cpu/conv/depthwise.h"
 #include "cpu/conv/first_layer.h"
 #include "cpu/conv/winograd.h"
@@ -97,11 +103,50 @@ int64_t make_runs(const ConvGeometry& g, int64_t j0, int64_t ncols, int nr, Run*
 // the next rows nr floats apart: a share of a K block's panels when
 // panel_floats exceeds kc * nr); columns past `ncols` in the last panel are
 // zero. `xg` is the group's first input channel.
+//
+// Column strides 1 and 2: tap by tap, the runs cut into pieces of at most
+// one vector (ConvCopyRun, at most max_copies of them at `copies`) with
+// their edges in the padding worked out once, then each channel's row of
+// that tap copied by conv_row_kernels().copy_runs. Other strides: run by
+// run.
 void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t kc, const Run* runs, int64_t n_runs,
-                    int64_t ncols, int nr, int64_t panel_floats, float* dst) {
+                    int64_t ncols, int nr, int64_t panel_floats, ConvCopyRun* copies, float* dst) {
   const int64_t rs = g.r * g.s;
   const int64_t last_panel = (ncols - 1) / nr;
   const int64_t tail = ncols - last_panel * nr;  // valid columns of the last panel
+  const int64_t sw = g.stride_w;
+  if (sw <= 2) {
+    const ConvRowKernels& row_kernels = conv_row_kernels();
+    const int lanes = row_kernels.lanes;
+    for (int64_t tap = 0; tap < rs; ++tap) {
+      const int64_t r = tap / g.s, s = tap % g.s;
+      const int64_t c0 = t0 <= tap ? 0 : ceil_div(t0 - tap, rs);  // first channel whose row of this tap is in range
+      if (c0 * rs + tap >= t0 + kc) continue;
+      int64_t n = 0;
+      auto add_pieces = [&](int64_t src, int64_t dst_offset, int64_t len, int64_t lo, int64_t hi) {
+        for (int64_t e = 0; e < len; e += lanes) {
+          const int64_t piece = std::min<int64_t>(lanes, len - e);
+          const int64_t plo = std::clamp<int64_t>(lo - e, 0, piece), phi = std::clamp<int64_t>(hi - e, plo, piece);
+          copies[n++] = ConvCopyRun{src + e * sw, dst_offset + e, static_cast<int32_t>(plo), static_cast<int32_t>(phi),
+                                    static_cast<int32_t>(piece)};
+        }
+      };
+      for (int64_t i = 0; i < n_runs; ++i) {
+        const Run& run = runs[i];
+        const int64_t ih = run.ih0 + r * g.dil_h, iw = run.iw0 + s * g.dil_w;
+        const bool row_in = ih >= 0 && ih < g.h;
+        // Positions e with 0 <= iw + e * sw < w.
+        const int64_t lo = row_in ? std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, run.len) : 0;
+        const int64_t hi = row_in ? std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, run.len) : lo;
+        add_pieces(row_in ? ih * g.w + iw : 0, run.panel * panel_floats + run.col, run.len, lo, hi);
+      }
+      add_pieces(0, last_panel * panel_floats + tail, nr - tail, 0, 0);
+      for (int64_t c = c0; c * rs + tap < t0 + kc; ++c) {
+        row_kernels.copy_runs(xg + c * g.h * g.w, sw, copies, n, dst + (c * rs + tap - t0) * nr);
+      }
+    }
+    return;
+  }
   int64_t c = t0 / rs, r = t0 % rs / g.s, s = t0 % g.s;
   for (int64_t t = 0; t < kc; ++t) {
     const float* xc = xg + c * g.h * g.w;
@@ -117,21 +162,12 @@ void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t 
       }
       const float* xrow = xc + ih * g.w;
       const int64_t iw = run.iw0 + dw;  // input column of position 0 of the run
-      if (g.stride_w == 1) {
-        const int64_t lo = std::clamp<int64_t>(-iw, 0, len), hi = std::clamp<int64_t>(g.w - iw, lo, len);
-        std::fill(out, out + lo, 0.0f);
-        const float* src = xrow + iw;
-        for (int64_t e = lo; e < hi; ++e) out[e] = src[e];
-        std::fill(out + hi, out + len, 0.0f);
-      } else {
-        const int64_t sw = g.stride_w;
-        // Positions e with 0 <= iw + e * sw < w.
-        const int64_t lo = std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, len);
-        const int64_t hi = std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, len);
-        std::fill(out, out + lo, 0.0f);
-        for (int64_t e = lo; e < hi; ++e) out[e] = xrow[iw + e * sw];
-        std::fill(out + hi, out + len, 0.0f);
-      }
+      // Positions e with 0 <= iw + e * sw < w.
+      const int64_t lo = std::clamp<int64_t>(iw >= 0 ? 0 : ceil_div(-iw, sw), 0, len);
+      const int64_t hi = std::clamp<int64_t>(g.w - iw > 0 ? ceil_div(g.w - iw, sw) : 0, lo, len);
+      std::fill(out, out + lo, 0.0f);
+      for (int64_t e = lo; e < hi; ++e) out[e] = xrow[iw + e * sw];
+      std::fill(out + hi, out + len, 0.0f);
     }
     if (tail < nr) std::fill(dst + last_panel * panel_floats + t * nr + tail, dst + last_panel * panel_floats + (t + 1) * nr, 0.0f);
     if (++s == g.s) {
@@ -139,6 +175,31 @@ void pack_col_block(const ConvGeometry& g, const float* xg, int64_t t0, int64_t 
       if (++r == g.r) {
         r = 0;
         ++c;
+      }
+    }
+  }
+}
+
+// Rows [t0, t0 + kc) of `col` at the `cols` output positions from pos0
+// (one image, one output row or several), each column contiguous along K:
+// column e at dst + e * kc. The operand of the dot products that take a
+// column block's last few columns (see the driver).
+void pack_col_columns(const ConvGeometry& g, const float* xg, int64_t t0, int64_t kc, int64_t pos0, int64_t cols,
+                      float* dst) {
+  const int64_t rs = g.r * g.s;
+  for (int64_t e = 0; e < cols; ++e) {
+    const int64_t pos = pos0 + e;
+    const int64_t ih0 = pos / g.q * g.stride_h - g.pad_top, iw0 = pos % g.q * g.stride_w - g.pad_left;
+    int64_t c = t0 / rs, r = t0 % rs / g.s, s = t0 % g.s;
+    for (int64_t t = 0; t < kc; ++t) {
+      const int64_t ih = ih0 + r * g.dil_h, iw = iw0 + s * g.dil_w;
+      dst[e * kc + t] = ih >= 0 && ih < g.h && iw >= 0 && iw < g.w ? xg[(c * g.h + ih) * g.w + iw] : 0.0f;
+      if (++s == g.s) {
+        s = 0;
+        if (++r == g.r) {
+          r = 0;
+          ++c;
+        }
       }
     }
   }
@@ -252,9 +313,10 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
 
   // Threads split the (image, group, column block) units; when there are
   // fewer units than threads, the team takes them one at a time instead,
-  // packing each unit's B blocks together (a share of the rows each) and
-  // splitting its A panels: at N = 1 a layer of 7x7 or 14x14 positions is
-  // one unit, and each thread repacking all of it cost a tenth of the call.
+  // splitting the unit's B panels or packing its B blocks together (a share
+  // of the rows each) and splitting its A panels: at N = 1 a layer of 7x7
+  // or 14x14 positions is one unit, and each thread repacking all of it
+  // cost a tenth of the call.
   const int64_t a_panels = ceil_div(kg, mr);
   const int threads = threads_for(saturating_product({g.n, g.k, npix, kdim}), kConvGrain);
   const int64_t units = g.n * g.groups * n_col_blocks;
@@ -270,7 +332,8 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   const bool col_is_x = g.r == 1 && g.s == 1 && g.stride_h == 1 && g.stride_w == 1 && g.pad_top == 0 &&
                         g.pad_left == 0 && g.p == g.h && g.q == g.w;
   const int nt_max = threads;
-  float* b_blocks = gemm_scratch(1, col_is_x ? 0 : team_units ? k_blocks * kc * nc : nt_max * kc * nc);
+  // (A team that splits a unit's columns uses the per-thread blocks.)
+  float* b_blocks = gemm_scratch(1, col_is_x ? 0 : team_units ? std::max(k_blocks, int64_t{nt_max}) * kc * nc : nt_max * kc * nc);
   const int64_t max_runs = nc;  // each run holds at least one of the block's columns
   // Kept per calling thread and grown on demand, as the scratch above, so
   // that a small convolution allocates nothing; the team reaches it through
@@ -278,6 +341,26 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   static thread_local std::vector<Run> runs_kept;
   if (runs_kept.size() < static_cast<size_t>(nt_max * max_runs)) runs_kept.resize(static_cast<size_t>(nt_max * max_runs));
   Run* const runs_all = runs_kept.data();
+  // pack_col_block's pieces of one tap: at most ceil(len / lanes) of a run
+  // of len columns, so at most ncols + n_runs, and the last panel's zero
+  // columns at most nr more.
+  const int64_t max_copies = 2 * nc + nr;
+  static thread_local std::vector<ConvCopyRun> copies_kept;
+  if (copies_kept.size() < static_cast<size_t>(nt_max * max_copies)) {
+    copies_kept.resize(static_cast<size_t>(nt_max * max_copies));
+  }
+  ConvCopyRun* const copies_all = copies_kept.data();
+
+  // A column block's last few columns past whole vectors (dot_tail_columns)
+  // are dot products: the weight's rows in place against the columns
+  // packed contiguous along K, per thread.
+  const int64_t max_tail = blk.lanes / 4;
+  auto tail_columns = [&](int64_t ncols) { return dot_tail_columns(blk.lanes, ncols); };
+  static thread_local std::vector<float> tail_kept;
+  if (tail_kept.size() < static_cast<size_t>(nt_max * max_tail * kc)) {
+    tail_kept.resize(static_cast<size_t>(nt_max * max_tail * kc));
+  }
+  float* const tail_all = tail_kept.data();
 
   // Unit u (image, group, column block): its group, first column and
   // columns, and the group's first input channel.
@@ -291,21 +374,29 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
     return Unit{gi, j0, std::min(nc, npix - j0), x + (img * g.c + gi * cg) * g.h * g.w};
   };
 
-  // A panels [ip_begin, ip_end) of unit u over all K blocks, their B blocks
-  // x itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
+  // Columns [jb, je) of unit u (all of them, or a team member's share: jb
+  // a whole number of panels in, the tail columns with the last share) and
+  // its A panels [ip_begin, ip_end), over all K blocks; their B blocks x
+  // itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
   // nc), or, when `pack`, packed there first one at a time (b_base then
-  // holds one).
-  auto compute = [&](int64_t u, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack, Run* runs) {
-    const auto [gi, j0, ncols, xg] = unit_at(u);
+  // holds one); the tail columns (tail_columns) packed at tail_buf, one K
+  // block at a time, by each thread for its own rows.
+  auto compute = [&](int64_t u, int64_t jb, int64_t je, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack,
+                     Run* runs, ConvCopyRun* copies, float* tail_buf) {
+    const auto [gi, j_unit, ncols_unit, xg] = unit_at(u);
+    const int64_t j0 = j_unit + jb, ncols = je - jb;
     float* yg = y + (u / (n_col_blocks * g.groups) * g.k + gi * kg) * npix + j0;
+    // head: the microkernel's columns.
+    const int64_t tail = je == ncols_unit ? tail_columns(ncols_unit) : 0, head = ncols - tail;
     pack = pack && !col_is_x;
-    const int64_t n_runs = pack ? make_runs(g, j0, ncols, nr, runs) : 0;
-    const int64_t col_panels = ceil_div(ncols, nr);
+    const int64_t n_runs = pack && head > 0 ? make_runs(g, j0, head, nr, runs) : 0;
+    const int64_t col_panels = ceil_div(head, nr);
     for (int64_t b = 0; b < k_blocks; ++b) {
       const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
       const float* b_block = col_is_x ? xg + p0 * npix + j0 : pack ? b_base : b_base + b * kc * nc;
       const int64_t ldb = col_is_x ? npix : nr, panel_floats = col_is_x ? nr : kcur * nr;
-      if (pack) pack_col_block(g, xg, p0, kcur, runs, n_runs, ncols, nr, kcur * nr, b_base);
+      if (pack && head > 0) pack_col_block(g, xg, p0, kcur, runs, n_runs, head, nr, kcur * nr, copies, b_base);
+      if (tail > 0) pack_col_columns(g, xg, p0, kcur, j0 + head, tail, tail_buf);
       const TileUpdate update{1.0f, 0.0f, b == 0, nullptr};
       const bool last = b + 1 == k_blocks;
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
@@ -314,8 +405,10 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
         float* c = yg + ip * mr * npix;
         for (int64_t jp = 0; jp < col_panels; ++jp) {
           kern.ukernel_a_rows(kcur, a_rows, kdim, b_block + jp * panel_floats, ldb, col_is_x, c + jp * nr, npix, rows,
-                              static_cast<int>(std::min<int64_t>(nr, ncols - jp * nr)), update);
+                              static_cast<int>(std::min<int64_t>(nr, head - jp * nr)), update);
         }
+        // While the panel's rows of this K block are in L1.
+        if (tail > 0) kern.dot(rows, tail, kcur, a_rows, kdim, tail_buf, kcur, b == 0 ? 0.0f : 1.0f, c + head, npix);
         if (last && (ep.bias != nullptr || ep.activate)) {
           finish_rows(c, npix, rows, ncols, ep.bias != nullptr ? ep.bias + gi * kg + ip * mr : nullptr, ep);
         }
@@ -325,28 +418,55 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
 
   parallel(threads, [&](int t, int nt) {
     Run* runs = runs_all + t * max_runs;
+    ConvCopyRun* copies = copies_all + t * max_copies;
+    float* tail_buf = tail_all + t * max_tail * kc;
+    float* own_b = col_is_x ? nullptr : b_blocks + t * kc * nc;
     if (!team_units) {
       for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-        compute(u, 0, a_panels, col_is_x ? nullptr : b_blocks + t * kc * nc, true, runs);
+        const int64_t ncols = unit_at(u).ncols;
+        compute(u, 0, ncols, 0, a_panels, own_b, true, runs, copies, tail_buf);
       }
       return;
     }
     for (int64_t u = 0; u < units; ++u) {
-      if (col_is_x) {
-        compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, nullptr, false, runs);
+      const auto [gi, j0, ncols, xg] = unit_at(u);
+      const int64_t head = ncols - tail_columns(ncols);
+      if (col_is_x || head == 0) {
+        compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
+        continue;
+      }
+      // Whole panels, as many for each thread: the team splits the columns,
+      // each thread packing its own and computing all output channels on
+      // them (as a unit of its own), with nothing shared. Splitting the
+      // output channels shares the packed `col`, half of it written by the
+      // other core: at two threads (3x3 14x14 256->256, N = 1, CPU time of
+      // both threads, perf samples) the microkernel took 8% and the packing
+      // 50% more time than at one thread, and the barriers' waits another
+      // 10% of the call; split by columns, 3.5% and 18% more, and half the
+      // waits. Each thread then reads all of the weight (2.4 MB there): one
+      // thread on half the columns (14x7) took 0.535 of the whole layer.
+      const int64_t head_panels = head / nr;
+      if (head % nr == 0 && head_panels >= nt && head_panels % nt == 0) {
+        const int64_t jb = head_panels * t / nt * nr, je = t + 1 == nt ? ncols : head_panels * (t + 1) / nt * nr;
+        compute(u, jb, je, 0, a_panels, own_b, true, runs, copies, tail_buf);
+        // A next unit split by rows packs its B over these threads' blocks
+        // (with more threads than 2, units can differ: the last column block).
+        if (u + 1 < units) {
+#pragma omp barrier
+        }
         continue;
       }
       // This thread's rows [r0, r1) of the unit's `col`, into every K block they meet.
-      const auto [gi, j0, ncols, xg] = unit_at(u);
-      const int64_t n_runs = make_runs(g, j0, ncols, nr, runs);
+      const int64_t n_runs = make_runs(g, j0, head, nr, runs);
       const int64_t r0 = kdim * t / nt, r1 = kdim * (t + 1) / nt;
       for (int64_t b = r0 / kc; b < k_blocks && b * kc < r1; ++b) {
         const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
         const int64_t lo = std::max(r0, p0), hi = std::min(r1, p0 + kcur);
-        pack_col_block(g, xg, lo, hi - lo, runs, n_runs, ncols, nr, kcur * nr, b_blocks + b * kc * nc + (lo - p0) * nr);
+        pack_col_block(g, xg, lo, hi - lo, runs, n_runs, head, nr, kcur * nr, copies,
+                       b_blocks + b * kc * nc + (lo - p0) * nr);
       }
 #pragma omp barrier
-      compute(u, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs);
+      compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
       // The next unit's packing overwrites this one's B.
 #pragma omp barrier
     }

@@ -170,9 +170,17 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
   const int64_t kg_pad = a_panels * mr;
   const int64_t group_floats = kg_pad * cg * taps;
   float* packed_w = gemm_scratch(0, g.groups * group_floats);
-  // Per thread: the band (unless read in place), then the accumulator tile.
+  // A 1x1 kernel's block of columns ends in dot products when only a few
+  // columns are left past whole vectors (dot_tail_columns; 196 positions,
+  // ResNet-50's 14x14 layers: a tile of 4 columns ran two vectors): its
+  // weight rows are contiguous along K (C_g), so the dots read them in
+  // place, against the block's tail columns packed contiguous (all C_g of
+  // them, once per block).
+  const int64_t max_tail = taps == 1 ? blk.lanes / 4 : 0;
+  // Per thread: the band (unless read in place), the accumulator tile, the
+  // tail columns.
   const int64_t band_floats = in_place ? 0 : cg * std::min(hp * wp, nc + tap_reach);
-  const int64_t thread_floats = band_floats + int64_t{mr} * nc;
+  const int64_t thread_floats = band_floats + int64_t{mr} * nc + max_tail * cg;
   float* thread_buffers = gemm_scratch(1, threads * thread_floats);
 
   parallel(threads, [&](int t, int nt) {
@@ -200,6 +208,7 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
 
     float* band = thread_buffers + t * thread_floats;
     float* tile = band + band_floats;
+    float* tail_cols = tile + int64_t{mr} * nc;
     int64_t band_of = -1;  // the (image, group, column block) whose band is built
     for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
       const int64_t rchunk = u % row_chunks;
@@ -221,6 +230,10 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
         }
         b_block = band;
       }
+      const int64_t tail = max_tail > 0 ? dot_tail_columns(blk.lanes, ncols) : 0, head = ncols - tail;
+      for (int64_t e = 0; e < tail; ++e) {
+        for (int64_t c = 0; c < cg; ++c) tail_cols[e * cg + c] = b_block[c * plane + head + e];
+      }
       const int64_t ip_begin = a_panels * rchunk / row_chunks, ip_end = a_panels * (rchunk + 1) / row_chunks;
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
         const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
@@ -231,10 +244,14 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
             const float* a = panel + (c0 * taps + tap * cc) * mr;
             const float* b = b_block + c0 * plane + (tap / g.s) * g.dil_h * wp + (tap % g.s) * g.dil_w;
             const TileUpdate update{1.0f, 0.0f, c0 == 0 && tap == 0, nullptr};
-            for (int64_t j = 0; j < ncols; j += nr) {
+            for (int64_t j = 0; j < head; j += nr) {
               kern.ukernel(cc, a, b + j, plane, true, tile + j, nc, rows,
-                           static_cast<int>(std::min<int64_t>(nr, ncols - j)), update);
+                           static_cast<int>(std::min<int64_t>(nr, head - j)), update);
             }
+          }
+          if (tail > 0) {
+            kern.dot(rows, tail, cc, weight + (gi * kg + ip * mr) * cg + c0, cg, tail_cols + c0, cg,
+                     c0 == 0 ? 0.0f : 1.0f, tile + head, nc);
           }
         }
         const int64_t k0 = gi * kg + ip * mr;

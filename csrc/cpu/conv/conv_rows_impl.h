@@ -102,8 +102,23 @@ float conv_sum(const float* a, int64_t lda, int64_t rows, int64_t n) {
 }
 
 template <class Ops>
+void conv_copy_runs(const float* src, int64_t stride, const minidnn::cpu::ConvCopyRun* runs, int64_t n, float* dst) {
+  if (stride == 2) {
+    for (int64_t i = 0; i < n; ++i) {
+      const minidnn::cpu::ConvCopyRun& run = runs[i];
+      Ops::store_tail(dst + run.dst, Ops::load_stride2_lanes(src + run.src, run.lo, run.hi, 0.0f), run.len);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const minidnn::cpu::ConvCopyRun& run = runs[i];
+    Ops::store_tail(dst + run.dst, Ops::load_lanes(src + run.src, run.lo, run.hi, 0.0f), run.len);
+  }
+}
+
+template <class Ops>
 minidnn::cpu::ConvRowKernels make_conv_row_kernels() {
-  return minidnn::cpu::ConvRowKernels{conv_axpy<Ops>, conv_dot<Ops>, conv_sum<Ops>};
+  return minidnn::cpu::ConvRowKernels{Ops::W, conv_axpy<Ops>, conv_dot<Ops>, conv_sum<Ops>, conv_copy_runs<Ops>};
 }
 
 }  // namespace

@@ -47,6 +47,7 @@ struct TileUpdate {
 struct GemmBlocking {
   int mr;       // rows of the microkernel tile (broadcast from the A panel)
   int nr;       // columns of the microkernel tile (SIMD vectors across N)
+  int lanes;    // floats per SIMD vector (1 on the portable path)
   int64_t kc;   // K per block: the A panel (mr x kc) stays in L1
   int64_t nc;   // N per block: the packed B block (kc x nc) stays in L2
   int64_t mc;   // M per block: the packed A block (mc x kc) stays in L3
@@ -87,6 +88,14 @@ struct GemmKernels {
   // product.
   void (*ukernel_a_rows)(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact,
                          float* c, int64_t ldc, int m, int n, const TileUpdate& update);
+
+  // C (m x n) = A B + beta * C (beta == 0 never reads C) with both operands
+  // read in place along K: A m x k row-major (row stride lda), B given as
+  // B^T, n x k row-major (row stride ldb). Dot products in the tiles of the
+  // gemm's few-rows route, on the calling thread. For the few columns of a
+  // product left over past whole vectors of the microkernel's tiles.
+  void (*dot)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb, float beta,
+              float* c, int64_t ldc);
 };
 
 const GemmKernels& gemm_kernels_scalar();

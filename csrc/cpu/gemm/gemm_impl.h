@@ -521,6 +521,33 @@ void dot_tile_any_rows(int rows, int64_t k, const float* a, int64_t lda, const f
   dot_tile<Ops, kRows, kDN>(k, a, lda, bt, ldb, cols, c, ldc, alpha, beta, bias);
 }
 
+// A tile of exactly `cols` (1..kDN) columns: with fewer columns than the
+// tile's, dot_tile would compute its repeats of B^T's last row.
+template <class Ops, int kDM, int kDN>
+void dot_tile_any_cols(int rows, int cols, int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb,
+                       float* c, int64_t ldc, float beta) {
+  if constexpr (kDN > 1) {
+    if (cols < kDN) {
+      dot_tile_any_cols<Ops, kDM, kDN - 1>(rows, cols, k, a, lda, bt, ldb, c, ldc, beta);
+      return;
+    }
+  }
+  dot_tile_any_rows<Ops, kDM, kDN>(rows, k, a, lda, bt, ldb, cols, c, ldc, 1.0f, beta, nullptr);
+}
+
+template <class Cfg>
+void dot_block(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb,
+               float beta, float* c, int64_t ldc) {
+  constexpr int kDM = Cfg::kDotRows, kDN = Cfg::kDotCols;
+  for (int64_t j = 0; j < n; j += kDN) {
+    for (int64_t i = 0; i < m; i += kDM) {
+      dot_tile_any_cols<typename Cfg::Ops, kDM, kDN>(static_cast<int>(gemm_min(kDM, m - i)),
+                                                     static_cast<int>(gemm_min(kDN, n - j)), k, a + i * lda, lda,
+                                                     bt + j * ldb, ldb, c + i * ldc + j, ldc, beta);
+    }
+  }
+}
+
 template <class Cfg>
 void gemm_dot(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, GemmOperand b, float beta, float* c,
               int64_t ldc, const GemmEpilogue& ep) {
@@ -682,13 +709,14 @@ void pack_a(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t pa
 template <class Cfg>
 minidnn::cpu::GemmKernels make_gemm_kernels() {
   return minidnn::cpu::GemmKernels{
-      GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
+      GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
       gemm<Cfg>,
       pack_b<Cfg>,
       gemm_packed_b<Cfg>,
       pack_a<Cfg>,
       ukernel<Cfg>,
       ukernel_a_rows<Cfg>,
+      dot_block<Cfg>,
   };
 }
 
