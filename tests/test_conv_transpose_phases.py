@@ -64,19 +64,19 @@ class Transposed:
 # kernel columns or more (the rule's dropped columns).
 PHASE_CASES = [
     Transposed(2, 16, 16, 5, 33, 4, 4, padding=1, what="dcgan 4x4/2, two taps a phase each way"),
-    Transposed(2, 16, 16, 4, 7, 3, 3, stride=(3, 3), what="kernel = stride 3: one tap a phase"),
-    Transposed(1, 19, 17, 5, 6, 2, 2, stride=(3, 3), what="kernel < stride: phase 2 is the bias alone"),
-    Transposed(2, 16, 16, 4, 5, 1, 1, output_padding=(1, 1), what="1x1/2 + output_padding: three phases bias alone"),
+    Transposed(2, 16, 16, 4, 7, 4, 3, stride=(2, 3), what="kernel columns = stride 3: one tap a column phase"),
+    Transposed(1, 19, 17, 5, 6, 4, 2, stride=(2, 3), what="kernel columns < stride: column phase 2 is the bias alone"),
+    Transposed(2, 16, 16, 4, 5, 3, 1, output_padding=(1, 1), what="3x1/2 + output_padding: odd columns bias alone"),
     Transposed(2, 16, 16, 5, 6, 3, 1, padding=(1, 0), dilation=(2, 1),
                what="dilation 2 = stride: odd rows all taps, even rows none"),
     Transposed(2, 16, 16, 4, 5, 3, 2, padding=2, output_padding=(1, 2), dilation=(3, 3),
                what="dilation 3 / stride 2: taps 0 and 2 or 1, dilation 3"),
     Transposed(2, 32, 32, 5, 4, 5, 3, stride=(2, 3), padding=(2, 1), groups=2,
                what="stride (2, 3), groups 2"),
-    Transposed(1, 16, 16, 4, 40, 2, 2, padding=((4, 1), (3, 0)),
+    Transposed(1, 16, 16, 4, 40, 4, 2, padding=((4, 1), (3, 0)),
                what="crops past the first taps: negative phase pads"),
-    Transposed(2, 16, 16, 3, 4, 3, 3, stride=(3, 3), padding=(4, 0), what="crop leaves phase 0 only"),
-    Transposed(2, 17, 16, 1, 1, 2, 2, what="1 x 1 input"),
+    Transposed(2, 16, 16, 3, 33, 3, 4, stride=(3, 2), padding=(4, 0), what="crop leaves row phase 0 only"),
+    Transposed(2, 17, 16, 1, 1, 4, 1, what="1 x 1 input"),
     Transposed(2, 32, 32, 6, 7, 3, 3, stride=(1, 1), padding=1, groups=2, what="stride 1, groups 2: one phase"),
 ]
 
@@ -150,6 +150,7 @@ def test_conv2d_backward_data_on_phases(isa, threads, rng):
 @pytest.mark.parametrize("case", [
     Transposed(2, 16, 3, 5, 33, 4, 4, padding=1, what="3 output channels: under a microkernel tile"),
     Transposed(2, 16, 16, 5, 14, 4, 4, padding=1, what="phases of 14 columns, 1 in 15 dropped"),
+    Transposed(2, 16, 16, 5, 33, 2, 2, what="kernel = stride: no two taps overlap"),
 ], ids=repr)
 def test_general_route_where_phases_lose(isa, rng, case):
     x, w, b = case.data(rng)

@@ -419,18 +419,23 @@ void for_each_phase(const ConvGeometry& g, const Visit& visit) {
 //   dropped columns cost about what col2im does. DCGAN's 4x4/2 256 -> 128
 //   at 14x14 (phases of 14 columns, 1/15 dropped) lost, 1.78 / 1.50 at
 //   batch 1 and 11.5 / 10.9 at batch 8; a 3x3/2 128 -> 64 at 112x112 grad_x
-//   (56 columns) won, 8.3 / 9.6.
+//   (56 columns) won, 8.3 / 9.6;
+// * a phase of more than one tap: where no phase has two (kernel <= stride,
+//   the taps do not overlap), col2im adds nothing up, it copies, and the
+//   phases lost (2x2/2 128 -> 64 at 28x28, batch 8: 3.89 / 3.34; a 1x1/2
+//   256 -> 512 grad_x at 56x56: 12.5 / 11.7).
 bool backward_data_phases_apply(const ConvGeometry& g) {
   if (g.c == g.groups || (g.stride_h == 1 && g.stride_w == 1 && g.groups == 1)) return false;
   const bool strided = g.stride_h > 1 || g.stride_w > 1;
   if (strided && g.c / g.groups < gemm_kernels().blocking.mr) return false;
-  bool all_apply = true;
+  bool all_apply = true, taps_overlap = false;
   for_each_phase(g, [&](int64_t, int64_t, const PhaseAxis& rows, const PhaseAxis& cols) {
     if (rows.taps * cols.taps == 0) return;
     const ConvGeometry pg = phase_geometry(g, rows, cols);
     all_apply = all_apply && conv_forward_taps_applies(pg) && (!strided || 32 * (pg.s - 1) * pg.dil_w <= pg.q);
+    taps_overlap = taps_overlap || pg.r * pg.s > 1;
   });
-  return all_apply;
+  return all_apply && (!strided || taps_overlap);
 }
 
 void backward_data_phases(const ConvGeometry& g, const float* grad_y, const float* weight, const float* bias,
