@@ -357,13 +357,13 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
 // bias alone. No grad_col, no col2im: grad_x is written once, and each
 // GEMM reduces over K x the phase's taps instead of K alone.
 //
-// What it replaced, for the transposed convolution's forward
-// (conv_backward.cpp's general route with its col2im; bench/NOTES.md
-// "Transposed convolution by stride phases" has the measurements), and for
-// stride-1 grouped convolutions with few channels per group (one phase),
-// where the general route reduced over K/groups only per microkernel call
-// and then scattered every grad_col entry (ResNeXt's 3x3 with 32 groups of
-// 8 at 28x28, batch 8, 1 thread: 7.2 ms there, 5.0 on the tap route).
+// Where the rule below takes it instead of the general route (GEMM and
+// col2im): strided layers where that measured faster (bench/NOTES.md,
+// "Transposed convolution by stride phases"), and stride-1 grouped
+// convolutions with few channels per group (one phase), where the general
+// route reduced over K/groups only per microkernel call and then scattered
+// every grad_col entry (ResNeXt's 3x3 with 32 groups of 8 at 28x28, batch
+// 8, 1 thread: 7.2 ms there, 5.0 on the tap route).
 struct PhaseAxis {
   int64_t outputs;     // grad_x rows (columns) of the phase
   int64_t taps;        // kernel taps that reach them
