@@ -255,16 +255,6 @@ void channel_sums(const float* a, int64_t n, int64_t c, int64_t plane, float* ou
   }
 }
 
-// y (N, C, plane) += bias[c].
-void add_channel_bias(float* y, int64_t n, int64_t c, int64_t plane, const float* bias) {
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      float* dst = y + (i * c + ch) * plane;
-      for (int64_t e = 0; e < plane; ++e) dst[e] += bias[ch];
-    }
-  }
-}
-
 // (grad_x, grad_weight, grad_bias) of conv2d (conv1d with 3-D arrays); P and
 // Q are grad_y's.
 py::object conv2d_backward(py::handle grad_y_arg, py::handle x_arg, py::handle weight_arg, int64_t stride_h,
@@ -328,10 +318,7 @@ py::object conv_transpose2d(py::handle x_arg, py::handle weight_arg, py::handle 
   check_bias(bias, g.c);
   py::object y = new_activation(x.nd, g.n, g.c, g.h, g.w);
   float* yp = float_data(y);
-  run_kernel(work_of(g), [&] {
-    cpu::conv2d_backward_data(g, x.data, weight.data, yp);
-    if (bias) add_channel_bias(yp, g.n, g.c, g.h * g.w, bias->data);
-  });
+  run_kernel(work_of(g), [&] { cpu::conv2d_backward_data(g, x.data, weight.data, yp, bias ? bias->data : nullptr); });
   return y;
 }
 

@@ -119,6 +119,19 @@ py::object conv2d_backward_data(py::handle grad_y_arg, py::handle weight_arg, py
   return grad_x;
 }
 
+// The name of the route conv2d_backward_data takes (conv.h,
+// ConvBackwardDataRoute) for _conv2d_backward_data's arguments, under the
+// active ISA: how the tests know which route a shape of theirs reaches.
+std::string conv2d_backward_data_route(py::handle grad_y_arg, py::handle weight_arg, py::handle x_shape_arg,
+                                       int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w,
+                                       int64_t pad_top, int64_t pad_left, int64_t groups) {
+  const FloatArg grad_y = float4d(grad_y_arg, "grad_y");
+  const FloatArg weight = float4d(weight_arg, "weight");
+  const cpu::ConvGeometry g = geometry(shape4(x_shape_arg, "x_shape"), dims_of(weight), dims_of(grad_y), stride_h,
+                                       stride_w, dil_h, dil_w, pad_top, pad_left, groups);
+  return cpu::conv_backward_data_route_name(cpu::conv2d_backward_data_route(g));
+}
+
 py::object conv2d_backward_weight(py::handle grad_y_arg, py::handle x_arg, py::handle weight_shape_arg,
                                   int64_t stride_h, int64_t stride_w, int64_t dil_h, int64_t dil_w, int64_t pad_top,
                                   int64_t pad_left, int64_t groups, bool want_bias) {
@@ -145,6 +158,9 @@ void bind_conv_backward(py::module_& m) {
   m.def("_conv2d_backward_data", &conv2d_backward_data, py::arg("grad_y"), py::arg("weight"), py::arg("x_shape"),
         py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"), py::arg("pad_top"),
         py::arg("pad_left"), py::arg("groups"));
+  m.def("_conv2d_backward_data_route", &conv2d_backward_data_route, py::arg("grad_y"), py::arg("weight"),
+        py::arg("x_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"),
+        py::arg("pad_top"), py::arg("pad_left"), py::arg("groups"));
   m.def("_conv2d_backward_weight", &conv2d_backward_weight, py::arg("grad_y"), py::arg("x"),
         py::arg("weight_shape"), py::arg("stride_h"), py::arg("stride_w"), py::arg("dil_h"), py::arg("dil_w"),
         py::arg("pad_top"), py::arg("pad_left"), py::arg("groups"), py::arg("want_bias"));

@@ -77,9 +77,19 @@ void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, 
 void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, const float* x, const float* weight,
                              const ConvEpilogue& ep, float* y);
 
+// The algorithm conv2d_backward_data runs for a geometry (conv_backward.cpp
+// gives the rule), by the shape and the active ISA, never the thread count.
+// `none`: grad_x is empty or all zero (or the bias).
+enum class ConvBackwardDataRoute { none, depthwise, plain_1x1, winograd, phases, gemm };
+ConvBackwardDataRoute conv2d_backward_data_route(const ConvGeometry& g);
+const char* conv_backward_data_route_name(ConvBackwardDataRoute route);
+
 // grad_x (N, C, H, W): the adjoint of conv2d_forward's linear part applied
-// to grad_y (N, K, P, Q). The transposed convolution's forward is this.
-void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x);
+// to grad_y (N, K, P, Q), plus bias[c] when bias (C,) is not null. The
+// transposed convolution's forward is this (with its bias, added in the
+// store where the route allows).
+void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x,
+                          const float* bias = nullptr);
 
 // grad_weight (K, C/groups, R, S) = the sum over images and output positions
 // of grad_y times the input each tap read; grad_bias (K,) = grad_y summed

@@ -8,9 +8,15 @@
 // position its tap read. Work units are (image, group, block of input
 // channels): a unit owns those grad_x planes, computes its rows of grad_col
 // a tile of output positions at a time and scatters them before the next
-// tile, so no two threads write one element. Stride-1 grouped convolutions
-// with few channels per group instead run as a forward convolution of
-// grad_y on the forward's tap route (backward_data_as_forward).
+// tile, so no two threads write one element.
+//
+// The routes of backward data, in the order conv2d_backward_data_route
+// tries them: depthwise (direct loops, below); 1x1 stride-1 unpadded (one
+// GEMM); Winograd (below); the stride phases (backward_data_phases: grad_x
+// as stride_h x stride_w stride-1 convolutions of grad_y on the forward's
+// tap route, no col2im; its rule, backward_data_phases_apply, takes
+// stride-1 grouped layers and the strided layers where it measured
+// faster); everything else the general route above.
 //
 // 3x3 stride-1 undilated convolutions with groups 1 and enough channels and
 // tiles take the forward's Winograd route instead (winograd.h): their
@@ -34,6 +40,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <exception>
+#include <numeric>
 
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_blocking.h"
@@ -332,39 +339,142 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
   });
 }
 
-// grad_x of a stride-1 convolution is itself a stride-1 convolution: of
-// grad_y (N, K, P, Q) with the weight flipped in both tap axes and its two
-// channel axes swapped within each group, W'[c, k, r, s] =
-// W[k, c, R-1-r, S-1-s], padding dil * (R-1) - pad before each axis and an
-// output of H x W (output row i, tap row r reads grad_y row i + pad_top -
-// (R-1-r) dil_h: the rows whose tap R-1-r read input row i). Grouped
-// convolutions with few channels per group lose on backward_data_gemm,
-// whose GEMM reduces over K/groups only per microkernel call and then
-// scatters every grad_col entry; the forward's tap route reads grad_y in
-// place and writes grad_x once. ResNeXt's 3x3 with 32 groups of 8 at 28x28,
-// batch 8, 1 thread (thread CPU time, loaded machine): 7.2 ms on
-// backward_data_gemm, 5.0 on the tap route.
-bool backward_data_as_forward(const ConvGeometry& g, ConvGeometry* as_forward) {
-  if (g.stride_h != 1 || g.stride_w != 1 || g.groups == 1 || g.c == g.groups) return false;
-  *as_forward = backward_data_as_convolution(g);
-  if (g.pad_top < 0 || g.pad_left < 0 || as_forward->pad_top < 0 || as_forward->pad_left < 0) return false;
-  return conv_forward_taps_applies(*as_forward);
+// grad_x as stride_h x stride_w independent stride-1 convolutions of
+// grad_y, one per phase (a, b) of grad_x: rows i = a + stride_h * i', columns
+// b + stride_w * j'. Row i receives tap r from grad_y row (i + pad_top -
+// r dil_h) / stride_h only where that divides, so phase a sees the taps r
+// with r dil_h = a + pad_top (mod stride_h): none, or a progression r0,
+// r0 + step, ... with step = stride_h / gcd(stride_h, dil_h), whose grad_y
+// rows go down by dil_h / gcd from one tap to the next. So a phase is the
+// forward convolution of grad_y (K channels in, C out) with the phase's
+// taps flipped (the dilation dil_h / gcd) and the weight's two channel
+// axes swapped within each group, P x Q in, phase rows x columns out; it
+// runs on the forward's tap route (conv_forward_taps.h), which reads that
+// kernel from the weight as it lies (TapsWeight with negative tap steps)
+// and stores its tiles straight into every stride-th element of grad_x
+// (TapsOutput), the bias added in the same store. A phase with no taps
+// (kernel < stride, or a dilation sharing a factor with the stride) is the
+// bias alone. No grad_col, no col2im: grad_x is written once, and each
+// GEMM reduces over K x the phase's taps instead of K alone.
+//
+// Where the rule below takes it instead of the general route (GEMM and
+// col2im): strided layers where that measured faster (bench/NOTES.md,
+// "Transposed convolution by stride phases"), and stride-1 grouped
+// convolutions with few channels per group (one phase), where the general
+// route reduced over K/groups only per microkernel call and then scattered
+// every grad_col entry (ResNeXt's 3x3 with 32 groups of 8 at 28x28, batch
+// 8, 1 thread: 7.2 ms there, 5.0 on the tap route).
+struct PhaseAxis {
+  int64_t outputs;     // grad_x rows (columns) of the phase
+  int64_t taps;        // kernel taps that reach them
+  int64_t first_tap;   // kernel row (column) of the phase's tap 0: the last of the progression
+  int64_t tap_step;    // between the progression's kernel taps
+  int64_t dil, pad;    // the phase convolution's dilation and top (left) padding
+};
+
+PhaseAxis phase_axis(int64_t phase, int64_t size, int64_t stride, int64_t dil, int64_t pad, int64_t kernel) {
+  const int64_t step = stride / std::gcd(stride, dil);
+  PhaseAxis axis{phase < size ? ceil_div(size - phase, stride) : 0, 0, 0, step, dil / std::gcd(stride, dil), 0};
+  for (int64_t r = 0; r < std::min(kernel, step); ++r) {
+    if ((phase + pad - r * dil) % stride != 0) continue;
+    axis.taps = ceil_div(kernel - r, step);
+    axis.first_tap = r + (axis.taps - 1) * step;
+    // Phase output i', tap t' (kernel tap first_tap - t' step) reads grad_y
+    // row i' + (phase + pad - first_tap dil) / stride + t' dil / gcd.
+    axis.pad = -(phase + pad - axis.first_tap * dil) / stride;
+    break;
+  }
+  return axis;
 }
 
-void backward_data_forward(const ConvGeometry& g, const ConvGeometry& as_forward, const float* grad_y,
-                           const float* weight, float* grad_x) {
-  const int64_t cg = g.c / g.groups, kg = g.k / g.groups, rs = g.r * g.s;
-  // Not gemm_scratch: the forward uses both of its slots.
-  float* flipped = thread_scratch(ScratchSlot::conv_columns, g.c * kg * rs);
-  parallel_for(threads_for(g.c * kg * rs, kGrain), g.c, [&](int64_t c) {
-    const int64_t grp = c / cg, cc = c % cg;
-    for (int64_t kk = 0; kk < kg; ++kk) {
-      const float* src = weight + ((grp * kg + kk) * cg + cc) * rs;
-      float* dst = flipped + (c * kg + kk) * rs;
-      for (int64_t t = 0; t < rs; ++t) dst[t] = src[rs - 1 - t];
+// The phase (a, b) convolution (see above); taps r x s are zero where none reach it.
+ConvGeometry phase_geometry(const ConvGeometry& g, const PhaseAxis& rows, const PhaseAxis& cols) {
+  return ConvGeometry{g.n,     g.k,      g.p,      g.q,      g.c,      rows.outputs, cols.outputs, rows.taps,
+                      cols.taps, 1,      1,        rows.dil, cols.dil, rows.pad,     cols.pad,     g.groups};
+}
+
+// Calls visit(a, b, rows, cols) for every phase of grad_x that has outputs.
+template <class Visit>
+void for_each_phase(const ConvGeometry& g, const Visit& visit) {
+  for (int64_t a = 0; a < g.stride_h; ++a) {
+    const PhaseAxis rows = phase_axis(a, g.h, g.stride_h, g.dil_h, g.pad_top, g.r);
+    for (int64_t b = 0; b < g.stride_w; ++b) {
+      const PhaseAxis cols = phase_axis(b, g.w, g.stride_w, g.dil_w, g.pad_left, g.s);
+      if (rows.outputs * cols.outputs > 0) visit(a, b, rows, cols);
     }
+  }
+}
+
+// Whether backward data runs as phases (see above). Stride 1, grouped:
+// always where the tap route takes the one phase. Strided: where it
+// measured faster than the general route (bench/NOTES.md, "Transposed
+// convolution by stride phases"; 1 thread, avx512, ms, phases / general):
+// * at least a full microkernel tile of output channels (C/groups >= mr):
+//   the tap route's tile is mr output channels high, and with fewer most of
+//   each microkernel call is wasted where the general route's GEMM has
+//   C/groups x R x S rows (DCGAN's last layer, 4x4/2 64 -> 3 at 32x32,
+//   batch 8: 1.64 / 0.49);
+// * at most 1/32 of the tap route's computed columns dropped in every
+//   phase ((S' - 1) dil' of each grid row of Q' + (S' - 1) dil'): the
+//   dropped columns cost about what col2im does. DCGAN's 4x4/2 256 -> 128
+//   at 14x14 (phases of 14 columns, 1/15 dropped) lost, 1.78 / 1.50 at
+//   batch 1 and 11.5 / 10.9 at batch 8; a 3x3/2 128 -> 64 at 112x112 grad_x
+//   (56 columns) won, 8.3 / 9.6;
+// * a phase of more than one tap: where no phase has two (kernel <= stride,
+//   the taps do not overlap), col2im adds nothing up, it copies, and the
+//   phases lost (2x2/2 128 -> 64 at 28x28, batch 8: 3.89 / 3.34; a 1x1/2
+//   256 -> 512 grad_x at 56x56: 12.5 / 11.7).
+bool backward_data_phases_apply(const ConvGeometry& g) {
+  if (g.c == g.groups || (g.stride_h == 1 && g.stride_w == 1 && g.groups == 1)) return false;
+  const bool strided = g.stride_h > 1 || g.stride_w > 1;
+  if (strided && g.c / g.groups < gemm_kernels().blocking.mr) return false;
+  bool all_apply = true, taps_overlap = false;
+  for_each_phase(g, [&](int64_t, int64_t, const PhaseAxis& rows, const PhaseAxis& cols) {
+    if (rows.taps * cols.taps == 0) return;
+    const ConvGeometry pg = phase_geometry(g, rows, cols);
+    all_apply = all_apply && conv_forward_taps_applies(pg) && (!strided || 32 * (pg.s - 1) * pg.dil_w <= pg.q);
+    taps_overlap = taps_overlap || pg.r * pg.s > 1;
   });
-  conv2d_forward_taps(as_forward, grad_y, flipped, ConvEpilogue{}, grad_x);
+  return all_apply && (!strided || taps_overlap);
+}
+
+void backward_data_phases(const ConvGeometry& g, const float* grad_y, const float* weight, const float* bias,
+                          float* grad_x) {
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups, rs = g.r * g.s, hw = g.h * g.w;
+  // Phases no tap reaches are the bias alone: all of grad_x is filled with
+  // it first, contiguous (a strided fill of those phases alone cost a 1x1/2
+  // layer's backward data a fifth more than the general route), and the
+  // other phases overwrite their elements.
+  bool some_phase_empty = false;
+  for_each_phase(g, [&](int64_t, int64_t, const PhaseAxis& rows, const PhaseAxis& cols) {
+    some_phase_empty = some_phase_empty || rows.taps * cols.taps == 0;
+  });
+  if (some_phase_empty) {
+    parallel_for(threads_for(g.n * g.c * hw, kGrain), g.n * g.c, [&](int64_t plane) {
+      std::fill(grad_x + plane * hw, grad_x + (plane + 1) * hw, bias != nullptr ? bias[plane % g.c] : 0.0f);
+    });
+  }
+  for_each_phase(g, [&](int64_t a, int64_t b, const PhaseAxis& rows, const PhaseAxis& cols) {
+    if (rows.taps * cols.taps == 0) return;
+    // Phase output channel c (of group gi, c - gi cg within it) and input
+    // channel k' of the group read weight[gi kg + k', c - gi cg, r, s].
+    const TapsWeight phase_weight{weight + rows.first_tap * g.s + cols.first_tap, kg * cg * rs, rs, cg * rs,
+                                  -rows.tap_step * g.s, -cols.tap_step};
+    const TapsOutput out{grad_x + a * g.w + b, g.c * hw, hw, g.stride_h * g.w, g.stride_w};
+    ConvEpilogue ep;
+    ep.bias = bias;
+    conv2d_forward_taps(phase_geometry(g, rows, cols), grad_y, phase_weight, ep, out);
+  });
+}
+
+// grad_x (N, C, H, W) += bias[c].
+void add_channel_bias(const ConvGeometry& g, const float* bias, float* grad_x) {
+  const int64_t hw = g.h * g.w;
+  parallel_for(threads_for(g.n * g.c * hw, kGrain), g.n * g.c, [&](int64_t plane) {
+    float* dst = grad_x + plane * hw;
+    const float b = bias[plane % g.c];
+    for (int64_t e = 0; e < hw; ++e) dst[e] += b;
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -614,22 +724,44 @@ void backward_weight_taps(const ConvGeometry& g, const float* grad_y, const floa
 
 }  // namespace
 
-void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
-  const int64_t kg = g.k / g.groups;
-  if (g.n == 0 || g.c == 0 || g.h == 0 || g.w == 0) return;  // grad_x is empty
-  if (kg == 0 || g.p == 0 || g.q == 0) {
-    std::fill(grad_x, grad_x + g.n * g.c * g.h * g.w, 0.0f);
-  } else if (g.c == g.groups) {
-    backward_data_depthwise(g, grad_y, weight, grad_x);
-  } else if (is_plain_1x1(g)) {
-    backward_data_1x1(g, grad_y, weight, grad_x);
-  } else if (conv_backward_data_winograd_applies(g)) {
-    conv2d_backward_data_winograd(g, grad_y, weight, grad_x);
-  } else if (ConvGeometry as_forward; backward_data_as_forward(g, &as_forward)) {
-    backward_data_forward(g, as_forward, grad_y, weight, grad_x);
-  } else {
-    backward_data_gemm(g, grad_y, weight, grad_x);
+ConvBackwardDataRoute conv2d_backward_data_route(const ConvGeometry& g) {
+  if (g.n == 0 || g.c == 0 || g.h == 0 || g.w == 0 || g.k / g.groups == 0 || g.p == 0 || g.q == 0) {
+    return ConvBackwardDataRoute::none;
   }
+  if (g.c == g.groups) return ConvBackwardDataRoute::depthwise;
+  if (is_plain_1x1(g)) return ConvBackwardDataRoute::plain_1x1;
+  if (conv_backward_data_winograd_applies(g)) return ConvBackwardDataRoute::winograd;
+  if (backward_data_phases_apply(g)) return ConvBackwardDataRoute::phases;
+  return ConvBackwardDataRoute::gemm;
+}
+
+const char* conv_backward_data_route_name(ConvBackwardDataRoute route) {
+  switch (route) {
+    case ConvBackwardDataRoute::none: return "none";
+    case ConvBackwardDataRoute::depthwise: return "depthwise";
+    case ConvBackwardDataRoute::plain_1x1: return "1x1";
+    case ConvBackwardDataRoute::winograd: return "winograd";
+    case ConvBackwardDataRoute::phases: return "phases";
+    case ConvBackwardDataRoute::gemm: break;
+  }
+  return "gemm";
+}
+
+void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x,
+                          const float* bias) {
+  switch (conv2d_backward_data_route(g)) {
+    case ConvBackwardDataRoute::none:
+      if (g.n * g.c * g.h * g.w == 0) return;  // grad_x is empty
+      std::fill(grad_x, grad_x + g.n * g.c * g.h * g.w, 0.0f);
+      break;
+    case ConvBackwardDataRoute::depthwise: backward_data_depthwise(g, grad_y, weight, grad_x); break;
+    case ConvBackwardDataRoute::plain_1x1: backward_data_1x1(g, grad_y, weight, grad_x); break;
+    case ConvBackwardDataRoute::winograd: conv2d_backward_data_winograd(g, grad_y, weight, grad_x); break;
+    case ConvBackwardDataRoute::phases:
+      return backward_data_phases(g, grad_y, weight, bias, grad_x);  // the bias is added in its store
+    case ConvBackwardDataRoute::gemm: backward_data_gemm(g, grad_y, weight, grad_x); break;
+  }
+  if (bias != nullptr) add_channel_bias(g, bias, grad_x);
 }
 
 void conv2d_backward_weight(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight,

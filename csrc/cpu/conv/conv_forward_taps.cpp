@@ -101,11 +101,10 @@ constexpr int64_t kMinChannelsPerPanel = 3;
 constexpr int64_t kBlockColumns = 256;
 
 // The valid columns of an accumulator tile (rows of `ncols` grid outputs
-// from f0, row stride ld) into y (rows P*Q apart), bias and activation
-// applied first, in place in the tile.
+// from f0, row stride ld) into the output planes at y (TapsOutput's
+// strides), bias and activation applied first, in place in the tile.
 void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int64_t ld, int rows, int64_t f0,
-                 int64_t ncols, int64_t wp, const float* bias, float* y) {
-  const int64_t npix = g.p * g.q;
+                 int64_t ncols, int64_t wp, const float* bias, const TapsOutput& out, float* y) {
   const int64_t p_first = f0 / wp, p_last = (f0 + ncols - 1) / wp;
   for (int i = 0; i < rows; ++i) {
     float* row = tile + i * ld;
@@ -114,10 +113,17 @@ void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int
       for (int64_t j = 0; j < ncols; ++j) row[j] += b;
     }
     if (ep.activate) activation_kernels().forward(ep.activation, row, row, ncols, ep.alpha);
-    float* yrow = y + i * npix;
+    float* yplane = y + i * out.plane_stride;
     for (int64_t p = p_first; p <= p_last; ++p) {
       const int64_t q0 = std::max<int64_t>(0, f0 - p * wp), q1 = std::min(g.q, f0 + ncols - p * wp);
-      if (q0 < q1) std::memcpy(yrow + p * g.q + q0, row + (p * wp + q0 - f0), static_cast<size_t>(q1 - q0) * sizeof(float));
+      if (q0 >= q1) continue;
+      const float* src = row + (p * wp + q0 - f0);
+      float* dst = yplane + p * out.row_stride + q0 * out.col_stride;
+      if (out.col_stride == 1) {
+        std::memcpy(dst, src, static_cast<size_t>(q1 - q0) * sizeof(float));
+      } else {
+        for (int64_t j = 0; j < q1 - q0; ++j) dst[j * out.col_stride] = src[j];
+      }
     }
   }
 }
@@ -132,8 +138,8 @@ bool conv_forward_taps_applies(const ConvGeometry& g) {
   return g.r * g.s == 1 || cg >= kMinTapChannels || cg >= kMinChannelsPerPanel * a_panels;
 }
 
-void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
-                         float* y) {
+void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight& weight, const ConvEpilogue& ep,
+                         const TapsOutput& y) {
   const int64_t kg = g.k / g.groups, cg = g.c / g.groups;
   const int64_t taps = g.r * g.s;
   const int64_t npix = g.p * g.q;
@@ -191,14 +197,15 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
       float* panel = packed_w + gi * group_floats + ip * mr * cg * taps;
       // Written in order, gathered from the panel's rows (reading each row
       // in order and scattering to the taps' panels measured twice as slow).
-      const float* rows_src = weight + (gi * kg + ip * mr) * cg * taps;
+      const float* rows_src = weight.first + gi * weight.group_stride + ip * mr * weight.k_stride;
       for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
         const int64_t cc = std::min(chunk, cg - c0);
         float* dst = panel + c0 * taps * mr;
         for (int64_t tap = 0; tap < taps; ++tap) {
+          const int64_t tap_offset = tap / g.s * weight.tap_row_step + tap % g.s * weight.tap_col_step;
           for (int64_t c = c0; c < c0 + cc; ++c) {
-            const float* src = rows_src + c * taps + tap;
-            for (int i = 0; i < rows; ++i) dst[i] = src[i * cg * taps];
+            const float* src = rows_src + c * weight.c_stride + tap_offset;
+            for (int i = 0; i < rows; ++i) dst[i] = src[i * weight.k_stride];
             dst += mr;
           }
         }
@@ -255,8 +262,8 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* wei
           }
         }
         const int64_t k0 = gi * kg + ip * mr;
-        store_block(g, ep, tile, nc, rows, f0, ncols, wp, ep.bias != nullptr ? ep.bias + k0 : nullptr,
-                    y + (img * g.k + k0) * npix);
+        store_block(g, ep, tile, nc, rows, f0, ncols, wp, ep.bias != nullptr ? ep.bias + k0 : nullptr, y,
+                    y.first + img * y.image_stride + k0 * y.plane_stride);
       }
     }
   });

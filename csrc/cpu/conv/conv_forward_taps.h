@@ -14,10 +14,41 @@ namespace minidnn::cpu {
 // active ISA's microkernel, never on the thread count.
 bool conv_forward_taps_applies(const ConvGeometry& g);
 
+// Where the tap route reads its weight: output channel kk of group gi,
+// input channel c of the group, tap (r, s) at
+//   first + gi * group_stride + kk * k_stride + c * c_stride + r * tap_row_step + s * tap_col_step.
+// The API's (K, C/groups, R, S) layout is taps_weight_of; the transposed
+// convolution's phases (conv_backward.cpp) read their sub-sampled, flipped
+// kernel with its channel axes swapped from the weight as it lies, with
+// negative tap steps.
+struct TapsWeight {
+  const float* first;
+  int64_t group_stride, k_stride, c_stride;
+  int64_t tap_row_step, tap_col_step;
+};
+
+// Where it writes its output: image i, output channel k, position (p, q) at
+//   first + i * image_stride + k * plane_stride + p * row_stride + q * col_stride.
+// taps_output_of is the API's (N, K, P, Q) layout; a phase of a transposed
+// convolution writes every stride-th row and column of its output.
+struct TapsOutput {
+  float* first;
+  int64_t image_stride, plane_stride, row_stride, col_stride;
+};
+
+inline TapsWeight taps_weight_of(const ConvGeometry& g, const float* weight) {
+  const int64_t taps = g.r * g.s, cg = g.c / g.groups;
+  return TapsWeight{weight, g.k / g.groups * cg * taps, cg * taps, taps, g.s, 1};
+}
+
+inline TapsOutput taps_output_of(const ConvGeometry& g, float* y) {
+  return TapsOutput{y, g.k * g.p * g.q, g.p * g.q, g.q, 1};
+}
+
 // conv2d_forward for a geometry conv_forward_taps_applies accepts, with
 // N, K, P x Q and C / groups all at least 1.
-void conv2d_forward_taps(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
-                         float* y);
+void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight& weight, const ConvEpilogue& ep,
+                         const TapsOutput& y);
 
 // The flat range [flat0, flat0 + span) of the padded grid (hp x wp, row
 // after row; grid (i, j) = input (i - pad_top, j - pad_left), zero outside)
