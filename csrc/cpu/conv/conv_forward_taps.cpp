@@ -178,11 +178,12 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
   float* packed_w = gemm_scratch(0, g.groups * group_floats);
   // A 1x1 kernel's block of columns ends in dot products when only a few
   // columns are left past whole vectors (dot_tail_columns; 196 positions,
-  // ResNet-50's 14x14 layers: a tile of 4 columns ran two vectors): its
-  // weight rows are contiguous along K (C_g), so the dots read them in
-  // place, against the block's tail columns packed contiguous (all C_g of
-  // them, once per block).
-  const int64_t max_tail = taps == 1 ? blk.lanes / 4 : 0;
+  // ResNet-50's 14x14 layers: a tile of 4 columns ran two vectors) where
+  // its weight rows are contiguous along K (C_g; a transposed convolution's
+  // phase has the channel axes swapped), so the dots read them in place,
+  // against the block's tail columns packed contiguous (all C_g of them,
+  // once per block).
+  const int64_t max_tail = taps == 1 && weight.c_stride == 1 ? blk.lanes / 4 : 0;
   // Per thread: the band (unless read in place), the accumulator tile, the
   // tail columns.
   const int64_t band_floats = in_place ? 0 : cg * std::min(hp * wp, nc + tap_reach);
@@ -257,7 +258,8 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
             }
           }
           if (tail > 0) {
-            kern.dot(rows, tail, cc, weight + (gi * kg + ip * mr) * cg + c0, cg, tail_cols + c0, cg,
+            kern.dot(rows, tail, cc, weight.first + gi * weight.group_stride + ip * mr * weight.k_stride + c0,
+                     weight.k_stride, tail_cols + c0, cg,
                      c0 == 0 ? 0.0f : 1.0f, tile + head, nc);
           }
         }
