@@ -21,8 +21,10 @@ int threads_for(int64_t work, int64_t grain);
 // (the OpenMP runtime may grant fewer). With threads <= 1 the body runs on
 // the calling thread as body(0, 1) without entering the OpenMP runtime:
 // `#pragma omp parallel if (false)` still calls into libgomp and builds a
-// team, which costs more than a kernel on a few hundred floats. Barriers in
-// the body are fine either way (outside a region they are no-ops).
+// team, which costs more than a kernel on a few hundred floats. So with one
+// thread a barrier in the body binds to the caller's region if there is one
+// (a GEMM called by each thread of a convolution's team), which the other
+// threads never reach: guard such barriers with nt > 1.
 //
 // Only templates here: kernel bodies are lambdas of anonymous-namespace
 // code, so every instantiation is local to its translation unit and
