@@ -261,7 +261,8 @@ def test_conv2d_tap_route(isa, threads, rng, case):
 # read in place, ahead of the tap route (the rule in conv_forward.cpp). With
 # N * groups * column blocks below the thread count the team packs each
 # unit's `col` together (a share of its rows each, cut across K blocks) and
-# splits its output channels.
+# splits its output channels, or, with many output channels (kOwnPackPanels
+# A panels a thread), each thread packs all of `col` for its own rows.
 FEW_POSITION_CASES = [
     Case2d(1, 300, 6, 7, 37, 3, 3, padding=1, activation="relu"),       # 8 K blocks, K and P*Q past whole tiles
     Case2d(1, 512, 7, 7, 128, 3, 3, padding=1),                         # ResNet-50's 7x7 layer, fewer filters
@@ -276,6 +277,7 @@ FEW_POSITION_CASES = [
     # (1..4 of 16 on avx512, 1..2 of 8 on avx2); 195 above: 3 on avx512.
     Case2d(1, 300, 5, 10, 41, 3, 3, padding=1, activation="relu"),      # 50 positions: 2 on avx512 and avx2
     Case2d(1, 256, 14, 14, 45, 3, 3, padding=1, bias=False),            # ResNet-50's 14x14: 4 on avx512
+    Case2d(1, 256, 14, 14, 229, 3, 3, padding=1, activation="relu"),    # many filters: each thread packs `col`
     Case2d(1, 512, 7, 7, 300, 1, 1),                                    # 49 positions, x read in place
     Case2d(1, 129, 3, 3, 520, 3, 3, padding=(2, 1), dilation=(2, 1)),   # 9 positions: 1 on avx2
 ]
