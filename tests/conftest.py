@@ -112,6 +112,24 @@ def on_every_cpu_path(kernel) -> dict:
 OVERFLOW_MARGIN = float(np.finfo(np.float32).max) / 2
 
 
+def assert_same_at_thread_counts(call, counts=(1, 2, 1)) -> None:
+    """`call()` at each thread count in turn (the caller's count restored
+    after): every result bit-identical to the first. `call` returns an array
+    or a tuple of arrays (None where an output is absent)."""
+    previous = minidnn.get_num_threads()
+    runs = []
+    try:
+        for t in counts:
+            minidnn.set_num_threads(t)
+            result = call()
+            runs.append(result if isinstance(result, tuple) else (result,))
+    finally:
+        minidnn.set_num_threads(previous)
+    for run in runs[1:]:
+        for ours, first in zip(run, runs[0], strict=True):
+            np.testing.assert_array_equal(ours, first)
+
+
 def assert_raises_naming(call, error, words) -> None:
     """`call()` raises `error`, and its message contains each of `words`:
     the argument's name, what was expected and what was given."""

@@ -15,7 +15,7 @@ import minidnn
 import minidnn.reference as ref
 from minidnn import _C
 
-from conftest import assert_agrees, assert_raises_naming
+from conftest import assert_agrees, assert_raises_naming, assert_same_at_thread_counts
 
 
 class Case:
@@ -205,17 +205,7 @@ def test_negative_padding(rng):
 ], ids=repr)
 def test_bit_identical_across_threads_and_runs(isa, rng, case):
     x, w, gy = case.data(rng)
-    previous = minidnn.get_num_threads()
-    runs = []
-    try:
-        for t in (1, 2, 1):
-            minidnn.set_num_threads(t)
-            runs.append(_backward(case, x, w, gy))
-    finally:
-        minidnn.set_num_threads(previous)
-    for run in runs[1:]:
-        for ours, first in zip(run, runs[0]):
-            np.testing.assert_array_equal(ours, first)
+    assert_same_at_thread_counts(lambda: _backward(case, x, w, gy))
 
 
 F = np.ones((2, 4, 6, 6), np.float32)      # grad_y of x (2, 4, 8, 8), weight (4, 2, 3, 3), groups 2

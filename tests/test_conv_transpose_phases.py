@@ -17,7 +17,7 @@ import minidnn.reference as ref
 from minidnn import _C
 from minidnn.conv import _transpose_geometry
 
-from conftest import assert_agrees
+from conftest import assert_agrees, assert_same_at_thread_counts
 
 
 @dataclass(frozen=True)
@@ -116,16 +116,7 @@ def test_phases_against_reference(isa, threads, rng, case):
 @pytest.mark.parametrize("case", PHASE_CASES, ids=repr)
 def test_phases_bit_identical_across_threads(isa, rng, case):
     x, w, b = case.data(rng)
-    previous = minidnn.get_num_threads()
-    runs = []
-    try:
-        for t in (1, 2, 1):
-            minidnn.set_num_threads(t)
-            runs.append(minidnn.conv_transpose2d(x, w, b, **case.kwargs()))
-    finally:
-        minidnn.set_num_threads(previous)
-    for run in runs[1:]:
-        np.testing.assert_array_equal(run, runs[0])
+    assert_same_at_thread_counts(lambda: minidnn.conv_transpose2d(x, w, b, **case.kwargs()))
 
 
 def test_conv2d_backward_data_on_phases(isa, threads, rng):

@@ -12,7 +12,7 @@ import pytest
 import minidnn
 import minidnn.reference as ref
 
-from conftest import assert_raises_naming
+from conftest import assert_raises_naming, assert_same_at_thread_counts
 
 # (x shape, out_features): 1-D x, batches of 1 to 64 rows (the inference and
 # LSTM-step cases), primes, leading axes, and layer shapes of real networks.
@@ -103,17 +103,7 @@ def test_empty(isa, threads, rng, x_shape, out_features):
 def test_bit_identical_across_threads_and_runs(isa, rng, x_shape, out_features):
     x, w, b = _data(rng, x_shape, out_features)
     g = rng.standard_normal(x_shape[:-1] + (out_features,), dtype=np.float32)
-    previous = minidnn.get_num_threads()
-    runs = []
-    try:
-        for t in (1, 2, 1):
-            minidnn.set_num_threads(t)
-            runs.append((minidnn.linear(x, w, b), *minidnn.linear_backward(g, x, w)))
-    finally:
-        minidnn.set_num_threads(previous)
-    for run in runs[1:]:
-        for ours, first in zip(run, runs[0]):
-            np.testing.assert_array_equal(ours, first)
+    assert_same_at_thread_counts(lambda: (minidnn.linear(x, w, b), *minidnn.linear_backward(g, x, w)))
 
 
 def test_non_contiguous_inputs(rng):
