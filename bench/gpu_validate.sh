@@ -6,7 +6,9 @@
 #
 # 1. builds minidnn with the CUDA backend (MINIDNN_CUDA=ON: no nvcc is a
 #    failure) into its own venv (.venv-gpu) and build directory (build/gpu),
-#    with PyTorch (the benchmark's peer, events and copy ceiling);
+#    with PyTorch (the benchmark's peer, events and copy ceiling): from PyPI,
+#    or, where python3 already holds a CUDA PyTorch and the build tools (a
+#    GPU image, often with no package index), those, without a download;
 # 2. runs the CUDA tests on the GPU: tests/test_cuda_device.py (every kernel
 #    case of the emulated tests on the device, plus large shapes, twice for
 #    bit-identical results), tests/test_cuda_interop.py (the GPU half:
@@ -32,11 +34,25 @@ fi
 nvidia-smi -L
 
 venv=.venv-gpu
-python3 -m venv "$venv"
 py="$venv/bin/python"
-# PyPI's Linux torch wheels carry CUDA; the peer must see the GPU too.
-"$venv/bin/pip" install torch nvidia-cuda-cuobjdump
-MINIDNN_CUDA=ON "$venv/bin/pip" install -Cbuild-dir=build/gpu ".[test]"
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+if python3 -c "import torch, pytest, hypothesis, pybind11, scikit_build_core; assert torch.cuda.is_available()" 2>/dev/null; then
+  # A GPU image that already holds a CUDA PyTorch and the build tools, often
+  # with no package index to reach: build against what is there.
+  # python3 may itself be a venv, whose packages --system-site-packages would
+  # not see: a .pth file puts its site-packages behind the new venv's own.
+  if [[ ! -x $py ]]; then
+    python3 -m venv "$venv"
+    python3 -c "import site; print('\n'.join(site.getsitepackages()))" \
+      > "$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/gpu_image_packages.pth"
+  fi
+  MINIDNN_CUDA=ON "$venv/bin/pip" install -q --no-deps --no-build-isolation -Cbuild-dir=build/gpu .
+else
+  [[ -x $py ]] || python3 -m venv "$venv"
+  # PyPI's Linux torch wheels carry CUDA; the peer must see the GPU too.
+  "$venv/bin/pip" install torch nvidia-cuda-cuobjdump
+  MINIDNN_CUDA=ON "$venv/bin/pip" install -Cbuild-dir=build/gpu ".[test]"
+fi
 "$py" - <<'PY'
 import minidnn, torch
 from minidnn import cuda

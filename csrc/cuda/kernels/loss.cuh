@@ -452,15 +452,21 @@ __device__ __forceinline__ LossPartial combine_partials(const LossPartial& a, co
   return {a.loss + b.loss, a.weight + b.weight, a.first_bad < b.first_bad ? a.first_bad : b.first_bad};
 }
 
-// The block's combined partial, in thread 0: a tree over `tree`
-// (kReduceBlock entries of shared memory) in a fixed order.
+// The block's combined partial, returned in thread 0 (other threads get a
+// partial sum): a tree over `tree` (kReduceBlock entries of shared memory)
+// in a fixed order. Each thread keeps its own entry in a register, so no
+// thread reads the entry thread 0 writes last (compute-sanitizer's racecheck
+// reported that read when the result came back through tree[0]).
 __device__ __forceinline__ LossPartial reduce_block(LossPartial acc, LossPartial* tree) {
   tree[threadIdx.x] = acc;
   for (unsigned half = kReduceBlock / 2; half > 0; half /= 2) {
     __syncthreads();
-    if (threadIdx.x < half) tree[threadIdx.x] = combine_partials(tree[threadIdx.x], tree[threadIdx.x + half]);
+    if (threadIdx.x < half) {
+      acc = combine_partials(acc, tree[threadIdx.x + half]);
+      tree[threadIdx.x] = acc;
+    }
   }
-  return tree[0];
+  return acc;
 }
 
 __global__ void __launch_bounds__(kReduceBlock)
