@@ -647,8 +647,11 @@ def gpu_name() -> Optional[str]:
 
 
 def git_commit() -> str:
-    """HEAD of the checkout minidnn is imported from, else of the working
-    directory, else $MINIDNN_COMMIT, else "unknown"."""
+    """$MINIDNN_COMMIT when set (a copy of the tree whose .git does not match
+    it, as on a lent GPU machine), else HEAD of the checkout minidnn is
+    imported from, else of the working directory, else "unknown"."""
+    if os.environ.get("MINIDNN_COMMIT"):
+        return os.environ["MINIDNN_COMMIT"]
     for where in (Path(minidnn.__file__).resolve().parent, Path.cwd()):
         try:
             out = subprocess.run(
@@ -658,7 +661,7 @@ def git_commit() -> str:
             continue
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
-    return os.environ.get("MINIDNN_COMMIT", "unknown")
+    return "unknown"
 
 
 def _mib(nbytes: int) -> str:
