@@ -245,6 +245,11 @@ TAP_CASES = _tap_sweep(30, 4242) + [
     # blocks and channel chunks summed in y, bias and activation applied there.
     Case2d(2, 17, 9, 11, 23, 3, 1, padding=((1, 2), (0, 0)), activation="sigmoid"),
     Case2d(1, 400, 23, 17, 29, 1, 1, activation="leaky_relu"),
+    # Planes of more than 512 floats are copied into the band rather than
+    # read in place (kInPlaceMaxPlaneFloats): 1x1 over 3 column blocks, and
+    # "valid" 3x3 whose blocks reach the plane's last element.
+    Case2d(2, 20, 23, 29, 17, 1, 1, activation="relu"),
+    Case2d(1, 16, 26, 24, 9, 3, 3, padding="valid"),
     Case2d(1, 800, 7, 7, 30, 1, 1, groups=2, activation="relu"),  # 49 columns, a dot per channel chunk
     Case2d(1, 16, 6, 40, 7, 2, 7, padding=((0, 3), (5, 0)), dilation=(3, 2)),  # asymmetric, dilated
     Case2d(1, 32, 4, 4, 8, 3, 3, padding=((2, 2), (4, 4))),     # pads wider than the image

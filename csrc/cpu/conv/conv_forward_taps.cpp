@@ -19,8 +19,8 @@
 // and dropped, which is what makes every B run contiguous. The grid is
 // built per column block (its band: the grid positions it reads, every
 // channel) in a per-thread buffer; when the input already is the grid (no
-// top / left padding, wp == W, hp <= H: 1x1 and "valid" convolutions) it is
-// read in place.
+// top / left padding, wp == W, hp <= H: 1x1 and "valid" convolutions) and
+// its planes are small (kInPlaceMaxPlaneFloats) it is read in place.
 //
 // Blocking: per (image, group, block of <= kBlockColumns grid outputs), the
 // band (C_g x about a few rows of wp) stays in L2 and is read once per A
@@ -70,6 +70,14 @@ namespace minidnn::cpu {
 // columns, not the row.
 void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t flat0, int64_t span, int64_t wp,
                 float* dst) {
+  // No padding before the input and rows as wide as the grid's: the range
+  // is a range of each input plane, one copy a channel.
+  if (g.pad_top == 0 && g.pad_left == 0 && wp == g.w && flat0 + span <= g.h * g.w) {
+    for (int64_t c = 0; c < channels; ++c) {
+      std::memcpy(dst + c * span, xg + c * g.h * g.w + flat0, static_cast<size_t>(span) * sizeof(float));
+    }
+    return;
+  }
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = xg + c * g.h * g.w;
     for (int64_t f = flat0; f < flat0 + span;) {
@@ -100,6 +108,16 @@ constexpr int64_t kMinChannelsPerPanel = 3;
 // Grid outputs per column block: the mr x block accumulator tile (14 KB at
 // mr = 14) shares L1 with the A panel of a tap.
 constexpr int64_t kBlockColumns = 256;
+// The input is read in place as the grid only when its channel planes (the
+// B rows, one a K step) lie at most this many floats apart (2 KB, within
+// what the hardware's stride prefetcher follows). Farther apart, the first
+// A panel of each block met every B line cold from memory, 2 lines a row
+// and the microkernel's software prefetch 8 rows ahead, latency-bound: 1x1
+// 56x56 256->64 N=8 (5 A panels) spent 45% of its samples (perf, 1 thread)
+// waiting on that load. Copied into the band instead (one memcpy a channel,
+// which the hardware prefetchers stream), the block is read from L2 by
+// every panel.
+constexpr int64_t kInPlaceMaxPlaneFloats = 512;
 
 // Bias and activation on rows [0, rows) of an accumulator tile (`ncols`
 // columns from `tile`, row stride ld), in place.
@@ -160,7 +178,8 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
 
   const int64_t hp = g.p + (g.r - 1) * g.dil_h, wp = g.q + (g.s - 1) * g.dil_w;
   const int64_t grid_outputs = (g.p - 1) * wp + g.q;  // the last row's dropped columns are not computed
-  const bool in_place = g.pad_top == 0 && g.pad_left == 0 && wp == g.w && hp <= g.h;
+  const bool in_place =
+      g.pad_top == 0 && g.pad_left == 0 && wp == g.w && hp <= g.h && g.h * g.w <= kInPlaceMaxPlaneFloats;
 
   // Channel chunks of equal size (<= kc).
   const int64_t c_chunks = ceil_div(cg, blk.kc);
