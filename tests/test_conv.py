@@ -240,6 +240,16 @@ TAP_CASES = _tap_sweep(30, 4242) + [
     Case2d(2, 20, 15, 15, 30, 1, 1),                            # 1x1 read in place
     Case2d(1, 18, 7, 7, 16, 1, 1, padding=2),                   # 1x1 padded: a grid of zeros around
     Case2d(2, 64, 14, 14, 40, 1, 1),                            # 196 columns: 4 as dot products on avx512
+    # A kernel one tap wide drops no grid column, so y itself is the
+    # accumulator tile (tile_is_y): padded rows (the band), several column
+    # blocks and channel chunks summed in y, bias and activation applied there.
+    Case2d(2, 17, 9, 11, 23, 3, 1, padding=((1, 2), (0, 0)), activation="sigmoid"),
+    Case2d(1, 400, 23, 17, 29, 1, 1, activation="leaky_relu"),
+    # Planes of more than 512 floats are copied into the band rather than
+    # read in place (kInPlaceMaxPlaneFloats): 1x1 over 3 column blocks, and
+    # "valid" 3x3 whose blocks reach the plane's last element.
+    Case2d(2, 20, 23, 29, 17, 1, 1, activation="relu"),
+    Case2d(1, 16, 26, 24, 9, 3, 3, padding="valid"),
     Case2d(1, 800, 7, 7, 30, 1, 1, groups=2, activation="relu"),  # 49 columns, a dot per channel chunk
     Case2d(1, 16, 6, 40, 7, 2, 7, padding=((0, 3), (5, 0)), dilation=(3, 2)),  # asymmetric, dilated
     Case2d(1, 32, 4, 4, 8, 3, 3, padding=((2, 2), (4, 4))),     # pads wider than the image

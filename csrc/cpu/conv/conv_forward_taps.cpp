@@ -19,8 +19,8 @@
 // and dropped, which is what makes every B run contiguous. The grid is
 // built per column block (its band: the grid positions it reads, every
 // channel) in a per-thread buffer; when the input already is the grid (no
-// top / left padding, wp == W, hp <= H: 1x1 and "valid" convolutions) it is
-// read in place.
+// top / left padding, wp == W, hp <= H: 1x1 and "valid" convolutions) and
+// its planes are small (kInPlaceMaxPlaneFloats) it is read in place.
 //
 // Blocking: per (image, group, block of <= kBlockColumns grid outputs), the
 // band (C_g x about a few rows of wp) stays in L2 and is read once per A
@@ -28,7 +28,8 @@
 // panels, one mr x C_g panel per tap (C_g cut into chunks of <= kc so that a
 // panel stays in L1); the mr x block accumulator tile stays in L1 across the
 // taps, and bias, activation and the copy of the valid columns into y are
-// done on it while it is still there.
+// done on it while it is still there; where no column is dropped (a kernel
+// one tap wide) the tile is the block's columns of y itself (tile_is_y).
 //
 // When it applies (conv_forward_taps_applies: the shape and the active
 // ISA's tile height mr decide, never the thread count): stride 1,
@@ -69,6 +70,14 @@ namespace minidnn::cpu {
 // columns, not the row.
 void build_band(const ConvGeometry& g, const float* xg, int64_t channels, int64_t flat0, int64_t span, int64_t wp,
                 float* dst) {
+  // No padding before the input and rows as wide as the grid's: the range
+  // is a range of each input plane, one copy a channel.
+  if (g.pad_top == 0 && g.pad_left == 0 && wp == g.w && flat0 + span <= g.h * g.w) {
+    for (int64_t c = 0; c < channels; ++c) {
+      std::memcpy(dst + c * span, xg + c * g.h * g.w + flat0, static_cast<size_t>(span) * sizeof(float));
+    }
+    return;
+  }
   for (int64_t c = 0; c < channels; ++c) {
     const float* xc = xg + c * g.h * g.w;
     for (int64_t f = flat0; f < flat0 + span;) {
@@ -99,13 +108,21 @@ constexpr int64_t kMinChannelsPerPanel = 3;
 // Grid outputs per column block: the mr x block accumulator tile (14 KB at
 // mr = 14) shares L1 with the A panel of a tap.
 constexpr int64_t kBlockColumns = 256;
+// The input is read in place as the grid only when its channel planes (the
+// B rows, one a K step) lie at most this many floats apart (2 KB, within
+// what the hardware's stride prefetcher follows). Farther apart, the first
+// A panel of each block met every B line cold from memory, 2 lines a row
+// and the microkernel's software prefetch 8 rows ahead, latency-bound: 1x1
+// 56x56 256->64 N=8 (5 A panels) spent 45% of its samples (perf, 1 thread)
+// waiting on that load. Copied into the band instead (one memcpy a channel,
+// which the hardware prefetchers stream), the block is read from L2 by
+// every panel.
+constexpr int64_t kInPlaceMaxPlaneFloats = 512;
 
-// The valid columns of an accumulator tile (rows of `ncols` grid outputs
-// from f0, row stride ld) into the output planes at y (TapsOutput's
-// strides), bias and activation applied first, in place in the tile.
-void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int64_t ld, int rows, int64_t f0,
-                 int64_t ncols, int64_t wp, const float* bias, const TapsOutput& out, float* y) {
-  const int64_t p_first = f0 / wp, p_last = (f0 + ncols - 1) / wp;
+// Bias and activation on rows [0, rows) of an accumulator tile (`ncols`
+// columns from `tile`, row stride ld), in place.
+void finish_block_rows(const ConvEpilogue& ep, float* tile, int64_t ld, int rows, int64_t ncols, const float* bias) {
+  if (bias == nullptr && !ep.activate) return;
   for (int i = 0; i < rows; ++i) {
     float* row = tile + i * ld;
     if (bias != nullptr) {
@@ -113,6 +130,18 @@ void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int
       for (int64_t j = 0; j < ncols; ++j) row[j] += b;
     }
     if (ep.activate) activation_kernels().forward(ep.activation, row, row, ncols, ep.alpha);
+  }
+}
+
+// The valid columns of an accumulator tile (rows of `ncols` grid outputs
+// from f0, row stride ld) into the output planes at y (TapsOutput's
+// strides), bias and activation applied first, in place in the tile.
+void store_block(const ConvGeometry& g, const ConvEpilogue& ep, float* tile, int64_t ld, int rows, int64_t f0,
+                 int64_t ncols, int64_t wp, const float* bias, const TapsOutput& out, float* y) {
+  const int64_t p_first = f0 / wp, p_last = (f0 + ncols - 1) / wp;
+  finish_block_rows(ep, tile, ld, rows, ncols, bias);
+  for (int i = 0; i < rows; ++i) {
+    const float* row = tile + i * ld;
     float* yplane = y + i * out.plane_stride;
     for (int64_t p = p_first; p <= p_last; ++p) {
       const int64_t q0 = std::max<int64_t>(0, f0 - p * wp), q1 = std::min(g.q, f0 + ncols - p * wp);
@@ -149,7 +178,8 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
 
   const int64_t hp = g.p + (g.r - 1) * g.dil_h, wp = g.q + (g.s - 1) * g.dil_w;
   const int64_t grid_outputs = (g.p - 1) * wp + g.q;  // the last row's dropped columns are not computed
-  const bool in_place = g.pad_top == 0 && g.pad_left == 0 && wp == g.w && hp <= g.h;
+  const bool in_place =
+      g.pad_top == 0 && g.pad_left == 0 && wp == g.w && hp <= g.h && g.h * g.w <= kInPlaceMaxPlaneFloats;
 
   // Channel chunks of equal size (<= kc).
   const int64_t c_chunks = ceil_div(cg, blk.kc);
@@ -184,10 +214,21 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
   // against the block's tail columns packed contiguous (all C_g of them,
   // once per block).
   const int64_t max_tail = taps == 1 && weight.c_stride == 1 ? blk.lanes / 4 : 0;
-  // Per thread: the band (unless read in place), the accumulator tile, the
-  // tail columns.
+  // When no grid column is dropped (wp == Q: a kernel one tap wide, 1x1
+  // above all) and the output planes are row-major, grid output f is
+  // element f of its output plane, so the output itself is the accumulator
+  // tile: the microkernel writes its rows in place, and bias and activation
+  // are applied there. Through the L1 tile, the copy into y (one memcpy
+  // per output row of each tile row) took a quarter of a 1x1 56x56 64->256
+  // layer (perf, 1 thread: 17% in memmove, most of the 9% in this driver),
+  // after the FMAs rather than beside them; in place, the stores of one
+  // microkernel tile drain while the next one computes.
+  const bool tile_is_y = wp == g.q && y.col_stride == 1 && y.row_stride == g.q;
+  // Per thread: the band (unless read in place), the accumulator tile
+  // (unless it is y), the tail columns.
   const int64_t band_floats = in_place ? 0 : cg * std::min(hp * wp, nc + tap_reach);
-  const int64_t thread_floats = band_floats + int64_t{mr} * nc + max_tail * cg;
+  const int64_t tile_floats = tile_is_y ? 0 : int64_t{mr} * nc;
+  const int64_t thread_floats = band_floats + tile_floats + max_tail * cg;
   float* thread_buffers = gemm_scratch(1, threads * thread_floats);
 
   parallel(threads, [&](int t, int nt) {
@@ -216,7 +257,7 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
 
     float* band = thread_buffers + t * thread_floats;
     float* tile = band + band_floats;
-    float* tail_cols = tile + int64_t{mr} * nc;
+    float* tail_cols = tile + tile_floats;
     int64_t band_of = -1;  // the (image, group, column block) whose band is built
     for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
       const int64_t rchunk = u % row_chunks;
@@ -246,6 +287,11 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
         const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
         const float* panel = packed_w + gi * group_floats + ip * mr * cg * taps;
+        const int64_t k0 = gi * kg + ip * mr;
+        float* const y_rows = y.first + img * y.image_stride + k0 * y.plane_stride;
+        // The accumulator tile: the block's columns of y's rows, or the L1 tile.
+        float* const acc = tile_is_y ? y_rows + f0 : tile;
+        const int64_t ld_acc = tile_is_y ? y.plane_stride : nc;
         for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
           const int64_t cc = std::min(chunk, cg - c0);
           for (int64_t tap = 0; tap < taps; ++tap) {
@@ -253,19 +299,22 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
             const float* b = b_block + c0 * plane + (tap / g.s) * g.dil_h * wp + (tap % g.s) * g.dil_w;
             const TileUpdate update{1.0f, 0.0f, c0 == 0 && tap == 0, nullptr};
             for (int64_t j = 0; j < head; j += nr) {
-              kern.ukernel(cc, a, b + j, plane, true, tile + j, nc, rows,
+              kern.ukernel(cc, a, b + j, plane, true, acc + j, ld_acc, rows,
                            static_cast<int>(std::min<int64_t>(nr, head - j)), update);
             }
           }
           if (tail > 0) {
             kern.dot(rows, tail, cc, weight.first + gi * weight.group_stride + ip * mr * weight.k_stride + c0,
                      weight.k_stride, tail_cols + c0, cg,
-                     c0 == 0 ? 0.0f : 1.0f, tile + head, nc);
+                     c0 == 0 ? 0.0f : 1.0f, acc + head, ld_acc);
           }
         }
-        const int64_t k0 = gi * kg + ip * mr;
-        store_block(g, ep, tile, nc, rows, f0, ncols, wp, ep.bias != nullptr ? ep.bias + k0 : nullptr, y,
-                    y.first + img * y.image_stride + k0 * y.plane_stride);
+        const float* bias = ep.bias != nullptr ? ep.bias + k0 : nullptr;
+        if (tile_is_y) {
+          finish_block_rows(ep, acc, ld_acc, rows, ncols, bias);
+        } else {
+          store_block(g, ep, tile, nc, rows, f0, ncols, wp, bias, y, y_rows);
+        }
       }
     }
   });

@@ -259,48 +259,76 @@ void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel
 // Packing.
 // ---------------------------------------------------------------------------
 
-// Rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A) into an A panel
-// (element (i, p) at dst[p * kMR + i]); rows past `rows` are left unwritten,
-// as the kernel of that height never reads them. `rows_readable` rows of
-// op(A) exist from i0 on.
+// Rows [i0, i0 + rows) x columns [p0, p0 + kc) of op(A), A not
+// transposed, into an A panel (element (i, p) at dst[p * kMR + i]); rows
+// past `rows` are left unwritten, as the kernel of that height never reads
+// them. `rows_readable` rows of op(A) exist from i0 on.
 template <class Cfg>
 void pack_a_panel(GemmOperand a, int64_t i0, int rows, int64_t rows_readable, int64_t p0, int64_t kc, float* dst) {
   constexpr int kMR = Cfg::kMR;
   constexpr int kW = Cfg::Ops::W;
-  if (!a.trans) {
-    int64_t p0_scalar = 0;
-    if constexpr (kW > 1 && kMR <= kW) {
-      // A full panel, W columns at a time: W rows (all of them in op(A))
-      // transposed in registers (Cfg::transpose_tile), then the first kMR
-      // floats of each column copied out. The scalar loop below stores one
-      // float per cycle with a stride of kMR floats; at M = 64 it cost a
-      // sixth of an LSTM step's product, and more of grad_x = d W_ih.
-      if (rows == kMR && rows_readable >= kW) {
-        alignas(64) float tile[kW * kW];
-        for (; p0_scalar + kW <= kc; p0_scalar += kW) {
-          Cfg::transpose_tile(a.data + i0 * a.ld + p0 + p0_scalar, a.ld, tile, kW);
-          float* out = dst + p0_scalar * kMR;
-          for (int q = 0; q < kW; ++q) {
-            for (int i = 0; i < kMR; ++i) out[q * kMR + i] = tile[q * kW + i];
-          }
+  int64_t p0_scalar = 0;
+  if constexpr (kW > 1 && kMR <= kW) {
+    // A full panel, W columns at a time: W rows (all of them in op(A))
+    // transposed in registers (Cfg::transpose_tile), then the first kMR
+    // floats of each column copied out. The scalar loop below stores one
+    // float per cycle with a stride of kMR floats; at M = 64 it cost a
+    // sixth of an LSTM step's product, and more of grad_x = d W_ih.
+    if (rows == kMR && rows_readable >= kW) {
+      alignas(64) float tile[kW * kW];
+      for (; p0_scalar + kW <= kc; p0_scalar += kW) {
+        Cfg::transpose_tile(a.data + i0 * a.ld + p0 + p0_scalar, a.ld, tile, kW);
+        float* out = dst + p0_scalar * kMR;
+        for (int q = 0; q < kW; ++q) {
+          for (int i = 0; i < kMR; ++i) out[q * kMR + i] = tile[q * kW + i];
         }
       }
     }
-    for (int i = 0; i < rows; ++i) {
-      const float* src = a.data + (i0 + i) * a.ld + p0;
-      for (int64_t p = p0_scalar; p < kc; ++p) dst[p * kMR + i] = src[p];
+  }
+  for (int i = 0; i < rows; ++i) {
+    const float* src = a.data + (i0 + i) * a.ld + p0;
+    for (int64_t p = p0_scalar; p < kc; ++p) dst[p * kMR + i] = src[p];
+  }
+}
+
+// A panels [q_begin, q_end) of the m x K op(A) (panel q: rows q * kMR.. of
+// it, at most m; `rows_readable` >= m rows exist) x columns [p0, p0 + kc),
+// panel q at dst + q * kMR * kc.
+//
+// A transposed (op(A) rows are A's columns) is copied row of A by row of
+// A, each row's floats of all the panels in turn, as whole and masked
+// vectors. Panel by panel, each row of A (a.ld apart: often 1-4 KB, past
+// what the hardware prefetchers follow) gave a panel a few floats of a line
+// and was read again for the next panel, a K block's rows too many for L1
+// (rows 4 KB apart all fall in one set): repacking W^T for each image of a
+// 1x1 convolution's grad_x took 9% of its backward (14x14 256->1024 N=8, 1
+// thread), after the copy of the panel's rows was vectorized.
+template <class Cfg>
+void pack_a_panels(GemmOperand a, int64_t m, int64_t rows_readable, int64_t q_begin, int64_t q_end, int64_t p0,
+                   int64_t kc, float* dst) {
+  using Ops = typename Cfg::Ops;
+  constexpr int kMR = Cfg::kMR;
+  constexpr int kW = Ops::W;
+  if (!a.trans) {
+    for (int64_t q = q_begin; q < q_end; ++q) {
+      pack_a_panel<Cfg>(a, q * kMR, static_cast<int>(gemm_min(kMR, m - q * kMR)), rows_readable - q * kMR, p0, kc,
+                        dst + q * kMR * kc);
     }
-  } else {
-    // Rows of op(A)^T a.ld apart (often 4 KB or more, a page each: past
-    // what the hardware prefetchers follow) and a few floats used of each:
-    // without the prefetch the copy waited on memory for every row, and
-    // packing the transposed gate gradients of an LSTM's weight gradient
-    // cost as much as a fifth of the product.
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a.data + (p0 + p) * a.ld + i0;
-      __builtin_prefetch(src + kPrefetchRows * a.ld);
-      __builtin_prefetch(src + kPrefetchRows * a.ld + rows - 1);
-      for (int i = 0; i < rows; ++i) dst[p * kMR + i] = src[i];
+    return;
+  }
+  const int64_t i_begin = q_begin * kMR, i_end = gemm_min(m, q_end * kMR);
+  constexpr int64_t kLineFloats = 16;
+  for (int64_t p = 0; p < kc; ++p) {
+    const float* src = a.data + (p0 + p) * a.ld;
+    for (int64_t i = i_begin; i < i_end; i += kLineFloats) __builtin_prefetch(src + kPrefetchRows * a.ld + i);
+    for (int64_t q = q_begin; q < q_end; ++q) {
+      const int64_t i0 = q * kMR;
+      const int rows = static_cast<int>(gemm_min(kMR, i_end - i0));
+      float* out = dst + q * kMR * kc + p * kMR;
+      for (int i = 0; i < rows; i += kW) {
+        const int lanes = lanes_of<Ops>(rows - i, 0);
+        store_lanes<Ops>(out + i, load_lanes<Ops>(src + i0 + i, lanes), lanes);
+      }
     }
   }
 }
@@ -425,10 +453,8 @@ void gemm_blocked(int64_t m, int64_t n, int64_t k, float alpha, GemmOperand a, G
           for (int64_t pp = pc; pp < (whole_k ? k : pc + kc); pp += kKC) {
             const int64_t kp = gemm_min(kKC, k - pp);
             float* const dst = whole_k ? a_block + a_panels * kMR * pp : a_block;
-            for (int64_t q = a_panels * t / nt; q < a_panels * (t + 1) / nt; ++q) {
-              pack_a_panel<Cfg>(a, ic + q * kMR, static_cast<int>(gemm_min(kMR, mc - q * kMR)), m - ic - q * kMR, pp,
-                                kp, dst + q * kMR * kp);
-            }
+            const GemmOperand a_block_rows{a.trans ? a.data + ic : a.data + ic * a.ld, a.ld, a.trans};
+            pack_a_panels<Cfg>(a_block_rows, mc, m - ic, a_panels * t / nt, a_panels * (t + 1) / nt, pp, kp, dst);
           }
 #pragma omp barrier
         }
@@ -699,10 +725,7 @@ void pack_a(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t pa
   const int64_t m_padded = ceil_div(m, kMR) * kMR;
   for (int64_t pc = 0; pc < k; pc += Cfg::kKC) {
     const int64_t kc = gemm_min(Cfg::kKC, k - pc);
-    for (int64_t q = panel_begin; q < panel_end; ++q) {
-      pack_a_panel<Cfg>(a, q * kMR, static_cast<int>(gemm_min(kMR, m - q * kMR)), m - q * kMR, pc, kc,
-                        packed + pc * m_padded + q * kMR * kc);
-    }
+    pack_a_panels<Cfg>(a, m, m, panel_begin, panel_end, pc, kc, packed + pc * m_padded);
   }
 }
 
