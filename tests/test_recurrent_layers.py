@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import minidnn
 import minidnn.reference as ref
-from conftest import on_every_cpu_path
+from conftest import assert_same_at_thread_counts, on_every_cpu_path
 from test_recurrent import _assert_identical, _check, _on_one_and_two_threads
 from torch_recurrent import run_torch
 
@@ -158,6 +158,51 @@ def test_one_and_two_threads_agree_bitwise(rng, name, batch):
         return flatten((*outs, *backward(minidnn, name, cache, grads)))
 
     _assert_identical(*_on_one_and_two_threads(run))
+
+
+# At least layers.cpp's grain (2^16 multiply-adds a direction) in every
+# layer and kind, so that on 2 threads the two directions run at once, one
+# a thread, each on its kernels' one-thread path.
+PARALLEL_DIRECTIONS = [
+    Config(7, 13, 37, 45, layers=2, bidirectional=True, batch_first=True),  # odd sizes, SIMD tails
+    # 16 rows: on avx512 the transposed hidden map (its per-thread h^T).
+    Config(6, 16, 29, 40, layers=3, bidirectional=True, bias=False, initial=False),
+    Config(9, 1, 61, 67, bidirectional=True),  # one row: latency-bound steps
+]
+
+
+@pytest.mark.parametrize("cfg", PARALLEL_DIRECTIONS, ids=repr)
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_directions_at_once(isa, rng, name, cfg):
+    """Both directions of a layer in one call: against the reference, and
+    bit-identical on 1 and 2 threads (in turn on 1, at once on 2), the
+    forward, and the backward through the cache, run twice on it."""
+    x, params, initial = make_case(rng, name, cfg)
+    *ref_outs, ref_cache = forward(ref, name, cfg, x, params, initial)
+    grads = output_grads(rng, ref_outs)
+    expected = (*ref_outs, *backward(ref, name, ref_cache, grads))
+
+    def run():
+        *outs, cache = forward(minidnn, name, cfg, x, params, initial)
+        first = flatten(backward(minidnn, name, cache, grads))
+        _assert_identical(first, flatten(backward(minidnn, name, cache, grads)))
+        return (*outs, *first)
+
+    assert_same_at_thread_counts(run)
+    check(run(), expected, f"{name} {cfg}", cfg)
+
+
+def test_directions_at_once_rest_on_any_thread_count(rng):
+    """Three threads: the directions in turn, each on the whole team; the
+    same bits as one and two threads."""
+    cfg = PARALLEL_DIRECTIONS[0]
+    x, params, initial = make_case(rng, "lstm", cfg)
+
+    def run():
+        *outs, cache = forward(minidnn, "lstm", cfg, x, params, initial)
+        return (*outs, *flatten(backward(minidnn, "lstm", cache, [np.ones_like(o) for o in outs])))
+
+    assert_same_at_thread_counts(run, counts=(1, 2, 3))
 
 
 @pytest.mark.parametrize("cfg", [Config(6, 4, 13, 21, layers=2, bidirectional=True),

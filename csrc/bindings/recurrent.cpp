@@ -1,6 +1,6 @@
 // _C entries of the recurrent cells (forward and backward), each returning
 // its result or None for arguments the Python layer must validate first
-// (see common.h); and of the layers, one direction of one layer a call,
+// (see common.h); and of the layers, both directions of one layer a call,
 // which the Python layer calls with arguments it has validated (the params
 // list is parsed there), so that a mismatch here raises ValueError.
 #include <array>
@@ -188,14 +188,27 @@ py::object rnn_cell_backward(py::handle grad_h1, py::handle x, py::handle h, py:
 
 
 // ----------------------------------------------------------------- layers
+// One call per layer: x (T, N, I); params a list of one (w_ih, w_hh, b_ih,
+// b_hh) tuple per direction, the second (if any) the reverse direction's;
+// initial states and the final states' gradients (directions, N, H) or
+// None; the forward's buffers a list of one tuple per direction. Each
+// returns a list of one tuple of results per direction.
 
-// x (T, N, I) and one direction's weights, as CellArgs with the batch n.
+// A per-step buffer's (count, N, width): count T + 1 states or T steps.
+struct Extent {
+  int64_t count, width;
+};
+
+// x and one direction's weights, as CellArgs with the batch n.
 struct LayerArgs : CellArgs {
   int64_t steps = 0;
 
+  // The T + 1 states, (T + 1, N, H); T steps of `width`, (T, N, width).
+  Extent states() const { return {steps + 1, hs}; }
+  Extent steps_of(int64_t width) const { return {steps, width}; }
+
   cpu::LayerShape shape(bool reverse) const { return {steps, n, in, hs, reverse}; }
-  // (T + 1, N, H) states, (T, N, width) per-step buffers.
-  py::object new_states() const { return new_steps(steps + 1, hs); }
+  // A (count, N, width) array: T + 1 states or T steps.
   py::object new_steps(int64_t count, int64_t width) const {
     const Py_intptr_t dims[3] = {static_cast<Py_intptr_t>(count), static_cast<Py_intptr_t>(n),
                                  static_cast<Py_intptr_t>(width)};
@@ -213,15 +226,6 @@ struct LayerArgs : CellArgs {
     }
     return a.data;
   }
-  // An (N, H) state or None.
-  const float* initial(py::handle arg, const char* name) const {
-    const float* p = nullptr;
-    if (!optional_state(arg, &p)) {
-      fail_argument(name, "None or a C-contiguous float32 array of shape (" + std::to_string(n) + ", " +
-                    std::to_string(hs) + ")", "another");
-    }
-    return p;
-  }
   int64_t layer_work() const {
     int64_t w = 0;
     if (__builtin_mul_overflow(work(), steps, &w)) return INT64_MAX;
@@ -229,7 +233,25 @@ struct LayerArgs : CellArgs {
   }
 };
 
-LayerArgs parse_layer(int gates, py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh) {
+// The size of a list or tuple of `lo` to `hi` items, or a ValueError naming `name`.
+Py_ssize_t sequence_size(py::handle seq, const char* name, const char* what, Py_ssize_t lo, Py_ssize_t hi) {
+  const bool list = PyList_Check(seq.ptr()), tuple = PyTuple_Check(seq.ptr());
+  const Py_ssize_t size = list ? PyList_GET_SIZE(seq.ptr()) : tuple ? PyTuple_GET_SIZE(seq.ptr()) : -1;
+  if (size < lo || size > hi) {
+    fail_argument(name, what, size < 0 ? "another object" : "a sequence of " + std::to_string(size));
+  }
+  return size;
+}
+
+// Item i of a list or tuple that sequence_size() took (borrowed: the sequence keeps it).
+py::handle sequence_item(py::handle seq, Py_ssize_t i) {
+  return PyList_Check(seq.ptr()) ? PyList_GET_ITEM(seq.ptr(), i) : PyTuple_GET_ITEM(seq.ptr(), i);
+}
+
+LayerArgs parse_layer(int gates, py::handle x, py::handle entry) {
+  sequence_size(entry, "params", "(w_ih, w_hh, b_ih, b_hh) tuples", 4, 4);
+  py::handle w_ih = sequence_item(entry, 0), w_hh = sequence_item(entry, 1);
+  py::handle b_ih = sequence_item(entry, 2), b_hh = sequence_item(entry, 3);
   LayerArgs a;
   if (!float_arg(x, &a.x) || a.x.nd != 3) fail_argument("x", "a C-contiguous float32 array (T, N, I)", "another");
   if (!float_arg(w_ih, &a.w_ih) || !float_arg(w_hh, &a.w_hh) || !optional_float_arg(b_ih, &a.b_ih) ||
@@ -249,108 +271,228 @@ LayerArgs parse_layer(int gates, py::handle x, py::handle w_ih, py::handle w_hh,
   return a;
 }
 
-// The gradient of y, (T, N, width) with this direction's H columns from `column`, or None.
-cpu::LayerOutputGrad output_grad(const LayerArgs& a, py::handle grad_y, int64_t column, py::handle grad_h_n) {
-  cpu::LayerOutputGrad g{nullptr, 0, a.initial(grad_h_n, "grad_h_n")};
+// The gradient of y, (T, N, >= directions * H) with direction d's H columns
+// from d * H, or None; and grad_h_n of direction d (or null).
+cpu::LayerOutputGrad output_grad(const LayerArgs& a, int d, py::handle grad_y, const float* grad_h_n) {
+  cpu::LayerOutputGrad g{nullptr, 0, grad_h_n};
   if (grad_y.is_none()) return g;
   FloatArg gy;
-  if (!float_arg(grad_y, &gy) || gy.nd != 3 || gy.dims[0] != a.steps || gy.dims[1] != a.n || column < 0 ||
+  const int64_t column = d * a.hs;
+  if (!float_arg(grad_y, &gy) || gy.nd != 3 || gy.dims[0] != a.steps || gy.dims[1] != a.n ||
       column + a.hs > gy.dims[2]) {
-    fail_argument("grad_y", "a C-contiguous float32 array (T, N, >= column + H)", "another");
+    fail_argument("grad_y", "a C-contiguous float32 array (T, N, >= directions * H)", "another");
   }
   g.grad_y = gy.data + column;
   g.ld_grad_y = gy.dims[2];
   return g;
 }
 
-py::object lstm_layer(py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle h0,
-                      py::handle c0, bool reverse) {
-  const LayerArgs a = parse_layer(4, x, w_ih, w_hh, b_ih, b_hh);
-  const float *h0p = a.initial(h0, "h0"), *c0p = a.initial(c0, "c0");
-  py::object hs = a.new_states(), cs = a.new_states(), gates = a.new_steps(a.steps, a.cols);
-  float *hp = float_data(hs), *cp = float_data(cs), *gp = float_data(gates);
-  run_kernel(a.layer_work(),
-             [&] { cpu::lstm_layer(a.shape(reverse), a.x.data, a.weights(), h0p, c0p, hp, cp, gp); });
-  return py::make_tuple(hs, cs, gates);
-}
+// A layer's directions: each one's LayerArgs (the same x and hidden size),
+// direction 1 the reverse one.
+class LayerDirections {
+ public:
+  LayerDirections(int gates, py::handle x, py::handle params) {
+    const char* expected = "a list of 1 or 2 (w_ih, w_hh, b_ih, b_hh) tuples";
+    count_ = static_cast<int>(sequence_size(params, "params", expected, 1, 2));
+    for (int d = 0; d < count_; ++d) args_[d] = parse_layer(gates, x, sequence_item(params, d));
+    if (count_ == 2 && args_[1].hs != args_[0].hs) {
+      fail_argument("params", "directions of one hidden size",
+                    std::to_string(args_[0].hs) + " and " + std::to_string(args_[1].hs));
+    }
+  }
+  int count() const { return count_; }
+  const LayerArgs& operator[](int d) const { return args_[d]; }
 
-py::object lstm_layer_backward(py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
-                               py::handle h_states, py::handle c_states, py::handle gates, bool reverse,
-                               py::handle grad_y, int64_t column, py::handle grad_h_n, py::handle grad_c_n) {
-  const LayerArgs a = parse_layer(4, x, w_ih, w_hh, b_ih, b_hh);
-  const float* hsp = a.exact(h_states, "h_states", a.steps + 1, a.hs);
-  const float* csp = a.exact(c_states, "c_states", a.steps + 1, a.hs);
-  const float* gp = a.exact(gates, "gates", a.steps, a.cols);
-  const cpu::LayerOutputGrad g = output_grad(a, grad_y, column, grad_h_n);
-  const float* gcn = a.initial(grad_c_n, "grad_c_n");
-  py::object gx = a.new_steps(a.steps, a.in), gh0 = new_matrix(a.n, a.hs), gc0 = new_matrix(a.n, a.hs);
-  WeightGradOutputs gw(a);
-  float *gxp = float_data(gx), *gh0p = float_data(gh0), *gc0p = float_data(gc0);
-  run_kernel(a.layer_work(), [&] {
-    cpu::lstm_layer_backward(a.shape(reverse), a.x.data, a.weights(), hsp, csp, gp, g, gcn, gxp, gh0p, gc0p,
-                             gw.ptrs);
+  // (directions, N, H) states or None: their data, or null.
+  const float* states(py::handle arg, const char* name) const {
+    if (arg.is_none()) return nullptr;
+    const LayerArgs& a = args_[0];
+    const Py_intptr_t dims[3] = {count_, static_cast<Py_intptr_t>(a.n), static_cast<Py_intptr_t>(a.hs)};
+    FloatArg s;
+    if (!float_arg(arg, &s) || !s.shape_is(3, dims)) {
+      fail_argument(name, "None or a C-contiguous float32 array of shape (" + std::to_string(count_) + ", " +
+                    std::to_string(a.n) + ", " + std::to_string(a.hs) + ")", "another");
+    }
+    return s.data;
+  }
+  // Direction d's (N, H) state of states(), or null.
+  const float* state(const float* states, int d) const {
+    return states ? states + d * args_[0].n * args_[0].hs : nullptr;
+  }
+  // Each direction's new (count, N, width) arrays, one tuple a direction
+  // appended to `out` (None for a count of 0), and their data (or null).
+  template <size_t K>
+  std::array<std::array<float*, K>, 2> new_buffers(const std::array<Extent, K>& extents, py::list* out) const {
+    std::array<std::array<float*, K>, 2> data{};
+    for (int d = 0; d < count_; ++d) {
+      py::tuple arrays(K);
+      for (size_t i = 0; i < K; ++i) {
+        if (extents[i].count == 0) {
+          arrays[i] = py::none();
+          continue;
+        }
+        py::object a = args_[d].new_steps(extents[i].count, extents[i].width);
+        data[d][i] = float_data(a);
+        arrays[i] = a;
+      }
+      out->append(arrays);
+    }
+    return data;
+  }
+  // The forward's buffers, one tuple of K arrays a direction, each of
+  // exactly its extent (a count of 0: not read, null).
+  template <size_t K>
+  std::array<std::array<const float*, K>, 2> buffers(py::handle list, const std::array<Extent, K>& extents,
+                                                      const std::array<const char*, K>& names) const {
+    std::array<std::array<const float*, K>, 2> data{};
+    sequence_size(list, "buffers", "one tuple of buffers per direction", count_, count_);
+    for (int d = 0; d < count_; ++d) {
+      py::handle mine = sequence_item(list, d);
+      sequence_size(mine, "buffers", "tuples of the forward's buffers", K, K);
+      for (size_t i = 0; i < K; ++i) {
+        if (extents[i].count == 0) continue;
+        data[d][i] = args_[d].exact(sequence_item(mine, i), names[i], extents[i].count, extents[i].width);
+      }
+    }
+    return data;
+  }
+  // Each direction's gradient of y and of its final hidden state (grad_h_n: states()).
+  std::array<cpu::LayerOutputGrad, 2> output_grads(py::handle grad_y, const float* grad_h_n) const {
+    std::array<cpu::LayerOutputGrad, 2> g{};
+    for (int d = 0; d < count_; ++d) g[d] = output_grad(args_[d], d, grad_y, state(grad_h_n, d));
+    return g;
+  }
+
+  // kernel(d, args of d) for every direction (cpu::layer_directions), without the GIL.
+  template <class Kernel>
+  void run(const Kernel& kernel) const {
+    const int64_t work = args_[0].layer_work();
+    run_kernel(work, [&] { cpu::layer_directions(count_, work, [&](int d) { kernel(d, args_[d]); }); });
+  }
+
+ private:
+  int count_ = 0;
+  std::array<LayerArgs, 2> args_;
+};
+
+// Each direction's forward buffers (recurrent.h; the Python layer's
+// RecurrentCache): the LSTM's h_states, c_states and gates; the GRU's
+// h_states, gi, gh and, with linear_before_reset=False, rh (else None);
+// the RNN's h_states and pre.
+std::array<Extent, 3> lstm_buffers(const LayerArgs& a) { return {{a.states(), a.states(), a.steps_of(a.cols)}}; }
+std::array<Extent, 4> gru_buffers(const LayerArgs& a, bool linear_before_reset) {
+  return {{a.states(), a.steps_of(a.cols), a.steps_of(a.cols), {linear_before_reset ? 0 : a.steps, a.hs}}};
+}
+std::array<Extent, 2> rnn_buffers(const LayerArgs& a) { return {{a.states(), a.steps_of(a.hs)}}; }
+
+py::object lstm_layer(py::handle x, py::handle params, py::handle h0, py::handle c0) {
+  const LayerDirections dirs(4, x, params);
+  const float *h0p = dirs.states(h0, "h0"), *c0p = dirs.states(c0, "c0");
+  py::list out;
+  const auto p = dirs.new_buffers(lstm_buffers(dirs[0]), &out);
+  dirs.run([&](int d, const LayerArgs& a) {
+    cpu::lstm_layer(a.shape(d == 1), a.x.data, a.weights(), dirs.state(h0p, d), dirs.state(c0p, d), p[d][0], p[d][1],
+                    p[d][2]);
   });
-  return py::make_tuple(gx, gh0, gc0, gw.w_ih, gw.w_hh, gw.b_ih, gw.b_hh);
+  return out;
 }
 
-py::object gru_layer(py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle h0,
-                     bool reverse, bool linear_before_reset) {
-  const LayerArgs a = parse_layer(3, x, w_ih, w_hh, b_ih, b_hh);
-  const float* h0p = a.initial(h0, "h0");
-  py::object hs = a.new_states(), gi = a.new_steps(a.steps, a.cols), gh = a.new_steps(a.steps, a.cols);
-  py::object rh = linear_before_reset ? py::none() : a.new_steps(a.steps, a.hs);
-  float *hp = float_data(hs), *gip = float_data(gi), *ghp = float_data(gh);
-  float* rhp = linear_before_reset ? nullptr : float_data(rh);
-  run_kernel(a.layer_work(), [&] {
-    cpu::gru_layer(a.shape(reverse), a.x.data, a.weights(), linear_before_reset, h0p, hp, gip, ghp, rhp);
+// The weight gradients of direction d and its (N, H) initial states' gradients.
+struct DirectionGrads {
+  std::optional<WeightGradOutputs> weights;
+  py::object x;
+  std::array<py::object, 2> initial;
+};
+
+// The tuple a backward returns for one direction: (grad_x, the initial
+// states' gradients, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh).
+py::tuple direction_grads_tuple(const DirectionGrads& g, int states) {
+  const WeightGradOutputs& w = *g.weights;
+  if (states == 2) return py::make_tuple(g.x, g.initial[0], g.initial[1], w.w_ih, w.w_hh, w.b_ih, w.b_hh);
+  return py::make_tuple(g.x, g.initial[0], w.w_ih, w.w_hh, w.b_ih, w.b_hh);
+}
+
+// Allocates every direction's gradients (`states` initial states each).
+std::array<DirectionGrads, 2> new_direction_grads(const LayerDirections& dirs, int states) {
+  std::array<DirectionGrads, 2> g;
+  for (int d = 0; d < dirs.count(); ++d) {
+    const LayerArgs& a = dirs[d];
+    g[d].x = a.new_steps(a.steps, a.in);
+    for (int s = 0; s < states; ++s) g[d].initial[s] = new_matrix(a.n, a.hs);
+    g[d].weights.emplace(a);
+  }
+  return g;
+}
+
+py::list grads_list(const LayerDirections& dirs, const std::array<DirectionGrads, 2>& g, int states) {
+  py::list out;
+  for (int d = 0; d < dirs.count(); ++d) out.append(direction_grads_tuple(g[d], states));
+  return out;
+}
+
+py::object lstm_layer_backward(py::handle x, py::handle params, py::handle buffers, py::handle grad_y,
+                               py::handle grad_h_n, py::handle grad_c_n) {
+  const LayerDirections dirs(4, x, params);
+  const auto buf = dirs.buffers(buffers, lstm_buffers(dirs[0]), {"h_states", "c_states", "gates"});
+  const auto og = dirs.output_grads(grad_y, dirs.states(grad_h_n, "grad_h_n"));
+  const float* gcn = dirs.states(grad_c_n, "grad_c_n");
+  const auto g = new_direction_grads(dirs, 2);
+  dirs.run([&](int d, const LayerArgs& a) {
+    cpu::lstm_layer_backward(a.shape(d == 1), a.x.data, a.weights(), buf[d][0], buf[d][1], buf[d][2], og[d],
+                             dirs.state(gcn, d), float_data(g[d].x), float_data(g[d].initial[0]),
+                             float_data(g[d].initial[1]), g[d].weights->ptrs);
   });
-  return py::make_tuple(hs, gi, gh, rh);
+  return grads_list(dirs, g, 2);
 }
 
-py::object gru_layer_backward(py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
-                              py::handle h_states, py::handle gi, py::handle gh, py::handle rh, bool reverse,
-                              bool linear_before_reset, py::handle grad_y, int64_t column, py::handle grad_h_n) {
-  const LayerArgs a = parse_layer(3, x, w_ih, w_hh, b_ih, b_hh);
-  const float* hsp = a.exact(h_states, "h_states", a.steps + 1, a.hs);
-  const float* gip = a.exact(gi, "gi", a.steps, a.cols);
-  const float* ghp = a.exact(gh, "gh", a.steps, a.cols);
-  const float* rhp = linear_before_reset ? nullptr : a.exact(rh, "rh", a.steps, a.hs);
-  const cpu::LayerOutputGrad g = output_grad(a, grad_y, column, grad_h_n);
-  py::object gx = a.new_steps(a.steps, a.in), gh0 = new_matrix(a.n, a.hs);
-  WeightGradOutputs gw(a);
-  float *gxp = float_data(gx), *gh0p = float_data(gh0);
-  run_kernel(a.layer_work(), [&] {
-    cpu::gru_layer_backward(a.shape(reverse), a.x.data, a.weights(), linear_before_reset, hsp, gip, ghp, rhp, g,
-                            gxp, gh0p, gw.ptrs);
+py::object gru_layer(py::handle x, py::handle params, py::handle h0, bool linear_before_reset) {
+  const LayerDirections dirs(3, x, params);
+  const float* h0p = dirs.states(h0, "h0");
+  py::list out;
+  const auto p = dirs.new_buffers(gru_buffers(dirs[0], linear_before_reset), &out);
+  dirs.run([&](int d, const LayerArgs& a) {
+    cpu::gru_layer(a.shape(d == 1), a.x.data, a.weights(), linear_before_reset, dirs.state(h0p, d), p[d][0], p[d][1],
+                   p[d][2], p[d][3]);
   });
-  return py::make_tuple(gx, gh0, gw.w_ih, gw.w_hh, gw.b_ih, gw.b_hh);
+  return out;
 }
 
-py::object rnn_layer(py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle h0,
-                     bool reverse, bool relu) {
-  const LayerArgs a = parse_layer(1, x, w_ih, w_hh, b_ih, b_hh);
-  const float* h0p = a.initial(h0, "h0");
-  py::object hs = a.new_states(), pre = a.new_steps(a.steps, a.hs);
-  float *hp = float_data(hs), *pp = float_data(pre);
-  run_kernel(a.layer_work(),
-             [&] { cpu::rnn_layer(a.shape(reverse), a.x.data, a.weights(), relu, h0p, hp, pp); });
-  return py::make_tuple(hs, pre);
-}
-
-py::object rnn_layer_backward(py::handle x, py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
-                              py::handle h_states, py::handle pre, bool reverse, bool relu, py::handle grad_y,
-                              int64_t column, py::handle grad_h_n) {
-  const LayerArgs a = parse_layer(1, x, w_ih, w_hh, b_ih, b_hh);
-  const float* hsp = a.exact(h_states, "h_states", a.steps + 1, a.hs);
-  const float* pp = a.exact(pre, "pre", a.steps, a.hs);
-  const cpu::LayerOutputGrad g = output_grad(a, grad_y, column, grad_h_n);
-  py::object gx = a.new_steps(a.steps, a.in), gh0 = new_matrix(a.n, a.hs);
-  WeightGradOutputs gw(a);
-  float *gxp = float_data(gx), *gh0p = float_data(gh0);
-  run_kernel(a.layer_work(), [&] {
-    cpu::rnn_layer_backward(a.shape(reverse), a.x.data, a.weights(), relu, hsp, pp, g, gxp, gh0p, gw.ptrs);
+py::object gru_layer_backward(py::handle x, py::handle params, py::handle buffers, bool linear_before_reset,
+                              py::handle grad_y, py::handle grad_h_n) {
+  const LayerDirections dirs(3, x, params);
+  const auto buf = dirs.buffers(buffers, gru_buffers(dirs[0], linear_before_reset), {"h_states", "gi", "gh", "rh"});
+  const auto og = dirs.output_grads(grad_y, dirs.states(grad_h_n, "grad_h_n"));
+  const auto g = new_direction_grads(dirs, 1);
+  dirs.run([&](int d, const LayerArgs& a) {
+    cpu::gru_layer_backward(a.shape(d == 1), a.x.data, a.weights(), linear_before_reset, buf[d][0], buf[d][1],
+                            buf[d][2], buf[d][3], og[d], float_data(g[d].x), float_data(g[d].initial[0]),
+                            g[d].weights->ptrs);
   });
-  return py::make_tuple(gx, gh0, gw.w_ih, gw.w_hh, gw.b_ih, gw.b_hh);
+  return grads_list(dirs, g, 1);
+}
+
+py::object rnn_layer(py::handle x, py::handle params, py::handle h0, bool relu) {
+  const LayerDirections dirs(1, x, params);
+  const float* h0p = dirs.states(h0, "h0");
+  py::list out;
+  const auto p = dirs.new_buffers(rnn_buffers(dirs[0]), &out);
+  dirs.run([&](int d, const LayerArgs& a) {
+    cpu::rnn_layer(a.shape(d == 1), a.x.data, a.weights(), relu, dirs.state(h0p, d), p[d][0], p[d][1]);
+  });
+  return out;
+}
+
+py::object rnn_layer_backward(py::handle x, py::handle params, py::handle buffers, bool relu, py::handle grad_y,
+                              py::handle grad_h_n) {
+  const LayerDirections dirs(1, x, params);
+  const auto buf = dirs.buffers(buffers, rnn_buffers(dirs[0]), {"h_states", "pre"});
+  const auto og = dirs.output_grads(grad_y, dirs.states(grad_h_n, "grad_h_n"));
+  const auto g = new_direction_grads(dirs, 1);
+  dirs.run([&](int d, const LayerArgs& a) {
+    cpu::rnn_layer_backward(a.shape(d == 1), a.x.data, a.weights(), relu, buf[d][0], buf[d][1], og[d],
+                            float_data(g[d].x), float_data(g[d].initial[0]), g[d].weights->ptrs);
+  });
+  return grads_list(dirs, g, 1);
 }
 
 }  // namespace
@@ -368,21 +510,15 @@ void bind_recurrent(py::module_& m) {
         py::arg("b_hh"), py::arg("nonlinearity"));
   m.def("rnn_cell_backward", &rnn_cell_backward, py::arg("grad_h1"), py::arg("x"), py::arg("h"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("nonlinearity"));
-  m.def("lstm_layer", &lstm_layer, py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
-        py::arg("h0"), py::arg("c0"), py::arg("reverse"));
-  m.def("lstm_layer_backward", &lstm_layer_backward, py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
-        py::arg("b_hh"), py::arg("h_states"), py::arg("c_states"), py::arg("gates"), py::arg("reverse"),
-        py::arg("grad_y"), py::arg("column"), py::arg("grad_h_n"), py::arg("grad_c_n"));
-  m.def("gru_layer", &gru_layer, py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
-        py::arg("h0"), py::arg("reverse"), py::arg("linear_before_reset"));
-  m.def("gru_layer_backward", &gru_layer_backward, py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
-        py::arg("b_hh"), py::arg("h_states"), py::arg("gi"), py::arg("gh"), py::arg("rh"), py::arg("reverse"),
-        py::arg("linear_before_reset"), py::arg("grad_y"), py::arg("column"), py::arg("grad_h_n"));
-  m.def("rnn_layer", &rnn_layer, py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"),
-        py::arg("h0"), py::arg("reverse"), py::arg("relu"));
-  m.def("rnn_layer_backward", &rnn_layer_backward, py::arg("x"), py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih"),
-        py::arg("b_hh"), py::arg("h_states"), py::arg("pre"), py::arg("reverse"), py::arg("relu"), py::arg("grad_y"),
-        py::arg("column"), py::arg("grad_h_n"));
+  m.def("lstm_layer", &lstm_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("c0"));
+  m.def("lstm_layer_backward", &lstm_layer_backward, py::arg("x"), py::arg("params"), py::arg("buffers"),
+        py::arg("grad_y"), py::arg("grad_h_n"), py::arg("grad_c_n"));
+  m.def("gru_layer", &gru_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("linear_before_reset"));
+  m.def("gru_layer_backward", &gru_layer_backward, py::arg("x"), py::arg("params"), py::arg("buffers"),
+        py::arg("linear_before_reset"), py::arg("grad_y"), py::arg("grad_h_n"));
+  m.def("rnn_layer", &rnn_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("relu"));
+  m.def("rnn_layer_backward", &rnn_layer_backward, py::arg("x"), py::arg("params"), py::arg("buffers"),
+        py::arg("relu"), py::arg("grad_y"), py::arg("grad_h_n"));
 }
 
 }  // namespace minidnn::bindings

@@ -15,9 +15,15 @@ std::atomic<int>& thread_count() {
   return n;
 }
 
+thread_local bool one_thread = false;
+
 }  // namespace
 
-int get_num_threads() { return thread_count().load(std::memory_order_relaxed); }
+int get_num_threads() { return one_thread ? 1 : thread_count().load(std::memory_order_relaxed); }
+
+OneThreadScope::OneThreadScope() : previous_(one_thread) { one_thread = true; }
+
+OneThreadScope::~OneThreadScope() { one_thread = previous_; }
 
 void set_num_threads(int n) {
   if (n < 1) {

@@ -10,8 +10,26 @@
 
 namespace minidnn {
 
+// The count set, or 1 on a thread inside a OneThreadScope.
 int get_num_threads();
 void set_num_threads(int n);  // throws std::invalid_argument for n < 1
+
+// While one lives, get_num_threads() (and so threads_for) gives 1 on the
+// thread that made it: for work a team already splits into independent
+// pieces, one a thread (the two directions of a bidirectional recurrent
+// layer), whose kernels then run on that thread without entering OpenMP.
+// Their bodies then run inside the team's region, so their barriers must
+// be guarded with nt > 1 (see parallel). Scopes nest.
+class OneThreadScope {
+ public:
+  OneThreadScope();
+  ~OneThreadScope();
+  OneThreadScope(const OneThreadScope&) = delete;
+  OneThreadScope& operator=(const OneThreadScope&) = delete;
+
+ private:
+  bool previous_;
+};
 
 // Threads worth using for `work` units, given a grain below which a thread
 // costs more to wake than it saves.

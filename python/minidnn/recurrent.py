@@ -176,7 +176,8 @@ def rnn_cell_backward(grad_h1, x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinear
 # directions; a layer above the first reads the (T, N, directions * H)
 # outputs of the one below. Initial states (layers * directions, N, H),
 # zeros when None. T = 0 is a ValueError, as in PyTorch (N = 0 is fine).
-# Each layer direction is one _C call that runs the whole time loop.
+# Each layer is one _C call that runs the whole time loop of its
+# directions (at once on two threads: csrc/cpu/recurrent/layers.cpp).
 
 _LAYER_STATES = {"lstm": ("h0", "c0"), "gru": ("h0",), "rnn": ("h0",)}
 
@@ -216,16 +217,20 @@ class RecurrentCache:
         return self.params[0][1].shape[1]
 
 
-def _layer_forward_call(kind, x, w, initial, reverse, option):
+def _layer_forward_call(kind, x, w, initial, option):
+    """One layer's _C call: w its directions' params, initial its states
+    (directions, N, H) or None; a list of each direction's buffers."""
     if kind == "lstm":
-        return _C.lstm_layer(x, *w, *initial, reverse)
-    return getattr(_C, f"{kind}_layer")(x, *w, *initial, reverse, option)
+        return _C.lstm_layer(x, w, *initial)
+    return getattr(_C, f"{kind}_layer")(x, w, *initial, option)
 
 
-def _layer_backward_call(kind, x, w, buffers, reverse, option, grad_y, column, grad_finals):
+def _layer_backward_call(kind, x, w, buffers, option, grad_y, grad_finals):
+    """A list of each direction's (grad_x, initial states' gradients...,
+    weight gradients...)."""
     if kind == "lstm":
-        return _C.lstm_layer_backward(x, *w, *buffers, reverse, grad_y, column, *grad_finals)
-    return getattr(_C, f"{kind}_layer_backward")(x, *w, *buffers, reverse, option, grad_y, column, *grad_finals)
+        return _C.lstm_layer_backward(x, w, buffers, grad_y, *grad_finals)
+    return getattr(_C, f"{kind}_layer_backward")(x, w, buffers, option, grad_y, *grad_finals)
 
 
 def _bidirectional(value) -> int:
@@ -312,10 +317,10 @@ def _layers(kind, x, params, initial, bidirectional, batch_first, return_cache, 
     for layer in range(len(params) // dirs):
         layer_inputs.append(layer_in)
         outs = []
-        for d in range(dirs):
-            k = layer * dirs + d
-            bufs = _layer_forward_call(kind, layer_in, params[k], [None if s is None else s[k] for s in initial],
-                                       d == 1, option)
+        mine = slice(layer * dirs, (layer + 1) * dirs)
+        layer_initial = [None if s is None else s[mine] for s in initial]
+        directions = _layer_forward_call(kind, layer_in, params[mine], layer_initial, option)
+        for d, bufs in enumerate(directions):
             buffers.append(bufs)
             # The states of the T + 1 instants, initial first in time order
             # for the forward direction and last for the reverse one.
@@ -352,10 +357,11 @@ def _layers_backward(kind: str, cache, grad_y, grad_finals, names) -> tuple:
     grad_initial = [[None] * len(params) for _ in names]
     for layer in reversed(range(len(params) // dirs)):
         grad_in = None
-        for d in range(dirs):
+        mine = slice(layer * dirs, (layer + 1) * dirs)
+        directions = _layer_backward_call(kind, cache.inputs[layer], params[mine], cache.buffers[mine], cache.option,
+                                          grad_y, [None if g is None else g[mine] for g in grad_finals])
+        for d, out in enumerate(directions):
             k = layer * dirs + d
-            out = _layer_backward_call(kind, cache.inputs[layer], params[k], cache.buffers[k], d == 1, cache.option,
-                                       grad_y, d * hidden, [None if g is None else g[k] for g in grad_finals])
             grad_in = out[0] if grad_in is None else np.add(grad_in, out[0], out=grad_in)
             for g, s in zip(grad_initial, out[1:-4]):
                 g[k] = s

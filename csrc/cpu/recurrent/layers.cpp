@@ -8,9 +8,12 @@
 // gradients), keep every step's gate gradients, and after the loop form
 // grad_x and each weight gradient as one GEMM over all T * N rows. Threads
 // split only GEMM outputs and the gate kernels' rows and units, so every
-// result is the same for any thread count.
+// result is the same for any thread count. The two directions of a
+// bidirectional layer may run at once, one a thread (layer_directions).
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -24,6 +27,15 @@ namespace minidnn::cpu {
 namespace {
 
 using namespace recurrent_gemm;
+
+// The team's barrier; none in a team of one, whose body runs on the
+// calling thread, maybe inside the region of layer_directions' team (where
+// the other thread runs the other direction; threads.h).
+inline void team_barrier(int nt) {
+  if (nt > 1) {
+#pragma omp barrier
+  }
+}
 
 // op(B) (k x n) packed once into the active ISA's panels, for the T
 // products of a time loop (gemm() would pack it again at every step), in
@@ -117,7 +129,7 @@ class TeamHiddenMap {
   void product(const float* h, int t, int nt, const Share& sh, const float* bias, float* out, int64_t ldo,
                bool accumulate) const {
     pack(h, t, nt);
-#pragma omp barrier
+    team_barrier(nt);
     multiply(sh, accumulate ? 1.0f : 0.0f, out, ldo, bias);
   }
 
@@ -259,7 +271,7 @@ void forward_steps(const LayerShape& s, const float* w_hh, int gates, const Step
       const auto sh = map.share(t, nt);
       for (int64_t i = 0; i < s.steps; ++i) {
         step(map, t, nt, sh, Steps{s}.time(i));
-#pragma omp barrier
+        team_barrier(nt);
       }
     });
   });
@@ -332,6 +344,36 @@ void summed_maps_backward(const LayerShape& s, int64_t cols, const float* x, con
 }
 
 }  // namespace
+
+// Two directions on two threads, one each, rather than in turn on both:
+// one direction's steps split over two threads meet twice a step (h
+// packed, h_{t+1} whole; the backward's GEMM and gate kernel fork and join
+// once each a step), and at N = 32, H = 256 a step is a few tens of
+// microseconds, while two directions need no meeting at all. Below the
+// grain (a direction's multiply-adds) one fork costs more than it saves.
+// With more threads each direction keeps the whole team in turn (two
+// teams of half would need nested parallel regions).
+void layer_directions(int directions, int64_t work, const std::function<void(int)>& direction) {
+  constexpr int64_t kDirectionGrain = int64_t{1} << 16;
+  if (directions != 2 || get_num_threads() != 2 || work < kDirectionGrain) {
+    for (int d = 0; d < directions; ++d) direction(d);
+    return;
+  }
+  // A failure (a scratch allocation) is carried out of the region.
+  std::exception_ptr failure;
+  parallel(2, [&](int t, int nt) {
+    const OneThreadScope one_thread;
+    for (int d = t; d < directions; d += nt) {
+      try {
+        direction(d);
+      } catch (...) {
+#pragma omp critical(minidnn_layer_directions_failure)
+        failure = std::current_exception();
+      }
+    }
+  });
+  if (failure) std::rethrow_exception(failure);
+}
 
 // ------------------------------------------------------------------ LSTM
 
@@ -432,12 +474,12 @@ void gru_layer(const LayerShape& s, const float* x, const CellWeights& w, bool l
           float* rh_t = rh + step * block;
           k.gru_reset_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
                             rh_t + mine);
-#pragma omp barrier
+          team_barrier(nt);
           w_hn->product(rh_t, t, nt, sh, w.b_hh ? w.b_hh + 2 * hs : nullptr, gh_t + 2 * hs, cols, false);
         }
         k.gru_forward_units(sh.rows, hs, sh.unit_begin, sh.unit_end, gi_t + mine_gates, gh_t + mine_gates, h + mine,
                             h_states + st.write_slot(step) * block + mine, !linear_before_reset);
-#pragma omp barrier
+        team_barrier(nt);
       }
     });
   });

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 namespace minidnn::cpu {
 
@@ -141,6 +142,15 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // floats and a packed h^T per thread instead) and, in the backwards, every step's gate gradients
 // (T*N*G*H floats; the GRU's two maps' when linear_before_reset), kept for
 // the calling thread's next call.
+
+// Runs direction(d) for d in [0, directions) (1 or 2: a layer's forward
+// and, when bidirectional, reverse direction). Two directions run at once,
+// one on each of two threads, when the kernels have exactly two threads
+// and each direction at least a grain of `work` (its multiply-adds); each
+// then runs its kernels on its thread alone (OneThreadScope), else they
+// run in turn, each on every thread. Either way a direction's results are
+// those of any thread count. Each thread then keeps its own scratch.
+void layer_directions(int directions, int64_t work, const std::function<void(int)>& direction);
 
 struct LayerShape {
   int64_t steps, n, in, hs;
