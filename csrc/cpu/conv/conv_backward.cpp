@@ -588,9 +588,15 @@ void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float
 void im2col_rows(const ConvGeometry& g, const float* x_n, int64_t m_begin, int64_t m_end, int64_t j0, int64_t cols,
                  float* col, int64_t ld) {
   const int64_t rs = g.r * g.s, hw = g.h * g.w;
+  const ConvRowKernels& row_kernels = conv_row_kernels();
   for (int64_t m = m_begin; m < m_end; ++m) std::fill(col + (m - m_begin) * ld, col + (m - m_begin) * ld + cols, 0.0f);
   for_each_tap_window(g, m_begin, m_end, j0, j0 + cols,
                       [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                        if (g.stride_w == 2) {
+                          row_kernels.copy_stride2(col + (m - m_begin) * ld + (j - j0), g.q,
+                                                   x_n + m / rs * hw + ih * g.w + iw0, g.stride_h * g.w, rows, count);
+                          return;
+                        }
                         for (int64_t p = 0; p < rows; ++p) {
                           const float* src = x_n + m / rs * hw + (ih + p * g.stride_h) * g.w + iw0;
                           float* dst = col + (m - m_begin) * ld + (j - j0) + p * g.q;

@@ -60,6 +60,15 @@ void conv_add_stride2(float* dst, int64_t ldd, const float* src, int64_t lds, in
   }
 }
 
+template <class Ops>
+void conv_copy_stride2(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r, dst += ldd, src += lds) {
+    int64_t j = 0;
+    for (; j + Ops::W <= n; j += Ops::W) Ops::store(dst + j, Ops::load_stride2(src + 2 * j));
+    if (j < n) Ops::store_tail(dst + j, Ops::load_stride2_lanes(src + 2 * j, 0, n - j, 0.0f), n - j);
+  }
+}
+
 // The first `lanes` floats of p as a vector, zeros past them.
 template <class Ops>
 typename Ops::V conv_load_lanes(const float* p, int64_t lanes) {
@@ -141,7 +150,7 @@ void conv_copy_runs(const float* src, int64_t stride, const minidnn::cpu::ConvCo
 template <class Ops>
 minidnn::cpu::ConvRowKernels make_conv_row_kernels() {
   return minidnn::cpu::ConvRowKernels{Ops::W, conv_axpy<Ops>, conv_dot<Ops>, conv_sum<Ops>, conv_copy_runs<Ops>,
-                                      conv_add_stride2<Ops>};
+                                      conv_add_stride2<Ops>, conv_copy_stride2<Ops>};
 }
 
 }  // namespace
