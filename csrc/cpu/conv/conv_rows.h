@@ -42,7 +42,7 @@ struct ConvRowKernels {
   void (*add_stride2)(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n);
   // dst[i * ldd + j] = src[i * lds + 2 j] for j < n, reading nothing else:
   // im2col's gather with column stride 2 (backward weight; one float at a
-  // time it was a fifth of conv_transpose2d 4x4/2's weight gradient).
+  // time it was 7% of conv_transpose2d 4x4/2's forward and backward).
   void (*copy_stride2)(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n);
 };
 
