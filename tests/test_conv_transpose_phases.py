@@ -149,6 +149,35 @@ def test_general_route_where_phases_lose(isa, rng, case):
     _check_forward(case, x, w, b)
 
 
+# The general route's col2im with column stride 2 (the row kernels'
+# add_stride2: sources onto the even elements of a split and re-interleaved
+# span) and, in the backward, the weight gradient's im2col of grad_y with
+# column stride 2 (copy_stride2): tap windows of 1 to 40 columns, across one
+# and two SIMD vectors of every ISA and their tails, with odd and even
+# kernels, output_padding and a dilation; 3 output channels keep them off
+# the phase route on every ISA.
+@pytest.mark.parametrize("case", [
+    Transposed(2, 5, 3, 3, 1, 4, 4, padding=1, what="1 input column: windows of 1"),
+    Transposed(2, 5, 3, 3, 7, 3, 3, padding=1, output_padding=(1, 1), what="3x3/2 7 columns, output_padding"),
+    Transposed(1, 5, 3, 2, 8, 4, 4, padding=1, what="windows of 7 and 8"),
+    Transposed(1, 5, 3, 2, 9, 5, 5, padding=2, what="windows of 8 and 9"),
+    Transposed(1, 5, 3, 2, 16, 4, 4, padding=1, what="windows of 15 and 16"),
+    Transposed(1, 5, 3, 2, 17, 4, 4, padding=1, what="windows of 16 and 17"),
+    Transposed(2, 5, 3, 3, 33, 3, 3, padding=(0, 1), what="windows of 32 and 33"),
+    Transposed(1, 5, 3, 2, 40, 4, 4, padding=1, dilation=(1, 2), what="dilation 2: windows of 38 to 40"),
+], ids=repr)
+def test_general_route_stride2_col2im_im2col(isa, threads, rng, case):
+    x, w, b = case.data(rng)
+    assert case.route(x, w) == "gemm"
+    y = _check_forward(case, x, w, b)
+    assert_same_at_thread_counts(lambda: minidnn.conv_transpose2d(x, w, b, **case.kwargs()))
+    g = rng.standard_normal(y.shape, dtype=np.float32)
+    grad_weight = minidnn.conv_transpose2d_backward(g, x, w, **case.kwargs())[1]
+    expected = ref.conv_transpose2d_backward(g, x, w, **case.kwargs())[1]
+    condition = ref.conv_transpose2d_backward(np.abs(g), np.abs(x), np.abs(w), **case.kwargs())[1]
+    assert_agrees(grad_weight, expected, condition, _tolerance(case.n * case.h * case.w), path="grad_weight")
+
+
 def test_empty_batch(rng):
     case = Transposed(0, 16, 16, 5, 33, 4, 4, padding=1)
     x, w, b = case.data(rng)

@@ -243,14 +243,23 @@ void check_output_array(const char* name, const FloatArg& a, int nd, const ConvG
 }
 
 // out[c] = sum over images and positions of the (N, C, plane) array a, in
-// double (one fixed order: deterministic).
+// double (one fixed order: deterministic), in 8 partial sums by position
+// modulo 8: one chain of dependent adds cost 4 cycles a float, 1.8% of
+// conv_transpose2d 4x4/2's forward and backward at N = 8.
 void channel_sums(const float* a, int64_t n, int64_t c, int64_t plane, float* out) {
+  constexpr int kPartials = 8;
   for (int64_t ch = 0; ch < c; ++ch) {
-    double sum = 0.0;
+    double partial[kPartials] = {};
     for (int64_t i = 0; i < n; ++i) {
       const float* src = a + (i * c + ch) * plane;
-      for (int64_t e = 0; e < plane; ++e) sum += src[e];
+      int64_t e = 0;
+      for (; e + kPartials <= plane; e += kPartials) {
+        for (int j = 0; j < kPartials; ++j) partial[j] += src[e + j];
+      }
+      for (; e < plane; ++e) partial[e % kPartials] += src[e];
     }
+    double sum = 0.0;
+    for (int j = 0; j < kPartials; ++j) sum += partial[j];
     out[ch] = static_cast<float>(sum);
   }
 }

@@ -41,6 +41,7 @@
 #include <cstdint>
 #include <exception>
 #include <numeric>
+#include <vector>
 
 #include "cpu/conv/conv.h"
 #include "cpu/conv/conv_blocking.h"
@@ -238,7 +239,8 @@ void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* 
 }
 
 // The general route (see the top of the file).
-void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float* weight, const float* bias,
+                        float* grad_x) {
   const GemmKernels& kern = gemm_kernels();
   const int mr = kern.blocking.mr, nr = kern.blocking.nr;
   const int64_t kc = kern.blocking.kc;
@@ -263,35 +265,67 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
   // W^T packed once: per (group, channel block), per K block of kc output
   // channels, A panels of mr taps (c, r, s): element (tap i, channel p) at
   // [p * mr + i]. The taps of one output channel lie contiguous in the
-  // weight, so each k step copies mr floats.
+  // weight, so each k step copies mr floats, one copy run of the row
+  // kernels (a masked load and store) where mr fits a vector. The output
+  // channels go in the outer loop, so that the weight is read along its
+  // rows: a panel at a time, the reads went cg R S floats apart (8 KB for
+  // DCGAN's 128 x 4 x 4) and missed the cache on each; that, and one float
+  // a copy, was a fifth of that layer's time at batch 1. The GEMM's own
+  // pack_a reads a transposed A that way too (measured slower still).
+  // Runs per block: [0, a_panels) for a full one, then the last one's.
+  std::vector<ConvCopyRun> runs(2 * a_panels);
+  for (int64_t last = 0; last < 2; ++last) {
+    const int64_t m_count = last == 1 ? (cg - (blocks - 1) * cb) * rs : cb * rs;
+    for (int64_t i = 0; i < a_panels; ++i) {
+      const int32_t rows = static_cast<int32_t>(std::clamp<int64_t>(m_count - i * mr, 0, mr));
+      runs[last * a_panels + i] = ConvCopyRun{i * mr, i * mr * std::min(kc, kg), 0, rows, mr};
+    }
+  }
+  const bool vector_runs = mr <= row_kernels.lanes;
   parallel_for(threads_for(g.groups * blocks * a_unit, kGrain), g.groups * blocks, [&](int64_t gb) {
-    const int64_t grp = gb / blocks, m0 = gb % blocks * cb * rs;
-    const int64_t m_count = std::min(cb * rs, cg * rs - m0);
+    const int64_t grp = gb / blocks, blk = gb % blocks, m0 = blk * cb * rs;
+    const ConvCopyRun* block_runs = runs.data() + (blk + 1 == blocks ? a_panels : 0);
     float* dst = packed_w + gb * a_unit;
     for (int64_t pc = 0; pc < kg; pc += kc) {
       const int64_t kcb = std::min(kc, kg - pc);
-      for (int64_t i = 0; i < a_panels; ++i) {
-        const int64_t rows = std::max<int64_t>(0, std::min<int64_t>(mr, m_count - i * mr));
-        for (int64_t p = 0; p < kcb; ++p) {
-          const float* src = weight + (grp * kg + pc + p) * cg * rs + m0 + i * mr;
-          float* panel = dst + pc * a_panels * mr + i * mr * kcb + p * mr;
-          for (int64_t ii = 0; ii < rows; ++ii) panel[ii] = src[ii];
-          for (int64_t ii = rows; ii < mr; ++ii) panel[ii] = 0.0f;
+      for (int64_t p = 0; p < kcb; ++p) {
+        const float* src = weight + (grp * kg + pc + p) * cg * rs + m0;
+        float* panels = dst + pc * a_panels * mr + p * mr;
+        if (vector_runs && kcb == std::min(kc, kg)) {
+          row_kernels.copy_runs(src, 1, block_runs, a_panels, panels);
+          continue;
+        }
+        for (int64_t i = 0; i < a_panels; ++i) {
+          const ConvCopyRun& run = block_runs[i];
+          float* panel = panels + i * mr * kcb;
+          std::copy(src + run.src, src + run.src + run.hi, panel);
+          std::fill(panel + run.hi, panel + mr, 0.0f);
         }
       }
     }
   });
 
+  // When one tile and one K block cover the image, b_block holds all of
+  // its packed grad_y, and the channel blocks of an image after the first
+  // on a thread reuse it (DCGAN's 4x4/2 128 x 14 x 14 grad_x: 8 blocks, each
+  // packed 256 x 196 floats again).
+  const bool b_whole_image = pq <= tile && kg <= kc;
   parallel(threads, [&](int t, int nt) {
     float* col = scratch + t * (col_floats + b_floats);
     float* b_block = col + col_floats;
+    int64_t b_block_image = -1;  // the (image, group) b_block holds whole, or -1
     for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
       const int64_t n = u / (g.groups * blocks), grp = u / blocks % g.groups, blk = u % blocks;
       const int64_t c0 = grp * cg + blk * cb, c_count = std::min(cb, cg - blk * cb);
       const int64_t m_count = c_count * rs;
       float* gx = grad_x + (n * g.c + c0) * hw;
-      std::fill(gx, gx + c_count * hw, 0.0f);
+      // grad_x starts at the bias (in the store, not a pass of its own).
+      for (int64_t c = 0; c < c_count; ++c) {
+        std::fill(gx + c * hw, gx + (c + 1) * hw, bias != nullptr ? bias[c0 + c] : 0.0f);
+      }
       const float* gy = grad_y + (n * g.k + grp * kg) * pq;
+      const bool b_packed = b_whole_image && b_block_image == u / blocks;
+      b_block_image = b_whole_image ? u / blocks : -1;
       const float* w_unit = packed_w + (grp * blocks + blk) * a_unit;
       for (int64_t j0 = 0; j0 < pq; j0 += tile) {
         const int64_t cols = std::min(tile, pq - j0);
@@ -300,7 +334,7 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
           const int64_t kcb = std::min(kc, kg - pc);
           // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels
           // (in place, rows pq apart, the microkernel ran at half the speed).
-          for (int64_t jp = 0; jp < b_panels; ++jp) {
+          for (int64_t jp = 0; jp < b_panels && !b_packed; ++jp) {
             const int64_t width = std::min<int64_t>(nr, cols - jp * nr);
             float* panel = b_block + jp * kcb * nr;
             for (int64_t p = 0; p < kcb; ++p) {
@@ -328,6 +362,8 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
                               const int64_t ldd = g.stride_h * g.w;
                               if (g.stride_w == 1) {
                                 row_kernels.axpy(dst, ldd, src, g.q, 1.0f, rows, count);
+                              } else if (g.stride_w == 2) {
+                                row_kernels.add_stride2(dst, ldd, src, g.q, rows, count);
                               } else {
                                 for (int64_t p = 0; p < rows; ++p) {
                                   for (int64_t i = 0; i < count; ++i) dst[p * ldd + i * g.stride_w] += src[p * g.q + i];
@@ -552,9 +588,15 @@ void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float
 void im2col_rows(const ConvGeometry& g, const float* x_n, int64_t m_begin, int64_t m_end, int64_t j0, int64_t cols,
                  float* col, int64_t ld) {
   const int64_t rs = g.r * g.s, hw = g.h * g.w;
+  const ConvRowKernels& row_kernels = conv_row_kernels();
   for (int64_t m = m_begin; m < m_end; ++m) std::fill(col + (m - m_begin) * ld, col + (m - m_begin) * ld + cols, 0.0f);
   for_each_tap_window(g, m_begin, m_end, j0, j0 + cols,
                       [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                        if (g.stride_w == 2) {
+                          row_kernels.copy_stride2(col + (m - m_begin) * ld + (j - j0), g.q,
+                                                   x_n + m / rs * hw + ih * g.w + iw0, g.stride_h * g.w, rows, count);
+                          return;
+                        }
                         for (int64_t p = 0; p < rows; ++p) {
                           const float* src = x_n + m / rs * hw + (ih + p * g.stride_h) * g.w + iw0;
                           float* dst = col + (m - m_begin) * ld + (j - j0) + p * g.q;
@@ -759,7 +801,8 @@ void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const floa
     case ConvBackwardDataRoute::winograd: conv2d_backward_data_winograd(g, grad_y, weight, grad_x); break;
     case ConvBackwardDataRoute::phases:
       return backward_data_phases(g, grad_y, weight, bias, grad_x);  // the bias is added in its store
-    case ConvBackwardDataRoute::gemm: backward_data_gemm(g, grad_y, weight, grad_x); break;
+    case ConvBackwardDataRoute::gemm:
+      return backward_data_gemm(g, grad_y, weight, bias, grad_x);  // the bias is grad_x's start
   }
   if (bias != nullptr) add_channel_bias(g, bias, grad_x);
 }

@@ -35,6 +35,15 @@ struct ConvRowKernels {
   // run with its edges cut off and zeroed cost ~15 cycles (a tenth of a 3x3
   // 7x7 512->512 layer at N = 1; a fifth of a 3x3/2 28x28 256 one at N = 8).
   void (*copy_runs)(const float* src, int64_t stride, const ConvCopyRun* runs, int64_t n, float* dst);
+  // dst[i * ldd + 2 j] += src[i * lds + j] for j < n: col2im's scatter
+  // with column stride 2 (a scalar loop there was 28% of a 3x3/2 layer's
+  // backward data). Reads and rewrites unchanged the odd elements between,
+  // dst[i * ldd + 2 j + 1] for j < n - 1, and touches nothing else.
+  void (*add_stride2)(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n);
+  // dst[i * ldd + j] = src[i * lds + 2 j] for j < n, reading nothing else:
+  // im2col's gather with column stride 2 (backward weight; one float at a
+  // time it was 7% of conv_transpose2d 4x4/2's forward and backward).
+  void (*copy_stride2)(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n);
 };
 
 const ConvRowKernels& conv_row_kernels_scalar();

@@ -38,6 +38,37 @@ void conv_axpy(float* dst, int64_t ldd, const float* src, int64_t lds, float alp
   }
 }
 
+// Each block of W source floats lands on the even elements of 2W
+// destination floats: those are split into even and odd, the sources added
+// to the even ones, and the two interleaved back, so the odd elements are
+// rewritten unchanged. The destination span of a row ends at its last even
+// element, 2 (n - 1): the last block (1 to W floats) goes by the _part forms.
+template <class Ops>
+void conv_add_stride2(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n) {
+  using V = typename Ops::V;
+  if (n <= 0) return;
+  for (int64_t r = 0; r < rows; ++r, dst += ldd, src += lds) {
+    V even, odd;
+    int64_t j = 0;
+    for (; j + Ops::W < n; j += Ops::W) {
+      Ops::deinterleave(dst + 2 * j, &even, &odd);
+      Ops::interleave(Ops::add(even, Ops::load(src + j)), odd, dst + 2 * j);
+    }
+    const int64_t span = 2 * (n - j) - 1;
+    Ops::deinterleave_part(dst + 2 * j, span, 0.0f, &even, &odd);
+    Ops::interleave_part(Ops::add(even, Ops::load_tail(src + j, n - j, 0.0f)), odd, span, dst + 2 * j);
+  }
+}
+
+template <class Ops>
+void conv_copy_stride2(float* dst, int64_t ldd, const float* src, int64_t lds, int64_t rows, int64_t n) {
+  for (int64_t r = 0; r < rows; ++r, dst += ldd, src += lds) {
+    int64_t j = 0;
+    for (; j + Ops::W <= n; j += Ops::W) Ops::store(dst + j, Ops::load_stride2(src + 2 * j));
+    if (j < n) Ops::store_tail(dst + j, Ops::load_stride2_lanes(src + 2 * j, 0, n - j, 0.0f), n - j);
+  }
+}
+
 // The first `lanes` floats of p as a vector, zeros past them.
 template <class Ops>
 typename Ops::V conv_load_lanes(const float* p, int64_t lanes) {
@@ -118,7 +149,8 @@ void conv_copy_runs(const float* src, int64_t stride, const minidnn::cpu::ConvCo
 
 template <class Ops>
 minidnn::cpu::ConvRowKernels make_conv_row_kernels() {
-  return minidnn::cpu::ConvRowKernels{Ops::W, conv_axpy<Ops>, conv_dot<Ops>, conv_sum<Ops>, conv_copy_runs<Ops>};
+  return minidnn::cpu::ConvRowKernels{Ops::W, conv_axpy<Ops>, conv_dot<Ops>, conv_sum<Ops>, conv_copy_runs<Ops>,
+                                      conv_add_stride2<Ops>, conv_copy_stride2<Ops>};
 }
 
 }  // namespace

@@ -86,12 +86,23 @@ struct Avx2Ops {
     const V b = n > 8 ? load_tail(p + 8, n - 8, fill) : _mm256_set1_ps(fill);
     split_pairs(a, b, even, odd);
   }
-  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse.
+  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse;
+  // the _part form writes only p[0, n) (0 < n < 2W).
   static void interleave(V even, V odd, float* p) {
     // Pairs [0 1 | 4 5] and [2 3 | 6 7], then their 128-bit halves in order.
     const V lo = _mm256_unpacklo_ps(even, odd), hi = _mm256_unpackhi_ps(even, odd);
     _mm256_storeu_ps(p, _mm256_permute2f128_ps(lo, hi, 0x20));
     _mm256_storeu_ps(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+  }
+  static void interleave_part(V even, V odd, int64_t n, float* p) {
+    const V lo = _mm256_unpacklo_ps(even, odd), hi = _mm256_unpackhi_ps(even, odd);
+    const V first = _mm256_permute2f128_ps(lo, hi, 0x20);
+    if (n >= 8) {
+      _mm256_storeu_ps(p, first);
+    } else {
+      store_tail(p, first, n);
+    }
+    if (n > 8) store_tail(p + 8, _mm256_permute2f128_ps(lo, hi, 0x31), n - 8);
   }
   // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]]:
   // the 128-bit halves that meet, then a byte shift within each half.

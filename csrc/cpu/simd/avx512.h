@@ -72,11 +72,20 @@ struct Avx512Ops {
     const V b = n > 16 ? _mm512_mask_loadu_ps(f, tail_mask(n - 16), p + 16) : f;
     split_pairs(a, b, even, odd);
   }
-  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse.
+  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse;
+  // the _part form writes only p[0, n) (0 < n < 2W).
   static void interleave(V even, V odd, float* p) {
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     _mm512_storeu_ps(p, _mm512_permutex2var_ps(even, lo, odd));
     _mm512_storeu_ps(p + 16, _mm512_permutex2var_ps(even, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), odd));
+  }
+  static void interleave_part(V even, V odd, int64_t n, float* p) {
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    _mm512_mask_storeu_ps(p, tail_mask(n >= 16 ? 16 : n), _mm512_permutex2var_ps(even, lo, odd));
+    if (n > 16) {
+      _mm512_mask_storeu_ps(p + 16, tail_mask(n - 16),
+                            _mm512_permutex2var_ps(even, _mm512_add_epi32(lo, _mm512_set1_epi32(8)), odd));
+    }
   }
   // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]].
   static V shift_in(V prev, V cur) {

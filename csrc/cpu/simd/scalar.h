@@ -63,10 +63,15 @@ struct ScalarOps {
     *even = p[0];
     *odd = fill;
   }
-  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse.
+  // p[2l] = even[l], p[2l + 1] = odd[l] for p[0, 2W): deinterleave's inverse;
+  // the _part form writes only p[0, n) (0 < n < 2W).
   static void interleave(V even, V odd, float* p) {
     p[0] = even;
     p[1] = odd;
+  }
+  static void interleave_part(V even, V odd, int64_t n, float* p) {
+    p[0] = even;
+    if (n > 1) p[1] = odd;
   }
   // [prev[W - 1], cur[0], ..., cur[W - 2]] and [cur[1], ..., cur[W - 1], next[0]].
   static V shift_in(V prev, V) { return prev; }
