@@ -4,7 +4,8 @@ reference conv2d with groups = C: every CPU path, 1 and 2 threads, strides
 1 to 3 (3 takes the gather path), dilation 1 and 2, 3x3 and 5x5 (the
 compile-time kernels) and other sizes (the run-time one), channel
 multipliers, widths around the SIMD widths (tails), padding on every side
-(the zero-padded scratch) and none (the input read in place), N = 0,
+(the zero-padded scratch, whose rows stride 2 splits into even and odd
+columns) and none (the input read in place), N = 0,
 the fused activations, determinism and bad input."""
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ CASES = [
     (1, 2, 1, 12, 30, (5, 5), 1, (1, 2), ((2, 2), (4, 4))),          # column dilation only
     (1, 2, 1, 12, 30, (3, 3), 1, (2, 1), ((2, 2), (1, 1))),          # row dilation: the general tile
     (1, 2, 1, 40, 700, (5, 5), 1, 1, ((2, 2), (2, 2))),              # several bands a plane
+    # stride_w 2 splits the scratch rows into even and odd columns: the
+    # input's columns land in either half by the parity of pad_left and the
+    # taps by the parity of s * dil_w; no padding goes through the scratch too.
+    *((1, 2, 1, 9, w, (3, 3), 2, 1, ((1, 1), (left, 2))) for w in (15, 16, 33, 34) for left in (0, 2, 3)),
+    (2, 3, 1, 9, 33, (5, 5), 2, 3, ((2, 2), (1, 1))),                # odd column dilation
+    (1, 2, 1, 8, 2, (1, 1), 2, 1, ((0, 0), (0, 0))),                 # rows one column wide
 ]
 
 
@@ -149,5 +156,6 @@ def test_any_output_size_stays_in_bounds(rng):
     x = rng.standard_normal((1, 2, 3, 3), dtype=np.float32)
     w = rng.standard_normal((2, 1, 3, 3), dtype=np.float32)
     b = np.array([1.5, -2.0], np.float32)
-    y = _call(x, w, b, pad_top=40, pad_left=50, p=3, q=70)
-    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (1, 2, 3, 70)))
+    for stride_w in (1, 2, 3):  # the stride-2 scratch splits its rows: other bounds
+        y = _call(x, w, b, stride_w=stride_w, pad_top=40, pad_left=50, p=3, q=70)
+        np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (1, 2, 3, 70)))

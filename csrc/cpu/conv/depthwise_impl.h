@@ -1,8 +1,6 @@
 // Depthwise convolution forward, written once over a SIMD vocabulary and
 // instantiated by depthwise_<isa>.cpp (anonymous namespace: see
-// simd/README.md). The vocabulary is the ISA's Ops struct plus one member
-// each variant file adds: load_even(p, n), lanes i < n from p[2 i], reading
-// nothing past p[2 n - 2], other lanes 0 (the stride-2 load).
+// simd/README.md) over the ISA's Ops struct.
 //
 // Shape of the computation. Each (image, output channel) plane is
 // independent: y[p, q] = bias + sum over taps (r, s) of w[r, s] times the
@@ -12,7 +10,8 @@
 // (a few KB to 64 KB, in cache), so that every output of the band reads
 // inside it and whole rows run as vectors of W outputs, in register tiles
 // of up to 4 rows x 2 vectors, with no bounds checks and no scalar border
-// columns;
+// columns; with stride_w 2 the copy splits each row into its even and odd
+// columns, so that every tap reads W consecutive floats of one half;
 // for 3x3 and 5x5 the tap counts are compile-time constants, and with
 // stride_h 1 or 2 and no row dilation a tile loads each input row it reads
 // once for all of its output rows (output_tile_shared_rows). A band that
@@ -23,7 +22,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/activation/activation_impl.h"
 #include "cpu/conv/depthwise.h"
@@ -48,9 +46,10 @@ constexpr int64_t kBandFloats = int64_t{1} << 14;
 // How the rows of a plane are banded: `width` padded input columns (those
 // the outputs read, from column -pad_left on), `rows` output rows a band,
 // `direct` when the columns need no padding (a band inside the input rows
-// then reads the input in place).
+// then reads the input in place), `odd_half` where a row's odd columns
+// start in the scratch when stride_w 2 splits the rows (else 0).
 struct Bands {
-  int64_t width, rows, scratch_floats;
+  int64_t width, rows, scratch_floats, odd_half;
   bool direct;
 };
 
@@ -67,39 +66,78 @@ Bands plan_bands(const ConvGeometry& g) {
   b.rows = fit > one ? (fit - one) / g.stride_h + 1 : 1;
   if (b.rows > g.p) b.rows = g.p;
   b.scratch_floats = band_input_rows(g, b.rows) * b.width;
-  b.direct = g.pad_left == 0 && b.width <= g.w;
+  // Stride-2 rows always go through the scratch: splitting them there costs
+  // a permute per vector of input, where loading the even columns from the
+  // rows in place costs one per vector of every tap that reads them.
+  b.odd_half = g.stride_w == 2 ? (b.width + 1) / 2 : 0;
+  b.direct = g.stride_w != 2 && g.pad_left == 0 && b.width <= g.w;
   return b;
 }
 
-// Fills rows [0, count) of a (count, width) scratch with input rows first,
-// first + 1, ... of the plane x, each shifted right by pad_left, and zeros
-// where the rows or columns fall outside the input.
-void pad_rows(const ConvGeometry& g, const float* x, int64_t first, int64_t count, int64_t width, float* scratch) {
+// Fills rows [0, count) of the band's scratch (rows bands.width floats
+// apart) with input rows first, first + 1, ... of the plane x, each shifted
+// right by pad_left, and zeros where the rows or columns fall outside the
+// input; when stride_w 2 splits the rows (bands.odd_half > 0), each row as
+// its even padded columns, then from odd_half on its odd ones. Vector loads
+// and stores inline: the rows are a few vectors wide, and memset / memcpy
+// calls per row cost as much as the copy itself (bench/NOTES.md).
+template <class Ops>
+void fill_rows(const ConvGeometry& g, const Bands& bands, const float* x, int64_t first, int64_t count,
+               float* scratch) {
+  using V = typename Ops::V;
+  constexpr int64_t W = Ops::W;
+  const int64_t width = bands.width;
   const int64_t left = g.pad_left < width ? g.pad_left : width;  // zeros before the input's columns
-  const int64_t room = width - left;
-  const int64_t copied = g.w < room ? g.w : room;
+  const int64_t copied = g.w < width - left ? g.w : width - left;
+  // Input column t lands at padded column t + left: with the split, in half
+  // (t + left) % 2 at (t + left) / 2, so the input's even columns go on from
+  // even_at and its odd ones from odd_at.
+  const int64_t split = bands.odd_half;
+  const int64_t even_at = (left & 1) * split + (left >> 1);
+  const int64_t odd_at = ((left + 1) & 1) * split + ((left + 1) >> 1);
   for (int64_t i = 0; i < count; ++i) {
     float* row = scratch + i * width;
+    store_row<Ops>(row, width, [](int64_t, int64_t) { return Ops::zero(); });
     const int64_t ih = first + i;
-    if (ih < 0 || ih >= g.h) {
-      std::memset(row, 0, static_cast<size_t>(width) * sizeof(float));
+    if (ih < 0 || ih >= g.h) continue;
+    const float* src = x + ih * g.w;
+    if (split == 0) {
+      store_row<Ops>(row + left, copied, [&](int64_t j, int64_t len) { return load_part<Ops>(src, j, len, 0.0f); });
       continue;
     }
-    std::memset(row, 0, static_cast<size_t>(left) * sizeof(float));
-    if (copied > 0) std::memcpy(row + left, x + ih * g.w, static_cast<size_t>(copied) * sizeof(float));
-    std::memset(row + left + copied, 0, static_cast<size_t>(width - left - copied) * sizeof(float));
+    for (int64_t t = 0; t < copied; t += 2 * W) {
+      const int64_t n = copied - t < 2 * W ? copied - t : 2 * W;
+      V even, odd;
+      if (n == 2 * W) {
+        Ops::deinterleave(src + t, &even, &odd);
+      } else {
+        Ops::deinterleave_part(src + t, n, 0.0f, &even, &odd);
+      }
+      const int64_t evens = (n + 1) / 2, odds = n / 2;
+      float* e = row + even_at + t / 2;
+      float* o = row + odd_at + t / 2;
+      if (evens == W) {
+        Ops::store(e, even);
+      } else {
+        Ops::store_tail(e, even, evens);
+      }
+      if (odds == W) {
+        Ops::store(o, odd);
+      } else if (odds > 0) {
+        Ops::store_tail(o, odd, odds);
+      }
+    }
   }
 }
 
 // Lanes i < n from p[i * stride], other lanes 0, reading nothing past
-// p[(n - 1) * stride]: kStride 1 and 2 by vector loads, 0 for any other
-// stride by a gather through a buffer.
+// p[(n - 1) * stride]: a vector load for kStride 1 and 2 (whose rows are
+// split into even and odd halves: stride 1 within a half), a gather
+// through a buffer for any other stride (kStride 0).
 template <class Ops, int kStride>
 typename Ops::V load_strided(const float* p, int64_t n, int64_t stride) {
-  if constexpr (kStride == 1) {
+  if constexpr (kStride == 1 || kStride == 2) {
     return n == Ops::W ? Ops::load(p) : Ops::load_tail(p, n, 0.0f);
-  } else if constexpr (kStride == 2) {
-    return Ops::load_even(p, n);
   } else {
     alignas(64) float lanes[Ops::W];
     for (int64_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
@@ -117,10 +155,21 @@ struct RowTaps {
   int64_t cols;       // S
   int64_t out_step;   // stride_h * the row stride: input floats between output rows
   int64_t row_step;   // dil_h * the row stride: input floats between tap rows
-  int64_t dil_w;      // input floats between taps of a row
-  int64_t stride_w;   // input floats between neighbouring outputs
+  int64_t dil_w;      // input columns between taps of a row
+  int64_t lane_step;  // floats between the inputs of neighbouring outputs: stride_w, 1 in split rows
+  int64_t odd_half;   // where a split row's odd columns start (Bands::odd_half)
   float bias;
 };
+
+// Where tap column s of output column 0 reads in a row: column s * dil_w,
+// which a kStride 2 row, split into halves, keeps in half (s * dil_w) % 2
+// at (s * dil_w) / 2.
+template <int kStride>
+int64_t tap_column(const RowTaps& t, int64_t s) {
+  const int64_t c = s * t.dil_w;
+  if constexpr (kStride == 2) return (c & 1) * t.odd_half + (c >> 1);
+  return c;
+}
 
 // A tile's BR x BV accumulators into y from column q on (rows y_step
 // apart), the last vector of each row `last` wide when kTail.
@@ -151,7 +200,7 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
   using V = typename Ops::V;
   const int64_t rows = kR > 0 ? kR : t.rows;
   const int64_t cols = kS > 0 ? kS : t.cols;
-  const float* x = t.x + q * t.stride_w;
+  const float* x = t.x + q * t.lane_step;
   V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
     for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
@@ -160,12 +209,12 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
     const float* wr = t.w + r * cols;
     for (int64_t s = 0; s < cols; ++s) {
       const V w = Ops::set1(wr[s]);
-      const float* xs = x + r * t.row_step + s * t.dil_w;
+      const float* xs = x + r * t.row_step + tap_column<kStride>(t, s);
       for (int i = 0; i < BR; ++i) {
         for (int b = 0; b < BV; ++b) {
           const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
-          const float* src = xs + i * t.out_step + b * Ops::W * t.stride_w;
-          acc[i][b] = Ops::fmadd(w, load_strided<Ops, kStride>(src, lanes, t.stride_w), acc[i][b]);
+          const float* src = xs + i * t.out_step + b * Ops::W * t.lane_step;
+          acc[i][b] = Ops::fmadd(w, load_strided<Ops, kStride>(src, lanes, t.lane_step), acc[i][b]);
         }
       }
     }
@@ -188,7 +237,7 @@ template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, 
 void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
   using V = typename Ops::V;
   constexpr int kInputRows = (BR - 1) * kStrideH + kR;
-  const float* x = t.x + q * t.stride_w;
+  const float* x = t.x + q * t.lane_step;
   V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
     for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
@@ -196,12 +245,12 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
   for (int s = 0; s < kS; ++s) {
     V w[kR];
     for (int r = 0; r < kR; ++r) w[r] = Ops::set1(t.w[r * kS + s]);
-    const float* xs = x + s * t.dil_w;
+    const float* xs = x + tap_column<kStride>(t, s);
     for (int j = 0; j < kInputRows; ++j) {
       V row[BV];
       for (int b = 0; b < BV; ++b) {
         const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
-        row[b] = load_strided<Ops, kStride>(xs + j * t.row_step + b * Ops::W * t.stride_w, lanes, t.stride_w);
+        row[b] = load_strided<Ops, kStride>(xs + j * t.row_step + b * Ops::W * t.lane_step, lanes, t.lane_step);
       }
       for (int i = 0; i < BR; ++i) {
         const int r = j - i * kStrideH;
@@ -257,12 +306,12 @@ void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const
       rows = x + first * g.w;
       ld = g.w;
     } else {
-      pad_rows(g, x, first, count, bands.width, scratch);
+      fill_rows<Ops>(g, bands, x, first, count, scratch);
     }
     // Groups of 4 output rows, then 2, then 1.
     for (int64_t p = band; p < band_end;) {
       const RowTaps t{rows + (p - band) * g.stride_h * ld, w, g.r, g.s, g.stride_h * ld, g.dil_h * ld, g.dil_w,
-                      g.stride_w, bias};
+                      kStride == 2 ? 1 : g.stride_w, bands.odd_half, bias};
       const int64_t group = band_end - p >= 4 ? 4 : band_end - p >= 2 ? 2 : 1;
       if (group == 4) {
         output_rows<Ops, kStride, kStrideH, kR, kS, 4>(t, g.q, y + p * g.q);
