@@ -76,11 +76,14 @@ Bands plan_bands(const ConvGeometry& g) {
 
 // Fills rows [0, count) of the band's scratch (rows bands.width floats
 // apart) with input rows first, first + 1, ... of the plane x, each shifted
-// right by pad_left, and zeros where the rows or columns fall outside the
-// input; when stride_w 2 splits the rows (bands.odd_half > 0), each row as
-// its even padded columns, then from odd_half on its odd ones. Vector loads
-// and stores inline: the rows are a few vectors wide, and memset / memcpy
-// calls per row cost as much as the copy itself (bench/NOTES.md).
+// right by pad_left, and zeros where the rows fall outside the input; when
+// stride_w 2 splits the rows (bands.odd_half > 0), each row as its even
+// padded columns, then from odd_half on its odd ones. The columns outside
+// the input are the same in every band: the caller zeroes the scratch once
+// and this writes only the input's columns of a row (or zeros over all of
+// it for a row outside the input). Vector loads and stores inline: the
+// rows are a few vectors wide, and memset / memcpy calls per row cost as
+// much as the copy itself (bench/NOTES.md).
 template <class Ops>
 void fill_rows(const ConvGeometry& g, const Bands& bands, const float* x, int64_t first, int64_t count,
                float* scratch) {
@@ -97,9 +100,11 @@ void fill_rows(const ConvGeometry& g, const Bands& bands, const float* x, int64_
   const int64_t odd_at = ((left + 1) & 1) * split + ((left + 1) >> 1);
   for (int64_t i = 0; i < count; ++i) {
     float* row = scratch + i * width;
-    store_row<Ops>(row, width, [](int64_t, int64_t) { return Ops::zero(); });
     const int64_t ih = first + i;
-    if (ih < 0 || ih >= g.h) continue;
+    if (ih < 0 || ih >= g.h) {
+      store_row<Ops>(row, width, [](int64_t, int64_t) { return Ops::zero(); });
+      continue;
+    }
     const float* src = x + ih * g.w;
     if (split == 0) {
       store_row<Ops>(row + left, copied, [&](int64_t j, int64_t len) { return load_part<Ops>(src, j, len, 0.0f); });
@@ -356,6 +361,7 @@ void depthwise_forward_as(const ConvGeometry& g, const float* x, const float* w,
   minidnn::parallel(threads, [&](int t, int nt) {
     const int64_t items = planes * chunks;
     float* own = scratch + t * bands.scratch_floats;
+    store_row<Ops>(own, bands.scratch_floats, [](int64_t, int64_t) { return Ops::zero(); });  // fill_rows' padding
     for (int64_t item = items * t / nt; item < items * (t + 1) / nt; ++item) {
       const int64_t plane = item / chunks, chunk = item % chunks;
       const int64_t n = plane / g.k, k = plane % g.k;
