@@ -4,8 +4,9 @@ reference conv2d with groups = C: every CPU path, 1 and 2 threads, strides
 1 to 3 (3 takes the gather path), dilation 1 and 2, 3x3 and 5x5 (the
 compile-time kernels) and other sizes (the run-time one), channel
 multipliers, widths around the SIMD widths (tails), padding on every side
-(the zero-padded scratch, whose rows stride 2 splits into even and odd
-columns) and none (the input read in place), N = 0,
+(stride 1 reads the input in place, masking the edge tiles' loads; other
+strides copy into a zero-padded scratch, whose rows stride 2 splits into
+even and odd columns) and none, N = 0,
 the fused activations, determinism and bad input."""
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ CASES = [
     *((1, 2, 1, 9, w, (3, 3), 2, 1, ((1, 1), (left, 2))) for w in (15, 16, 33, 34) for left in (0, 2, 3)),
     (2, 3, 1, 9, 33, (5, 5), 2, 3, ((2, 2), (1, 1))),                # odd column dilation
     (1, 2, 1, 8, 2, (1, 1), 2, 1, ((0, 0), (0, 0))),                 # rows one column wide
+    # stride_w 1 reads the input in place: masked loads at the edge tiles,
+    # a zero row above and below the input.
+    (1, 2, 1, 6, 17, (3, 3), 1, 1, ((2, 3), (4, 3))),                # whole lanes and rows of padding
+    (2, 3, 1, 5, 16, (5, 5), 1, 2, ((4, 4), (4, 4))),                # dilated 5x5
+    (1, 2, 1, 9, 64, (3, 3), 1, 1, ((1, 1), (1, 1))),                # interior tiles between edge ones
 ]
 
 

@@ -6,17 +6,20 @@
 // independent: y[p, q] = bias + sum over taps (r, s) of w[r, s] times the
 // input plane at (p sh - pad_top + r dh, q sw - pad_left + s dw). A thread
 // takes a plane (or a chunk of its rows) and goes down it in bands of output
-// rows: it copies the input rows a band reads into a zero-padded scratch
-// (a few KB to 64 KB, in cache), so that every output of the band reads
-// inside it and whole rows run as vectors of W outputs, in register tiles
-// of up to 4 rows x 2 vectors, with no bounds checks and no scalar border
-// columns; with stride_w 2 the copy splits each row into its even and odd
-// columns, so that every tap reads W consecutive floats of one half;
+// rows, whole rows as vectors of W outputs, in register tiles of up to 4
+// rows x 2 vectors, with no scalar border columns. With stride_w 1 the
+// tiles read the input in place: rows above or below it read a row of
+// zeros, and the tiles at the left and right edges load only the lanes
+// whose columns lie inside the input (masked loads), the rest zero. With
+// other strides a band's input rows are first copied into a zero-padded
+// scratch (a few KB to 64 KB, in cache), so that every output of the band
+// reads inside it; with stride_w 2 the copy splits each row into its even
+// and odd columns, so that every tap reads W consecutive floats of one half;
 // for 3x3 and 5x5 the tap counts are compile-time constants, and with
 // stride_h 1 or 2 and no row dilation a tile loads each input row it reads
-// once for all of its output rows (output_tile_shared_rows). A band that
-// needs no padding (pad_left 0 and its rows inside the input) reads the
-// input directly. Per output the kernel does R * S multiply-adds and reads
+// once for all of its output rows (output_tile_shared_rows). A stride-3 or
+// larger band that needs no padding (pad_left 0 and its rows inside the
+// input) reads the input directly. Per output the kernel does R * S multiply-adds and reads
 // the input from cache, so the layer runs at the speed of streaming x in
 // and y out.
 #pragma once
@@ -45,12 +48,14 @@ constexpr int64_t kBandFloats = int64_t{1} << 14;
 
 // How the rows of a plane are banded: `width` padded input columns (those
 // the outputs read, from column -pad_left on), `rows` output rows a band,
-// `direct` when the columns need no padding (a band inside the input rows
-// then reads the input in place), `odd_half` where a row's odd columns
-// start in the scratch when stride_w 2 splits the rows (else 0).
+// `in_place` when the tiles read the input in place (stride_w 1; the
+// scratch then holds the row of zeros that rows outside the input read),
+// `direct` when a band's rows are read in place because the columns need
+// no padding (a band inside the input rows), `odd_half` where a row's odd
+// columns start in the scratch when stride_w 2 splits the rows (else 0).
 struct Bands {
   int64_t width, rows, scratch_floats, odd_half;
-  bool direct;
+  bool in_place, direct;
 };
 
 // Input rows a band of `out_rows` output rows reads.
@@ -65,12 +70,16 @@ Bands plan_bands(const ConvGeometry& g) {
   const int64_t one = band_input_rows(g, 1);
   b.rows = fit > one ? (fit - one) / g.stride_h + 1 : 1;
   if (b.rows > g.p) b.rows = g.p;
-  b.scratch_floats = band_input_rows(g, b.rows) * b.width;
+  // Stride-1 rows are read in place: copying them into the scratch cost a
+  // third of the layer's time (bench/NOTES.md), masking the loads of the
+  // edge tiles next to nothing.
+  b.in_place = g.stride_w == 1;
+  b.scratch_floats = b.in_place ? g.w : band_input_rows(g, b.rows) * b.width;
   // Stride-2 rows always go through the scratch: splitting them there costs
   // a permute per vector of input, where loading the even columns from the
   // rows in place costs one per vector of every tap that reads them.
   b.odd_half = g.stride_w == 2 ? (b.width + 1) / 2 : 0;
-  b.direct = g.stride_w != 2 && g.pad_left == 0 && b.width <= g.w;
+  b.direct = g.stride_w > 2 && g.pad_left == 0 && b.width <= g.w;
   return b;
 }
 
@@ -150,30 +159,70 @@ typename Ops::V load_strided(const float* p, int64_t n, int64_t stride) {
   }
 }
 
-// What a group of output rows reads: the (padded) input row of tap row 0
-// of its first output row, at column 0, and how to step between output
-// rows, taps and lanes.
+// What a group of output rows reads: rows of `plane`, the input plane (in
+// place) or the band's scratch, and how to step between output rows, taps
+// and lanes.
 struct RowTaps {
-  const float* x;
+  const float* plane;
+  int64_t ld;         // floats between rows of `plane`
+  int64_t first_row;  // the row of `plane` that tap row 0 of the group's first output row reads
+  int64_t in_rows;    // rows [0, in_rows) of `plane` hold data; the others read `zero`
+  const float* zero;  // in place: g.w zeros
+  int64_t col0;       // the column tap column 0 of output column 0 reads: -pad_left in place, 0 in the scratch
+  int64_t in_cols;    // in place: columns [0, in_cols) hold data; edge tiles read no others
   const float* w;     // the R x S weights
   int64_t rows;       // R
   int64_t cols;       // S
-  int64_t out_step;   // stride_h * the row stride: input floats between output rows
-  int64_t row_step;   // dil_h * the row stride: input floats between tap rows
+  int64_t out_step;   // stride_h: rows between the tap rows 0 of neighbouring output rows
+  int64_t row_step;   // dil_h: rows between tap rows
   int64_t dil_w;      // input columns between taps of a row
   int64_t lane_step;  // floats between the inputs of neighbouring outputs: stride_w, 1 in split rows
   int64_t odd_half;   // where a split row's odd columns start (Bands::odd_half)
   float bias;
 };
 
-// Where tap column s of output column 0 reads in a row: column s * dil_w,
-// which a kStride 2 row, split into halves, keeps in half (s * dil_w) % 2
-// at (s * dil_w) / 2.
+// Row j (from first_row on) of what a group reads: a row of `plane`, or
+// the zeros for a row outside the input.
+const float* tap_row(const RowTaps& t, int64_t j) {
+  const int64_t row = t.first_row + j;
+  return row >= 0 && row < t.in_rows ? t.plane + row * t.ld : t.zero;
+}
+
+// Where tap column s of output column q reads in a row: column
+// col0 + q * stride_w + s * dil_w, which a kStride 2 row, split into
+// halves, keeps in half (s * dil_w) % 2 at q + (s * dil_w) / 2.
 template <int kStride>
-int64_t tap_column(const RowTaps& t, int64_t s) {
+int64_t tap_column(const RowTaps& t, int64_t q, int64_t s) {
   const int64_t c = s * t.dil_w;
-  if constexpr (kStride == 2) return (c & 1) * t.odd_half + (c >> 1);
-  return c;
+  if constexpr (kStride == 2) return q + (c & 1) * t.odd_half + (c >> 1);
+  return t.col0 + q * t.lane_step + c;
+}
+
+// Lanes [lo, hi) of a vector from column col on, `lanes` wide, whose
+// columns lie inside a row's [0, in_cols): those an edge tile's masked
+// load reads.
+struct EdgeLanes {
+  int64_t lo, hi;
+};
+
+EdgeLanes edge_lanes(int64_t col, int64_t lanes, int64_t in_cols) {
+  int64_t lo = -col, hi = in_cols - col;
+  if (lo < 0) lo = 0;
+  if (hi > lanes) hi = lanes;
+  if (hi < lo) hi = lo;
+  return {lo, hi};
+}
+
+// The vector of lanes [0, lanes) from column col of `row`: with kEdge
+// (stride_w 1 only) only lanes [e.lo, e.hi) are read, the others 0, and
+// the address may lie outside the row.
+template <class Ops, int kStride, bool kEdge>
+typename Ops::V load_taps(const float* row, int64_t col, int64_t lanes, EdgeLanes e, int64_t stride) {
+  if constexpr (kEdge) {
+    return Ops::load_lanes(row + col, e.lo, e.hi, 0.0f);
+  } else {
+    return load_strided<Ops, kStride>(row + col, lanes, stride);
+  }
 }
 
 // A tile's BR x BV accumulators into y from column q on (rows y_step
@@ -198,14 +247,14 @@ void store_tile(const typename Ops::V (&acc)[BR][BV], int64_t q, int64_t last, f
 // of them keep the multiply-add units busy through its latency even when a
 // row is only one or two vectors wide (5x5 at 28: 25 dependent
 // multiply-adds per accumulator). kR / kS > 0 fix the tap counts at
-// compile time (then they equal t.rows / t.cols). y_step: output floats
-// between rows.
-template <class Ops, int kStride, int kR, int kS, int BR, int BV, bool kTail>
+// compile time (then they equal t.rows / t.cols). kEdge: some lanes read
+// outside the input's columns (load_taps). y_step: output floats between
+// rows.
+template <class Ops, int kStride, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
 void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
   using V = typename Ops::V;
   const int64_t rows = kR > 0 ? kR : t.rows;
   const int64_t cols = kS > 0 ? kS : t.cols;
-  const float* x = t.x + q * t.lane_step;
   V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
     for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
@@ -214,12 +263,13 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
     const float* wr = t.w + r * cols;
     for (int64_t s = 0; s < cols; ++s) {
       const V w = Ops::set1(wr[s]);
-      const float* xs = x + r * t.row_step + tap_column<kStride>(t, s);
-      for (int i = 0; i < BR; ++i) {
-        for (int b = 0; b < BV; ++b) {
-          const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
-          const float* src = xs + i * t.out_step + b * Ops::W * t.lane_step;
-          acc[i][b] = Ops::fmadd(w, load_strided<Ops, kStride>(src, lanes, t.lane_step), acc[i][b]);
+      for (int b = 0; b < BV; ++b) {
+        const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
+        const int64_t col = tap_column<kStride>(t, q, s) + b * Ops::W * t.lane_step;
+        const EdgeLanes e = kEdge ? edge_lanes(col, lanes, t.in_cols) : EdgeLanes{0, lanes};
+        for (int i = 0; i < BR; ++i) {
+          const float* row = tap_row(t, i * t.out_step + r * t.row_step);
+          acc[i][b] = Ops::fmadd(w, load_taps<Ops, kStride, kEdge>(row, col, lanes, e, t.lane_step), acc[i][b]);
         }
       }
     }
@@ -238,11 +288,12 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
 // and 25 broadcasts, and is bound by the loads. Every accumulator adds its
 // taps in the order (s, r) whatever BR is, so a plane's outputs do not
 // depend on how its rows are grouped into tiles.
-template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail>
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
 void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
   using V = typename Ops::V;
   constexpr int kInputRows = (BR - 1) * kStrideH + kR;
-  const float* x = t.x + q * t.lane_step;
+  const float* rows[kInputRows];
+  for (int j = 0; j < kInputRows; ++j) rows[j] = tap_row(t, j);
   V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
     for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
@@ -250,12 +301,17 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
   for (int s = 0; s < kS; ++s) {
     V w[kR];
     for (int r = 0; r < kR; ++r) w[r] = Ops::set1(t.w[r * kS + s]);
-    const float* xs = x + tap_column<kStride>(t, s);
+    int64_t col[BV], lanes[BV];
+    EdgeLanes e[BV];
+    for (int b = 0; b < BV; ++b) {
+      lanes[b] = kTail && b == BV - 1 ? last : Ops::W;
+      col[b] = tap_column<kStride>(t, q, s) + b * Ops::W * t.lane_step;
+      e[b] = kEdge ? edge_lanes(col[b], lanes[b], t.in_cols) : EdgeLanes{0, lanes[b]};
+    }
     for (int j = 0; j < kInputRows; ++j) {
       V row[BV];
       for (int b = 0; b < BV; ++b) {
-        const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
-        row[b] = load_strided<Ops, kStride>(xs + j * t.row_step + b * Ops::W * t.lane_step, lanes, t.lane_step);
+        row[b] = load_taps<Ops, kStride, kEdge>(rows[j], col[b], lanes[b], e[b], t.lane_step);
       }
       for (int i = 0; i < BR; ++i) {
         const int r = j - i * kStrideH;
@@ -270,13 +326,27 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
 // One tile: output_tile_shared_rows when kStrideH says the rows share
 // input rows (kStrideH > 0: dil_h 1, stride_h kStrideH, taps fixed at
 // compile time), output_tile otherwise.
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
+void tile_as(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  if constexpr (kStrideH > 0) {
+    output_tile_shared_rows<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, kEdge>(t, q, last, y, y_step);
+  } else {
+    output_tile<Ops, kStride, kR, kS, BR, BV, kTail, kEdge>(t, q, last, y, y_step);
+  }
+}
+
+// tile_as, in place (stride_w 1) in its edge form when a tap of the tile
+// reads a column outside the input.
 template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail>
 void tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
-  if constexpr (kStrideH > 0) {
-    output_tile_shared_rows<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail>(t, q, last, y, y_step);
-  } else {
-    output_tile<Ops, kStride, kR, kS, BR, BV, kTail>(t, q, last, y, y_step);
+  if constexpr (kStride == 1) {
+    const int64_t first = tap_column<1>(t, q, 0);
+    const int64_t end = tap_column<1>(t, q + (BV - 1) * Ops::W + last - 1, t.cols - 1) + 1;
+    if (first < 0 || end > t.in_cols) {
+      return tile_as<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, true>(t, q, last, y, y_step);
+    }
   }
+  tile_as<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, false>(t, q, last, y, y_step);
 }
 
 // Outputs [0, q_end) of BR rows, in tiles of 2 vectors (8 / BR wide would
@@ -305,18 +375,25 @@ void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const
     const int64_t band_end = band + bands.rows < p_end ? band + bands.rows : p_end;
     const int64_t first = band * g.stride_h - g.pad_top;  // the input row of the band's first tap row
     const int64_t count = band_input_rows(g, band_end - band);
-    const float* rows = scratch;
-    int64_t ld = bands.width;
-    if (bands.direct && first >= 0 && first + count <= g.h) {
-      rows = x + first * g.w;
-      ld = g.w;
-    } else {
-      fill_rows<Ops>(g, bands, x, first, count, scratch);
+    // In place: the plane's rows, `first` the band's first; else the band's
+    // rows from row 0 on, all inside.
+    RowTaps t{x, g.w, 0, g.h, scratch, -g.pad_left, g.w, w, g.r, g.s, g.stride_h, g.dil_h, g.dil_w,
+              kStride == 2 ? 1 : g.stride_w, bands.odd_half, bias};
+    if (!bands.in_place) {
+      t.col0 = 0;
+      t.in_rows = count;
+      if (bands.direct && first >= 0 && first + count <= g.h) {
+        t.plane = x + first * g.w;
+      } else {
+        fill_rows<Ops>(g, bands, x, first, count, scratch);
+        t.plane = scratch;
+        t.ld = bands.width;
+      }
     }
+    const int64_t band_row = bands.in_place ? first : 0;  // the row of t.plane the band's first tap row reads
     // Groups of 4 output rows, then 2, then 1.
     for (int64_t p = band; p < band_end;) {
-      const RowTaps t{rows + (p - band) * g.stride_h * ld, w, g.r, g.s, g.stride_h * ld, g.dil_h * ld, g.dil_w,
-                      kStride == 2 ? 1 : g.stride_w, bands.odd_half, bias};
+      t.first_row = band_row + (p - band) * g.stride_h;
       const int64_t group = band_end - p >= 4 ? 4 : band_end - p >= 2 ? 2 : 1;
       if (group == 4) {
         output_rows<Ops, kStride, kStrideH, kR, kS, 4>(t, g.q, y + p * g.q);
@@ -361,7 +438,8 @@ void depthwise_forward_as(const ConvGeometry& g, const float* x, const float* w,
   minidnn::parallel(threads, [&](int t, int nt) {
     const int64_t items = planes * chunks;
     float* own = scratch + t * bands.scratch_floats;
-    store_row<Ops>(own, bands.scratch_floats, [](int64_t, int64_t) { return Ops::zero(); });  // fill_rows' padding
+    // fill_rows' padding, or the zero row the in-place tiles read.
+    store_row<Ops>(own, bands.scratch_floats, [](int64_t, int64_t) { return Ops::zero(); });
     for (int64_t item = items * t / nt; item < items * (t + 1) / nt; ++item) {
       const int64_t plane = item / chunks, chunk = item % chunks;
       const int64_t n = plane / g.k, k = plane % g.k;
