@@ -36,10 +36,11 @@ CASES = [
     (0, 3, 1, 8, 8, (3, 3), 1, 1, ((1, 1), (1, 1))),       # N = 0
     *((1, 2, 1, 5, w, (3, 3), s, 1, ((1, 1), (1, 1))) for w in (7, 8, 9, 15, 16, 17, 31, 33, 65) for s in (1, 2)),
     # 3x3 and 5x5 with stride_h 1 or 2 and dil_h 1 share input rows between
-    # a tile's output rows: heights whose rows group as 4 + 2 + 1, widths
+    # a tile's output rows: heights whose rows group as 8 + 4 + 2 + 1, widths
     # around the SIMD widths, the row stride apart from the column stride
     # and the column dilation apart from the row's.
     *((1, 2, 1, h, w, (5, 5), s, 1, ((2, 2), (2, 2))) for h in (7, 10) for w in (7, 16, 17, 33) for s in (1, 2)),
+    *((1, 2, 1, h, 19, (k, k), s, 1, ((k // 2, k // 2),) * 2) for h in (15, 31) for k in (3, 5) for s in (1, 2)),
     (1, 3, 2, 11, 29, (5, 5), (1, 2), 1, ((2, 2), (2, 2))),
     (1, 3, 1, 13, 35, (3, 3), (2, 1), 1, ((1, 0), (0, 1))),
     (1, 2, 1, 12, 41, (3, 3), (2, 3), 1, ((1, 1), (1, 1))),          # row-shared tile, gathered loads

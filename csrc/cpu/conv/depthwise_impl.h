@@ -6,8 +6,8 @@
 // independent: y[p, q] = bias + sum over taps (r, s) of w[r, s] times the
 // input plane at (p sh - pad_top + r dh, q sw - pad_left + s dw). A thread
 // takes a plane (or a chunk of its rows) and goes down it in bands of output
-// rows, whole rows as vectors of W outputs, in register tiles of up to 4
-// rows x 2 vectors, with no scalar border columns. With stride_w 1 the
+// rows, whole rows as vectors of W outputs, in register tiles of up to 8
+// (AVX-512) or 4 rows x 2 vectors, with no scalar border columns. With stride_w 1 the
 // tiles read the input in place: rows above or below it read a row of
 // zeros, and the tiles at the left and right edges load only the lanes
 // whose columns lie inside the input (masked loads), the rest zero. With
@@ -153,9 +153,9 @@ typename Ops::V load_strided(const float* p, int64_t n, int64_t stride) {
   if constexpr (kStride == 1 || kStride == 2) {
     return n == Ops::W ? Ops::load(p) : Ops::load_tail(p, n, 0.0f);
   } else {
-    alignas(64) float lanes[Ops::W];
+    alignas(64) float lanes[Ops::W] = {};
     for (int64_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
-    return n == Ops::W ? Ops::load(lanes) : Ops::load_tail(lanes, n, 0.0f);
+    return Ops::load(lanes);
   }
 }
 
@@ -244,9 +244,9 @@ void store_tile(const typename Ops::V (&acc)[BR][BV], int64_t q, int64_t last, f
 // A tile of BR output rows x BV vectors from column q on, each vector W
 // outputs except the last, which has `last` (<= W; kTail says it may be
 // fewer). BR * BV independent accumulators share each broadcast weight: 8
-// of them keep the multiply-add units busy through its latency even when a
-// row is only one or two vectors wide (5x5 at 28: 25 dependent
-// multiply-adds per accumulator). kR / kS > 0 fix the tap counts at
+// to 16 of them (kMaxRows) keep the multiply-add units busy through its
+// latency even when a row is only one or two vectors wide (5x5 at 28: 25
+// dependent multiply-adds per accumulator). kR / kS > 0 fix the tap counts at
 // compile time (then they equal t.rows / t.cols). kEdge: some lanes read
 // outside the input's columns (load_taps). y_step: output floats between
 // rows.
@@ -308,11 +308,16 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
       col[b] = tap_column<kStride>(t, q, s) + b * Ops::W * t.lane_step;
       e[b] = kEdge ? edge_lanes(col[b], lanes[b], t.in_cols) : EdgeLanes{0, lanes[b]};
     }
+    // Unrolled in full, so that the accumulators stay in registers (GCC's
+    // default limits leave 8-row tiles' loops rolled and the accumulators in
+    // memory).
+#pragma GCC unroll 32
     for (int j = 0; j < kInputRows; ++j) {
       V row[BV];
       for (int b = 0; b < BV; ++b) {
         row[b] = load_taps<Ops, kStride, kEdge>(rows[j], col[b], lanes[b], e[b], t.lane_step);
       }
+#pragma GCC unroll 16
       for (int i = 0; i < BR; ++i) {
         const int r = j - i * kStrideH;
         if (r < 0 || r >= kR) continue;
@@ -365,6 +370,14 @@ void output_rows(const RowTaps& t, int64_t q_end, float* y) {
   }
 }
 
+// Output rows a tile takes at most: 8 with AVX-512's 32 registers (8 x 2
+// accumulators beside a tap column's 5 weights and a row's 2 vectors), 4
+// with AVX2's 16. 5x5 at 28 ran 19% faster with 8 than with 4 (twice the
+// independent multiply-adds in flight, 12 input rows loaded a tap column
+// for 8 output rows instead of 8 for 4), 3x3 at 56 10% (bench/NOTES.md).
+template <class Ops>
+constexpr int kMaxRows = Ops::W >= 16 ? 8 : 4;
+
 // Output rows [p_begin, p_end) of one plane: x the input plane, w the
 // output channel's R x S weights, y the output plane; scratch holds
 // bands.scratch_floats.
@@ -391,11 +404,14 @@ void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const
       }
     }
     const int64_t band_row = bands.in_place ? first : 0;  // the row of t.plane the band's first tap row reads
-    // Groups of 4 output rows, then 2, then 1.
+    // Groups of kMaxRows output rows, then 4, 2, 1.
     for (int64_t p = band; p < band_end;) {
       t.first_row = band_row + (p - band) * g.stride_h;
-      const int64_t group = band_end - p >= 4 ? 4 : band_end - p >= 2 ? 2 : 1;
-      if (group == 4) {
+      const int64_t remaining = band_end - p;
+      const int64_t group = remaining >= kMaxRows<Ops> ? kMaxRows<Ops> : remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
+      if (group == kMaxRows<Ops>) {
+        output_rows<Ops, kStride, kStrideH, kR, kS, kMaxRows<Ops>>(t, g.q, y + p * g.q);
+      } else if (group == 4) {
         output_rows<Ops, kStride, kStrideH, kR, kS, 4>(t, g.q, y + p * g.q);
       } else if (group == 2) {
         output_rows<Ops, kStride, kStrideH, kR, kS, 2>(t, g.q, y + p * g.q);
