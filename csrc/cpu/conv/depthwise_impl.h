@@ -107,6 +107,8 @@ void fill_rows(const ConvGeometry& g, const Bands& bands, const float* x, int64_
   const int64_t split = bands.odd_half;
   const int64_t even_at = (left & 1) * split + (left >> 1);
   const int64_t odd_at = ((left + 1) & 1) * split + ((left + 1) >> 1);
+  // Columns in whole pairs of vectors, then the rest (fewer than 2 W).
+  const int64_t whole = copied / (2 * W) * (2 * W), tail = copied - whole;
   for (int64_t i = 0; i < count; ++i) {
     float* row = scratch + i * width;
     const int64_t ih = first + i;
@@ -119,27 +121,23 @@ void fill_rows(const ConvGeometry& g, const Bands& bands, const float* x, int64_
       store_row<Ops>(row + left, copied, [&](int64_t j, int64_t len) { return load_part<Ops>(src, j, len, 0.0f); });
       continue;
     }
-    for (int64_t t = 0; t < copied; t += 2 * W) {
-      const int64_t n = copied - t < 2 * W ? copied - t : 2 * W;
+    int64_t t = 0;
+    for (; t < whole; t += 2 * W) {
       V even, odd;
-      if (n == 2 * W) {
-        Ops::deinterleave(src + t, &even, &odd);
-      } else {
-        Ops::deinterleave_part(src + t, n, 0.0f, &even, &odd);
-      }
-      const int64_t evens = (n + 1) / 2, odds = n / 2;
-      float* e = row + even_at + t / 2;
-      float* o = row + odd_at + t / 2;
+      Ops::deinterleave(src + t, &even, &odd);
+      Ops::store(row + even_at + t / 2, even);
+      Ops::store(row + odd_at + t / 2, odd);
+    }
+    if (tail > 0) {
+      V even, odd;
+      Ops::deinterleave_part(src + t, tail, 0.0f, &even, &odd);
+      const int64_t evens = (tail + 1) / 2, odds = tail / 2;  // odds < W
       if (evens == W) {
-        Ops::store(e, even);
+        Ops::store(row + even_at + t / 2, even);
       } else {
-        Ops::store_tail(e, even, evens);
+        Ops::store_tail(row + even_at + t / 2, even, evens);
       }
-      if (odds == W) {
-        Ops::store(o, odd);
-      } else if (odds > 0) {
-        Ops::store_tail(o, odd, odds);
-      }
+      if (odds > 0) Ops::store_tail(row + odd_at + t / 2, odd, odds);
     }
   }
 }
