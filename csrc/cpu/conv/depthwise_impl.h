@@ -7,21 +7,22 @@
 // input plane at (p sh - pad_top + r dh, q sw - pad_left + s dw). A thread
 // takes a plane (or a chunk of its rows) and goes down it in bands of output
 // rows, whole rows as vectors of W outputs, in register tiles of up to 8
-// (AVX-512) or 4 rows x 2 vectors, with no scalar border columns. With stride_w 1 the
-// tiles read the input in place: rows above or below it read a row of
-// zeros, and the tiles at the left and right edges load only the lanes
-// whose columns lie inside the input (masked loads), the rest zero. With
-// other strides a band's input rows are first copied into a zero-padded
-// scratch (a few KB to 64 KB, in cache), so that every output of the band
-// reads inside it; with stride_w 2 the copy splits each row into its even
-// and odd columns, so that every tap reads W consecutive floats of one half;
-// for 3x3 and 5x5 the tap counts are compile-time constants, and with
-// stride_h 1 or 2 and no row dilation a tile loads each input row it reads
-// once for all of its output rows (output_tile_shared_rows). A stride-3 or
-// larger band that needs no padding (pad_left 0 and its rows inside the
-// input) reads the input directly. Per output the kernel does R * S multiply-adds and reads
-// the input from cache, so the layer runs at the speed of streaming x in
-// and y out.
+// (AVX-512) or 4 rows x 2 vectors, with no scalar border columns. With
+// stride_w 1 the tiles read the input in place: rows above or below it
+// read a row of zeros, and the tiles at the left and right edges load only
+// the lanes whose columns lie inside the input (masked loads), the rest
+// zero. With other strides a band's input rows are first copied into a
+// zero-padded scratch (a few KB to 64 KB, in cache), so that every output
+// of the band reads inside it; with stride_w 2 the copy splits each row
+// into its even and odd columns, so that every tap reads W consecutive
+// floats of one half; for 3x3 and 5x5 the tap counts are compile-time
+// constants, and with stride_h 1 or 2 and no row dilation a tile loads each
+// input row it reads once for all of its output rows
+// (output_tile_shared_rows). A stride-3 or larger band that needs no
+// padding (pad_left 0 and its rows inside the input) reads the input
+// directly. Per output the kernel does R * S multiply-adds and reads the
+// input from cache, so the layer runs at the speed of streaming x in and y
+// out.
 #pragma once
 
 #include <cstdint>
