@@ -207,6 +207,7 @@ struct EdgeLanes {
 EdgeLanes edge_lanes(int64_t col, int64_t lanes, int64_t in_cols) {
   int64_t lo = -col, hi = in_cols - col;
   if (lo < 0) lo = 0;
+  if (lo > lanes) lo = lanes;  // a vector all left of the input: no lane read
   if (hi > lanes) hi = lanes;
   if (hi < lo) hi = lo;
   return {lo, hi};
