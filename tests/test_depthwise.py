@@ -4,7 +4,9 @@ reference conv2d with groups = C: every CPU path, 1 and 2 threads, strides
 1 to 3 (3 takes the gather path), dilation 1 and 2, 3x3 and 5x5 (the
 compile-time kernels) and other sizes (the run-time one), channel
 multipliers, widths around the SIMD widths (tails), padding on every side
-(the zero-padded scratch) and none (the input read in place), N = 0,
+(stride 1 reads the input in place, masking the edge tiles' loads; other
+strides copy into a zero-padded scratch, whose rows stride 2 splits into
+even and odd columns) and none, N = 0,
 the fused activations, determinism and bad input."""
 
 from __future__ import annotations
@@ -34,16 +36,28 @@ CASES = [
     (0, 3, 1, 8, 8, (3, 3), 1, 1, ((1, 1), (1, 1))),       # N = 0
     *((1, 2, 1, 5, w, (3, 3), s, 1, ((1, 1), (1, 1))) for w in (7, 8, 9, 15, 16, 17, 31, 33, 65) for s in (1, 2)),
     # 3x3 and 5x5 with stride_h 1 or 2 and dil_h 1 share input rows between
-    # a tile's output rows: heights whose rows group as 4 + 2 + 1, widths
+    # a tile's output rows: heights whose rows group as 8 + 4 + 2 + 1, widths
     # around the SIMD widths, the row stride apart from the column stride
     # and the column dilation apart from the row's.
     *((1, 2, 1, h, w, (5, 5), s, 1, ((2, 2), (2, 2))) for h in (7, 10) for w in (7, 16, 17, 33) for s in (1, 2)),
+    *((1, 2, 1, h, 19, (k, k), s, 1, ((k // 2, k // 2),) * 2) for h in (15, 31) for k in (3, 5) for s in (1, 2)),
     (1, 3, 2, 11, 29, (5, 5), (1, 2), 1, ((2, 2), (2, 2))),
     (1, 3, 1, 13, 35, (3, 3), (2, 1), 1, ((1, 0), (0, 1))),
     (1, 2, 1, 12, 41, (3, 3), (2, 3), 1, ((1, 1), (1, 1))),          # row-shared tile, gathered loads
     (1, 2, 1, 12, 30, (5, 5), 1, (1, 2), ((2, 2), (4, 4))),          # column dilation only
     (1, 2, 1, 12, 30, (3, 3), 1, (2, 1), ((2, 2), (1, 1))),          # row dilation: the general tile
     (1, 2, 1, 40, 700, (5, 5), 1, 1, ((2, 2), (2, 2))),              # several bands a plane
+    # stride_w 2 splits the scratch rows into even and odd columns: the
+    # input's columns land in either half by the parity of pad_left and the
+    # taps by the parity of s * dil_w; no padding goes through the scratch too.
+    *((1, 2, 1, 9, w, (3, 3), 2, 1, ((1, 1), (left, 2))) for w in (15, 16, 33, 34) for left in (0, 2, 3)),
+    (2, 3, 1, 9, 33, (5, 5), 2, 3, ((2, 2), (1, 1))),                # odd column dilation
+    (1, 2, 1, 8, 2, (1, 1), 2, 1, ((0, 0), (0, 0))),                 # rows one column wide
+    # stride_w 1 reads the input in place: masked loads at the edge tiles,
+    # a zero row above and below the input.
+    (1, 2, 1, 6, 17, (3, 3), 1, 1, ((2, 3), (4, 3))),                # whole lanes and rows of padding
+    (2, 3, 1, 5, 16, (5, 5), 1, 2, ((4, 4), (4, 4))),                # dilated 5x5
+    (1, 2, 1, 9, 64, (3, 3), 1, 1, ((1, 1), (1, 1))),                # interior tiles between edge ones
 ]
 
 
@@ -149,5 +163,6 @@ def test_any_output_size_stays_in_bounds(rng):
     x = rng.standard_normal((1, 2, 3, 3), dtype=np.float32)
     w = rng.standard_normal((2, 1, 3, 3), dtype=np.float32)
     b = np.array([1.5, -2.0], np.float32)
-    y = _call(x, w, b, pad_top=40, pad_left=50, p=3, q=70)
-    np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (1, 2, 3, 70)))
+    for stride_w in (1, 2, 3):  # the stride-2 scratch splits its rows: other bounds
+        y = _call(x, w, b, stride_w=stride_w, pad_top=40, pad_left=50, p=3, q=70)
+        np.testing.assert_array_equal(y, np.broadcast_to(b[None, :, None, None], (1, 2, 3, 70)))

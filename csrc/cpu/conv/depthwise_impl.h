@@ -1,29 +1,31 @@
 // Depthwise convolution forward, written once over a SIMD vocabulary and
 // instantiated by depthwise_<isa>.cpp (anonymous namespace: see
-// simd/README.md). The vocabulary is the ISA's Ops struct plus one member
-// each variant file adds: load_even(p, n), lanes i < n from p[2 i], reading
-// nothing past p[2 n - 2], other lanes 0 (the stride-2 load).
+// simd/README.md) over the ISA's Ops struct.
 //
 // Shape of the computation. Each (image, output channel) plane is
 // independent: y[p, q] = bias + sum over taps (r, s) of w[r, s] times the
 // input plane at (p sh - pad_top + r dh, q sw - pad_left + s dw). A thread
 // takes a plane (or a chunk of its rows) and goes down it in bands of output
-// rows: it copies the input rows a band reads into a zero-padded scratch
-// (a few KB to 64 KB, in cache), so that every output of the band reads
-// inside it and whole rows run as vectors of W outputs, in register tiles
-// of up to 4 rows x 2 vectors, with no bounds checks and no scalar border
-// columns;
-// for 3x3 and 5x5 the tap counts are compile-time constants, and with
-// stride_h 1 or 2 and no row dilation a tile loads each input row it reads
-// once for all of its output rows (output_tile_shared_rows). A band that
-// needs no padding (pad_left 0 and its rows inside the input) reads the
-// input directly. Per output the kernel does R * S multiply-adds and reads
-// the input from cache, so the layer runs at the speed of streaming x in
-// and y out.
+// rows, whole rows as vectors of W outputs, in register tiles of up to 8
+// (AVX-512) or 4 rows x 2 vectors, with no scalar border columns. With
+// stride_w 1 the tiles read the input in place: rows above or below it
+// read a row of zeros, and the tiles at the left and right edges load only
+// the lanes whose columns lie inside the input (masked loads), the rest
+// zero. With other strides a band's input rows are first copied into a
+// zero-padded scratch (a few KB to 64 KB, in cache), so that every output
+// of the band reads inside it; with stride_w 2 the copy splits each row
+// into its even and odd columns, so that every tap reads W consecutive
+// floats of one half; for 3x3 and 5x5 the tap counts are compile-time
+// constants, and with stride_h 1 or 2 and no row dilation a tile loads each
+// input row it reads once for all of its output rows
+// (output_tile_shared_rows). A stride-3 or larger band that needs no
+// padding (pad_left 0 and its rows inside the input) reads the input
+// directly. Per output the kernel does R * S multiply-adds and reads the
+// input from cache, so the layer runs at the speed of streaming x in and y
+// out.
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 #include "cpu/activation/activation_impl.h"
 #include "cpu/conv/depthwise.h"
@@ -47,11 +49,14 @@ constexpr int64_t kBandFloats = int64_t{1} << 14;
 
 // How the rows of a plane are banded: `width` padded input columns (those
 // the outputs read, from column -pad_left on), `rows` output rows a band,
-// `direct` when the columns need no padding (a band inside the input rows
-// then reads the input in place).
+// `in_place` when the tiles read the input in place (stride_w 1; the
+// scratch then holds the row of zeros that rows outside the input read),
+// `direct` when a band's rows are read in place because the columns need
+// no padding (a band inside the input rows), `odd_half` where a row's odd
+// columns start in the scratch when stride_w 2 splits the rows (else 0).
 struct Bands {
-  int64_t width, rows, scratch_floats;
-  bool direct;
+  int64_t width, rows, scratch_floats, odd_half;
+  bool in_place, direct;
 };
 
 // Input rows a band of `out_rows` output rows reads.
@@ -66,61 +71,159 @@ Bands plan_bands(const ConvGeometry& g) {
   const int64_t one = band_input_rows(g, 1);
   b.rows = fit > one ? (fit - one) / g.stride_h + 1 : 1;
   if (b.rows > g.p) b.rows = g.p;
-  b.scratch_floats = band_input_rows(g, b.rows) * b.width;
-  b.direct = g.pad_left == 0 && b.width <= g.w;
+  // Stride-1 rows are read in place: copying them into the scratch cost a
+  // third of the layer's time (bench/NOTES.md), masking the loads of the
+  // edge tiles next to nothing.
+  b.in_place = g.stride_w == 1;
+  b.scratch_floats = b.in_place ? g.w : band_input_rows(g, b.rows) * b.width;
+  // Stride-2 rows always go through the scratch: splitting them there costs
+  // a permute per vector of input, where loading the even columns from the
+  // rows in place costs one per vector of every tap that reads them.
+  b.odd_half = g.stride_w == 2 ? (b.width + 1) / 2 : 0;
+  b.direct = g.stride_w > 2 && g.pad_left == 0 && b.width <= g.w;
   return b;
 }
 
-// Fills rows [0, count) of a (count, width) scratch with input rows first,
-// first + 1, ... of the plane x, each shifted right by pad_left, and zeros
-// where the rows or columns fall outside the input.
-void pad_rows(const ConvGeometry& g, const float* x, int64_t first, int64_t count, int64_t width, float* scratch) {
+// Fills rows [0, count) of the band's scratch (rows bands.width floats
+// apart) with input rows first, first + 1, ... of the plane x, each shifted
+// right by pad_left, and zeros where the rows fall outside the input; when
+// stride_w 2 splits the rows (bands.odd_half > 0), each row as its even
+// padded columns, then from odd_half on its odd ones. The columns outside
+// the input are the same in every band: the caller zeroes the scratch once
+// and this writes only the input's columns of a row (or zeros over all of
+// it for a row outside the input). Vector loads and stores inline: the
+// rows are a few vectors wide, and memset / memcpy calls per row cost as
+// much as the copy itself (bench/NOTES.md).
+template <class Ops>
+void fill_rows(const ConvGeometry& g, const Bands& bands, const float* x, int64_t first, int64_t count,
+               float* scratch) {
+  using V = typename Ops::V;
+  constexpr int64_t W = Ops::W;
+  const int64_t width = bands.width;
   const int64_t left = g.pad_left < width ? g.pad_left : width;  // zeros before the input's columns
-  const int64_t room = width - left;
-  const int64_t copied = g.w < room ? g.w : room;
+  const int64_t copied = g.w < width - left ? g.w : width - left;
+  // Input column t lands at padded column t + left: with the split, in half
+  // (t + left) % 2 at (t + left) / 2, so the input's even columns go on from
+  // even_at and its odd ones from odd_at.
+  const int64_t split = bands.odd_half;
+  const int64_t even_at = (left & 1) * split + (left >> 1);
+  const int64_t odd_at = ((left + 1) & 1) * split + ((left + 1) >> 1);
+  // Columns in whole pairs of vectors, then the rest (fewer than 2 W).
+  const int64_t whole = copied / (2 * W) * (2 * W), tail = copied - whole;
   for (int64_t i = 0; i < count; ++i) {
     float* row = scratch + i * width;
     const int64_t ih = first + i;
     if (ih < 0 || ih >= g.h) {
-      std::memset(row, 0, static_cast<size_t>(width) * sizeof(float));
+      store_row<Ops>(row, width, [](int64_t, int64_t) { return Ops::zero(); });
       continue;
     }
-    std::memset(row, 0, static_cast<size_t>(left) * sizeof(float));
-    if (copied > 0) std::memcpy(row + left, x + ih * g.w, static_cast<size_t>(copied) * sizeof(float));
-    std::memset(row + left + copied, 0, static_cast<size_t>(width - left - copied) * sizeof(float));
+    const float* src = x + ih * g.w;
+    if (split == 0) {
+      store_row<Ops>(row + left, copied, [&](int64_t j, int64_t len) { return load_part<Ops>(src, j, len, 0.0f); });
+      continue;
+    }
+    int64_t t = 0;
+    for (; t < whole; t += 2 * W) {
+      V even, odd;
+      Ops::deinterleave(src + t, &even, &odd);
+      Ops::store(row + even_at + t / 2, even);
+      Ops::store(row + odd_at + t / 2, odd);
+    }
+    if (tail > 0) {
+      V even, odd;
+      Ops::deinterleave_part(src + t, tail, 0.0f, &even, &odd);
+      const int64_t evens = (tail + 1) / 2, odds = tail / 2;  // odds < W
+      if (evens == W) {
+        Ops::store(row + even_at + t / 2, even);
+      } else {
+        Ops::store_tail(row + even_at + t / 2, even, evens);
+      }
+      if (odds > 0) Ops::store_tail(row + odd_at + t / 2, odd, odds);
+    }
   }
 }
 
 // Lanes i < n from p[i * stride], other lanes 0, reading nothing past
-// p[(n - 1) * stride]: kStride 1 and 2 by vector loads, 0 for any other
-// stride by a gather through a buffer.
+// p[(n - 1) * stride]: a vector load for kStride 1 and 2 (whose rows are
+// split into even and odd halves: stride 1 within a half), a gather
+// through a buffer for any other stride (kStride 0).
 template <class Ops, int kStride>
 typename Ops::V load_strided(const float* p, int64_t n, int64_t stride) {
-  if constexpr (kStride == 1) {
+  if constexpr (kStride == 1 || kStride == 2) {
     return n == Ops::W ? Ops::load(p) : Ops::load_tail(p, n, 0.0f);
-  } else if constexpr (kStride == 2) {
-    return Ops::load_even(p, n);
   } else {
-    alignas(64) float lanes[Ops::W];
+    alignas(64) float lanes[Ops::W] = {};
     for (int64_t i = 0; i < n; ++i) lanes[i] = p[i * stride];
-    return n == Ops::W ? Ops::load(lanes) : Ops::load_tail(lanes, n, 0.0f);
+    return Ops::load(lanes);
   }
 }
 
-// What a group of output rows reads: the (padded) input row of tap row 0
-// of its first output row, at column 0, and how to step between output
-// rows, taps and lanes.
+// What a group of output rows reads: rows of `plane`, the input plane (in
+// place) or the band's scratch, and how to step between output rows, taps
+// and lanes.
 struct RowTaps {
-  const float* x;
+  const float* plane;
+  int64_t ld;         // floats between rows of `plane`
+  int64_t first_row;  // the row of `plane` that tap row 0 of the group's first output row reads
+  int64_t in_rows;    // rows [0, in_rows) of `plane` hold data; the others read `zero`
+  const float* zero;  // in place: g.w zeros
+  int64_t col0;       // the column tap column 0 of output column 0 reads: -pad_left in place, 0 in the scratch
+  int64_t in_cols;    // in place: columns [0, in_cols) hold data; edge tiles read no others
   const float* w;     // the R x S weights
   int64_t rows;       // R
   int64_t cols;       // S
-  int64_t out_step;   // stride_h * the row stride: input floats between output rows
-  int64_t row_step;   // dil_h * the row stride: input floats between tap rows
-  int64_t dil_w;      // input floats between taps of a row
-  int64_t stride_w;   // input floats between neighbouring outputs
+  int64_t out_step;   // stride_h: rows between the tap rows 0 of neighbouring output rows
+  int64_t row_step;   // dil_h: rows between tap rows
+  int64_t dil_w;      // input columns between taps of a row
+  int64_t lane_step;  // floats between the inputs of neighbouring outputs: stride_w, 1 in split rows
+  int64_t odd_half;   // where a split row's odd columns start (Bands::odd_half)
   float bias;
 };
+
+// Row j (from first_row on) of what a group reads: a row of `plane`, or
+// the zeros for a row outside the input.
+const float* tap_row(const RowTaps& t, int64_t j) {
+  const int64_t row = t.first_row + j;
+  return row >= 0 && row < t.in_rows ? t.plane + row * t.ld : t.zero;
+}
+
+// Where tap column s of output column q reads in a row: column
+// col0 + q * stride_w + s * dil_w, which a kStride 2 row, split into
+// halves, keeps in half (s * dil_w) % 2 at q + (s * dil_w) / 2.
+template <int kStride>
+int64_t tap_column(const RowTaps& t, int64_t q, int64_t s) {
+  const int64_t c = s * t.dil_w;
+  if constexpr (kStride == 2) return q + (c & 1) * t.odd_half + (c >> 1);
+  return t.col0 + q * t.lane_step + c;
+}
+
+// Lanes [lo, hi) of a vector from column col on, `lanes` wide, whose
+// columns lie inside a row's [0, in_cols): those an edge tile's masked
+// load reads.
+struct EdgeLanes {
+  int64_t lo, hi;
+};
+
+EdgeLanes edge_lanes(int64_t col, int64_t lanes, int64_t in_cols) {
+  int64_t lo = -col, hi = in_cols - col;
+  if (lo < 0) lo = 0;
+  if (lo > lanes) lo = lanes;  // a vector all left of the input: no lane read
+  if (hi > lanes) hi = lanes;
+  if (hi < lo) hi = lo;
+  return {lo, hi};
+}
+
+// The vector of lanes [0, lanes) from column col of `row`: with kEdge
+// (stride_w 1 only) only lanes [e.lo, e.hi) are read, the others 0, and
+// the address may lie outside the row.
+template <class Ops, int kStride, bool kEdge>
+typename Ops::V load_taps(const float* row, int64_t col, int64_t lanes, EdgeLanes e, int64_t stride) {
+  if constexpr (kEdge) {
+    return Ops::load_lanes(row + col, e.lo, e.hi, 0.0f);
+  } else {
+    return load_strided<Ops, kStride>(row + col, lanes, stride);
+  }
+}
 
 // A tile's BR x BV accumulators into y from column q on (rows y_step
 // apart), the last vector of each row `last` wide when kTail.
@@ -141,17 +244,17 @@ void store_tile(const typename Ops::V (&acc)[BR][BV], int64_t q, int64_t last, f
 // A tile of BR output rows x BV vectors from column q on, each vector W
 // outputs except the last, which has `last` (<= W; kTail says it may be
 // fewer). BR * BV independent accumulators share each broadcast weight: 8
-// of them keep the multiply-add units busy through its latency even when a
-// row is only one or two vectors wide (5x5 at 28: 25 dependent
-// multiply-adds per accumulator). kR / kS > 0 fix the tap counts at
-// compile time (then they equal t.rows / t.cols). y_step: output floats
-// between rows.
-template <class Ops, int kStride, int kR, int kS, int BR, int BV, bool kTail>
+// to 16 of them (kMaxRows) keep the multiply-add units busy through its
+// latency even when a row is only one or two vectors wide (5x5 at 28: 25
+// dependent multiply-adds per accumulator). kR / kS > 0 fix the tap counts at
+// compile time (then they equal t.rows / t.cols). kEdge: some lanes read
+// outside the input's columns (load_taps). y_step: output floats between
+// rows.
+template <class Ops, int kStride, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
 void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
   using V = typename Ops::V;
   const int64_t rows = kR > 0 ? kR : t.rows;
   const int64_t cols = kS > 0 ? kS : t.cols;
-  const float* x = t.x + q * t.stride_w;
   V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
     for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
@@ -160,12 +263,13 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
     const float* wr = t.w + r * cols;
     for (int64_t s = 0; s < cols; ++s) {
       const V w = Ops::set1(wr[s]);
-      const float* xs = x + r * t.row_step + s * t.dil_w;
-      for (int i = 0; i < BR; ++i) {
-        for (int b = 0; b < BV; ++b) {
-          const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
-          const float* src = xs + i * t.out_step + b * Ops::W * t.stride_w;
-          acc[i][b] = Ops::fmadd(w, load_strided<Ops, kStride>(src, lanes, t.stride_w), acc[i][b]);
+      for (int b = 0; b < BV; ++b) {
+        const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
+        const int64_t col = tap_column<kStride>(t, q, s) + b * Ops::W * t.lane_step;
+        const EdgeLanes e = kEdge ? edge_lanes(col, lanes, t.in_cols) : EdgeLanes{0, lanes};
+        for (int i = 0; i < BR; ++i) {
+          const float* row = tap_row(t, i * t.out_step + r * t.row_step);
+          acc[i][b] = Ops::fmadd(w, load_taps<Ops, kStride, kEdge>(row, col, lanes, e, t.lane_step), acc[i][b]);
         }
       }
     }
@@ -184,11 +288,12 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
 // and 25 broadcasts, and is bound by the loads. Every accumulator adds its
 // taps in the order (s, r) whatever BR is, so a plane's outputs do not
 // depend on how its rows are grouped into tiles.
-template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail>
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
 void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
   using V = typename Ops::V;
   constexpr int kInputRows = (BR - 1) * kStrideH + kR;
-  const float* x = t.x + q * t.stride_w;
+  const float* rows[kInputRows];
+  for (int j = 0; j < kInputRows; ++j) rows[j] = tap_row(t, j);
   V acc[BR][BV];
   for (int i = 0; i < BR; ++i) {
     for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
@@ -196,13 +301,23 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
   for (int s = 0; s < kS; ++s) {
     V w[kR];
     for (int r = 0; r < kR; ++r) w[r] = Ops::set1(t.w[r * kS + s]);
-    const float* xs = x + s * t.dil_w;
+    int64_t col[BV], lanes[BV];
+    EdgeLanes e[BV];
+    for (int b = 0; b < BV; ++b) {
+      lanes[b] = kTail && b == BV - 1 ? last : Ops::W;
+      col[b] = tap_column<kStride>(t, q, s) + b * Ops::W * t.lane_step;
+      e[b] = kEdge ? edge_lanes(col[b], lanes[b], t.in_cols) : EdgeLanes{0, lanes[b]};
+    }
+    // Unrolled in full, so that the accumulators stay in registers (GCC's
+    // default limits leave 8-row tiles' loops rolled and the accumulators in
+    // memory).
+#pragma GCC unroll 32
     for (int j = 0; j < kInputRows; ++j) {
       V row[BV];
       for (int b = 0; b < BV; ++b) {
-        const int64_t lanes = kTail && b == BV - 1 ? last : Ops::W;
-        row[b] = load_strided<Ops, kStride>(xs + j * t.row_step + b * Ops::W * t.stride_w, lanes, t.stride_w);
+        row[b] = load_taps<Ops, kStride, kEdge>(rows[j], col[b], lanes[b], e[b], t.lane_step);
       }
+#pragma GCC unroll 16
       for (int i = 0; i < BR; ++i) {
         const int r = j - i * kStrideH;
         if (r < 0 || r >= kR) continue;
@@ -216,13 +331,27 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
 // One tile: output_tile_shared_rows when kStrideH says the rows share
 // input rows (kStrideH > 0: dil_h 1, stride_h kStrideH, taps fixed at
 // compile time), output_tile otherwise.
+template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
+void tile_as(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  if constexpr (kStrideH > 0) {
+    output_tile_shared_rows<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, kEdge>(t, q, last, y, y_step);
+  } else {
+    output_tile<Ops, kStride, kR, kS, BR, BV, kTail, kEdge>(t, q, last, y, y_step);
+  }
+}
+
+// tile_as, in place (stride_w 1) in its edge form when a tap of the tile
+// reads a column outside the input.
 template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail>
 void tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
-  if constexpr (kStrideH > 0) {
-    output_tile_shared_rows<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail>(t, q, last, y, y_step);
-  } else {
-    output_tile<Ops, kStride, kR, kS, BR, BV, kTail>(t, q, last, y, y_step);
+  if constexpr (kStride == 1) {
+    const int64_t first = tap_column<1>(t, q, 0);
+    const int64_t end = tap_column<1>(t, q + (BV - 1) * Ops::W + last - 1, t.cols - 1) + 1;
+    if (first < 0 || end > t.in_cols) {
+      return tile_as<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, true>(t, q, last, y, y_step);
+    }
   }
+  tile_as<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, false>(t, q, last, y, y_step);
 }
 
 // Outputs [0, q_end) of BR rows, in tiles of 2 vectors (8 / BR wide would
@@ -241,6 +370,14 @@ void output_rows(const RowTaps& t, int64_t q_end, float* y) {
   }
 }
 
+// Output rows a tile takes at most: 8 with AVX-512's 32 registers (8 x 2
+// accumulators beside a tap column's 5 weights and a row's 2 vectors), 4
+// with AVX2's 16. 5x5 at 28 ran 19% faster with 8 than with 4 (twice the
+// independent multiply-adds in flight, 12 input rows loaded a tap column
+// for 8 output rows instead of 8 for 4), 3x3 at 56 10% (bench/NOTES.md).
+template <class Ops>
+constexpr int kMaxRows = Ops::W >= 16 ? 8 : 4;
+
 // Output rows [p_begin, p_end) of one plane: x the input plane, w the
 // output channel's R x S weights, y the output plane; scratch holds
 // bands.scratch_floats.
@@ -251,20 +388,30 @@ void plane_rows(const ConvGeometry& g, const Bands& bands, const float* x, const
     const int64_t band_end = band + bands.rows < p_end ? band + bands.rows : p_end;
     const int64_t first = band * g.stride_h - g.pad_top;  // the input row of the band's first tap row
     const int64_t count = band_input_rows(g, band_end - band);
-    const float* rows = scratch;
-    int64_t ld = bands.width;
-    if (bands.direct && first >= 0 && first + count <= g.h) {
-      rows = x + first * g.w;
-      ld = g.w;
-    } else {
-      pad_rows(g, x, first, count, bands.width, scratch);
+    // In place: the plane's rows, `first` the band's first; else the band's
+    // rows from row 0 on, all inside.
+    RowTaps t{x, g.w, 0, g.h, scratch, -g.pad_left, g.w, w, g.r, g.s, g.stride_h, g.dil_h, g.dil_w,
+              kStride == 2 ? 1 : g.stride_w, bands.odd_half, bias};
+    if (!bands.in_place) {
+      t.col0 = 0;
+      t.in_rows = count;
+      if (bands.direct && first >= 0 && first + count <= g.h) {
+        t.plane = x + first * g.w;
+      } else {
+        fill_rows<Ops>(g, bands, x, first, count, scratch);
+        t.plane = scratch;
+        t.ld = bands.width;
+      }
     }
-    // Groups of 4 output rows, then 2, then 1.
+    const int64_t band_row = bands.in_place ? first : 0;  // the row of t.plane the band's first tap row reads
+    // Groups of kMaxRows output rows, then 4, 2, 1.
     for (int64_t p = band; p < band_end;) {
-      const RowTaps t{rows + (p - band) * g.stride_h * ld, w, g.r, g.s, g.stride_h * ld, g.dil_h * ld, g.dil_w,
-                      g.stride_w, bias};
-      const int64_t group = band_end - p >= 4 ? 4 : band_end - p >= 2 ? 2 : 1;
-      if (group == 4) {
+      t.first_row = band_row + (p - band) * g.stride_h;
+      const int64_t remaining = band_end - p;
+      const int64_t group = remaining >= kMaxRows<Ops> ? kMaxRows<Ops> : remaining >= 4 ? 4 : remaining >= 2 ? 2 : 1;
+      if (group == kMaxRows<Ops>) {
+        output_rows<Ops, kStride, kStrideH, kR, kS, kMaxRows<Ops>>(t, g.q, y + p * g.q);
+      } else if (group == 4) {
         output_rows<Ops, kStride, kStrideH, kR, kS, 4>(t, g.q, y + p * g.q);
       } else if (group == 2) {
         output_rows<Ops, kStride, kStrideH, kR, kS, 2>(t, g.q, y + p * g.q);
@@ -307,6 +454,8 @@ void depthwise_forward_as(const ConvGeometry& g, const float* x, const float* w,
   minidnn::parallel(threads, [&](int t, int nt) {
     const int64_t items = planes * chunks;
     float* own = scratch + t * bands.scratch_floats;
+    // fill_rows' padding, or the zero row the in-place tiles read.
+    store_row<Ops>(own, bands.scratch_floats, [](int64_t, int64_t) { return Ops::zero(); });
     for (int64_t item = items * t / nt; item < items * (t + 1) / nt; ++item) {
       const int64_t plane = item / chunks, chunk = item % chunks;
       const int64_t n = plane / g.k, k = plane % g.k;
