@@ -18,9 +18,10 @@
 //   split gives few long rows enough blocks to fill the device (64 rows of
 //   262144 took one block a row, on 64 of an H100's 132 multiprocessors).
 // The backward (two arrays a row), inner == 1: a warp per row up to
-// kWarpRowMax, a block per row beyond, each thread keeping an online
-// reduction over its strided share of the row, combined by butterfly
-// shuffles (and a block reduction), then a second pass writing the output.
+// kWarpRowMax, a block of 1024 threads per row beyond; the same packs,
+// kBackwardPacks of each array a thread at once, in two passes (the sum,
+// combined by butterfly shuffles and a block reduction, then the output,
+// re-reading the row from L1 / L2).
 // inner > 1 (e.g. NCHW channels), both directions: a thread per
 // (outer, inner) position walking the C axis with stride `inner`, so
 // neighbouring threads read neighbouring addresses.
@@ -118,21 +119,27 @@ template <bool Log>
 struct Backward {
   using State = float;  // sum(grad_y * y) for softmax, sum(grad_y) for log_softmax
   static __device__ __forceinline__ State empty() { return 0.0f; }
-  static __device__ __forceinline__ State take(State s, const float* g, const float* y, int64_t i) {
+  static __device__ __forceinline__ State take_value(State s, float g, float y) {
     if constexpr (Log) {
-      return s + g[i];
+      return s + g;
     } else {
-      return s + g[i] * y[i];
+      return s + g * y;
     }
+  }
+  static __device__ __forceinline__ State take(State s, const float* g, const float* y, int64_t i) {
+    return take_value(s, g[i], y[i]);
   }
   static __device__ __forceinline__ State combine(State x, State y) { return x + y; }
   static __device__ __forceinline__ State finish(State s) { return s; }
-  static __device__ __forceinline__ float out(State s, const float* g, const float* y, int64_t i) {
+  static __device__ __forceinline__ float out_value(State s, float g, float y) {
     if constexpr (Log) {
-      return g[i] - expf(y[i]) * s;
+      return g - expf(y) * s;
     } else {
-      return y[i] * (g[i] - s);
+      return y * (g - s);
     }
+  }
+  static __device__ __forceinline__ float out(State s, const float* g, const float* y, int64_t i) {
+    return out_value(s, g[i], y[i]);
   }
 };
 
@@ -182,13 +189,14 @@ struct BlockRow {
 
 // The pack of a row at element e (a multiple of kPack): one float4 load
 // when kVec (C % 4 == 0 then, so a pack is all in the row or all past it),
-// else scalar loads; -inf past the row's end, which adds exp(-inf) = 0 to
-// a sum and is never stored.
+// else scalar loads; `pad` past the row's end, a value that adds nothing
+// to the row's reduction (-inf to a sum of exp, 0 to a sum of products)
+// and is never stored.
 // Index: int in the register-row kernels (C <= kBlockRowMax; 64-bit
 // offsets and bounds took the scalar 8-pack variants past 64 registers),
 // int64_t in the split ones.
 template <bool kVec, class Index>
-__device__ __forceinline__ void load_pack(const float* __restrict__ r, Index e, Index C, float* v) {
+__device__ __forceinline__ void load_pack(const float* __restrict__ r, Index e, Index C, float pad, float* v) {
   if constexpr (kVec) {
     if (e < C) {
       const float4 p = *reinterpret_cast<const float4*>(r + e);
@@ -199,10 +207,10 @@ __device__ __forceinline__ void load_pack(const float* __restrict__ r, Index e, 
       return;
     }
 #pragma unroll
-    for (int i = 0; i < kPack; ++i) v[i] = -INFINITY;
+    for (int i = 0; i < kPack; ++i) v[i] = pad;
   } else {
 #pragma unroll
-    for (int i = 0; i < kPack; ++i) v[i] = e + i < C ? r[e + i] : -INFINITY;
+    for (int i = 0; i < kPack; ++i) v[i] = e + i < C ? r[e + i] : pad;
   }
 }
 
@@ -248,7 +256,7 @@ __device__ __forceinline__ void forward_row_in_registers(const float* __restrict
   float v[kPacks * kPack];
   const int first = static_cast<int>(Row::rank()) * kPack;
 #pragma unroll
-  for (int k = 0; k < kPacks; ++k) load_pack<kVec>(xr, first + k * step, C, v + k * kPack);
+  for (int k = 0; k < kPacks; ++k) load_pack<kVec>(xr, first + k * step, C, -INFINITY, v + k * kPack);
   const MaxSum s = Op::finish(Row::template combine<Op>(values_max_sum<kPacks * kPack>(v), partial));
 #pragma unroll
   for (int i = 0; i < kPacks * kPack; ++i) v[i] = Op::out_value(s, v[i]);
@@ -290,7 +298,7 @@ __device__ __forceinline__ void load_tile(const float* __restrict__ xr, int64_t 
 #pragma unroll
   for (int k = 0; k < kSplitPacks; ++k) {
     load_pack<kVec, int64_t>(xr, tile * kSplitTile + (int64_t{k} * kSoftmaxBlock + threadIdx.x) * kPack, C,
-                             v + k * kPack);
+                             -INFINITY, v + k * kPack);
   }
 }
 
@@ -405,48 +413,71 @@ void softmax_forward_rows(const char* name, const float* x, float* y, int64_t ro
 // backward over rows (inner == 1), and both directions for inner > 1
 // ---------------------------------------------------------------------------
 
-template <class Op>
-__global__ void __launch_bounds__(kSoftmaxBlock)
-    softmax_warp_rows(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                      int64_t rows, int64_t C) {
-  const unsigned lane = threadIdx.x % 32;
-  const int64_t warps_per_block = blockDim.x / 32;
-  for (int64_t row = int64_t{blockIdx.x} * warps_per_block + threadIdx.x / 32; row < rows;
-       row += int64_t{gridDim.x} * warps_per_block) {
-    const float* ra = a + row * C;
-    const float* rb = b == nullptr ? nullptr : b + row * C;
-    typename Op::State s = Op::empty();
-    for (int64_t j = lane; j < C; j += 32) s = Op::take(s, ra, rb, j);
-    s = Op::finish(warp_combine<Op>(s));
-    for (int64_t j = lane; j < C; j += 32) out[row * C + j] = Op::out(s, ra, rb, j);
+// Packs of each array a thread loads at once in the backward.
+constexpr int kBackwardPacks = 4;
+
+// The backward of one row shared by kThreads threads, in tiles of
+// kThreads * kBackwardPacks packs of each array (thread `rank` takes packs
+// rank, rank + kThreads, ... of a tile, all loaded before any is used): a
+// pass summing grad_y * y (grad_y for log_softmax), then a pass writing
+// grad_x, which reads the row again, from L1 or L2 (the rows in flight,
+// 8 KB a warp row of 1000, 256 KB a block row of 32000 a multiprocessor,
+// fit in L2).
+template <bool Log, bool kVec, class Row, int kThreads>
+__device__ __forceinline__ void backward_row(const float* __restrict__ gr, const float* __restrict__ yr,
+                                             float* __restrict__ xr, int64_t C, float* partial) {
+  using Op = Backward<Log>;
+  constexpr int64_t tile = int64_t{kThreads} * kBackwardPacks * kPack;
+  constexpr int64_t step = int64_t{kThreads} * kPack;
+  const int64_t first = int64_t{Row::rank()} * kPack;
+  float s = Op::empty();
+  // e < C: the thread's first pack of the tile is in the row (the others may not be).
+  for (int64_t e = first; e < C; e += tile) {
+    float g[kBackwardPacks * kPack], y[kBackwardPacks * kPack];
+#pragma unroll
+    for (int k = 0; k < kBackwardPacks; ++k) {
+      load_pack<kVec, int64_t>(gr, e + k * step, C, 0.0f, g + k * kPack);
+      load_pack<kVec, int64_t>(yr, e + k * step, C, 0.0f, y + k * kPack);
+    }
+#pragma unroll
+    for (int i = 0; i < kBackwardPacks * kPack; ++i) s = Op::take_value(s, g[i], y[i]);
+  }
+  s = Row::template combine<Op>(s, partial);
+  for (int64_t e = first; e < C; e += tile) {
+    float g[kBackwardPacks * kPack], y[kBackwardPacks * kPack];
+#pragma unroll
+    for (int k = 0; k < kBackwardPacks; ++k) {
+      load_pack<kVec, int64_t>(gr, e + k * step, C, 0.0f, g + k * kPack);
+      load_pack<kVec, int64_t>(yr, e + k * step, C, 0.0f, y + k * kPack);
+    }
+#pragma unroll
+    for (int i = 0; i < kBackwardPacks * kPack; ++i) g[i] = Op::out_value(s, g[i], y[i]);
+#pragma unroll
+    for (int k = 0; k < kBackwardPacks; ++k) store_pack<kVec, int64_t>(xr, e + k * step, C, g + k * kPack);
   }
 }
 
-template <class Op>
+// C <= kWarpRowMax: a warp per row.
+template <bool Log, bool kVec>
 __global__ void __launch_bounds__(kSoftmaxBlock)
-    softmax_block_rows(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                       int64_t rows, int64_t C) {
-  __shared__ typename Op::State partial[32];
-  const unsigned lane = threadIdx.x % 32;
-  const unsigned warp = threadIdx.x / 32;
-  const unsigned warps = blockDim.x / 32;
+    softmax_backward_warp_rows(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ gx,
+                               int64_t rows, int64_t C) {
+  const int64_t warps_per_block = blockDim.x / 32;
+  for (int64_t row = int64_t{blockIdx.x} * warps_per_block + threadIdx.x / 32; row < rows;
+       row += int64_t{gridDim.x} * warps_per_block) {
+    backward_row<Log, kVec, WarpRow, 32>(g + row * C, y + row * C, gx + row * C, C, nullptr);
+  }
+}
+
+// Longer rows: a block of kBlockRowThreads per row (the fewer rows in
+// flight, the likelier the second pass finds them in L2).
+template <bool Log, bool kVec>
+__global__ void __launch_bounds__(kBlockRowThreads)
+    softmax_backward_block_rows(const float* __restrict__ g, const float* __restrict__ y, float* __restrict__ gx,
+                                int64_t rows, int64_t C) {
+  __shared__ float partial[kBlockRowThreads / 32];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float* ra = a + row * C;
-    const float* rb = b == nullptr ? nullptr : b + row * C;
-    typename Op::State s = Op::empty();
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) s = Op::take(s, ra, rb, j);
-    s = warp_combine<Op>(s);
-    if (lane == 0) partial[warp] = s;
-    __syncthreads();
-    if (warp == 0) {
-      s = warp_combine<Op>(lane < warps ? partial[lane] : Op::empty());
-      if (lane == 0) partial[0] = s;
-    }
-    __syncthreads();
-    s = Op::finish(partial[0]);
-    for (int64_t j = threadIdx.x; j < C; j += blockDim.x) out[row * C + j] = Op::out(s, ra, rb, j);
-    // partial[] is written again for the next row only after every thread has read it.
-    __syncthreads();
+    backward_row<Log, kVec, BlockRow, kBlockRowThreads>(g + row * C, y + row * C, gx + row * C, C, partial);
   }
 }
 
@@ -474,19 +505,19 @@ void softmax_inner_as(const char* name, const float* a, const float* b, float* o
          b, out, outer, C, inner);
 }
 
-template <class Op>
-void softmax_backward_as(const char* name, const float* a, const float* b, float* out, int64_t outer, int64_t C,
-                         int64_t inner) {
-  if (outer == 0 || C == 0 || inner == 0) return;
-  if (inner > 1) {
-    softmax_inner_as<Op>(name, a, b, out, outer, C, inner);
-  } else if (C <= kWarpRowMax) {
-    const unsigned grid = grid_stride_blocks(outer * 32, kSoftmaxBlock);
-    launch(name, softmax_warp_rows<Op>, dim3(grid), dim3(kSoftmaxBlock), 0, a, b, out, outer, C);
-  } else {
-    const unsigned grid = grid_stride_blocks(outer, 1);
-    launch(name, softmax_block_rows<Op>, dim3(grid), dim3(kSoftmaxBlock), 0, a, b, out, outer, C);
-  }
+template <bool Log>
+void softmax_backward_rows(const char* name, const float* g, const float* y, float* gx, int64_t rows, int64_t C) {
+  const bool vec = C % kPack == 0 && aligned_16(g) && aligned_16(y) && aligned_16(gx);
+  auto run = [&](auto v) {
+    if (C <= kWarpRowMax) {
+      launch(name, softmax_backward_warp_rows<Log, decltype(v)::value>,
+             dim3(grid_stride_blocks(rows * 32, kSoftmaxBlock)), dim3(kSoftmaxBlock), 0, g, y, gx, rows, C);
+    } else {
+      launch(name, softmax_backward_block_rows<Log, decltype(v)::value>, dim3(grid_stride_blocks(rows, 1)),
+             dim3(kBlockRowThreads), 0, g, y, gx, rows, C);
+    }
+  };
+  vec ? run(std::true_type{}) : run(std::false_type{});
 }
 
 // Bytes of device workspace softmax_forward takes for the view: a
@@ -514,10 +545,13 @@ inline void softmax_forward(bool log, const float* x, float* y, int64_t outer, i
 // grad_x of (log_)softmax from grad_y and y.
 inline void softmax_backward(bool log, const float* grad_y, const float* y, float* grad_x, int64_t outer, int64_t C,
                              int64_t inner) {
+  if (outer == 0 || C == 0 || inner == 0) return;
   if (log) {
-    softmax_backward_as<Backward<true>>("log_softmax_backward", grad_y, y, grad_x, outer, C, inner);
+    inner > 1 ? softmax_inner_as<Backward<true>>("log_softmax_backward", grad_y, y, grad_x, outer, C, inner)
+              : softmax_backward_rows<true>("log_softmax_backward", grad_y, y, grad_x, outer, C);
   } else {
-    softmax_backward_as<Backward<false>>("softmax_backward", grad_y, y, grad_x, outer, C, inner);
+    inner > 1 ? softmax_inner_as<Backward<false>>("softmax_backward", grad_y, y, grad_x, outer, C, inner)
+              : softmax_backward_rows<false>("softmax_backward", grad_y, y, grad_x, outer, C);
   }
 }
 
