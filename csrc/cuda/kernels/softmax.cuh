@@ -416,6 +416,19 @@ void softmax_forward_rows(const char* name, const float* x, float* y, int64_t ro
 // Packs of each array a thread loads at once in the backward.
 constexpr int kBackwardPacks = 4;
 
+// A thread's packs of grad_y and y in the backward tile from element e
+// (0 past the row's end: adds nothing to either sum).
+template <bool kVec, int kThreads>
+__device__ __forceinline__ void load_backward_tile(const float* __restrict__ gr, const float* __restrict__ yr,
+                                                   int64_t e, int64_t C, float* g, float* y) {
+  constexpr int64_t step = int64_t{kThreads} * kPack;
+#pragma unroll
+  for (int k = 0; k < kBackwardPacks; ++k) {
+    load_pack<kVec, int64_t>(gr, e + k * step, C, 0.0f, g + k * kPack);
+    load_pack<kVec, int64_t>(yr, e + k * step, C, 0.0f, y + k * kPack);
+  }
+}
+
 // The backward of one row shared by kThreads threads, in tiles of
 // kThreads * kBackwardPacks packs of each array (thread `rank` takes packs
 // rank, rank + kThreads, ... of a tile, all loaded before any is used): a
@@ -434,22 +447,14 @@ __device__ __forceinline__ void backward_row(const float* __restrict__ gr, const
   // e < C: the thread's first pack of the tile is in the row (the others may not be).
   for (int64_t e = first; e < C; e += tile) {
     float g[kBackwardPacks * kPack], y[kBackwardPacks * kPack];
-#pragma unroll
-    for (int k = 0; k < kBackwardPacks; ++k) {
-      load_pack<kVec, int64_t>(gr, e + k * step, C, 0.0f, g + k * kPack);
-      load_pack<kVec, int64_t>(yr, e + k * step, C, 0.0f, y + k * kPack);
-    }
+    load_backward_tile<kVec, kThreads>(gr, yr, e, C, g, y);
 #pragma unroll
     for (int i = 0; i < kBackwardPacks * kPack; ++i) s = Op::take_value(s, g[i], y[i]);
   }
   s = Row::template combine<Op>(s, partial);
   for (int64_t e = first; e < C; e += tile) {
     float g[kBackwardPacks * kPack], y[kBackwardPacks * kPack];
-#pragma unroll
-    for (int k = 0; k < kBackwardPacks; ++k) {
-      load_pack<kVec, int64_t>(gr, e + k * step, C, 0.0f, g + k * kPack);
-      load_pack<kVec, int64_t>(yr, e + k * step, C, 0.0f, y + k * kPack);
-    }
+    load_backward_tile<kVec, kThreads>(gr, yr, e, C, g, y);
 #pragma unroll
     for (int i = 0; i < kBackwardPacks * kPack; ++i) g[i] = Op::out_value(s, g[i], y[i]);
 #pragma unroll
