@@ -23,6 +23,7 @@ from minidnn import _C, cuda
 from conftest import assert_close
 from test_softmax import (
     AXIS_CASES,
+    SPECIAL_ROWS,
     LOSS_SCALE,
     ROW_SHAPES,
     assert_backward_close,
@@ -245,6 +246,47 @@ def test_softmax_against_the_reference(emulated, rng, op, shape, axis):
     dg, dy = cuda.to_device(g), cuda.to_device(y)
     grad_x = in_every_order(lambda: getattr(minidnn, op + "_backward")(dg, dy, axis=axis))
     assert_backward_close(op, grad_x, g, y, axis)
+
+
+# The forward's row variants (csrc/cuda/kernels/softmax.cuh), each with
+# C % 4 == 0 (16-byte loads) and not (scalar loads): a warp per row with
+# 1, 2, 4 and 8 packs of 4 floats a lane (C up to 128, 256, 512, 1024); a
+# block of 1024 threads per row with 1, 2, 4 and 8 packs a thread (up to
+# 4096, 8192, 16384, 32768), with enough rows that its grid-stride loop
+# turns; rows past 32768 split into parts of whole tiles of 4096
+# (softmax_split_parts: min(tiles, ceil(1024 / rows)) parts a row): a part
+# a tile, the last one partial; and 128 rows of 9 tiles, 8 parts a row, one
+# part of two tiles, more parts than the grid covers in one stride.
+FORWARD_ROW_SHAPES = [
+    (3, 128), (2, 127), (3, 256), (2, 255), (2, 512), (2, 509), (3, 1024), (2, 1021),
+    (2, 4096), (GRID_BLOCKS + 3, 4097), (2, 8192), (2, 8191), (2, 16384), (2, 16383), (2, 32768), (2, 32767),
+    (1, 32772), (3, 40001), (128, 32772), (128, 32769),
+]
+
+
+@pytest.mark.parametrize("shape", FORWARD_ROW_SHAPES, ids=str)
+@pytest.mark.parametrize("op", ["softmax", "log_softmax"])
+def test_softmax_forward_row_variants(emulated, rng, op, shape):
+    x = logits(rng, shape)
+    dx = cuda.to_device(x)
+    # The 4M-float cases in one order (each order costs seconds on the emulator).
+    orders = ORDERS if shape[0] * shape[1] < 1 << 20 else ORDERS[-1:]
+    y = in_every_order(lambda: getattr(minidnn, op)(dx), orders)
+    assert_close(y, getattr(ref, op)(x))
+
+
+@pytest.mark.parametrize("C", [1000, 1001, 5000, 5001, 40000, 40001])
+def test_softmax_forward_row_variants_special_values(emulated, C):
+    """NaN, +inf, rows of -inf, huge values, in every forward row variant
+    (the two-pass max and sum over registers and the split's merged parts)."""
+    x = np.zeros((7, C), np.float32)
+    x[:, : SPECIAL_ROWS.shape[1]] = SPECIAL_ROWS
+    x[1] = -np.inf
+    x[3, C // 2 :] = -np.inf  # whole parts of -inf after finite ones
+    x[4, C - 1] = np.nan  # in the last pack, tile and part
+    for op in ("softmax", "log_softmax"):
+        y = in_every_order(lambda: getattr(minidnn, op)(cuda.to_device(x)))
+        assert_close(y, getattr(ref, op)(x))
 
 
 @pytest.mark.parametrize("axis", [-1, 1])

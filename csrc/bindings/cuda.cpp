@@ -482,7 +482,8 @@ DeviceArray softmax_forward(bool log, const DeviceArray& x_arg, int64_t axis) {
   softmax_view(x, axis, &outer, &C, &inner);
   DeviceArray y = new_float_array_on(x.device(), x.shape);
   const cuda::DeviceKernels& k = cuda::kernels(x.device());
-  run_released([&] { k.softmax_forward(log, x.floats(), y.floats(), outer, C, inner); });
+  Buffer ws(x.device(), k.softmax_forward_workspace(outer, C, inner));
+  run_released([&] { k.softmax_forward(log, x.floats(), y.floats(), outer, C, inner, ws.data); });
   return y;
 }
 

@@ -11,8 +11,9 @@
 namespace minidnn::cuda::MINIDNN_CUDA_TARGET {
 
 const DeviceKernels& kernels() {
-  static const DeviceKernels table{activation_forward, activation_backward, softmax_forward,
-                                   softmax_backward,   loss_forward,        loss_backward};
+  static const DeviceKernels table{activation_forward, activation_backward, softmax_forward_workspace,
+                                   softmax_forward,    softmax_backward,    loss_forward,
+                                   loss_backward};
   return table;
 }
 

@@ -9,6 +9,7 @@
 // emulator, which runs it synchronously); errors are std::runtime_error.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "cpu/activation/activation.h"
@@ -64,8 +65,12 @@ struct DeviceKernels {
   // grad_x = grad_y * f'(.), `saved` as in cpu/activation/activation.h.
   void (*activation_backward)(Activation f, const float* grad_y, const float* saved, float* grad_x, int64_t n,
                               float alpha);
-  // y = softmax(x) (log_softmax when `log`) over C of the (outer, C, inner) view.
-  void (*softmax_forward)(bool log, const float* x, float* y, int64_t outer, int64_t C, int64_t inner);
+  // Bytes of device workspace softmax_forward takes for a view (0 for most).
+  size_t (*softmax_forward_workspace)(int64_t outer, int64_t C, int64_t inner);
+  // y = softmax(x) (log_softmax when `log`) over C of the (outer, C, inner)
+  // view, with softmax_forward_workspace(outer, C, inner) bytes at workspace.
+  void (*softmax_forward)(bool log, const float* x, float* y, int64_t outer, int64_t C, int64_t inner,
+                          void* workspace);
   // grad_x of softmax / log_softmax from grad_y and y, same view.
   void (*softmax_backward)(bool log, const float* grad_y, const float* y, float* grad_x, int64_t outer, int64_t C,
                            int64_t inner);

@@ -157,38 +157,6 @@ struct LossOp {
   }
 };
 
-// The combined state of a block, in every thread. `partial` holds a state
-// per warp in shared memory; every thread folds them in the same order, so
-// all agree bit for bit.
-template <class Op>
-__device__ __forceinline__ typename Op::State block_combine(typename Op::State s, typename Op::State* partial) {
-  s = warp_combine<Op>(s);
-  __syncthreads();  // every thread has read the previous row's partials
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = s;
-  __syncthreads();
-  s = partial[0];
-  for (unsigned w = 1; w < blockDim.x / 32; ++w) s = Op::combine(s, partial[w]);
-  return s;
-}
-
-// How a row is shared: by a warp (rank = lane) or a block (rank = thread).
-struct WarpRow {
-  static __device__ __forceinline__ unsigned rank() { return threadIdx.x % 32; }
-  static __device__ __forceinline__ unsigned size() { return 32; }
-  template <class Op>
-  static __device__ __forceinline__ typename Op::State combine(typename Op::State s, typename Op::State*) {
-    return warp_combine<Op>(s);
-  }
-};
-struct BlockRow {
-  static __device__ __forceinline__ unsigned rank() { return threadIdx.x; }
-  static __device__ __forceinline__ unsigned size() { return blockDim.x; }
-  template <class Op>
-  static __device__ __forceinline__ typename Op::State combine(typename Op::State s, typename Op::State* partial) {
-    return block_combine<Op>(s, partial);
-  }
-};
-
 // A row is read in chunks of kChunk elements a thread (element
 // first + k * size for the k-th), all loads of a chunk issued before any is
 // used: kChunk loads in flight a thread, where one at a time would leave a
