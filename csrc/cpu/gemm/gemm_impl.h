@@ -216,39 +216,17 @@ void ukernel_any_rows(int rows, int64_t k, const float* a, int64_t lda, const fl
   ukernel_rows<Cfg, kRows, kNV, kRead, kARead, kWrite>(k, a, lda, b, ldb, c, ldc, n, u);
 }
 
-// As ukernel_a_rows below, a tile of at most W columns runs the one-vector
-// kernel (conv_transpose2d's GEMM on 196 positions: 7 tiles of 32 columns
-// for 196, the last holding 4).
-template <class Cfg>
-void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb, bool b_exact, float* c, int64_t ldc,
-             int m, int n, const TileUpdate& u) {
-  using Ops = typename Cfg::Ops;
-  constexpr int kNR = Cfg::kNV * Ops::W;
-  if (Cfg::kNV > 1 && n <= Ops::W) {
-    if (b_exact) {
-      ukernel_any_rows<Cfg, 1, BRead::in_place_n>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
-    } else {
-      ukernel_any_rows<Cfg, 1, BRead::packed>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
-    }
-  } else if (!b_exact) {
-    ukernel_any_rows<Cfg, Cfg::kNV, BRead::packed>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
-  } else if (n == kNR) {
-    ukernel_any_rows<Cfg, Cfg::kNV, BRead::in_place>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
-  } else {
-    ukernel_any_rows<Cfg, Cfg::kNV, BRead::in_place_n>(m, k, a_panel, 0, b_panel, ldb, c, ldc, n, u);
-  }
-}
-
-// A tile of at most W columns runs the one-vector kernel: its other
-// vectors would be FMAs on padding (a convolution of 196 positions has one
-// such tile of 4 columns after six full ones, 1/14 of its FMAs).
-template <class Cfg>
-void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact, float* c,
-                    int64_t ldc, int m, int n, const TileUpdate& u) {
+// The kernel for a tile of n columns of A read as kA says: a tile of at
+// most W columns runs the one-vector kernel, since its other vectors would
+// be FMAs on padding (a convolution of 196 positions has one such tile of 4
+// columns after six full ones, 1/14 of its FMAs); B read packed, in place
+// whole, or in place with a partial last vector.
+template <class Cfg, ARead kA>
+void ukernel_by_columns(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact,
+                        float* c, int64_t ldc, int m, int n, const TileUpdate& u) {
   using Ops = typename Cfg::Ops;
   constexpr int kNV = Cfg::kNV;
   constexpr int kNR = kNV * Ops::W;
-  constexpr ARead kA = ARead::in_place;
   if (kNV > 1 && n <= Ops::W) {
     if (b_exact) {
       ukernel_any_rows<Cfg, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
@@ -262,6 +240,18 @@ void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel
   } else {
     ukernel_any_rows<Cfg, kNV, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
   }
+}
+
+template <class Cfg>
+void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb, bool b_exact, float* c, int64_t ldc,
+             int m, int n, const TileUpdate& u) {
+  ukernel_by_columns<Cfg, ARead::packed>(k, a_panel, 0, b_panel, ldb, b_exact, c, ldc, m, n, u);
+}
+
+template <class Cfg>
+void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact, float* c,
+                    int64_t ldc, int m, int n, const TileUpdate& u) {
+  ukernel_by_columns<Cfg, ARead::in_place>(k, a, lda, b_panel, ldb, b_exact, c, ldc, m, n, u);
 }
 
 // ---------------------------------------------------------------------------
