@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(kBlockRowThreads)
 // covering tiles [p * tiles / parts, (p + 1) * tiles / parts) of the row's
 // tiles of kSplitTile elements. Work item i is part i % parts of row
 // i / parts.
-__device__ __forceinline__ int64_t split_tiles(int64_t C) { return (C + kSplitTile - 1) / kSplitTile; }
+__host__ __device__ __forceinline__ int64_t split_tiles(int64_t C) { return (C + kSplitTile - 1) / kSplitTile; }
 
 template <bool kVec>
 __device__ __forceinline__ void load_tile(const float* __restrict__ xr, int64_t tile, int64_t C, float* v) {
@@ -356,9 +356,8 @@ __global__ void __launch_bounds__(kSoftmaxBlock)
 // The parts of each row of a split forward: enough that rows * parts
 // reaches kSplitBlocks, at most one a tile. A function of the shape only.
 inline int64_t softmax_split_parts(int64_t rows, int64_t C) {
-  const int64_t tiles = (C + kSplitTile - 1) / kSplitTile;
   const int64_t wanted = (kSplitBlocks + rows - 1) / rows;
-  return std::max<int64_t>(1, std::min(tiles, wanted));
+  return std::max<int64_t>(1, std::min(split_tiles(C), wanted));
 }
 
 // Calls f(packs, vec) with packs the smallest of 1, 2, 4, 8 (as an
