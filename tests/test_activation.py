@@ -109,8 +109,15 @@ def test_against_torch(rng):
     torch = pytest.importorskip("torch")
     x = (rng.standard_normal(4099) * 5).astype(np.float32)
     xt = torch.from_numpy(x)
-    assert_close(minidnn.sigmoid(x), torch.sigmoid(xt).numpy(), tol=1e-6)
-    assert_close(minidnn.tanh(x), torch.tanh(xt).numpy(), tol=1e-6)
+    assert_close(minidnn.sigmoid(x), ref.sigmoid(x))
+    assert_close(minidnn.tanh(x), ref.tanh(x))
+    # PyTorch's own float32 tanh/sigmoid depend on the machine's library path:
+    # on the CI machine its tanh returned +-1 for |x| > 5.9 and was 5e-5 off
+    # at x = 0.032, a 2.3e-5 relative error over this input (1.7e-8 on the
+    # development machine). Our accuracy is held by the float64 reference
+    # above; against PyTorch we only check that both compute the same function.
+    assert_close(minidnn.sigmoid(x), torch.sigmoid(xt).numpy(), tol=1e-4)
+    assert_close(minidnn.tanh(x), torch.tanh(xt).numpy(), tol=1e-4)
     assert_close(minidnn.leaky_relu(x, 0.2), torch.nn.functional.leaky_relu(xt, 0.2).numpy(), tol=0)
 
 
