@@ -9,8 +9,9 @@ test the kernel too: C in 1..4, kernels 1..11 (square and not), strides
 1..4, dilations 1..3, every padding form, widths that leave every tail of
 a row's vectors (16, 8 and 1 lanes) and of its tiles of vectors, K not a
 multiple of any path's channel block (8, 6, 4), bias or none, each
-activation; on every CPU path with 1 and 2 threads, outputs poisoned.
-Then: the rule (which shapes take the route unforced), N = 0, shapes large
+activation; grouped convolutions (the route computes one group at a time:
+groups 2..32, a group's output channels below, at and past each path's
+block); on every CPU path with 1 and 2 threads, outputs poisoned. Then: the rule (which shapes take the route unforced), N = 0, shapes large
 enough for 2 threads bit-identical to 1, the forcing API's errors, and the
 implicit GEMM forced on the shapes the rule now takes from it.
 
@@ -68,6 +69,14 @@ CASES = _sweep(40, 1313) + [
     Case2d(1, 2, 30, 31, 25, 1, 1, stride=3, activation="leaky_relu"),   # 1x1 (the rule's is the GEMM)
     Case2d(1, 3, 20, 150, 1, 2, 3, stride=(3, 1), padding=(0, 1)),       # K = 1, Q = 150
     Case2d(3, 3, 9, 33, 6, 3, 3, stride=2, padding=1, bias=False),
+    # Grouped: ResNeXt-like 8 channels a group (Q = 29: a vector and 13
+    # lanes), a group's K below the avx512 block (6), past it (10, 9), and
+    # a strided, dilated one.
+    Case2d(2, 64, 13, 29, 64, 3, 3, padding=1, groups=8, activation="relu"),
+    Case2d(1, 12, 9, 33, 18, 3, 3, stride=2, padding=1, groups=3),
+    Case2d(2, 32, 7, 7, 40, 3, 3, padding=1, groups=4, activation="leaky_relu"),
+    Case2d(1, 6, 11, 17, 27, 5, 3, padding="same", dilation=2, groups=3, bias=False),
+    Case2d(1, 64, 5, 40, 64, 3, 3, padding=((0, 2), (1, 1)), groups=32, activation="tanh"),
 ]
 
 
@@ -94,6 +103,8 @@ def test_sweep_covers_its_claims():
     assert {type(c.padding) for c in CASES} >= {int, tuple, str}
     assert any(c.dilation not in (1, (1, 1)) for c in CASES)
     assert {c.activation for c in CASES} == set(ACTIVATIONS)
+    assert {c.groups for c in CASES} >= {1, 3, 8, 32}
+    assert {c.k // c.groups for c in CASES if c.groups > 1} >= {2, 6, 8, 9, 10}
 
 
 @pytest.mark.parametrize(
@@ -105,15 +116,19 @@ def test_sweep_covers_its_claims():
         ((1, 4, 32, 32), 64, 3, dict(padding=1), "first_layer"),               # stride 1, no tap route
         ((1, 9, 56, 56), 64, 3, dict(stride=2, padding=1), "implicit_gemm"),   # more than 8 channels
         ((1, 3, 56, 56), 64, 1, dict(stride=2), "implicit_gemm"),              # one tap
-        ((1, 4, 56, 56), 64, 3, dict(stride=2, padding=1, groups=2), "implicit_gemm"),
+        ((1, 4, 56, 56), 64, 3, dict(stride=2, padding=1, groups=2), "first_layer"),   # 2 a group
+        ((1, 256, 28, 28), 256, 3, dict(padding=1, groups=32), "first_layer"),     # ResNeXt: before taps
+        ((1, 32, 28, 28), 16, 3, dict(padding=1, groups=4), "taps"),              # 4 outputs a group
+        ((1, 64, 28, 28), 64, 3, dict(padding=1, groups=4), "taps"),              # 16 channels a group
         ((1, 1, 56, 56), 64, 7, dict(stride=2, padding=3), "depthwise"),       # C = 1 is depthwise
         ((1, 3, 32, 32), 4, 3, dict(padding=1), "taps"),                       # the tap route keeps its shapes
     ],
 )
 def test_route_rule(x_shape, k, r, kwargs, route):
-    """Groups 1, 2..8 channels (1 is depthwise), more than one tap and C x R
-    x S <= 363, when neither Winograd nor the tap route takes the shape; on
-    every path (the rule is by shape alone)."""
+    """2..8 channels a group (1 is depthwise), more than one tap and C/groups
+    x R x S <= 363; groups 1 when neither Winograd nor the tap route takes
+    the shape; grouped before the tap route, with at least 8 output
+    channels a group; on every path (the rule is by shape alone)."""
     x = np.zeros(x_shape, np.float32)
     wt = np.zeros((k, x_shape[1] // kwargs.get("groups", 1), r, r), np.float32)
     for isa_name in ISA_NAMES:
@@ -147,8 +162,8 @@ def test_empty_batch(isa, threads):
 
 def test_forcing_errors():
     x = np.zeros((1, 4, 9, 9), np.float32)
-    with pytest.raises(ValueError, match="route.*rule's: implicit_gemm"):
-        _conv2d_on_route("first_layer", x, np.zeros((4, 2, 3, 3), np.float32), groups=2)
+    with pytest.raises(ValueError, match="route.*rule's: first_layer"):
+        _conv2d_on_route("taps", x, np.zeros((4, 4, 3, 3), np.float32), stride=2)
     with pytest.raises(ValueError, match="route.*none, depthwise, first_layer"):
         _conv2d_on_route("fastest", x, np.zeros((4, 4, 3, 3), np.float32))
     with pytest.raises(ValueError, match="route.*rule's: first_layer"):
@@ -161,12 +176,13 @@ def test_forcing_errors():
     "case",
     [Case2d(1, 3, 112, 112, 64, 7, 7, stride=2, padding=3, activation="relu"),
      Case2d(1, 4, 130, 99, 21, 11, 11, stride=4, padding="same", activation="tanh"),
-     Case2d(5, 2, 40, 41, 19, 5, 3, stride=(2, 3), padding=((1, 2), (0, 3)), dilation=(1, 2))],
+     Case2d(5, 2, 40, 41, 19, 5, 3, stride=(2, 3), padding=((1, 2), (0, 3)), dilation=(1, 2)),
+     Case2d(1, 256, 28, 28, 256, 3, 3, padding=1, groups=32, activation="relu")],
     ids=repr,
 )
 def test_bit_identical_across_thread_counts(rng, case):
-    """Two threads split the bands of rows of one image (first two) or the
-    images (third); on every CPU path."""
+    """Two threads split the bands of rows of one image (first two), the
+    images (third) or the groups (fourth); on every CPU path."""
     x, w, b = case.data(rng)
     outs = on_every_cpu_path(
         lambda: _conv2d_on_route("first_layer", x, w, b, activation=case.activation, **case.kwargs()))
@@ -192,11 +208,12 @@ def test_implicit_gemm_on_first_layer_shapes(isa, rng, case):
 @settings(max_examples=40)
 @given(data=st.data())
 def test_first_layer_shapes(data):
-    """Random shapes on the route: C 1..4, K 1..20, kernels 1..11, strides
-    1..4, dilation 1..2, every padding form, each activation, bias or not;
-    every path and thread count within the bound, 1 and 2 threads
-    bit-identical."""
-    c, k = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 20))
+    """Random shapes on the route: 1..3 groups of C 1..4 and K 1..20 each,
+    kernels 1..11, strides 1..4, dilation 1..2, every padding form, each
+    activation, bias or not; every path and thread count within the bound,
+    1 and 2 threads bit-identical."""
+    groups = data.draw(st.integers(1, 3))
+    c, k = groups * data.draw(st.integers(1, 4)), groups * data.draw(st.integers(1, 20))
     r, s = data.draw(st.integers(1, 11)), data.draw(st.integers(1, 11))
     stride = (data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)))
     dilation = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2)))
@@ -205,7 +222,7 @@ def test_first_layer_shapes(data):
     extents = [_padded_extent(size, kern, st_, d, padding, axis)
                for axis, (size, kern, st_, d) in enumerate(zip((h, w), (r, s), stride, dilation))]
     assume(extents[0] >= (r - 1) * dilation[0] + 1 and extents[1] >= (s - 1) * dilation[1] + 1)
-    case = Case2d(data.draw(st.integers(1, 2)), c, h, w, k, r, s, stride, padding, dilation, 1,
+    case = Case2d(data.draw(st.integers(1, 2)), c, h, w, k, r, s, stride, padding, dilation, groups,
                   data.draw(st.sampled_from(list(ACTIVATIONS))), data.draw(st.booleans()))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     x, wt, b = case.data(rng)

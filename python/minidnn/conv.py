@@ -263,10 +263,9 @@ def _conv2d_route(x, weight, stride=1, padding=0, dilation=1, groups=1) -> str:
 
 def _conv2d_on_route(route: str, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, activation=None):
     """conv2d computed on the named route (see _conv2d_route) rather than
-    the rule's: the rule's own route, "implicit_gemm" (any shape),
-    "first_layer" (groups 1) or "taps" (where the tap route's own rule
-    admits the shape); a ValueError for a route the shape cannot
-    take. For the tests, which test a route on shapes the rule sends
+    the rule's: the rule's own route, "implicit_gemm" or "first_layer"
+    (any shape), or "taps" (where the tap route's own rule admits the
+    shape); a ValueError for a route the shape cannot take. For the tests, which test a route on shapes the rule sends
     elsewhere."""
     return _conv2d_forward(lambda *args: _C.conv2d_forward_on_route(route, *args), x, weight, bias, stride, padding,
                            dilation, groups, activation)

@@ -60,7 +60,7 @@ const char* conv_forward_route_name(ConvForwardRoute route);
 
 // Whether conv2d_forward_on_route can take `route` for `g`: the rule's own
 // route, and besides it the two routes that compute any shape they are
-// given, implicit_gemm (every geometry) and first_layer (groups 1), and
+// given, implicit_gemm and first_layer (every geometry), and
 // taps wherever its own rule admits the shape (the rule may send such a
 // shape elsewhere first). When the rule's route is none, only none.
 bool conv2d_forward_route_accepts(const ConvGeometry& g, ConvForwardRoute route);

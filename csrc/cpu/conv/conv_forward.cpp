@@ -7,12 +7,14 @@
 //   measurements), 2.25x fewer multiplications than the direct sum;
 // * few output positions with a large weight (few_positions_large_weight
 //   below): here, the weight read in place;
+// * grouped ones with few channels per group (ResNeXt): the direct
+//   convolution of first_layer.h (conv_forward_first_layer.cpp gives the
+//   rule and its measurements);
 // * stride-1 ones with enough channels per group: the tap route of
 //   conv_forward_taps.cpp (no packing of the input; its header gives the
 //   rule);
 // * of the rest, few input channels with a kernel of more than one tap
-//   (first layers): the direct convolution of first_layer.h
-//   (conv_forward_first_layer.cpp gives the rule and its measurements);
+//   (first layers): the same direct convolution;
 // * everything else comes here.
 //
 // Per image and group, with K_g = K / groups and C_g = C / groups:
@@ -263,6 +265,9 @@ ConvForwardRoute conv2d_forward_route(const ConvGeometry& g) {
   if (g.c / g.groups * g.r * g.s == 0) return ConvForwardRoute::none;
   if (conv_forward_winograd_applies(g)) return ConvForwardRoute::winograd;
   if (few_positions_large_weight(g)) return ConvForwardRoute::implicit_gemm;
+  // Grouped with few channels per group (ResNeXt's 8): the direct kernel
+  // of the first-layer route beats the tap route's short reductions.
+  if (g.groups > 1 && conv_forward_first_layer_applies(g)) return ConvForwardRoute::first_layer;
   if (conv_forward_taps_applies(g)) return ConvForwardRoute::taps;
   if (conv_forward_first_layer_applies(g)) return ConvForwardRoute::first_layer;
   return ConvForwardRoute::implicit_gemm;
@@ -284,9 +289,8 @@ bool conv2d_forward_route_accepts(const ConvGeometry& g, ConvForwardRoute route)
   const ConvForwardRoute own = conv2d_forward_route(g);
   if (route == own) return true;
   if (own == ConvForwardRoute::none) return false;
-  return route == ConvForwardRoute::implicit_gemm ||
-         (route == ConvForwardRoute::taps && conv_forward_taps_applies(g)) ||
-         (route == ConvForwardRoute::first_layer && conv_forward_first_layer_accepts(g));
+  return route == ConvForwardRoute::implicit_gemm || route == ConvForwardRoute::first_layer ||
+         (route == ConvForwardRoute::taps && conv_forward_taps_applies(g));
 }
 
 void conv2d_forward(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep, float* y) {

@@ -2,10 +2,11 @@
 // kernel (the first layer of an image network: ResNet's 7x7 stride 2 on 3
 // channels, AlexNet's 11x11 stride 4): a direct convolution that keeps the
 // output channels of a block in registers and a run of output pixels of
-// one row as the vector dimension. The rule that sends shapes here and the
-// driver are in conv_forward_first_layer.cpp; the kernel table each ISA
-// variant fills in (first_layer_<isa>.cpp) is below. Internal to
-// csrc/cpu/conv (conv.h is the public interface).
+// one row as the vector dimension; also grouped convolutions with few
+// channels per group (ResNeXt), one group at a time. The rule that sends
+// shapes here and the driver are in conv_forward_first_layer.cpp; the
+// kernel table each ISA variant fills in (first_layer_<isa>.cpp) is below.
+// Internal to csrc/cpu/conv (conv.h is the public interface).
 #pragma once
 
 #include <cstdint>
@@ -18,12 +19,8 @@ namespace minidnn::cpu {
 // non-empty output and reduction): decided by the shape alone.
 bool conv_forward_first_layer_applies(const ConvGeometry& g);
 
-// Whether the route can compute `g` at all (groups 1): the shapes a caller
-// may force onto it (conv2d_forward_on_route).
-bool conv_forward_first_layer_accepts(const ConvGeometry& g);
-
-// conv2d_forward for a geometry the route accepts, with N, K, P x Q and
-// C x R x S all at least 1.
+// conv2d_forward for any geometry (a group at a time), with N, K, P x Q and
+// C / groups x R x S all at least 1.
 void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
                                 float* y);
 
