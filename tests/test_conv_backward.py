@@ -102,13 +102,20 @@ FIXED_CASES = [
     Case(2, 3, 23, 23, 8, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),  # ResNet stem, scaled down
     Case(1, 6, 7, 9, 400, 3, 3, pads=((1, 1), (1, 1)), groups=2),     # K/groups past the GEMM's K block
     # Grouped with few channels a group: threads split the groups of the
-    # weight gradient; stride 1 takes grad_x through the forward's tap route.
+    # weight gradient; stride 1 takes grad_x through the forward's tap or
+    # first-layer route.
     Case(2, 64, 14, 14, 64, 3, 3, pads=((1, 1), (1, 1)), groups=8),
     Case(2, 15, 13, 11, 21, 5, 3, stride=(2, 1), pads=((2, 1), (0, 2)), groups=3),  # groups split 1 / 2
     Case(2, 15, 12, 11, 21, 5, 3, pads=((2, 1), (0, 2)), groups=3),    # stride 1, asymmetric pads
     Case(1, 12, 9, 17, 18, 3, 3, dil=(2, 1), pads=((2, 2), (1, 1)), groups=3, crop_p=1, crop_q=2),
     Case(1, 12, 9, 10, 18, 3, 3, pads=((3, 0), (1, 1)), groups=3),    # pad past the kernel: the GEMM route
     Case(1, 128, 14, 14, 128, 3, 3, pads=((1, 1), (1, 1)), groups=2),  # large groups: each GEMM split instead
+    # Stride 1, grad_x's phase (K/groups channels in, C/groups out) on the
+    # first-layer route's direct kernel: 10 outputs a group (past avx512's
+    # block of 8), dilated, asymmetric pads; then a pad past the kernel
+    # (the phase's padding is negative).
+    Case(2, 30, 11, 13, 12, 3, 3, dil=(1, 2), pads=((2, 0), (1, 3)), groups=3),
+    Case(1, 24, 9, 10, 24, 3, 3, pads=((3, 0), (1, 1)), groups=3),
     # grad_weight's GEMM reduces over tiles of positions that span images
     # (576 taps: tiles of at most 256 positions): 405 positions as 2 tiles
     # of 203, each starting and ending inside an image; 448 positions of 7

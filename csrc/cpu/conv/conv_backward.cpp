@@ -47,6 +47,7 @@
 #include "cpu/conv/conv_blocking.h"
 #include "cpu/conv/conv_forward_taps.h"
 #include "cpu/conv/conv_rows.h"
+#include "cpu/conv/first_layer.h"
 #include "cpu/conv/winograd.h"
 #include "cpu/gemm/gemm.h"
 #include "runtime/scratch.h"
@@ -399,7 +400,10 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
 // convolutions with few channels per group (one phase), where the general
 // route reduced over K/groups only per microkernel call and then scattered
 // every grad_col entry (ResNeXt's 3x3 with 32 groups of 8 at 28x28, batch
-// 8, 1 thread: 7.2 ms there, 5.0 on the tap route).
+// 8, 1 thread: 7.2 ms there, 5.0 on the tap route). Where the one phase of
+// a stride-1 grouped convolution is one conv2d_forward_route sends to the
+// first-layer route's direct kernel (few channels a group), it runs there
+// instead, as the forward does (phase_runs_direct).
 struct PhaseAxis {
   int64_t outputs;     // grad_x rows (columns) of the phase
   int64_t taps;        // kernel taps that reach them
@@ -441,8 +445,15 @@ void for_each_phase(const ConvGeometry& g, const Visit& visit) {
   }
 }
 
+// The one phase of a stride-1 grouped convolution (g's phase pg) on the
+// first-layer route (first_layer.h), which writes plain NCHW: the phase's
+// output is grad_x itself at stride 1.
+bool phase_runs_direct(const ConvGeometry& g, const ConvGeometry& pg) {
+  return g.stride_h == 1 && g.stride_w == 1 && pg.groups > 1 && conv_forward_first_layer_applies(pg);
+}
+
 // Whether backward data runs as phases (see above). Stride 1, grouped:
-// always where the tap route takes the one phase. Strided: where it
+// always where the tap or the first-layer route takes the one phase. Strided: where it
 // measured faster than the general route (bench/NOTES.md, "Transposed
 // convolution by stride phases"; 1 thread, avx512, ms, phases / general):
 // * at least a full microkernel tile of output channels (C/groups >= mr):
@@ -468,7 +479,8 @@ bool backward_data_phases_apply(const ConvGeometry& g) {
   for_each_phase(g, [&](int64_t, int64_t, const PhaseAxis& rows, const PhaseAxis& cols) {
     if (rows.taps * cols.taps == 0) return;
     const ConvGeometry pg = phase_geometry(g, rows, cols);
-    all_apply = all_apply && conv_forward_taps_applies(pg) && (!strided || 32 * (pg.s - 1) * pg.dil_w <= pg.q);
+    all_apply = all_apply && (phase_runs_direct(g, pg) ||
+                              (conv_forward_taps_applies(pg) && (!strided || 32 * (pg.s - 1) * pg.dil_w <= pg.q)));
     taps_overlap = taps_overlap || pg.r * pg.s > 1;
   });
   return all_apply && (!strided || taps_overlap);
@@ -499,7 +511,12 @@ void backward_data_phases(const ConvGeometry& g, const float* grad_y, const floa
     const TapsOutput out{grad_x + a * g.w + b, g.c * hw, hw, g.stride_h * g.w, g.stride_w};
     ConvEpilogue ep;
     ep.bias = bias;
-    conv2d_forward_taps(phase_geometry(g, rows, cols), grad_y, phase_weight, ep, out);
+    const ConvGeometry pg = phase_geometry(g, rows, cols);
+    if (phase_runs_direct(g, pg)) {
+      conv2d_forward_first_layer(pg, grad_y, phase_weight, ep, grad_x);
+    } else {
+      conv2d_forward_taps(pg, grad_y, phase_weight, ep, out);
+    }
   });
 }
 

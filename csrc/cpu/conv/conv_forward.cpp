@@ -304,7 +304,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
       fill_epilogue_only(g, ep, y);  // writes nothing when the output is empty
       return;
     case ConvForwardRoute::depthwise: return depthwise_kernels().forward(g, x, weight, ep, y);
-    case ConvForwardRoute::first_layer: return conv2d_forward_first_layer(g, x, weight, ep, y);
+    case ConvForwardRoute::first_layer: return conv2d_forward_first_layer(g, x, taps_weight_of(g, weight), ep, y);
     case ConvForwardRoute::winograd: return conv2d_forward_winograd(g, x, weight, ep, y);
     case ConvForwardRoute::taps: return conv2d_forward_taps(g, x, taps_weight_of(g, weight), ep, taps_output_of(g, y));
     case ConvForwardRoute::implicit_gemm: break;

@@ -69,8 +69,8 @@ bool conv_forward_first_layer_applies(const ConvGeometry& g) {
          (g.groups == 1 || g.k / g.groups >= kMinGroupOutputChannels);
 }
 
-void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
-                                float* y) {
+void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const TapsWeight& weight,
+                                const ConvEpilogue& ep, float* y) {
   // One group is a groups-1 convolution of its channels (gg): the kernels
   // see only gg, and each unit is pointed at its group's input planes,
   // output planes, packed weight and bias.
@@ -130,13 +130,18 @@ void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const flo
   const int64_t group_weight = k_blocks * plan.taps * kk;
   float* packed = gemm_scratch(0, g.groups * group_weight);
   for (int64_t gi = 0; gi < g.groups; ++gi) {
-    const float* wg = weight + gi * gg.k * plan.taps;
     for (int64_t b = 0; b < k_blocks; ++b) {
-      for (int64_t t = 0; t < plan.taps; ++t) {
-        float* dst = packed + gi * group_weight + (b * plan.taps + t) * kk;
-        for (int64_t i = 0; i < kk; ++i) {
-          const int64_t k = b * kk + i;
-          dst[i] = k < gg.k ? wg[k * plan.taps + t] : 0.0f;
+      for (int64_t c = 0, t = 0; c < gg.c; ++c) {
+        for (int64_t r = 0; r < g.r; ++r) {
+          for (int64_t s = 0; s < g.s; ++s, ++t) {
+            const float* tap = weight.first + gi * weight.group_stride + c * weight.c_stride +
+                               r * weight.tap_row_step + s * weight.tap_col_step;
+            float* dst = packed + gi * group_weight + (b * plan.taps + t) * kk;
+            for (int64_t i = 0; i < kk; ++i) {
+              const int64_t k = b * kk + i;
+              dst[i] = k < gg.k ? tap[k * weight.k_stride] : 0.0f;
+            }
+          }
         }
       }
     }

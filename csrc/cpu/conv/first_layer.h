@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "cpu/conv/conv.h"
+#include "cpu/conv/conv_forward_taps.h"
 
 namespace minidnn::cpu {
 
@@ -20,9 +21,11 @@ namespace minidnn::cpu {
 bool conv_forward_first_layer_applies(const ConvGeometry& g);
 
 // conv2d_forward for any geometry (a group at a time), with N, K, P x Q and
-// C / groups x R x S all at least 1.
-void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const float* weight, const ConvEpilogue& ep,
-                                float* y);
+// C / groups x R x S all at least 1, the weight read as the tap route reads
+// it (taps_weight_of for conv2d's; backward data's stride-1 phase reads the
+// flipped kernel with its channel axes swapped), the output plain NCHW.
+void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const TapsWeight& weight,
+                                const ConvEpilogue& ep, float* y);
 
 // What the driver prepares once per call for the kernels.
 //
