@@ -234,19 +234,28 @@ void add_channel_bias(const ConvGeometry& g, const float* bias, float* grad_x) {
 }
 
 // grad_x of a 1x1 stride-1 convolution without padding: per image and group
-// grad_x_g (C/groups x HW) = W_g^T x grad_y_g. On the SIMD paths the
-// forward's tap route does it, on grad_y with the weight's channel axes
-// swapped as it lies (as the stride phases read it), the bias added in its
-// store: a GEMM per image packed grad_y (its B) before the FMAs, a copy
-// from memory of K/groups x HW floats for every C/groups output rows, and
-// the tap route reads grad_y in place, prefetched (1x1 backward at N=8, 1
-// thread: -1% at 56x56, -5 to -8% at 14x14). On the portable path the tap
-// route was 1.5x slower than the GEMMs, which it keeps.
+// grad_x_g (C/groups x HW) = W_g^T x grad_y_g, either a GEMM per image
+// straight into grad_x (the GEMM splits its output across threads) or, on
+// the SIMD paths, the forward's tap route on grad_y with the weight's
+// channel axes swapped as it lies (as the stride phases read it), the bias
+// added in its store, all images in one team. The GEMM packs each image of
+// grad_y (its B, K/groups x HW, a copy from memory) for C/groups output
+// rows; the tap route reads grad_y in place. Measured (N=8, 1 thread,
+// loaded machine, ms, GEMM / taps): 56x56 64->256 5.33 / 5.04, 256->64
+// 4.98 / 5.77; 28x28 128->512 5.17 / 4.88, 512->128 4.50 / 4.73; 14x14
+// 256->1024 4.99 / 4.55, 1024->256 5.13 / 4.71. So the GEMM keeps the
+// layers whose pack serves more output rows than it has rows (C/groups >
+// K/groups; 1024->256 at 14x14 is the exception, left to the GEMM too);
+// on the portable path the tap route was 1.5x slower than the GEMM.
+bool backward_data_1x1_on_taps(const ConvGeometry& g) {
+  return gemm_kernels().blocking.lanes > 1 && g.c <= g.k;
+}
+
 void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* weight, const float* bias,
                        float* grad_x) {
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups, hw = g.h * g.w;
   const GemmKernels& kern = gemm_kernels();
-  if (kern.blocking.lanes > 1) {
+  if (backward_data_1x1_on_taps(g)) {
     // Output channel c of the group and input channel k' read weight[gi kg + k', c].
     const TapsWeight swapped{weight, kg * cg, 1, cg, 0, 0};
     ConvEpilogue ep;
