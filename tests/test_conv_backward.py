@@ -86,6 +86,14 @@ FIXED_CASES = [
     Case(1, 1, 1, 1, 1, 1, 1),
     Case(2, 3, 5, 7, 4, 1, 1),                                         # 1x1
     Case(2, 16, 9, 9, 33, 1, 1),                                       # 1x1 over SIMD tails
+    # 1x1 grad_weight with one operand read in place: x's rows (C > K, the
+    # product transposed) over two K blocks of positions; grad_y's rows in
+    # 4 strips of 2 panels (the threads split the panels too); groups; and
+    # an operand too large to pack whole, where the GEMM runs instead.
+    Case(2, 40, 23, 29, 17, 1, 1),
+    Case(2, 40, 11, 13, 50, 1, 1),
+    Case(2, 12, 9, 10, 18, 1, 1, groups=3),
+    Case(1, 96, 40, 70, 100, 1, 1),
     Case(2, 8, 8, 8, 16, 1, 1, stride=(2, 2)),                         # strided 1x1 (downsampling)
     Case(1, 5, 7, 6, 3, 3, 3, pads=((1, 1), (1, 1))),
     Case(2, 17, 13, 11, 19, 3, 3, pads=((1, 1), (1, 1))),              # primes
@@ -201,6 +209,8 @@ def test_negative_padding(rng):
 @pytest.mark.parametrize("case", [
     Case(3, 32, 20, 20, 48, 3, 3, pads=((1, 1), (1, 1))),
     Case(2, 64, 15, 17, 64, 1, 1),
+    Case(2, 40, 23, 29, 17, 1, 1),
+    Case(2, 40, 11, 13, 50, 1, 1),
     Case(4, 24, 19, 19, 48, 3, 3, stride=(2, 2), pads=((1, 1), (1, 1)), groups=24),
     Case(2, 3, 40, 40, 16, 7, 7, stride=(2, 2), pads=((3, 3), (3, 3))),
     Case(3, 12, 16, 16, 18, 3, 3, dil=(2, 2), pads=((2, 2), (2, 2)), groups=3),

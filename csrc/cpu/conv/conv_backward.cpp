@@ -224,12 +224,47 @@ void backward_data_depthwise(const ConvGeometry& g, const float* grad_y, const f
   });
 }
 
+// grad_x (N, C, H, W) += bias[c].
+void add_channel_bias(const ConvGeometry& g, const float* bias, float* grad_x) {
+  const int64_t hw = g.h * g.w;
+  parallel_for(threads_for(g.n * g.c * hw, kGrain), g.n * g.c, [&](int64_t plane) {
+    float* dst = grad_x + plane * hw;
+    const float b = bias[plane % g.c];
+    for (int64_t e = 0; e < hw; ++e) dst[e] += b;
+  });
+}
+
 // grad_x of a 1x1 stride-1 convolution without padding: per image and group
-// grad_x_g (C/groups x HW) = W_g^T x grad_y_g, straight into grad_x (the
-// GEMM splits its output across threads).
-void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* weight, float* grad_x) {
+// grad_x_g (C/groups x HW) = W_g^T x grad_y_g, either a GEMM per image
+// straight into grad_x (the GEMM splits its output across threads) or, on
+// the SIMD paths, the forward's tap route on grad_y with the weight's
+// channel axes swapped as it lies (as the stride phases read it), the bias
+// added in its store, all images in one team. The GEMM packs each image of
+// grad_y (its B, K/groups x HW, a copy from memory) for C/groups output
+// rows; the tap route reads grad_y in place. Measured (N=8, 1 thread,
+// loaded machine, ms, GEMM / taps): 56x56 64->256 5.33 / 5.04, 256->64
+// 4.98 / 5.77; 28x28 128->512 5.17 / 4.88, 512->128 4.50 / 4.73; 14x14
+// 256->1024 4.99 / 4.55, 1024->256 5.13 / 4.71. So the GEMM keeps the
+// layers whose pack serves more output rows than it has rows (C/groups >
+// K/groups; 1024->256 at 14x14 is the exception, left to the GEMM too);
+// on the portable path the tap route was 1.5x slower than the GEMM.
+bool backward_data_1x1_on_taps(const ConvGeometry& g) {
+  return gemm_kernels().blocking.lanes > 1 && g.c <= g.k;
+}
+
+void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* weight, const float* bias,
+                       float* grad_x) {
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups, hw = g.h * g.w;
   const GemmKernels& kern = gemm_kernels();
+  if (backward_data_1x1_on_taps(g)) {
+    // Output channel c of the group and input channel k' read weight[gi kg + k', c].
+    const TapsWeight swapped{weight, kg * cg, 1, cg, 0, 0};
+    ConvEpilogue ep;
+    ep.bias = bias;
+    const ConvGeometry as_forward = backward_data_as_convolution(g);
+    conv2d_forward_taps(as_forward, grad_y, swapped, ep, taps_output_of(as_forward, grad_x));
+    return;
+  }
   for (int64_t n = 0; n < g.n; ++n) {
     for (int64_t grp = 0; grp < g.groups; ++grp) {
       kern.gemm(cg, hw, kg, 1.0f, GemmOperand{weight + grp * kg * cg, cg, true},
@@ -237,6 +272,7 @@ void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* 
                 grad_x + (n * g.c + grp * cg) * hw, hw, GemmEpilogue{});
     }
   }
+  if (bias != nullptr) add_channel_bias(g, bias, grad_x);
 }
 
 // The general route (see the top of the file).
@@ -520,16 +556,6 @@ void backward_data_phases(const ConvGeometry& g, const float* grad_y, const floa
   });
 }
 
-// grad_x (N, C, H, W) += bias[c].
-void add_channel_bias(const ConvGeometry& g, const float* bias, float* grad_x) {
-  const int64_t hw = g.h * g.w;
-  parallel_for(threads_for(g.n * g.c * hw, kGrain), g.n * g.c, [&](int64_t plane) {
-    float* dst = grad_x + plane * hw;
-    const float b = bias[plane % g.c];
-    for (int64_t e = 0; e < hw; ++e) dst[e] += b;
-  });
-}
-
 // ---------------------------------------------------------------------------
 // Backward weight.
 // ---------------------------------------------------------------------------
@@ -585,9 +611,16 @@ void backward_weight_depthwise(const ConvGeometry& g, const float* grad_y, const
 }
 
 // grad_W of a 1x1 stride-1 convolution without padding: per group the sum
-// over images of grad_y_n (K/groups x HW) x x_n^T (HW x C/groups), one GEMM
-// per image accumulating into grad_W in image order.
-void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+// over images of grad_y_n (K/groups x HW) x x_n^T (HW x C/groups), one
+// product per image accumulating into grad_W in image order.
+//
+// Both operands are contiguous along the reduction (HW), so the GEMM
+// transposes both as it packs them, grad_y (its A: 256 rows of 3136 floats
+// at 56x56, 64->256) in a pass of its own before any FMA, read from memory,
+// with two barriers of the team per K block (backward at N=8, 1 thread: 9%
+// of it). backward_weight_1x1_in_place avoids that where the smaller
+// operand, packed whole, fits in L2 (kPackedOperandMaxFloats).
+void backward_weight_1x1_gemm(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
   const int64_t cg = g.c / g.groups, kg = g.k / g.groups, hw = g.h * g.w;
   const GemmKernels& kern = gemm_kernels();
   for (int64_t n = 0; n < g.n; ++n) {
@@ -595,6 +628,79 @@ void backward_weight_1x1(const ConvGeometry& g, const float* grad_y, const float
       kern.gemm(kg, cg, hw, 1.0f, GemmOperand{grad_y + (n * g.k + grp * kg) * hw, hw, false},
                 GemmOperand{x + (n * g.c + grp * cg) * hw, hw, true}, n == 0 ? 0.0f : 1.0f,
                 grad_weight + grp * kg * cg, cg, GemmEpilogue{});
+    }
+  }
+}
+
+// The packed operand of backward_weight_1x1_in_place (all of HW, padded to
+// whole panels) at most this big: 1 MB, half of an L2, so that it stays
+// there while every strip of the other operand streams past it.
+constexpr int64_t kPackedOperandMaxFloats = int64_t{1} << 18;
+
+// The per-image product with the larger of the two operands (`rows`: grad_y
+// when K/groups >= C/groups, else x) as the microkernel's broadcast operand,
+// read in place (ukernel_a_rows: strips of MR rows, each row a stream the
+// hardware prefetchers follow, its reads overlapping the FMAs), and only the
+// smaller one packed (pack_b over all of HW, once per image). With x as
+// `rows` the product is grad_W^T, accumulated in a scratch copy and
+// transposed into grad_W after the last image. Threads split the strips
+// (and, when the strips are few, the panels of each strip); each tile runs
+// all of HW in order on one thread, and the images in order: the sums are
+// the same for any thread count.
+// Not on the portable path (1 lane), where this route took twice the GEMM's
+// time.
+bool backward_weight_1x1_in_place_applies(const ConvGeometry& g) {
+  const GemmBlocking& blk = gemm_kernels().blocking;
+  const int64_t packed_channels = std::min(g.c, g.k) / g.groups;
+  return blk.lanes > 1 && ceil_div(packed_channels, blk.nr) * blk.nr * g.h * g.w <= kPackedOperandMaxFloats;
+}
+
+void backward_weight_1x1_in_place(const ConvGeometry& g, const float* grad_y, const float* x, float* grad_weight) {
+  const int64_t cg = g.c / g.groups, kg = g.k / g.groups, hw = g.h * g.w;
+  const GemmKernels& kern = gemm_kernels();
+  const GemmBlocking& blk = kern.blocking;
+  const bool rows_are_grad_y = kg >= cg;
+  const int64_t m = rows_are_grad_y ? kg : cg, n_cols = rows_are_grad_y ? cg : kg;
+  const int64_t strips = ceil_div(m, blk.mr), panels = ceil_div(n_cols, blk.nr);
+  const int64_t n_padded = panels * blk.nr;
+  const int threads = threads_for(kg * cg * hw, kGrain);
+  // Panel ranges per strip: enough work items for even shares when the
+  // strips are few.
+  const int64_t chunks = std::min(panels, ceil_div(4 * threads, strips));
+  const int64_t items = strips * chunks;
+  float* packed = gemm_scratch(1, n_padded * hw);
+  float* transposed = rows_are_grad_y ? nullptr : gemm_scratch(0, m * n_cols);
+  for (int64_t grp = 0; grp < g.groups; ++grp) {
+    float* const product = rows_are_grad_y ? grad_weight + grp * kg * cg : transposed;
+    for (int64_t n = 0; n < g.n; ++n) {
+      const float* gy = grad_y + (n * g.k + grp * kg) * hw;
+      const float* xn = x + (n * g.c + grp * cg) * hw;
+      const float* rows_operand = rows_are_grad_y ? gy : xn;
+      kern.pack_b(hw, n_cols, GemmOperand{rows_are_grad_y ? xn : gy, hw, true}, packed);
+      parallel(threads, [&](int t, int nt) {
+        for (int64_t item = items * t / nt; item < items * (t + 1) / nt; ++item) {
+          const int64_t strip = item / chunks, chunk = item % chunks;
+          const int64_t i0 = strip * blk.mr;
+          const int rows = static_cast<int>(std::min<int64_t>(blk.mr, m - i0));
+          const int64_t q_begin = panels * chunk / chunks, q_end = panels * (chunk + 1) / chunks;
+          for (int64_t pc = 0; pc < hw; pc += blk.kc) {
+            const int64_t kc = std::min(blk.kc, hw - pc);
+            const TileUpdate update{1.0f, n == 0 ? 0.0f : 1.0f, pc == 0, nullptr};
+            for (int64_t q = q_begin; q < q_end; ++q) {
+              const int64_t j0 = q * blk.nr;
+              kern.ukernel_a_rows(kc, rows_operand + i0 * hw + pc, hw, packed + pc * n_padded + q * kc * blk.nr,
+                                  blk.nr, false, product + i0 * n_cols + j0, n_cols, rows,
+                                  static_cast<int>(std::min<int64_t>(blk.nr, n_cols - j0)), update);
+            }
+          }
+        }
+      });
+    }
+    if (!rows_are_grad_y) {
+      float* gw = grad_weight + grp * kg * cg;
+      for (int64_t k = 0; k < kg; ++k) {
+        for (int64_t c = 0; c < cg; ++c) gw[k * cg + c] = transposed[c * kg + k];
+      }
     }
   }
 }
@@ -814,7 +920,8 @@ void conv2d_backward_data(const ConvGeometry& g, const float* grad_y, const floa
       std::fill(grad_x, grad_x + g.n * g.c * g.h * g.w, 0.0f);
       break;
     case ConvBackwardDataRoute::depthwise: backward_data_depthwise(g, grad_y, weight, grad_x); break;
-    case ConvBackwardDataRoute::plain_1x1: backward_data_1x1(g, grad_y, weight, grad_x); break;
+    case ConvBackwardDataRoute::plain_1x1:
+      return backward_data_1x1(g, grad_y, weight, bias, grad_x);  // the bias is added in its store
     case ConvBackwardDataRoute::winograd: conv2d_backward_data_winograd(g, grad_y, weight, grad_x); break;
     case ConvBackwardDataRoute::phases:
       return backward_data_phases(g, grad_y, weight, bias, grad_x);  // the bias is added in its store
@@ -833,8 +940,10 @@ void conv2d_backward_weight(const ConvGeometry& g, const float* grad_y, const fl
     std::fill(grad_weight, grad_weight + g.k * cg * g.r * g.s, 0.0f);
   } else if (g.c == g.groups) {
     backward_weight_depthwise(g, grad_y, x, grad_weight);
+  } else if (is_plain_1x1(g) && backward_weight_1x1_in_place_applies(g)) {
+    backward_weight_1x1_in_place(g, grad_y, x, grad_weight);
   } else if (is_plain_1x1(g)) {
-    backward_weight_1x1(g, grad_y, x, grad_weight);
+    backward_weight_1x1_gemm(g, grad_y, x, grad_weight);
   } else if (backward_weight_taps_applies(g)) {
     backward_weight_taps(g, grad_y, x, grad_weight);
   } else {
