@@ -4,9 +4,10 @@ reference conv2d with groups = C: every CPU path, 1 and 2 threads, strides
 1 to 3 (3 takes the gather path), dilation 1 and 2, 3x3 and 5x5 (the
 compile-time kernels) and other sizes (the run-time one), channel
 multipliers, widths around the SIMD widths (tails), padding on every side
-(stride 1 reads the input in place, masking the edge tiles' loads; other
-strides copy into a zero-padded scratch, whose rows stride 2 splits into
-even and odd columns) and none, N = 0,
+(stride 1 reads the input in place, masking the edge tiles' loads, and so
+does 3x3 at stride 2 without dilation, splitting even and odd columns in
+registers; other strides copy into a zero-padded scratch, whose rows
+stride 2 splits into even and odd columns) and none, N = 0,
 the fused activations, determinism and bad input."""
 
 from __future__ import annotations
@@ -47,11 +48,16 @@ CASES = [
     (1, 2, 1, 12, 30, (5, 5), 1, (1, 2), ((2, 2), (4, 4))),          # column dilation only
     (1, 2, 1, 12, 30, (3, 3), 1, (2, 1), ((2, 2), (1, 1))),          # row dilation: the general tile
     (1, 2, 1, 40, 700, (5, 5), 1, 1, ((2, 2), (2, 2))),              # several bands a plane
-    # stride_w 2 splits the scratch rows into even and odd columns: the
-    # input's columns land in either half by the parity of pad_left and the
-    # taps by the parity of s * dil_w; no padding goes through the scratch too.
+    # 3x3 at stride_w 2 without dilation reads the rows in place, one pair
+    # of masked loads a row and vector for all three taps: every parity of
+    # pad_left, widths whose last vector is full or not, stride_h 1.
     *((1, 2, 1, 9, w, (3, 3), 2, 1, ((1, 1), (left, 2))) for w in (15, 16, 33, 34) for left in (0, 2, 3)),
+    (1, 3, 2, 11, 29, (3, 3), (1, 2), 1, ((1, 1), (1, 1))),
+    # Other stride_w 2 kernels split the scratch rows into even and odd
+    # columns: the input's columns land in either half by the parity of
+    # pad_left and the taps by the parity of s * dil_w.
     (2, 3, 1, 9, 33, (5, 5), 2, 3, ((2, 2), (1, 1))),                # odd column dilation
+    (1, 2, 1, 9, 33, (3, 3), 2, (1, 2), ((1, 1), (3, 2))),           # 3x3 with column dilation
     (1, 2, 1, 8, 2, (1, 1), 2, 1, ((0, 0), (0, 0))),                 # rows one column wide
     # stride_w 1 reads the input in place: masked loads at the edge tiles,
     # a zero row above and below the input.

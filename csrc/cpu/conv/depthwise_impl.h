@@ -11,9 +11,11 @@
 // stride_w 1 the tiles read the input in place: rows above or below it
 // read a row of zeros, and the tiles at the left and right edges load only
 // the lanes whose columns lie inside the input (masked loads), the rest
-// zero. With other strides a band's input rows are first copied into a
-// zero-padded scratch (a few KB to 64 KB, in cache), so that every output
-// of the band reads inside it; with stride_w 2 the copy splits each row
+// zero; so does the 3x3 stride-2 tile (output_tile_stride2_3x3), which
+// splits each row's columns in registers. With other strides a band's
+// input rows are first copied into a zero-padded scratch (a few KB to 64
+// KB, in cache), so that every output of the band reads inside it; with
+// stride_w 2 the copy splits each row
 // into its even and odd columns, so that every tap reads W consecutive
 // floats of one half; for 3x3 and 5x5 the tap counts are compile-time
 // constants, and with stride_h 1 or 2 and no row dilation a tile loads each
@@ -49,8 +51,9 @@ constexpr int64_t kBandFloats = int64_t{1} << 14;
 
 // How the rows of a plane are banded: `width` padded input columns (those
 // the outputs read, from column -pad_left on), `rows` output rows a band,
-// `in_place` when the tiles read the input in place (stride_w 1; the
-// scratch then holds the row of zeros that rows outside the input read),
+// `in_place` when the tiles read the input in place (stride_w 1, and
+// reads_stride2_in_place; the scratch then holds the row of zeros that
+// rows outside the input read),
 // `direct` when a band's rows are read in place because the columns need
 // no padding (a band inside the input rows), `odd_half` where a row's odd
 // columns start in the scratch when stride_w 2 splits the rows (else 0).
@@ -64,6 +67,18 @@ int64_t band_input_rows(const ConvGeometry& g, int64_t out_rows) {
   return (out_rows - 1) * g.stride_h + (g.r - 1) * g.dil_h + 1;
 }
 
+// 3x3 at stride_w 2 with dil_w 1 and row-shared tiles (dil_h 1, stride_h 1
+// or 2): output_tile_stride2_3x3 reads the input in place. Splitting its
+// rows into even and odd columns in the scratch took half of MobileNet's
+// 3x3/2 layer; the tile gets all three taps of a row from one pair of
+// loads (bench/NOTES.md, branch dw2). Other stride-2 kernels split the
+// rows: their taps would each need a permute of their own in place, which
+// measured up to 15% slower (5x5/2 at 56).
+bool reads_stride2_in_place(const ConvGeometry& g) {
+  return g.stride_w == 2 && g.r == 3 && g.s == 3 && g.dil_w == 1 && g.dil_h == 1 &&
+         (g.stride_h == 1 || g.stride_h == 2);
+}
+
 Bands plan_bands(const ConvGeometry& g) {
   Bands b;
   b.width = (g.q - 1) * g.stride_w + (g.s - 1) * g.dil_w + 1;
@@ -74,12 +89,12 @@ Bands plan_bands(const ConvGeometry& g) {
   // Stride-1 rows are read in place: copying them into the scratch cost a
   // third of the layer's time (bench/NOTES.md), masking the loads of the
   // edge tiles next to nothing.
-  b.in_place = g.stride_w == 1;
+  b.in_place = g.stride_w == 1 || reads_stride2_in_place(g);
   b.scratch_floats = b.in_place ? g.w : band_input_rows(g, b.rows) * b.width;
-  // Stride-2 rows always go through the scratch: splitting them there costs
+  // Other stride-2 rows go through the scratch: splitting them there costs
   // a permute per vector of input, where loading the even columns from the
   // rows in place costs one per vector of every tap that reads them.
-  b.odd_half = g.stride_w == 2 ? (b.width + 1) / 2 : 0;
+  b.odd_half = g.stride_w == 2 && !b.in_place ? (b.width + 1) / 2 : 0;
   b.direct = g.stride_w > 2 && g.pad_left == 0 && b.width <= g.w;
   return b;
 }
@@ -328,11 +343,80 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
   store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
 }
 
+// Lanes [lo, hi) of the vector from column col on (lane l reading column
+// col + l) that a tile reads: those below `needed` whose columns lie in a
+// row's [0, in_cols).
+EdgeLanes needed_lanes(int64_t col, int64_t needed, int64_t lanes, int64_t in_cols) {
+  if (needed < 0) needed = 0;
+  const EdgeLanes e = edge_lanes(col, lanes, in_cols);
+  return {e.lo < needed ? e.lo : needed, e.hi < needed ? e.hi : needed};
+}
+
+// output_tile_shared_rows for 3x3 kernels at stride_w 2 with dil_w 1
+// (reads_stride2_in_place), reading the input in place: the three taps of a row read columns c + 2l, c + 1 + 2l and
+// c + 2 + 2l, so one pair of loads from column c serves all three: its
+// even elements are tap 0, its odd ones tap 1, and tap 2 is tap 0 moved
+// one lane (Ops::shift_next, with lane 0 of the next vector's tap 0): two
+// loads and three shuffles a row and vector, where three load_stride2
+// cost six and three. The loads are masked to the columns inside the row
+// (zeros for the padding), so edge tiles need no other form. A tile goes
+// down its input rows once, adding each row's taps into the output rows
+// that read it; every accumulator adds its taps in the order (r, s),
+// whatever BR is.
+template <class Ops, int kStrideH, int BR, int BV, bool kTail>
+void output_tile_stride2_3x3(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  using V = typename Ops::V;
+  constexpr int64_t W = Ops::W;
+  constexpr int kInputRows = (BR - 1) * kStrideH + 3;
+  V acc[BR][BV];
+  for (int i = 0; i < BR; ++i) {
+    for (int b = 0; b < BV; ++b) acc[i][b] = Ops::set1(t.bias);
+  }
+  // Vector b's pair of loads starts at column col[b]; of its 2W elements
+  // the taps of `lanes` outputs need the first 2 lanes + 1 (all 2W and the
+  // first of the next pair's when lanes is W).
+  int64_t col[BV];
+  EdgeLanes first[BV], second[BV];
+  for (int b = 0; b < BV; ++b) {
+    const int64_t lanes = kTail && b == BV - 1 ? last : W;
+    col[b] = t.col0 + 2 * (q + W * b);
+    first[b] = needed_lanes(col[b], 2 * lanes + 1, W, t.in_cols);
+    second[b] = needed_lanes(col[b] + W, 2 * lanes + 1 - W, W, t.in_cols);
+  }
+  const int64_t next_col = col[BV - 1] + 2 * W;
+  const EdgeLanes next = needed_lanes(next_col, kTail && last < W ? 0 : 1, W, t.in_cols);
+#pragma GCC unroll 32
+  for (int j = 0; j < kInputRows; ++j) {
+    const float* in = tap_row(t, j);
+    V taps[3][BV];
+    for (int b = 0; b < BV; ++b) {
+      Ops::split_pairs(Ops::load_lanes(in + col[b], first[b].lo, first[b].hi, 0.0f),
+                       Ops::load_lanes(in + col[b] + W, second[b].lo, second[b].hi, 0.0f), &taps[0][b], &taps[1][b]);
+    }
+    const V after = Ops::load_lanes(in + next_col, next.lo, next.hi, 0.0f);
+    for (int b = 0; b < BV; ++b) taps[2][b] = Ops::shift_next(taps[0][b], b + 1 < BV ? taps[0][b + 1] : after);
+#pragma GCC unroll 16
+    for (int i = 0; i < BR; ++i) {
+      const int r = j - i * kStrideH;
+      if (r < 0 || r >= 3) continue;
+      for (int s = 0; s < 3; ++s) {
+        const V w = Ops::set1(t.w[r * 3 + s]);
+        for (int b = 0; b < BV; ++b) acc[i][b] = Ops::fmadd(w, taps[s][b], acc[i][b]);
+      }
+    }
+  }
+  store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
+}
+
 // One tile: output_tile_shared_rows when kStrideH says the rows share
 // input rows (kStrideH > 0: dil_h 1, stride_h kStrideH, taps fixed at
 // compile time), output_tile otherwise.
 template <class Ops, int kStride, int kStrideH, int kR, int kS, int BR, int BV, bool kTail, bool kEdge>
 void tile_as(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_step) {
+  if constexpr (kStride == 2 && kStrideH > 0 && kR == 3 && kS == 3) {
+    // reads_stride2_in_place: these rows were not split into a scratch.
+    if (t.dil_w == 1) return output_tile_stride2_3x3<Ops, kStrideH, BR, BV, kTail>(t, q, last, y, y_step);
+  }
   if constexpr (kStrideH > 0) {
     output_tile_shared_rows<Ops, kStride, kStrideH, kR, kS, BR, BV, kTail, kEdge>(t, q, last, y, y_step);
   } else {

@@ -166,7 +166,7 @@ struct Avx2Ops {
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
   }
 
- private:
+  // even[l] and odd[l]: elements 2l and 2l + 1 of the 2W elements a then b.
   static void split_pairs(V a, V b, V* even, V* odd) {
     // [0 2 8 10 | 4 6 12 14] -> 64-bit chunks 0 2 1 3; the same for the odd.
     const V evens = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));

@@ -139,7 +139,7 @@ struct Avx512Ops {
     return _mm512_scalef_ps(p, n);
   }
 
- private:
+  // even[l] and odd[l]: elements 2l and 2l + 1 of the 2W elements a then b.
   static void split_pairs(V a, V b, V* even, V* odd) {
     const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     *even = _mm512_permutex2var_ps(a, evens, b);
