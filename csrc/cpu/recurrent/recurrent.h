@@ -89,8 +89,10 @@ const RecurrentKernels& recurrent_kernels();
 // Biases may be null. Outputs are written whole; inputs are not modified.
 // Scratch: runtime/scratch.h's recurrent_gates slot (G*N*H floats and a
 // little more; from 16 rows on, where the weights are read in place
-// (recurrent_gemm.h), twice that and x^T, h^T packed), besides the GEMM's
-// own.
+// (recurrent_gemm.h), twice that and x^T, h^T packed, and in the
+// backwards x and h packed once more as the weight gradients' B), besides
+// the GEMM's own (from 16 rows on, each thread of a backward's team packs
+// d^T for its units' weight-gradient rows in its own GEMM scratch).
 
 struct CellWeights {
   const float* w_ih;
