@@ -18,9 +18,13 @@ from conftest import on_every_cpu_path
 # (N, I, H): batch 1 (the latency case), odd sizes that leave tails on every
 # vector width (4, 8, 16), widths that are multiples of 16, no input
 # features, an empty batch; from 16 rows on the weights are read in place
-# (cells.cpp): the first such batch, and one with more inputs than a K
-# block of any ISA's GEMM and units over several panels and tiles.
-SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6), (16, 3, 33), (37, 389, 70)]
+# (cells.cpp): the first such batch, one with more inputs than a K block
+# of any ISA's GEMM and units over several panels and tiles, and one whose
+# gate rows (the K of the backward's grad_x = d W_ih and grad_h = d W_hh,
+# read in place) span more than one K block of every ISA (130 units: 4 or
+# 3 gates of them, 520 and 390 rows, past avx512's 384) with a partial last
+# panel of units and of input columns.
+SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6), (16, 3, 33), (37, 389, 70), (19, 21, 130)]
 
 # name -> (gates, has a cell state, keyword arguments)
 CELLS = {
@@ -148,10 +152,12 @@ def test_random_sizes_on_every_path(name, n, i, h, bias, scale, bias_scale, seed
         _check(out, expected, f"{name} {path}", tol=4e-6 * condition)
 
 
+# Large enough that the products and the gate kernel split; the second
+# shape's backward splits units and column panels unevenly, past a K block.
+@pytest.mark.parametrize("shape", [(64, 40, 96), (37, 389, 130)], ids=str)
 @pytest.mark.parametrize("name", list(CELLS))
-def test_one_and_two_threads_agree_bitwise(rng, name):
-    # Large enough that both the GEMMs and the gate kernel split.
-    n, i, h = 64, 40, 96
+def test_one_and_two_threads_agree_bitwise(rng, name, shape):
+    n, i, h = shape
     args = _args(rng, name, n, i, h)
     grads = _output_grads(rng, name, n, h)
     _assert_identical(*_on_one_and_two_threads(

@@ -26,6 +26,10 @@ struct RecurrentKernels {
   // grad_c1 null counts as zeros.
   void (*lstm_backward)(int64_t n, int64_t hs, float* gates, const float* c, const float* grad_h1,
                         const float* grad_c1, float* grad_c);
+  // lstm_backward of units [u_begin, u_end) of every row, on the calling
+  // thread alone (as lstm_forward_units).
+  void (*lstm_backward_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* gates, const float* c,
+                              const float* grad_h1, const float* grad_c1, float* grad_c);
 
   // GRU: gi = x W_ih^T + b_ih and gh = h W_hh^T + b_hh, (N, 3H) each;
   // h1 = (1 - z) n + z h. With `reset_applied` (linear_before_reset=False)
@@ -53,6 +57,12 @@ struct RecurrentKernels {
   // holds its pre-activation), and grad_h += d_rh * r.
   void (*gru_backward_reset)(int64_t n, int64_t hs, float* gi, const float* gh, const float* h,
                              const float* d_rh, float* grad_h);
+  // gru_backward and gru_backward_reset of units [u_begin, u_end) of every
+  // row, on the calling thread alone (as lstm_forward_units).
+  void (*gru_backward_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* gi, float* gh,
+                             const float* h, const float* grad_h1, float* grad_h, bool reset_applied);
+  void (*gru_backward_reset_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* gi,
+                                   const float* gh, const float* h, const float* d_rh, float* grad_h);
 
   // RNN: a (N, H) pre-activations -> tanh(a) or relu(a), in place.
   void (*rnn_forward)(int64_t n, int64_t hs, float* a, bool relu);
@@ -62,6 +72,10 @@ struct RecurrentKernels {
                             bool relu);
   // a: pre-activations in, their gradients out.
   void (*rnn_backward)(int64_t n, int64_t hs, float* a, const float* grad_h1, bool relu);
+  // rnn_backward of units [u_begin, u_end) of every row, on the calling
+  // thread alone (as lstm_forward_units).
+  void (*rnn_backward_units)(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* a,
+                             const float* grad_h1, bool relu);
 };
 
 const RecurrentKernels& recurrent_kernels_scalar();
@@ -75,8 +89,10 @@ const RecurrentKernels& recurrent_kernels();
 // Biases may be null. Outputs are written whole; inputs are not modified.
 // Scratch: runtime/scratch.h's recurrent_gates slot (G*N*H floats and a
 // little more; from 16 rows on, where the weights are read in place
-// (recurrent_gemm.h), twice that and x^T, h^T packed), besides the GEMM's
-// own.
+// (recurrent_gemm.h), twice that and x^T, h^T packed, and in the
+// backwards x and h packed once more as the weight gradients' B), besides
+// the GEMM's own (from 16 rows on, each thread of a backward's team packs
+// d^T for its units' weight-gradient rows in its own GEMM scratch).
 
 struct CellWeights {
   const float* w_ih;

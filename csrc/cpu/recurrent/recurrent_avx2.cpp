@@ -9,15 +9,19 @@ const RecurrentKernels& recurrent_kernels_avx2() {
       lstm_forward<Avx2Ops>,
       lstm_forward_units<Avx2Ops>,
       lstm_backward<Avx2Ops>,
+      lstm_backward_units<Avx2Ops>,
       gru_forward<Avx2Ops>,
       gru_reset<Avx2Ops>,
       gru_forward_units<Avx2Ops>,
       gru_reset_units<Avx2Ops>,
       gru_backward<Avx2Ops>,
       gru_backward_reset<Avx2Ops>,
+      gru_backward_units<Avx2Ops>,
+      gru_backward_reset_units<Avx2Ops>,
       rnn_forward<Avx2Ops>,
       rnn_forward_units<Avx2Ops>,
       rnn_backward<Avx2Ops>,
+      rnn_backward_units<Avx2Ops>,
   };
   return table;
 }

@@ -9,15 +9,19 @@ const RecurrentKernels& recurrent_kernels_avx512() {
       lstm_forward<Avx512Ops>,
       lstm_forward_units<Avx512Ops>,
       lstm_backward<Avx512Ops>,
+      lstm_backward_units<Avx512Ops>,
       gru_forward<Avx512Ops>,
       gru_reset<Avx512Ops>,
       gru_forward_units<Avx512Ops>,
       gru_reset_units<Avx512Ops>,
       gru_backward<Avx512Ops>,
       gru_backward_reset<Avx512Ops>,
+      gru_backward_units<Avx512Ops>,
+      gru_backward_reset_units<Avx512Ops>,
       rnn_forward<Avx512Ops>,
       rnn_forward_units<Avx512Ops>,
       rnn_backward<Avx512Ops>,
+      rnn_backward_units<Avx512Ops>,
   };
   return table;
 }

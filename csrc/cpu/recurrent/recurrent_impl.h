@@ -113,30 +113,45 @@ void lstm_forward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, c
   });
 }
 
+// The LSTM backward of row `row`, units [j, j + len) (one vector).
+template <class Ops>
+void lstm_backward_vector(int64_t hs, float* gates, const float* c, const float* grad_h1, const float* grad_c1,
+                          float* grad_c, int64_t row, int64_t j, int64_t len) {
+  using V = typename Ops::V;
+  float* a = gates + row * 4 * hs + j;
+  const int64_t at = row * hs + j;
+  V i, ic, f, fc, o, oc;
+  sigmoid_pair<Ops>(load_at<Ops>(a, len), &i, &ic);
+  sigmoid_pair<Ops>(load_at<Ops>(a + hs, len), &f, &fc);
+  const V ag = load_at<Ops>(a + 2 * hs, len);
+  const V g = vtanh<Ops>(ag);
+  sigmoid_pair<Ops>(load_at<Ops>(a + 3 * hs, len), &o, &oc);
+  const V cv = load_at<Ops>(c + at, len);
+  const V cn = Ops::fmadd(f, cv, Ops::mul(i, g));
+  const V tc = vtanh<Ops>(cn);
+  const V gh = grad_h1 ? load_at<Ops>(grad_h1 + at, len) : Ops::zero();
+  const V gc = grad_c1 ? load_at<Ops>(grad_c1 + at, len) : Ops::zero();
+  const V dc = Ops::fmadd(Ops::mul(gh, o), tanh_grad<Ops>(cn), gc);
+  store_part<Ops>(a, len, Ops::mul(Ops::mul(dc, g), Ops::mul(i, ic)));
+  store_part<Ops>(a + hs, len, Ops::mul(Ops::mul(dc, cv), Ops::mul(f, fc)));
+  store_part<Ops>(a + 2 * hs, len, Ops::mul(Ops::mul(dc, i), tanh_grad<Ops>(ag)));
+  store_part<Ops>(a + 3 * hs, len, Ops::mul(Ops::mul(gh, tc), Ops::mul(o, oc)));
+  store_part<Ops>(grad_c + at, len, Ops::mul(dc, f));
+}
+
 template <class Ops>
 void lstm_backward(int64_t n, int64_t hs, float* gates, const float* c, const float* grad_h1, const float* grad_c1,
                    float* grad_c) {
-  using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 4, [&](int64_t row, int64_t j, int64_t len) {
-    float* a = gates + row * 4 * hs + j;
-    const int64_t at = row * hs + j;
-    V i, ic, f, fc, o, oc;
-    sigmoid_pair<Ops>(load_at<Ops>(a, len), &i, &ic);
-    sigmoid_pair<Ops>(load_at<Ops>(a + hs, len), &f, &fc);
-    const V ag = load_at<Ops>(a + 2 * hs, len);
-    const V g = vtanh<Ops>(ag);
-    sigmoid_pair<Ops>(load_at<Ops>(a + 3 * hs, len), &o, &oc);
-    const V cv = load_at<Ops>(c + at, len);
-    const V cn = Ops::fmadd(f, cv, Ops::mul(i, g));
-    const V tc = vtanh<Ops>(cn);
-    const V gh = grad_h1 ? load_at<Ops>(grad_h1 + at, len) : Ops::zero();
-    const V gc = grad_c1 ? load_at<Ops>(grad_c1 + at, len) : Ops::zero();
-    const V dc = Ops::fmadd(Ops::mul(gh, o), tanh_grad<Ops>(cn), gc);
-    store_part<Ops>(a, len, Ops::mul(Ops::mul(dc, g), Ops::mul(i, ic)));
-    store_part<Ops>(a + hs, len, Ops::mul(Ops::mul(dc, cv), Ops::mul(f, fc)));
-    store_part<Ops>(a + 2 * hs, len, Ops::mul(Ops::mul(dc, i), tanh_grad<Ops>(ag)));
-    store_part<Ops>(a + 3 * hs, len, Ops::mul(Ops::mul(gh, tc), Ops::mul(o, oc)));
-    store_part<Ops>(grad_c + at, len, Ops::mul(dc, f));
+    lstm_backward_vector<Ops>(hs, gates, c, grad_h1, grad_c1, grad_c, row, j, len);
+  });
+}
+
+template <class Ops>
+void lstm_backward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* gates, const float* c,
+                         const float* grad_h1, const float* grad_c1, float* grad_c) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    lstm_backward_vector<Ops>(hs, gates, c, grad_h1, grad_c1, grad_c, row, j, len);
   });
 }
 
@@ -199,51 +214,80 @@ void gru_reset_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, cons
   });
 }
 
+// The GRU backward of row `row`, units [j, j + len) (one vector).
+template <class Ops>
+void gru_backward_vector(int64_t hs, float* gi, float* gh, const float* h, const float* grad_h1, float* grad_h,
+                         bool reset_applied, int64_t row, int64_t j, int64_t len) {
+  using V = typename Ops::V;
+  float* pi = gi + row * 3 * hs + j;
+  float* ph = gh + row * 3 * hs + j;
+  const int64_t at = row * hs + j;
+  V z, zc, r = Ops::zero(), rc = Ops::zero();
+  sigmoid_pair<Ops>(Ops::add(load_at<Ops>(pi + hs, len), load_at<Ops>(ph + hs, len)), &z, &zc);
+  const V hn = load_at<Ops>(ph + 2 * hs, len);
+  V pre_n = Ops::add(load_at<Ops>(pi + 2 * hs, len), hn);
+  if (!reset_applied) {
+    sigmoid_pair<Ops>(Ops::add(load_at<Ops>(pi, len), load_at<Ops>(ph, len)), &r, &rc);
+    pre_n = Ops::fmadd(r, hn, load_at<Ops>(pi + 2 * hs, len));
+  }
+  const V nn = vtanh<Ops>(pre_n);
+  const V g = load_at<Ops>(grad_h1 + at, len);
+  const V hv = load_at<Ops>(h + at, len);
+  const V da_n = Ops::mul(Ops::mul(g, zc), tanh_grad<Ops>(pre_n));
+  const V da_z = Ops::mul(Ops::mul(g, Ops::sub(hv, nn)), Ops::mul(z, zc));
+  store_part<Ops>(grad_h + at, len, Ops::mul(g, z));
+  store_part<Ops>(pi + hs, len, da_z);
+  store_part<Ops>(pi + 2 * hs, len, da_n);
+  if (!reset_applied) {
+    const V da_r = Ops::mul(Ops::mul(da_n, hn), Ops::mul(r, rc));
+    store_part<Ops>(pi, len, da_r);
+    store_part<Ops>(ph, len, da_r);
+    store_part<Ops>(ph + hs, len, da_z);
+    store_part<Ops>(ph + 2 * hs, len, Ops::mul(da_n, r));
+  }
+}
+
 template <class Ops>
 void gru_backward(int64_t n, int64_t hs, float* gi, float* gh, const float* h, const float* grad_h1, float* grad_h,
                   bool reset_applied) {
-  using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 3, [&](int64_t row, int64_t j, int64_t len) {
-    float* pi = gi + row * 3 * hs + j;
-    float* ph = gh + row * 3 * hs + j;
-    const int64_t at = row * hs + j;
-    V z, zc, r = Ops::zero(), rc = Ops::zero();
-    sigmoid_pair<Ops>(Ops::add(load_at<Ops>(pi + hs, len), load_at<Ops>(ph + hs, len)), &z, &zc);
-    const V hn = load_at<Ops>(ph + 2 * hs, len);
-    V pre_n = Ops::add(load_at<Ops>(pi + 2 * hs, len), hn);
-    if (!reset_applied) {
-      sigmoid_pair<Ops>(Ops::add(load_at<Ops>(pi, len), load_at<Ops>(ph, len)), &r, &rc);
-      pre_n = Ops::fmadd(r, hn, load_at<Ops>(pi + 2 * hs, len));
-    }
-    const V nn = vtanh<Ops>(pre_n);
-    const V g = load_at<Ops>(grad_h1 + at, len);
-    const V hv = load_at<Ops>(h + at, len);
-    const V da_n = Ops::mul(Ops::mul(g, zc), tanh_grad<Ops>(pre_n));
-    const V da_z = Ops::mul(Ops::mul(g, Ops::sub(hv, nn)), Ops::mul(z, zc));
-    store_part<Ops>(grad_h + at, len, Ops::mul(g, z));
-    store_part<Ops>(pi + hs, len, da_z);
-    store_part<Ops>(pi + 2 * hs, len, da_n);
-    if (!reset_applied) {
-      const V da_r = Ops::mul(Ops::mul(da_n, hn), Ops::mul(r, rc));
-      store_part<Ops>(pi, len, da_r);
-      store_part<Ops>(ph, len, da_r);
-      store_part<Ops>(ph + hs, len, da_z);
-      store_part<Ops>(ph + 2 * hs, len, Ops::mul(da_n, r));
-    }
+    gru_backward_vector<Ops>(hs, gi, gh, h, grad_h1, grad_h, reset_applied, row, j, len);
   });
+}
+
+template <class Ops>
+void gru_backward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* gi, float* gh, const float* h,
+                        const float* grad_h1, float* grad_h, bool reset_applied) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    gru_backward_vector<Ops>(hs, gi, gh, h, grad_h1, grad_h, reset_applied, row, j, len);
+  });
+}
+
+template <class Ops>
+void gru_backward_reset_vector(int64_t hs, float* gi, const float* gh, const float* h, const float* d_rh,
+                               float* grad_h, int64_t row, int64_t j, int64_t len) {
+  using V = typename Ops::V;
+  const int64_t at = row * hs + j, g = row * 3 * hs + j;
+  V r, rc;
+  sigmoid_pair<Ops>(Ops::add(load_at<Ops>(gi + g, len), load_at<Ops>(gh + g, len)), &r, &rc);
+  const V d = load_at<Ops>(d_rh + at, len);
+  store_part<Ops>(gi + g, len, Ops::mul(Ops::mul(d, load_at<Ops>(h + at, len)), Ops::mul(r, rc)));
+  store_part<Ops>(grad_h + at, len, Ops::fmadd(d, r, load_at<Ops>(grad_h + at, len)));
 }
 
 template <class Ops>
 void gru_backward_reset(int64_t n, int64_t hs, float* gi, const float* gh, const float* h, const float* d_rh,
                         float* grad_h) {
-  using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 1, [&](int64_t row, int64_t j, int64_t len) {
-    const int64_t at = row * hs + j, g = row * 3 * hs + j;
-    V r, rc;
-    sigmoid_pair<Ops>(Ops::add(load_at<Ops>(gi + g, len), load_at<Ops>(gh + g, len)), &r, &rc);
-    const V d = load_at<Ops>(d_rh + at, len);
-    store_part<Ops>(gi + g, len, Ops::mul(Ops::mul(d, load_at<Ops>(h + at, len)), Ops::mul(r, rc)));
-    store_part<Ops>(grad_h + at, len, Ops::fmadd(d, r, load_at<Ops>(grad_h + at, len)));
+    gru_backward_reset_vector<Ops>(hs, gi, gh, h, d_rh, grad_h, row, j, len);
+  });
+}
+
+template <class Ops>
+void gru_backward_reset_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* gi, const float* gh,
+                              const float* h, const float* d_rh, float* grad_h) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    gru_backward_reset_vector<Ops>(hs, gi, gh, h, d_rh, grad_h, row, j, len);
   });
 }
 
@@ -270,16 +314,28 @@ void rnn_forward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, co
   });
 }
 
+// The RNN backward of row `row`, units [j, j + len) (one vector).
+template <class Ops>
+void rnn_backward_vector(int64_t hs, float* a, const float* grad_h1, bool relu, int64_t row, int64_t j, int64_t len) {
+  using V = typename Ops::V;
+  float* p = a + row * hs + j;
+  const V v = load_at<Ops>(p, len);
+  const V g = load_at<Ops>(grad_h1 + row * hs + j, len);
+  store_part<Ops>(p, len, relu ? Ops::select(Ops::gt(v, Ops::zero()), g, Ops::zero()) : Ops::mul(g, tanh_grad<Ops>(v)));
+}
+
 template <class Ops>
 void rnn_backward(int64_t n, int64_t hs, float* a, const float* grad_h1, bool relu) {
-  using V = typename Ops::V;
   for_each_vector<Ops>(n, hs, 1, [&](int64_t row, int64_t j, int64_t len) {
-    float* p = a + row * hs + j;
-    const V v = load_at<Ops>(p, len);
-    const V g = load_at<Ops>(grad_h1 + row * hs + j, len);
-    store_part<Ops>(p, len,
-                    relu ? Ops::select(Ops::gt(v, Ops::zero()), g, Ops::zero())
-                         : Ops::mul(g, tanh_grad<Ops>(v)));
+    rnn_backward_vector<Ops>(hs, a, grad_h1, relu, row, j, len);
+  });
+}
+
+template <class Ops>
+void rnn_backward_units(int64_t n, int64_t hs, int64_t u_begin, int64_t u_end, float* a, const float* grad_h1,
+                        bool relu) {
+  for_each_vector_in<Ops>(0, n, u_begin, u_end, [&](int64_t row, int64_t j, int64_t len) {
+    rnn_backward_vector<Ops>(hs, a, grad_h1, relu, row, j, len);
   });
 }
 

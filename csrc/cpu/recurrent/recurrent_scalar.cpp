@@ -9,15 +9,19 @@ const RecurrentKernels& recurrent_kernels_scalar() {
       lstm_forward<ScalarOps>,
       lstm_forward_units<ScalarOps>,
       lstm_backward<ScalarOps>,
+      lstm_backward_units<ScalarOps>,
       gru_forward<ScalarOps>,
       gru_reset<ScalarOps>,
       gru_forward_units<ScalarOps>,
       gru_reset_units<ScalarOps>,
       gru_backward<ScalarOps>,
       gru_backward_reset<ScalarOps>,
+      gru_backward_units<ScalarOps>,
+      gru_backward_reset_units<ScalarOps>,
       rnn_forward<ScalarOps>,
       rnn_forward_units<ScalarOps>,
       rnn_backward<ScalarOps>,
+      rnn_backward_units<ScalarOps>,
   };
   return table;
 }
