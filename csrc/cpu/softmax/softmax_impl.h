@@ -148,30 +148,45 @@ struct RowStats {
 
 constexpr RowStats kEmptyStats{kNegInf, 0.0f, 0.0, 0.0};
 
+// The max of a chunk, taken four vectors at a time so that it can also
+// run inside another chunk's loop (see "Lookahead" below).
 template <class Ops>
-float max_of(const float* x, int64_t n) {
+struct RunningMax {
   using V = typename Ops::V;
   V a0 = Ops::set1(kNegInf), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 4 * Ops::W <= n; i += 4 * Ops::W) {
-    a0 = Ops::max(a0, Ops::load(x + i));
-    a1 = Ops::max(a1, Ops::load(x + i + Ops::W));
-    a2 = Ops::max(a2, Ops::load(x + i + 2 * Ops::W));
-    a3 = Ops::max(a3, Ops::load(x + i + 3 * Ops::W));
+
+  void add4(const float* p) {
+    a0 = Ops::max(a0, Ops::load(p));
+    a1 = Ops::max(a1, Ops::load(p + Ops::W));
+    a2 = Ops::max(a2, Ops::load(p + 2 * Ops::W));
+    a3 = Ops::max(a3, Ops::load(p + 3 * Ops::W));
   }
-  for (; i + Ops::W <= n; i += Ops::W) a0 = Ops::max(a0, Ops::load(x + i));
-  if (i < n) a1 = Ops::max(a1, Ops::load_tail(x + i, n - i, kNegInf));
-  const float m = Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
-  // max returns its second operand when either is NaN (as x86's maxps), so a
-  // lane that meets NaN and then -inf ends at -inf. A chunk that holds NaN
-  // must not pass for all -inf (callers skip those): its max is NaN, which
-  // poisons the row as it should. Only all -inf (or NaN) chunks pay the scan.
-  if (m == kNegInf) {
-    for (int64_t k = 0; k < n; ++k) {
-      if (x[k] != x[k]) return x[k];
+
+  // The max of x[0, n), of which x[0, i) went through add4.
+  float finish(const float* x, int64_t n, int64_t i) {
+    for (; i + Ops::W <= n; i += Ops::W) a0 = Ops::max(a0, Ops::load(x + i));
+    if (i < n) a1 = Ops::max(a1, Ops::load_tail(x + i, n - i, kNegInf));
+    const float m = Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
+    // max returns its second operand when either is NaN (as x86's maxps), so
+    // a lane that meets NaN and then -inf ends at -inf. A chunk that holds
+    // NaN must not pass for all -inf (callers skip those): its max is NaN,
+    // which poisons the row as it should. Only all -inf (or NaN) chunks pay
+    // the scan.
+    if (m == kNegInf) {
+      for (int64_t k = 0; k < n; ++k) {
+        if (x[k] != x[k]) return x[k];
+      }
     }
+    return m;
   }
-  return m;
+};
+
+template <class Ops>
+float max_of(const float* x, int64_t n) {
+  RunningMax<Ops> acc;
+  int64_t i = 0;
+  for (; i + 4 * Ops::W <= n; i += 4 * Ops::W) acc.add4(x + i);
+  return acc.finish(x, n, i);
 }
 
 // wq over [i, i + len): class weight times target probability, either
@@ -195,15 +210,39 @@ double sum_wq(const float* w, const float* q, int64_t n) {
   return Ops::reduce_add(acc);
 }
 
+// Lookahead. A chunk's first reads come from memory. Read by the max pass
+// just before the chunk's exp, they arrive as a burst of loads with nothing
+// to compute, and then the exp computes while the memory has nothing to
+// do: the two add up (bench/NOTES.md, "Branch sm3"). So each pass that
+// takes a chunk's max before its exp takes the max of the chunk read next
+// (the next chunk of the row, or the first of the next row) inside this
+// chunk's exp loop, four vectors per step (RunningMax), and the reads
+// overlap the exp. The values, and the order of every sum, are those of
+// separate passes.
+
+// Runs pass(ahead_max, fused) over a chunk of len floats and returns the
+// max of the chunk read next, ahead[0, ahead_len) (-inf when ahead_len is
+// 0). The pass feeds ahead[0, fused) to ahead_max->add4, four vectors per
+// step of its loop, fused being the whole four-vector steps both chunks
+// have; the rest of ahead is read after it.
+template <class Ops, class Pass>
+float pass_then_max_ahead(int64_t len, const float* ahead, int64_t ahead_len, Pass pass) {
+  RunningMax<Ops> next;
+  const int64_t fused = min_i(len, ahead_len) / (4 * Ops::W) * (4 * Ops::W);
+  pass(&next, fused);
+  return next.finish(ahead, ahead_len, fused);
+}
+
 // Adds exp(x - m) to st->s and, with kDot, wq * (x - m) to st->d and wq to
-// st->qw, over one chunk.
+// st->qw, over one chunk; feeds ahead[0, fused) to ahead_max on the way
+// (see pass_then_max_ahead).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
-void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n, RowStats* st) {
+void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n, RowStats* st,
+                      RunningMax<Ops>* ahead_max, const float* ahead, int64_t fused) {
   using V = typename Ops::V;
   const V m = Ops::set1(st->m);
   V s0 = Ops::zero(), s1 = Ops::zero(), d0 = Ops::zero(), q0 = Ops::zero();
-  int64_t i = 0;
-  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
+  const auto two_vectors = [&](int64_t i) {
     const V z0 = Ops::sub(Ops::load(x + i), m);
     const V z1 = Ops::sub(Ops::load(x + i + Ops::W), m);
     s0 = Ops::add(s0, vexp_nonpositive<Ops>(z0));
@@ -214,7 +253,14 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
       d0 = Ops::fmadd(wq1, z1, Ops::fmadd(wq0, z0, d0));
       q0 = Ops::add(q0, Ops::add(wq0, wq1));
     }
+  };
+  int64_t i = 0;
+  for (; i < fused; i += 4 * Ops::W) {
+    ahead_max->add4(ahead + i);
+    two_vectors(i);
+    two_vectors(i + 2 * Ops::W);
   }
+  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) two_vectors(i);
   for (; i < n; i += Ops::W) {
     const int64_t len = min_i(Ops::W, n - i);
     // Missing lanes read x = -inf, adding exp(-inf) = 0 to the sum, and
@@ -234,11 +280,12 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
   }
 }
 
-// Folds one chunk x[0, len), len <= kChunk (with w, q at the same
-// offsets), into the online statistics st.
+// Folds one chunk x[0, len), len <= kChunk, whose max is cm (with w, q at
+// the same offsets), into the online statistics st. Returns the max of
+// the chunk read next, ahead[0, ahead_len) (see pass_then_max_ahead).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
-void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len, RowStats* st) {
-  const float cm = max_of<Ops>(x, len);
+float add_chunk_stats(const float* x, const float* w, const float* q, int64_t len, float cm, const float* ahead,
+                      int64_t ahead_len, RowStats* st) {
   if (cm == kNegInf) {
     // exp(-inf - m) is 0 whatever m is; a positive wq on a -inf logit
     // makes the loss +inf, as log_softmax would give -inf there.
@@ -247,7 +294,7 @@ void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len
       if (cq > 0) st->d = -__builtin_inf();
       st->qw += cq;
     }
-    return;
+    return max_of<Ops>(ahead, ahead_len);
   }
   if (cm > st->m) {
     if (st->m > kNegInf) {
@@ -256,19 +303,42 @@ void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len
     }
     st->m = cm;
   }
-  accumulate_chunk<Ops, kDot, kWeight, kProb>(x, w, q, len, st);
+  const float next_max =
+      pass_then_max_ahead<Ops>(len, ahead, ahead_len, [&](RunningMax<Ops>* ahead_max, int64_t fused) {
+        accumulate_chunk<Ops, kDot, kWeight, kProb>(x, w, q, len, st, ahead_max, ahead, fused);
+      });
   if constexpr (kDot && !kWeight && !kProb) st->qw += static_cast<double>(len);
+  return next_max;
+}
+
+// Online statistics of x[0, n) (with w, q at the same offsets) whose first
+// chunk's max is *first_max on entry. The last chunk's pass takes the max
+// of the first chunk of next[0, next_len), the row read next (none when
+// next_len is 0), into *first_max (see Lookahead). after_chunk(c, len) is
+// called once chunk x[c, c + len) is folded in: for work to interleave with
+// the reads of the row (log_softmax_pipelined).
+template <class Ops, bool kDot, bool kWeight, bool kProb, class AfterChunk>
+RowStats row_stats_ahead(const float* x, const float* w, const float* q, int64_t n, const float* next,
+                         int64_t next_len, float* first_max, AfterChunk after_chunk) {
+  RowStats st = kEmptyStats;
+  float cm = *first_max;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t len = min_i(kChunk, n - c);
+    const bool last = c + len == n;
+    cm = add_chunk_stats<Ops, kDot, kWeight, kProb>(x + c, kWeight ? w + c : nullptr, kProb ? q + c : nullptr, len,
+                                                    cm, last ? next : x + c + len,
+                                                    min_i(kChunk, last ? next_len : n - c - len), &st);
+    after_chunk(c, len);
+  }
+  *first_max = cm;
+  return st;
 }
 
 // Online statistics of x[0, n) (with w, q at the same offsets).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
 RowStats row_stats(const float* x, const float* w, const float* q, int64_t n) {
-  RowStats st = kEmptyStats;
-  for (int64_t c = 0; c < n; c += kChunk) {
-    add_chunk_stats<Ops, kDot, kWeight, kProb>(x + c, kWeight ? w + c : nullptr, kProb ? q + c : nullptr,
-                                               min_i(kChunk, n - c), &st);
-  }
-  return st;
+  float first_max = max_of<Ops>(x, min_i(kChunk, n));
+  return row_stats_ahead<Ops, kDot, kWeight, kProb>(x, w, q, n, x + n, 0, &first_max, [](int64_t, int64_t) {});
 }
 
 // Merges slice statistics, in slice order (deterministic for a thread count).
@@ -400,8 +470,11 @@ void fill_zero(float* p, int64_t n) {
 // partial sums of kSumBlock terms per lane (as sum_over_classes): with one
 // lane (the scalar path) a 1024-float row otherwise chains 512 additions,
 // enough to put softmax 2.8e-6 off in one test draw in about a thousand.
+// Feeds ahead[0, fused) to ahead_max on the way (see pass_then_max_ahead;
+// fused and the blocks' bounds are whole four-vector steps).
 template <class Ops>
-float exp_store_sum(const float* x, float* e, int64_t n, float m) {
+float exp_store_sum(const float* x, float* e, int64_t n, float m, RunningMax<Ops>* ahead_max = nullptr,
+                    const float* ahead = nullptr, int64_t fused = 0) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m);
   V total = Ops::zero();
@@ -409,14 +482,20 @@ float exp_store_sum(const float* x, float* e, int64_t n, float m) {
   while (i + 2 * Ops::W <= n) {
     const int64_t block_end = min_i(n, i + kSumBlock * 2 * Ops::W);
     V s0 = Ops::zero(), s1 = Ops::zero();
-    for (; i + 2 * Ops::W <= block_end; i += 2 * Ops::W) {
-      const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i), mv));
-      const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i + Ops::W), mv));
-      Ops::store(e + i, e0);
-      Ops::store(e + i + Ops::W, e1);
+    const auto two_vectors = [&](int64_t j) {
+      const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + j), mv));
+      const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + j + Ops::W), mv));
+      Ops::store(e + j, e0);
+      Ops::store(e + j + Ops::W, e1);
       s0 = Ops::add(s0, e0);
       s1 = Ops::add(s1, e1);
+    };
+    for (const int64_t fused_end = min_i(block_end, fused); i < fused_end; i += 4 * Ops::W) {
+      ahead_max->add4(ahead + i);
+      two_vectors(i);
+      two_vectors(i + 2 * Ops::W);
     }
+    for (; i + 2 * Ops::W <= block_end; i += 2 * Ops::W) two_vectors(i);
     total = Ops::add(total, Ops::add(s0, s1));
   }
   for (; i < n; i += Ops::W) {
@@ -433,23 +512,31 @@ float exp_store_sum(const float* x, float* e, int64_t n, float m) {
 template <class Ops>
 RowStats exp_into_output(const float* x, int64_t n, float* e, float* chunk_max) {
   RowStats st = kEmptyStats;
+  float cm = max_of<Ops>(x, min_i(kChunk, n));
   for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
     const int64_t len = min_i(kChunk, n - c);
-    const float cm = max_of<Ops>(x + c, len);
+    const float* ahead = x + c + len;
+    const int64_t ahead_len = min_i(kChunk, n - c - len);
     chunk_max[k] = cm;
     if (cm == kNegInf) {
       // exp(-inf - m) = 0 for any m; pass 2 turns these into NaN if the
       // whole row is -inf.
       fill_zero<Ops>(e + c, len);
+      cm = max_of<Ops>(ahead, ahead_len);
       continue;
     }
-    const float cs = exp_store_sum<Ops>(x + c, e + c, len, cm);
+    float cs = 0.0f;
+    const float next_max =
+        pass_then_max_ahead<Ops>(len, ahead, ahead_len, [&](RunningMax<Ops>* ahead_max, int64_t fused) {
+          cs = exp_store_sum<Ops>(x + c, e + c, len, cm, ahead_max, ahead, fused);
+        });
     if (cm > st.m) {
       st.s = (st.m > kNegInf ? st.s * __builtin_expf(st.m - cm) : 0.0f) + cs;
       st.m = cm;
     } else {
       st.s += cs * __builtin_expf(cm - st.m);  // a NaN chunk max poisons the sum, as it should
     }
+    cm = next_max;
   }
   return st;
 }
@@ -521,11 +608,17 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
 template <class Ops>
 void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int64_t end) {
   float inv_prev = 0.0f;
+  // Each row's max is taken during the exp pass of the row before (see
+  // Lookahead).
+  float m_next = begin < end ? max_of<Ops>(x + begin * n, n) : 0.0f;
   for (int64_t r = begin; r <= end; ++r) {
     float inv = 0.0f;
     if (r < end) {
-      const float m = max_of<Ops>(x + r * n, n);
-      inv = 1.0f / exp_store_sum<Ops>(x + r * n, y + r * n, n, m);
+      const float m = m_next;
+      const float* ahead = x + (r + 1) * n;
+      m_next = pass_then_max_ahead<Ops>(n, ahead, r + 1 < end ? n : 0, [&](RunningMax<Ops>* ahead_max, int64_t fused) {
+        inv = 1.0f / exp_store_sum<Ops>(x + r * n, y + r * n, n, m, ahead_max, ahead, fused);
+      });
     }
     if (r > begin) {
       float* yp = y + (r - 1) * n;
@@ -547,17 +640,24 @@ void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int6
 template <class Ops>
 void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, int64_t end, bool streaming) {
   if (begin >= end) return;
-  RowStats prev = row_stats<Ops, false, false, false>(x + begin * n, nullptr, nullptr, n);
-  for (int64_t r = begin + 1; r <= end; ++r) {
+  // The statistics pass reads rows [begin, end) as one run of chunks: the
+  // first chunk's max of each row is taken during the last chunk of the
+  // row before (see Lookahead).
+  float first_max = max_of<Ops>(x + begin * n, min_i(kChunk, n));
+  const auto stats = [&](int64_t r, auto after_chunk) {
+    return row_stats_ahead<Ops, false, false, false>(x + r * n, nullptr, nullptr, n, x + (r + 1) * n,
+                                                     r + 1 < end ? n : 0, &first_max, after_chunk);
+  };
+  RowStats st = stats(begin, [](int64_t, int64_t) {});
+  for (int64_t r = begin + 1; r < end; ++r) {
     const float* written = x + (r - 1) * n;
-    RowStats next = kEmptyStats;
-    for (int64_t c = 0; c < n; c += kChunk) {
-      const int64_t len = min_i(kChunk, n - c);
-      if (r < end) add_chunk_stats<Ops, false, false, false>(x + r * n + c, nullptr, nullptr, len, &next);
-      write_softmax_row<Ops>(written + c, y + (r - 1) * n + c, len, prev.m, prev.s, true, streaming);
-    }
-    prev = next;
+    float* out = y + (r - 1) * n;
+    const RowStats done = st;
+    st = stats(r, [&](int64_t c, int64_t len) {
+      write_softmax_row<Ops>(written + c, out + c, len, done.m, done.s, true, streaming);
+    });
   }
+  write_softmax_row<Ops>(x + (end - 1) * n, y + (end - 1) * n, n, st.m, st.s, true, streaming);
 }
 
 // One class: softmax 1 and log_softmax 0 where x is finite, NaN where it
