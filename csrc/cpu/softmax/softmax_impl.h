@@ -227,6 +227,10 @@ double sum_wq(const float* w, const float* q, int64_t n) {
 // have; the rest of ahead is read after it.
 template <class Ops, class Pass>
 float pass_then_max_ahead(int64_t len, const float* ahead, int64_t ahead_len, Pass pass) {
+  if (ahead_len == 0) {
+    pass(static_cast<RunningMax<Ops>*>(nullptr), int64_t{0});
+    return kNegInf;
+  }
   RunningMax<Ops> next;
   const int64_t fused = min_i(len, ahead_len) / (4 * Ops::W) * (4 * Ops::W);
   pass(&next, fused);
