@@ -13,9 +13,9 @@
 //   size) and writes. Cross-entropy folds the target gather and the
 //   label-smoothing / soft-target dot products into pass 1, so its forward
 //   is one pass.
-//   Rows are split across threads when they are few and long; each thread
-//   then reduces a slice, the partial statistics are merged, and each thread
-//   writes its slice.
+//   Few long rows are reduced in slices fixed by the shape (row_slices);
+//   the threads share out each row's slices, the partial statistics are
+//   merged in slice order, and each thread writes its slices.
 //
 // * Columns (inner > 1, e.g. the channel axis of NCHW): SIMD lanes run along
 //   the contiguous inner axis, a block of 4 vectors at a time, and the class
@@ -42,6 +42,7 @@ constexpr float kNaN = __builtin_nanf("");
 constexpr int64_t kChunk = 1024;         // floats per online chunk: 4 KB
 constexpr int64_t kGrain = 1 << 14;      // elements worth waking a thread for
 constexpr int64_t kSplitMinRow = 1 << 14;  // shorter rows are never split
+constexpr int64_t kSplitMaxRows = 4;       // rows are split only when fewer
 constexpr int kMaxSplit = 64;
 constexpr int kBlockVectors = 4;         // column path: vectors per block
 constexpr int64_t kSumBlock = 32;        // terms per lane of a partial sum
@@ -52,22 +53,28 @@ inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 // Work distribution shared by every kernel of the family.
 // ---------------------------------------------------------------------------
 
-// Whether `threads` threads share out `rows` rows of length n by splitting
-// each row (few long rows) rather than taking whole rows.
-inline bool splits_rows(int threads, int64_t rows, int64_t n) {
-  return threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
+// The slices each of `rows` rows of length n is reduced in: 1 (the whole
+// row) unless the rows are few and long, so that the threads can share
+// out a row. By the shape alone, never the thread count: a row's slices,
+// and so its statistics' order of operations, are the same whoever
+// computes them, and results are bit-identical for any thread count.
+inline int64_t row_slices(int64_t rows, int64_t n) {
+  if (rows >= kSplitMaxRows || n < kSplitMinRow) return 1;
+  return min_i(kMaxSplit, n / kSplitMinRow);
 }
 
 // Runs reduce/combine/write over `rows` rows of length n. reduce(r, b, e)
-// returns the statistics of row r's slice [b, e); combine merges the slices'
-// statistics in order; write(r, b, e, total) writes the slice, on the
-// thread that reduced it, right after. Rows are shared out whole when there
-// are enough of them, otherwise split. Each thread ends with the fence of
-// streaming stores (a no-op cost when it made none).
+// returns the statistics of row r's slice [b, e); combine merges the
+// row_slices slices' statistics in order; write(r, b, e, total) writes the
+// slice, on the thread that reduced it, after all of the row's slices are
+// reduced. Rows of one slice are shared out whole; otherwise the threads
+// take contiguous shares of each row's slices. Each thread ends with the
+// fence of streaming stores (a no-op cost when it made none).
 template <class Ops, class Stats, class Reduce, class Combine, class Write>
 void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
   const int threads = minidnn::threads_for(rows * n, kGrain);
-  if (!splits_rows(threads, rows, n)) {
+  const int64_t slices = row_slices(rows, n);
+  if (slices == 1) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
       for (int64_t r = rows * t / nt; r < rows * (t + 1) / nt; ++r) {
         const Stats total = reduce(r, int64_t{0}, n);
@@ -78,17 +85,18 @@ void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write
     return;
   }
   Stats parts[2][kMaxSplit];
-  minidnn::parallel(threads < kMaxSplit ? threads : kMaxSplit, [&](int t, int nt) {
-    const int64_t vectors = n / Ops::W;
-    const int64_t b = vectors * t / nt * Ops::W;
-    const int64_t e = t + 1 == nt ? n : vectors * (t + 1) / nt * Ops::W;
+  const int64_t vectors = n / Ops::W;
+  const auto slice_begin = [&](int64_t i) { return i == slices ? n : vectors * i / slices * Ops::W; };
+  minidnn::parallel(static_cast<int>(min_i(threads, slices)), [&](int64_t t, int64_t nt) {
+    const int64_t first = slices * t / nt, last = slices * (t + 1) / nt;
     for (int64_t r = 0; r < rows; ++r) {
       // Double-buffered: a thread can only reach row r + 2 after every
       // thread has passed row r + 1's barrier, so parts[r & 1] is free.
-      Stats* mine = parts[r & 1];
-      mine[t] = reduce(r, b, e);
+      Stats* row_parts = parts[r & 1];
+      for (int64_t i = first; i < last; ++i) row_parts[i] = reduce(r, slice_begin(i), slice_begin(i + 1));
 #pragma omp barrier
-      write(r, b, e, combine(mine, nt));
+      const Stats total = combine(row_parts, static_cast<int>(slices));
+      for (int64_t i = first; i < last; ++i) write(r, slice_begin(i), slice_begin(i + 1), total);
     }
     Ops::stream_fence();
   });
@@ -454,10 +462,12 @@ void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bo
 
 // softmax on rows of up to kOnePassMax floats evaluates exp once per
 // element: pass 1 writes exp(x - chunk max) into y and keeps each chunk's
-// max (in a per-thread array, the chunks of one row slice); pass 2 scales
-// each chunk of y in place by exp(chunk max - row max) / sum, from cache.
-// The logits are read once and y written once. Longer rows recompute the
-// exp in pass 2 instead (write_softmax_row).
+// max (in a per-thread array, the chunks of one row); pass 2 scales each
+// chunk of y in place by exp(chunk max - row max) / sum, from cache. The
+// logits are read once and y written once. Longer rows, and rows reduced
+// in slices (row_slices: a thread may hold several slices of a row, which
+// would share the array), recompute the exp in pass 2 instead
+// (write_softmax_row).
 constexpr int64_t kOnePassMax = int64_t{1} << 18;
 
 inline float* thread_chunk_maxima() {
@@ -693,14 +703,15 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
     });
     return;
   }
-  if (log && !splits_rows(threads, s.outer, n)) {
+  const bool split = row_slices(s.outer, n) > 1;
+  if (log && !split) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
       log_softmax_pipelined<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt, streaming);
       if (streaming) Ops::stream_fence();
     });
     return;
   }
-  if (!log && n <= kOnePassMax) {
+  if (!log && n <= kOnePassMax && !split) {
     // Streaming: the exps go to a per-thread slice in L2 rather than into
     // y, which the scale pass then streams to; y is written once and never
     // read for ownership.
