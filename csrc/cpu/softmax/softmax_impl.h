@@ -13,9 +13,9 @@
 //   size) and writes. Cross-entropy folds the target gather and the
 //   label-smoothing / soft-target dot products into pass 1, so its forward
 //   is one pass.
-//   Rows are split across threads when they are few and long; each thread
-//   then reduces a slice, the partial statistics are merged, and each thread
-//   writes its slice.
+//   Few long rows are reduced in slices fixed by the shape (row_slices);
+//   the threads share out each row's slices, the partial statistics are
+//   merged in slice order, and each thread writes its slices.
 //
 // * Columns (inner > 1, e.g. the channel axis of NCHW): SIMD lanes run along
 //   the contiguous inner axis, a block of 4 vectors at a time, and the class
@@ -42,6 +42,7 @@ constexpr float kNaN = __builtin_nanf("");
 constexpr int64_t kChunk = 1024;         // floats per online chunk: 4 KB
 constexpr int64_t kGrain = 1 << 14;      // elements worth waking a thread for
 constexpr int64_t kSplitMinRow = 1 << 14;  // shorter rows are never split
+constexpr int64_t kSplitMaxRows = 4;       // rows are split only when fewer
 constexpr int kMaxSplit = 64;
 constexpr int kBlockVectors = 4;         // column path: vectors per block
 constexpr int64_t kSumBlock = 32;        // terms per lane of a partial sum
@@ -52,22 +53,28 @@ inline int64_t min_i(int64_t a, int64_t b) { return a < b ? a : b; }
 // Work distribution shared by every kernel of the family.
 // ---------------------------------------------------------------------------
 
-// Whether `threads` threads share out `rows` rows of length n by splitting
-// each row (few long rows) rather than taking whole rows.
-inline bool splits_rows(int threads, int64_t rows, int64_t n) {
-  return threads > 1 && rows < 2 * threads && n >= kSplitMinRow;
+// The slices each of `rows` rows of length n is reduced in: 1 (the whole
+// row) unless the rows are few and long, so that the threads can share
+// out a row. By the shape alone, never the thread count: a row's slices,
+// and so its statistics' order of operations, are the same whoever
+// computes them, and results are bit-identical for any thread count.
+inline int64_t row_slices(int64_t rows, int64_t n) {
+  if (rows >= kSplitMaxRows || n < kSplitMinRow) return 1;
+  return min_i(kMaxSplit, n / kSplitMinRow);
 }
 
 // Runs reduce/combine/write over `rows` rows of length n. reduce(r, b, e)
-// returns the statistics of row r's slice [b, e); combine merges the slices'
-// statistics in order; write(r, b, e, total) writes the slice, on the
-// thread that reduced it, right after. Rows are shared out whole when there
-// are enough of them, otherwise split. Each thread ends with the fence of
-// streaming stores (a no-op cost when it made none).
+// returns the statistics of row r's slice [b, e); combine merges the
+// row_slices slices' statistics in order; write(r, b, e, total) writes the
+// slice, on the thread that reduced it, after all of the row's slices are
+// reduced. Rows of one slice are shared out whole; otherwise the threads
+// take contiguous shares of each row's slices. Each thread ends with the
+// fence of streaming stores (a no-op cost when it made none).
 template <class Ops, class Stats, class Reduce, class Combine, class Write>
 void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write write) {
   const int threads = minidnn::threads_for(rows * n, kGrain);
-  if (!splits_rows(threads, rows, n)) {
+  const int64_t slices = row_slices(rows, n);
+  if (slices == 1) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
       for (int64_t r = rows * t / nt; r < rows * (t + 1) / nt; ++r) {
         const Stats total = reduce(r, int64_t{0}, n);
@@ -78,17 +85,18 @@ void for_each_row(int64_t rows, int64_t n, Reduce reduce, Combine combine, Write
     return;
   }
   Stats parts[2][kMaxSplit];
-  minidnn::parallel(threads < kMaxSplit ? threads : kMaxSplit, [&](int t, int nt) {
-    const int64_t vectors = n / Ops::W;
-    const int64_t b = vectors * t / nt * Ops::W;
-    const int64_t e = t + 1 == nt ? n : vectors * (t + 1) / nt * Ops::W;
+  const int64_t vectors = n / Ops::W;
+  const auto slice_begin = [&](int64_t i) { return i == slices ? n : vectors * i / slices * Ops::W; };
+  minidnn::parallel(static_cast<int>(min_i(threads, slices)), [&](int64_t t, int64_t nt) {
+    const int64_t first = slices * t / nt, last = slices * (t + 1) / nt;
     for (int64_t r = 0; r < rows; ++r) {
       // Double-buffered: a thread can only reach row r + 2 after every
       // thread has passed row r + 1's barrier, so parts[r & 1] is free.
-      Stats* mine = parts[r & 1];
-      mine[t] = reduce(r, b, e);
+      Stats* row_parts = parts[r & 1];
+      for (int64_t i = first; i < last; ++i) row_parts[i] = reduce(r, slice_begin(i), slice_begin(i + 1));
 #pragma omp barrier
-      write(r, b, e, combine(mine, nt));
+      const Stats total = combine(row_parts, static_cast<int>(slices));
+      for (int64_t i = first; i < last; ++i) write(r, slice_begin(i), slice_begin(i + 1), total);
     }
     Ops::stream_fence();
   });
@@ -148,30 +156,45 @@ struct RowStats {
 
 constexpr RowStats kEmptyStats{kNegInf, 0.0f, 0.0, 0.0};
 
+// The max of a chunk, taken four vectors at a time so that it can also
+// run inside another chunk's loop (see "Lookahead" below).
 template <class Ops>
-float max_of(const float* x, int64_t n) {
+struct RunningMax {
   using V = typename Ops::V;
   V a0 = Ops::set1(kNegInf), a1 = a0, a2 = a0, a3 = a0;
-  int64_t i = 0;
-  for (; i + 4 * Ops::W <= n; i += 4 * Ops::W) {
-    a0 = Ops::max(a0, Ops::load(x + i));
-    a1 = Ops::max(a1, Ops::load(x + i + Ops::W));
-    a2 = Ops::max(a2, Ops::load(x + i + 2 * Ops::W));
-    a3 = Ops::max(a3, Ops::load(x + i + 3 * Ops::W));
+
+  void add4(const float* p) {
+    a0 = Ops::max(a0, Ops::load(p));
+    a1 = Ops::max(a1, Ops::load(p + Ops::W));
+    a2 = Ops::max(a2, Ops::load(p + 2 * Ops::W));
+    a3 = Ops::max(a3, Ops::load(p + 3 * Ops::W));
   }
-  for (; i + Ops::W <= n; i += Ops::W) a0 = Ops::max(a0, Ops::load(x + i));
-  if (i < n) a1 = Ops::max(a1, Ops::load_tail(x + i, n - i, kNegInf));
-  const float m = Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
-  // max returns its second operand when either is NaN (as x86's maxps), so a
-  // lane that meets NaN and then -inf ends at -inf. A chunk that holds NaN
-  // must not pass for all -inf (callers skip those): its max is NaN, which
-  // poisons the row as it should. Only all -inf (or NaN) chunks pay the scan.
-  if (m == kNegInf) {
-    for (int64_t k = 0; k < n; ++k) {
-      if (x[k] != x[k]) return x[k];
+
+  // The max of x[0, n), of which x[0, i) went through add4.
+  float finish(const float* x, int64_t n, int64_t i) {
+    for (; i + Ops::W <= n; i += Ops::W) a0 = Ops::max(a0, Ops::load(x + i));
+    if (i < n) a1 = Ops::max(a1, Ops::load_tail(x + i, n - i, kNegInf));
+    const float m = Ops::reduce_max(Ops::max(Ops::max(a0, a1), Ops::max(a2, a3)));
+    // max returns its second operand when either is NaN (as x86's maxps), so
+    // a lane that meets NaN and then -inf ends at -inf. A chunk that holds
+    // NaN must not pass for all -inf (callers skip those): its max is NaN,
+    // which poisons the row as it should. Only all -inf (or NaN) chunks pay
+    // the scan.
+    if (m == kNegInf) {
+      for (int64_t k = 0; k < n; ++k) {
+        if (x[k] != x[k]) return x[k];
+      }
     }
+    return m;
   }
-  return m;
+};
+
+template <class Ops>
+float max_of(const float* x, int64_t n) {
+  RunningMax<Ops> acc;
+  int64_t i = 0;
+  for (; i + 4 * Ops::W <= n; i += 4 * Ops::W) acc.add4(x + i);
+  return acc.finish(x, n, i);
 }
 
 // wq over [i, i + len): class weight times target probability, either
@@ -195,15 +218,43 @@ double sum_wq(const float* w, const float* q, int64_t n) {
   return Ops::reduce_add(acc);
 }
 
+// Lookahead. A chunk's first reads come from memory. Read by the max pass
+// just before the chunk's exp, they arrive as a burst of loads with nothing
+// to compute, and then the exp computes while the memory has nothing to
+// do: the two add up (bench/NOTES.md, "Branch sm3"). So each pass that
+// takes a chunk's max before its exp takes the max of the chunk read next
+// (the next chunk of the row, or the first of the next row) inside this
+// chunk's exp loop, four vectors per step (RunningMax), and the reads
+// overlap the exp. The values, and the order of every sum, are those of
+// separate passes.
+
+// Runs pass(ahead_max, fused) over a chunk of len floats and returns the
+// max of the chunk read next, ahead[0, ahead_len) (-inf when ahead_len is
+// 0). The pass feeds ahead[0, fused) to ahead_max->add4, four vectors per
+// step of its loop, fused being the whole four-vector steps both chunks
+// have; the rest of ahead is read after it.
+template <class Ops, class Pass>
+float pass_then_max_ahead(int64_t len, const float* ahead, int64_t ahead_len, Pass pass) {
+  if (ahead_len == 0) {
+    pass(static_cast<RunningMax<Ops>*>(nullptr), int64_t{0});
+    return kNegInf;
+  }
+  RunningMax<Ops> next;
+  const int64_t fused = min_i(len, ahead_len) / (4 * Ops::W) * (4 * Ops::W);
+  pass(&next, fused);
+  return next.finish(ahead, ahead_len, fused);
+}
+
 // Adds exp(x - m) to st->s and, with kDot, wq * (x - m) to st->d and wq to
-// st->qw, over one chunk.
+// st->qw, over one chunk; feeds ahead[0, fused) to ahead_max on the way
+// (see pass_then_max_ahead).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
-void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n, RowStats* st) {
+void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n, RowStats* st,
+                      RunningMax<Ops>* ahead_max, const float* ahead, int64_t fused) {
   using V = typename Ops::V;
   const V m = Ops::set1(st->m);
   V s0 = Ops::zero(), s1 = Ops::zero(), d0 = Ops::zero(), q0 = Ops::zero();
-  int64_t i = 0;
-  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) {
+  const auto two_vectors = [&](int64_t i) {
     const V z0 = Ops::sub(Ops::load(x + i), m);
     const V z1 = Ops::sub(Ops::load(x + i + Ops::W), m);
     s0 = Ops::add(s0, vexp_nonpositive<Ops>(z0));
@@ -214,7 +265,14 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
       d0 = Ops::fmadd(wq1, z1, Ops::fmadd(wq0, z0, d0));
       q0 = Ops::add(q0, Ops::add(wq0, wq1));
     }
+  };
+  int64_t i = 0;
+  for (; i < fused; i += 4 * Ops::W) {
+    ahead_max->add4(ahead + i);
+    two_vectors(i);
+    two_vectors(i + 2 * Ops::W);
   }
+  for (; i + 2 * Ops::W <= n; i += 2 * Ops::W) two_vectors(i);
   for (; i < n; i += Ops::W) {
     const int64_t len = min_i(Ops::W, n - i);
     // Missing lanes read x = -inf, adding exp(-inf) = 0 to the sum, and
@@ -234,11 +292,12 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
   }
 }
 
-// Folds one chunk x[0, len), len <= kChunk (with w, q at the same
-// offsets), into the online statistics st.
+// Folds one chunk x[0, len), len <= kChunk, whose max is cm (with w, q at
+// the same offsets), into the online statistics st. Returns the max of
+// the chunk read next, ahead[0, ahead_len) (see pass_then_max_ahead).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
-void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len, RowStats* st) {
-  const float cm = max_of<Ops>(x, len);
+float add_chunk_stats(const float* x, const float* w, const float* q, int64_t len, float cm, const float* ahead,
+                      int64_t ahead_len, RowStats* st) {
   if (cm == kNegInf) {
     // exp(-inf - m) is 0 whatever m is; a positive wq on a -inf logit
     // makes the loss +inf, as log_softmax would give -inf there.
@@ -247,7 +306,7 @@ void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len
       if (cq > 0) st->d = -__builtin_inf();
       st->qw += cq;
     }
-    return;
+    return max_of<Ops>(ahead, ahead_len);
   }
   if (cm > st->m) {
     if (st->m > kNegInf) {
@@ -256,19 +315,42 @@ void add_chunk_stats(const float* x, const float* w, const float* q, int64_t len
     }
     st->m = cm;
   }
-  accumulate_chunk<Ops, kDot, kWeight, kProb>(x, w, q, len, st);
+  const float next_max =
+      pass_then_max_ahead<Ops>(len, ahead, ahead_len, [&](RunningMax<Ops>* ahead_max, int64_t fused) {
+        accumulate_chunk<Ops, kDot, kWeight, kProb>(x, w, q, len, st, ahead_max, ahead, fused);
+      });
   if constexpr (kDot && !kWeight && !kProb) st->qw += static_cast<double>(len);
+  return next_max;
+}
+
+// Online statistics of x[0, n) (with w, q at the same offsets) whose first
+// chunk's max is *first_max on entry. The last chunk's pass takes the max
+// of the first chunk of next[0, next_len), the row read next (none when
+// next_len is 0), into *first_max (see Lookahead). after_chunk(c, len) is
+// called once chunk x[c, c + len) is folded in: for work to interleave with
+// the reads of the row (log_softmax_pipelined).
+template <class Ops, bool kDot, bool kWeight, bool kProb, class AfterChunk>
+RowStats row_stats_ahead(const float* x, const float* w, const float* q, int64_t n, const float* next,
+                         int64_t next_len, float* first_max, AfterChunk after_chunk) {
+  RowStats st = kEmptyStats;
+  float cm = *first_max;
+  for (int64_t c = 0; c < n; c += kChunk) {
+    const int64_t len = min_i(kChunk, n - c);
+    const bool last = c + len == n;
+    cm = add_chunk_stats<Ops, kDot, kWeight, kProb>(x + c, kWeight ? w + c : nullptr, kProb ? q + c : nullptr, len,
+                                                    cm, last ? next : x + c + len,
+                                                    min_i(kChunk, last ? next_len : n - c - len), &st);
+    after_chunk(c, len);
+  }
+  *first_max = cm;
+  return st;
 }
 
 // Online statistics of x[0, n) (with w, q at the same offsets).
 template <class Ops, bool kDot, bool kWeight, bool kProb>
 RowStats row_stats(const float* x, const float* w, const float* q, int64_t n) {
-  RowStats st = kEmptyStats;
-  for (int64_t c = 0; c < n; c += kChunk) {
-    add_chunk_stats<Ops, kDot, kWeight, kProb>(x + c, kWeight ? w + c : nullptr, kProb ? q + c : nullptr,
-                                               min_i(kChunk, n - c), &st);
-  }
-  return st;
+  float first_max = max_of<Ops>(x, min_i(kChunk, n));
+  return row_stats_ahead<Ops, kDot, kWeight, kProb>(x, w, q, n, x + n, 0, &first_max, [](int64_t, int64_t) {});
 }
 
 // Merges slice statistics, in slice order (deterministic for a thread count).
@@ -380,10 +462,12 @@ void write_softmax_row(const float* x, float* y, int64_t n, float m, float s, bo
 
 // softmax on rows of up to kOnePassMax floats evaluates exp once per
 // element: pass 1 writes exp(x - chunk max) into y and keeps each chunk's
-// max (in a per-thread array, the chunks of one row slice); pass 2 scales
-// each chunk of y in place by exp(chunk max - row max) / sum, from cache.
-// The logits are read once and y written once. Longer rows recompute the
-// exp in pass 2 instead (write_softmax_row).
+// max (in a per-thread array, the chunks of one row); pass 2 scales each
+// chunk of y in place by exp(chunk max - row max) / sum, from cache. The
+// logits are read once and y written once. Longer rows, and rows reduced
+// in slices (row_slices: a thread may hold several slices of a row, which
+// would share the array), recompute the exp in pass 2 instead
+// (write_softmax_row).
 constexpr int64_t kOnePassMax = int64_t{1} << 18;
 
 inline float* thread_chunk_maxima() {
@@ -400,8 +484,11 @@ void fill_zero(float* p, int64_t n) {
 // partial sums of kSumBlock terms per lane (as sum_over_classes): with one
 // lane (the scalar path) a 1024-float row otherwise chains 512 additions,
 // enough to put softmax 2.8e-6 off in one test draw in about a thousand.
+// Feeds ahead[0, fused) to ahead_max on the way (see pass_then_max_ahead;
+// fused and the blocks' bounds are whole four-vector steps).
 template <class Ops>
-float exp_store_sum(const float* x, float* e, int64_t n, float m) {
+float exp_store_sum(const float* x, float* e, int64_t n, float m, RunningMax<Ops>* ahead_max = nullptr,
+                    const float* ahead = nullptr, int64_t fused = 0) {
   using V = typename Ops::V;
   const V mv = Ops::set1(m);
   V total = Ops::zero();
@@ -409,14 +496,20 @@ float exp_store_sum(const float* x, float* e, int64_t n, float m) {
   while (i + 2 * Ops::W <= n) {
     const int64_t block_end = min_i(n, i + kSumBlock * 2 * Ops::W);
     V s0 = Ops::zero(), s1 = Ops::zero();
-    for (; i + 2 * Ops::W <= block_end; i += 2 * Ops::W) {
-      const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i), mv));
-      const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + i + Ops::W), mv));
-      Ops::store(e + i, e0);
-      Ops::store(e + i + Ops::W, e1);
+    const auto two_vectors = [&](int64_t j) {
+      const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + j), mv));
+      const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + j + Ops::W), mv));
+      Ops::store(e + j, e0);
+      Ops::store(e + j + Ops::W, e1);
       s0 = Ops::add(s0, e0);
       s1 = Ops::add(s1, e1);
+    };
+    for (const int64_t fused_end = min_i(block_end, fused); i < fused_end; i += 4 * Ops::W) {
+      ahead_max->add4(ahead + i);
+      two_vectors(i);
+      two_vectors(i + 2 * Ops::W);
     }
+    for (; i + 2 * Ops::W <= block_end; i += 2 * Ops::W) two_vectors(i);
     total = Ops::add(total, Ops::add(s0, s1));
   }
   for (; i < n; i += Ops::W) {
@@ -433,23 +526,31 @@ float exp_store_sum(const float* x, float* e, int64_t n, float m) {
 template <class Ops>
 RowStats exp_into_output(const float* x, int64_t n, float* e, float* chunk_max) {
   RowStats st = kEmptyStats;
+  float cm = max_of<Ops>(x, min_i(kChunk, n));
   for (int64_t c = 0, k = 0; c < n; c += kChunk, ++k) {
     const int64_t len = min_i(kChunk, n - c);
-    const float cm = max_of<Ops>(x + c, len);
+    const float* ahead = x + c + len;
+    const int64_t ahead_len = min_i(kChunk, n - c - len);
     chunk_max[k] = cm;
     if (cm == kNegInf) {
       // exp(-inf - m) = 0 for any m; pass 2 turns these into NaN if the
       // whole row is -inf.
       fill_zero<Ops>(e + c, len);
+      cm = max_of<Ops>(ahead, ahead_len);
       continue;
     }
-    const float cs = exp_store_sum<Ops>(x + c, e + c, len, cm);
+    float cs = 0.0f;
+    const float next_max =
+        pass_then_max_ahead<Ops>(len, ahead, ahead_len, [&](RunningMax<Ops>* ahead_max, int64_t fused) {
+          cs = exp_store_sum<Ops>(x + c, e + c, len, cm, ahead_max, ahead, fused);
+        });
     if (cm > st.m) {
       st.s = (st.m > kNegInf ? st.s * __builtin_expf(st.m - cm) : 0.0f) + cs;
       st.m = cm;
     } else {
       st.s += cs * __builtin_expf(cm - st.m);  // a NaN chunk max poisons the sum, as it should
     }
+    cm = next_max;
   }
   return st;
 }
@@ -521,11 +622,17 @@ void softmax_columns(const float* x, float* y, SoftmaxShape s, bool log) {
 template <class Ops>
 void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int64_t end) {
   float inv_prev = 0.0f;
+  // Each row's max is taken during the exp pass of the row before (see
+  // Lookahead).
+  float m_next = begin < end ? max_of<Ops>(x + begin * n, n) : 0.0f;
   for (int64_t r = begin; r <= end; ++r) {
     float inv = 0.0f;
     if (r < end) {
-      const float m = max_of<Ops>(x + r * n, n);
-      inv = 1.0f / exp_store_sum<Ops>(x + r * n, y + r * n, n, m);
+      const float m = m_next;
+      const float* ahead = x + (r + 1) * n;
+      m_next = pass_then_max_ahead<Ops>(n, ahead, r + 1 < end ? n : 0, [&](RunningMax<Ops>* ahead_max, int64_t fused) {
+        inv = 1.0f / exp_store_sum<Ops>(x + r * n, y + r * n, n, m, ahead_max, ahead, fused);
+      });
     }
     if (r > begin) {
       float* yp = y + (r - 1) * n;
@@ -547,17 +654,24 @@ void softmax_short_rows(const float* x, float* y, int64_t n, int64_t begin, int6
 template <class Ops>
 void log_softmax_pipelined(const float* x, float* y, int64_t n, int64_t begin, int64_t end, bool streaming) {
   if (begin >= end) return;
-  RowStats prev = row_stats<Ops, false, false, false>(x + begin * n, nullptr, nullptr, n);
-  for (int64_t r = begin + 1; r <= end; ++r) {
+  // The statistics pass reads rows [begin, end) as one run of chunks: the
+  // first chunk's max of each row is taken during the last chunk of the
+  // row before (see Lookahead).
+  float first_max = max_of<Ops>(x + begin * n, min_i(kChunk, n));
+  const auto stats = [&](int64_t r, auto after_chunk) {
+    return row_stats_ahead<Ops, false, false, false>(x + r * n, nullptr, nullptr, n, x + (r + 1) * n,
+                                                     r + 1 < end ? n : 0, &first_max, after_chunk);
+  };
+  RowStats st = stats(begin, [](int64_t, int64_t) {});
+  for (int64_t r = begin + 1; r < end; ++r) {
     const float* written = x + (r - 1) * n;
-    RowStats next = kEmptyStats;
-    for (int64_t c = 0; c < n; c += kChunk) {
-      const int64_t len = min_i(kChunk, n - c);
-      if (r < end) add_chunk_stats<Ops, false, false, false>(x + r * n + c, nullptr, nullptr, len, &next);
-      write_softmax_row<Ops>(written + c, y + (r - 1) * n + c, len, prev.m, prev.s, true, streaming);
-    }
-    prev = next;
+    float* out = y + (r - 1) * n;
+    const RowStats done = st;
+    st = stats(r, [&](int64_t c, int64_t len) {
+      write_softmax_row<Ops>(written + c, out + c, len, done.m, done.s, true, streaming);
+    });
   }
+  write_softmax_row<Ops>(x + (end - 1) * n, y + (end - 1) * n, n, st.m, st.s, true, streaming);
 }
 
 // One class: softmax 1 and log_softmax 0 where x is finite, NaN where it
@@ -589,14 +703,15 @@ void softmax_forward(const float* x, float* y, SoftmaxShape s, bool log) {
     });
     return;
   }
-  if (log && !splits_rows(threads, s.outer, n)) {
+  const bool split = row_slices(s.outer, n) > 1;
+  if (log && !split) {
     minidnn::parallel(threads, [&](int64_t t, int64_t nt) {
       log_softmax_pipelined<Ops>(x, y, n, s.outer * t / nt, s.outer * (t + 1) / nt, streaming);
       if (streaming) Ops::stream_fence();
     });
     return;
   }
-  if (!log && n <= kOnePassMax) {
+  if (!log && n <= kOnePassMax && !split) {
     // Streaming: the exps go to a per-thread slice in L2 rather than into
     // y, which the scale pass then streams to; y is written once and never
     // read for ownership.
