@@ -53,13 +53,13 @@ struct ScalarOps {
   // p[0], p[stride], ..., p[(W - 1) * stride] (reads nothing else).
   static V load_stride2(const float* p) { return *p; }
   static V gather(const float* p, int64_t) { return *p; }
-  // even[l] = p[2l], odd[l] = p[2l + 1] of p[0, 2W); the _part form reads
-  // only p[0, n) (0 < n < 2W) and puts `fill` in place of the rest.
   // even[l] and odd[l]: elements 2l and 2l + 1 of the 2W elements a then b.
   static void split_pairs(V a, V b, V* even, V* odd) {
     *even = a;
     *odd = b;
   }
+  // even[l] = p[2l], odd[l] = p[2l + 1] of p[0, 2W); the _part form reads
+  // only p[0, n) (0 < n < 2W) and puts `fill` in place of the rest.
   static void deinterleave(const float* p, V* even, V* odd) {
     *even = p[0];
     *odd = p[1];
