@@ -15,9 +15,9 @@
 // splits each row's columns in registers. With other strides a band's
 // input rows are first copied into a zero-padded scratch (a few KB to 64
 // KB, in cache), so that every output of the band reads inside it; with
-// stride_w 2 the copy splits each row
-// into its even and odd columns, so that every tap reads W consecutive
-// floats of one half; for 3x3 and 5x5 the tap counts are compile-time
+// stride_w 2 the copy splits each row into its even and odd columns, so
+// that every tap reads W consecutive floats of one half; for 3x3 and 5x5
+// the tap counts are compile-time
 // constants, and with stride_h 1 or 2 and no row dilation a tile loads each
 // input row it reads once for all of its output rows
 // (output_tile_shared_rows). A stride-3 or larger band that needs no
@@ -53,10 +53,10 @@ constexpr int64_t kBandFloats = int64_t{1} << 14;
 // the outputs read, from column -pad_left on), `rows` output rows a band,
 // `in_place` when the tiles read the input in place (stride_w 1, and
 // reads_stride2_in_place; the scratch then holds the row of zeros that
-// rows outside the input read),
-// `direct` when a band's rows are read in place because the columns need
-// no padding (a band inside the input rows), `odd_half` where a row's odd
-// columns start in the scratch when stride_w 2 splits the rows (else 0).
+// rows outside the input read), `direct` when a band's rows are read in
+// place because the columns need no padding (a band inside the input
+// rows), `odd_half` where a row's odd columns start in the scratch when
+// stride_w 2 splits the rows (else 0).
 struct Bands {
   int64_t width, rows, scratch_floats, odd_half;
   bool in_place, direct;
@@ -353,8 +353,9 @@ EdgeLanes needed_lanes(int64_t col, int64_t needed, int64_t lanes, int64_t in_co
 }
 
 // output_tile_shared_rows for 3x3 kernels at stride_w 2 with dil_w 1
-// (reads_stride2_in_place), reading the input in place: the three taps of a row read columns c + 2l, c + 1 + 2l and
-// c + 2 + 2l, so one pair of loads from column c serves all three: its
+// (reads_stride2_in_place), reading the input in place: the three taps of
+// a row read columns c + 2l, c + 1 + 2l and c + 2 + 2l, so one pair of
+// loads from column c serves all three: its
 // even elements are tap 0, its odd ones tap 1, and tap 2 is tap 0 moved
 // one lane (Ops::shift_next, with lane 0 of the next vector's tap 0): two
 // loads and three shuffles a row and vector, where three load_stride2
