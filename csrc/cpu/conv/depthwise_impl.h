@@ -17,12 +17,11 @@
 // KB, in cache), so that every output of the band reads inside it; with
 // stride_w 2 the copy splits each row into its even and odd columns, so
 // that every tap reads W consecutive floats of one half; for 3x3 and 5x5
-// the tap counts are compile-time
-// constants, and with stride_h 1 or 2 and no row dilation a tile loads each
-// input row it reads once for all of its output rows
-// (output_tile_shared_rows). A stride-3 or larger band that needs no
-// padding (pad_left 0 and its rows inside the input) reads the input
-// directly. Per output the kernel does R * S multiply-adds and reads the
+// the tap counts are compile-time constants, and with stride_h 1 or 2 and
+// no row dilation a tile loads each input row it reads once for all of
+// its output rows (output_tile_shared_rows). A stride-3 or larger band
+// that needs no padding (pad_left 0 and its rows inside the input) reads
+// the input directly. Per output the kernel does R * S multiply-adds and reads the
 // input from cache, so the layer runs at the speed of streaming x in and y
 // out.
 #pragma once
