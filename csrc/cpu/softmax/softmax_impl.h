@@ -254,7 +254,10 @@ void accumulate_chunk(const float* x, const float* w, const float* q, int64_t n,
   using V = typename Ops::V;
   const V m = Ops::set1(st->m);
   V s0 = Ops::zero(), s1 = Ops::zero(), d0 = Ops::zero(), q0 = Ops::zero();
-  const auto two_vectors = [&](int64_t i) {
+  // Inlined by force: left to itself GCC made this a function of its own,
+  // the sums in memory through the captured references (cross-entropy
+  // 4096x1000 15-20% slower than before the lambda).
+  const auto two_vectors = [&](int64_t i) __attribute__((always_inline)) {
     const V z0 = Ops::sub(Ops::load(x + i), m);
     const V z1 = Ops::sub(Ops::load(x + i + Ops::W), m);
     s0 = Ops::add(s0, vexp_nonpositive<Ops>(z0));
@@ -496,7 +499,7 @@ float exp_store_sum(const float* x, float* e, int64_t n, float m, RunningMax<Ops
   while (i + 2 * Ops::W <= n) {
     const int64_t block_end = min_i(n, i + kSumBlock * 2 * Ops::W);
     V s0 = Ops::zero(), s1 = Ops::zero();
-    const auto two_vectors = [&](int64_t j) {
+    const auto two_vectors = [&](int64_t j) __attribute__((always_inline)) {  // as accumulate_chunk's
       const V e0 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + j), mv));
       const V e1 = vexp_nonpositive<Ops>(Ops::sub(Ops::load(x + j + Ops::W), mv));
       Ops::store(e + j, e0);
