@@ -356,7 +356,7 @@ RowStats row_stats(const float* x, const float* w, const float* q, int64_t n) {
   return row_stats_ahead<Ops, kDot, kWeight, kProb>(x, w, q, n, x + n, 0, &first_max, [](int64_t, int64_t) {});
 }
 
-// Merges slice statistics, in slice order (deterministic for a thread count).
+// Merges slice statistics, in slice order (row_slices fixes the slices).
 inline RowStats merge_stats(const RowStats* parts, int k) {
   float m = kNegInf;
   for (int i = 0; i < k; ++i) m = parts[i].m > m ? parts[i].m : m;
