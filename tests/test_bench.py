@@ -16,13 +16,13 @@ from minidnn.bench import FAMILIES
 from minidnn.bench import conv as conv_bench
 from minidnn.bench import recurrent as recurrent_bench
 from minidnn.bench.__main__ import main
-from minidnn.bench.harness import COPY_CURVE_BYTES
+from minidnn.bench.harness import COPY_CURVE_BYTES, blas_threads
 from minidnn.bench.softmax import cases
 
 RESULT_KEYS = {
     "family", "case", "pass", "device", "time_ms", "gflops", "gbps", "working_set_bytes",
     "ceiling_GBps", "pct_ceiling", "torch_time_ms", "speedup_vs_torch", "ort_time_ms",
-    "speedup_vs_best", "extra_memory_bytes",
+    "speedup_vs_best", "numpy_time_ms", "speedup_vs_numpy", "extra_memory_bytes",
 }
 OVERHEAD_KEYS = {"family", "op", "shape", "pass", "us", "torch_us", "speedup_vs_torch"}
 
@@ -150,6 +150,33 @@ def test_quick_conv_run_checks_at_a_smaller_batch_and_times_the_peers(tmp_path):
         assert forward["ort_time_ms"] > 0
     else:
         assert forward["ort_time_ms"] is None
+
+
+def test_quick_linear_run_times_numpy_beside_the_peers(tmp_path):
+    """linear's forward is also timed on NumPy's BLAS (the SGEMM's
+    yardstick), which stays out of the best-peer ratio; its training step
+    has no NumPy twin and reports none."""
+    path = tmp_path / "linear.json"
+    assert main(["--quick", "--ops", "linear", "--groups", "throughput",
+                 "--cases", "linear fwd 8x1024", "--json", str(path)]) == 0
+    (result,) = json.loads(path.read_text())["results"]
+    assert result["case"] == "linear fwd 8x1024x1024" and result["pass"] is True
+    assert result["numpy_time_ms"] > 0
+    assert result["speedup_vs_numpy"] == pytest.approx(result["numpy_time_ms"] / result["time_ms"])
+    peers = [t for t in (result["torch_time_ms"], result["ort_time_ms"]) if t is not None]
+    assert result["speedup_vs_best"] == pytest.approx(min(peers) / result["time_ms"])
+    path = tmp_path / "training.json"
+    assert main(["--quick", "--ops", "linear", "--groups", "throughput",
+                 "--cases", "linear fwd+bwd 32x", "--json", str(path)]) == 0
+    (result,) = json.loads(path.read_text())["results"]
+    assert result["numpy_time_ms"] is None and result["speedup_vs_numpy"] is None
+
+
+def test_numpy_blas_runs_on_the_benchmark_thread_count():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with blas_threads(1):
+        blas = [pool for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and all(pool["num_threads"] == 1 for pool in blas)
 
 
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])

@@ -4,7 +4,8 @@ for the README: python bench/scripts/table.py bench/results/<file>.json
 Tables per group that ran: throughput (memory-bound cases against the copy
 ceiling at their own working set, compute-bound ones against the SGEMM
 ceiling with the extra memory they asked for; both against the peers) and
-call overhead (microseconds per call on tiny inputs, against PyTorch)."""
+call overhead (microseconds per call on tiny inputs, against PyTorch); the
+cases also timed on NumPy (linear's forward) in a table of their own."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ def throughput_table(run: dict) -> None:
             )
 
 
+def numpy_table(run: dict) -> None:
+    """The cases also timed on NumPy's BLAS, the SGEMM's own yardstick."""
+    print("| case | ms | NumPy ms | x vs NumPy |")
+    print("|---|---:|---:|---:|")
+    for r in run["results"]:
+        if r.get("numpy_time_ms") is not None:
+            print(f"| {r['case']} | {r['time_ms']:.3f} | {r['numpy_time_ms']:.3f} | {r['speedup_vs_numpy']:.2f} |")
+
+
 def overhead_table(run: dict) -> None:
     print("| op | shape | us per call | PyTorch us | x vs PyTorch |")
     print("|---|---|---:|---:|---:|")
@@ -78,6 +88,9 @@ def main(path: str) -> None:
     print(f"{machine['cpu']}, {machine['threads']} threads, commit {run['commit'][:7]}, {run['date'][:10]}.\n")
     if run["results"]:
         throughput_table(run)
+    if any(r.get("numpy_time_ms") is not None for r in run["results"]):
+        print()
+        numpy_table(run)
     if run["results"] and run["overhead"]:
         print()
     if run["overhead"]:

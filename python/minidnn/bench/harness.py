@@ -9,6 +9,7 @@ per call against PyTorch eager).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib
 import json
@@ -64,6 +65,11 @@ class Case:
     onnx builds a model whose graph inputs are some or all of the inputs'
     names (the others can be initializers, as a convolution's weights are in
     a deployed model); the feed is those graph inputs.
+    numpy, when given, prepares the same computation in NumPy on its BLAS
+    (linear's forward: the SGEMM's target is stated against NumPy's
+    matmul), timed on as many BLAS threads as the case has; it is reported
+    beside the peers, not among them: speedup_vs_best is against the DNN
+    libraries.
     """
 
     name: str
@@ -75,6 +81,7 @@ class Case:
     working_set: Optional[int] = None
     torch: Optional[TorchPrepare] = None
     onnx: Optional[Callable[[Inputs], Any]] = None  # Inputs -> onnx.ModelProto
+    numpy: Optional[Callable[[Inputs], Callable[[], Any]]] = None
     tol: float = 1e-5
     check: Optional[Callable[[np.random.Generator], Inputs]] = None
 
@@ -162,6 +169,8 @@ class Result:
     speedup_vs_torch: Optional[float]
     ort_time_ms: Optional[float]
     speedup_vs_best: Optional[float]
+    numpy_time_ms: Optional[float]
+    speedup_vs_numpy: Optional[float]
     # Scratch the kernels asked for beyond inputs and outputs (runtime/scratch.h),
     # over every thread; None on the GPU.
     extra_memory_bytes: Optional[int] = None
@@ -186,6 +195,8 @@ class Result:
             "speedup_vs_torch": self.speedup_vs_torch,
             "ort_time_ms": self.ort_time_ms,
             "speedup_vs_best": self.speedup_vs_best,
+            "numpy_time_ms": self.numpy_time_ms,
+            "speedup_vs_numpy": self.speedup_vs_numpy,
             "extra_memory_bytes": self.extra_memory_bytes,
         }
 
@@ -327,6 +338,17 @@ def copy_bandwidth(working_set: int, threads: int, timing: Timing,
                          method=fastest)
 
 
+def blas_threads(threads: int) -> contextlib.AbstractContextManager:
+    """A context in which NumPy's BLAS runs on `threads` threads
+    (threadpoolctl, of the bench extra); without threadpoolctl, on its
+    default, every core."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
 def measure_ceilings(threads: int, timing: Timing, torch: Optional[ModuleType]) -> Ceilings:
     """The copy bandwidth over COPY_CURVE_BYTES and NumPy's SGEMM throughput."""
     curve = tuple(copy_bandwidth(size, threads, timing, torch) for size in COPY_CURVE_BYTES)
@@ -335,7 +357,8 @@ def measure_ceilings(threads: int, timing: Timing, torch: Optional[ModuleType]) 
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
     c = np.empty_like(a)
-    sgemm = 2 * size**3 / time_per_call(lambda: np.matmul(a, b, out=c), timing)
+    with blas_threads(threads):
+        sgemm = 2 * size**3 / time_per_call(lambda: np.matmul(a, b, out=c), timing)
     return Ceilings(copy_curve=curve, sgemm_GFLOPs=sgemm / GFLOP)
 
 
@@ -534,6 +557,10 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
             return lambda: session.run(None, feed)
 
         ort_s = _time_peer("onnxruntime", ort_call, expected, seconds_per_call)
+    numpy_s = None
+    if case.numpy is not None and not on_device:
+        with blas_threads(threads):
+            numpy_s = _time_peer("numpy", lambda: case.numpy(inputs), expected, seconds_per_call)
 
     gbps = case.bytes / seconds / GB
     gflops = case.flops / seconds / GFLOP if case.flops is not None else None
@@ -554,6 +581,8 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         speedup_vs_torch=torch_s / seconds if torch_s is not None else None,
         ort_time_ms=ort_s * 1e3 if ort_s is not None else None,
         speedup_vs_best=min(peer_times) / seconds if peer_times else None,
+        numpy_time_ms=numpy_s * 1e3 if numpy_s is not None else None,
+        speedup_vs_numpy=numpy_s / seconds if numpy_s is not None else None,
         extra_memory_bytes=extra_memory,
     )
     return result, error
@@ -604,6 +633,8 @@ THROUGHPUT_COLUMNS: Tuple[Column, ...] = (
     ("x vs torch", 10, "speedup_vs_torch", "{:.2f}"),
     ("ort ms", 9, "ort_time_ms", "{:.3f}"),
     ("x vs best", 9, "speedup_vs_best", "{:.2f}"),
+    ("numpy ms", 9, "numpy_time_ms", "{:.3f}"),
+    ("x vs numpy", 10, "speedup_vs_numpy", "{:.2f}"),
     ("extra MiB", 9, "extra_memory_mib", "{:.1f}"),
 )
 
@@ -699,7 +730,7 @@ def _run_throughput(cases: Sequence[tuple[str, Case]], device: str, threads: int
     ceilings = measure_ceilings(threads, timing, peers.torch)
     curve = ", ".join(f"{_mib(p.working_set)} {p.GBps:.1f}" for p in ceilings.copy_curve)
     print(f"copy GB/s by working set (half read, half written): {curve}\n"
-          f"sgemm {ceilings.sgemm_GFLOPs:.1f} GFLOP/s (NumPy BLAS, 2048^3)\n"
+          f"sgemm {ceilings.sgemm_GFLOPs:.1f} GFLOP/s (NumPy BLAS, 2048^3, {threads} thread(s))\n"
           f"each case's ceiling: the copy of its own working set, the faster of two "
           f"measurements, right before and right after minidnn's block\n")
 
