@@ -275,6 +275,8 @@ def test_conv2d_tap_route(isa, threads, rng, case):
 # A panels a thread), each thread packs all of `col` for its own rows. One
 # unit with at least kSplitKPanels A panels and two K blocks is summed as
 # two halves of its K blocks, added at the end, at every thread count.
+# Positions whose head columns fill 48-column tiles (49, 196) run avx512's
+# 9 x 48 tile (GemmKernels::wide_tile), K past whole tiles of 9 rows.
 FEW_POSITION_CASES = [
     Case2d(1, 300, 6, 7, 37, 3, 3, padding=1, activation="relu"),       # 8 K blocks, K and P*Q past whole tiles
     Case2d(1, 512, 7, 7, 128, 3, 3, padding=1),                         # ResNet-50's 7x7 layer, fewer filters

@@ -53,6 +53,12 @@ struct GemmBlocking {
   int64_t mc;   // M per block: the packed A block (mc x kc) stays in L3
 };
 
+// A microkernel tile: mr rows x nr columns.
+struct GemmTile {
+  int mr;
+  int nr;
+};
+
 struct GemmKernels {
   GemmBlocking blocking;
 
@@ -96,6 +102,17 @@ struct GemmKernels {
   // product left over past whole vectors of the microkernel's tiles.
   void (*dot)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb, float beta,
               float* c, int64_t ldc);
+
+  // `ukernel_a_rows` on a tile of another shape, `wide_tile` (m <= its mr,
+  // n <= its nr; a packed B panel holds its nr columns): one vector wider
+  // and fewer rows where the registers allow it (avx512: 9 x 48 against 14
+  // x 32), so that a product of 48 columns (a 7x7 image's 49 positions
+  // less the last) runs as one tile rather than a two-vector tile and a
+  // one-vector one, whose one vector per 14 broadcasts is load-bound. Elsewhere the
+  // same kernel and tile as ukernel_a_rows.
+  GemmTile wide_tile;
+  void (*ukernel_a_rows_wide)(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb,
+                              bool b_exact, float* c, int64_t ldc, int m, int n, const TileUpdate& update);
 };
 
 const GemmKernels& gemm_kernels_scalar();

@@ -728,7 +728,9 @@ void pack_a(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t pa
   }
 }
 
-template <class Cfg>
+// WideCfg: the tile of ukernel_a_rows_wide (its kMR rows, kNV vectors;
+// the rest as Cfg's).
+template <class Cfg, class WideCfg = Cfg>
 minidnn::cpu::GemmKernels make_gemm_kernels() {
   return minidnn::cpu::GemmKernels{
       GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
@@ -739,6 +741,8 @@ minidnn::cpu::GemmKernels make_gemm_kernels() {
       ukernel<Cfg>,
       ukernel_a_rows<Cfg>,
       dot_block<Cfg>,
+      minidnn::cpu::GemmTile{WideCfg::kMR, WideCfg::kNV * WideCfg::Ops::W},
+      ukernel_a_rows<WideCfg>,
   };
 }
 
