@@ -41,6 +41,10 @@ struct TileUpdate {
   float beta;          // read only when `first`; beta == 0 never reads C (it may hold NaN)
   bool first;          // first K block: C = alpha*acc + beta*C; later ones: C += alpha*acc
   const float* bias;   // last K block only: adds bias[j] (offset to the tile's first column), or null
+  // First K block only: adds row_bias[i] to row i of the tile (a
+  // convolution's bias, per output channel), or null. Not with the
+  // transposed store of the weight-rows route.
+  const float* row_bias = nullptr;
 };
 
 // Cache blocking of one ISA's driver; mr x nr is its microkernel tile.
