@@ -272,7 +272,11 @@ def test_conv2d_tap_route(isa, threads, rng, case):
 # N * groups * column blocks below the thread count the team packs each
 # unit's `col` together (a share of its rows each, cut across K blocks) and
 # splits its output channels, or, with many output channels (kOwnPackPanels
-# A panels a thread), each thread packs all of `col` for its own rows.
+# A panels a thread), each thread packs all of `col` for its own rows. One
+# unit with at least kSplitKPanels A panels and two K blocks is summed as
+# two halves of its K blocks, added at the end, at every thread count.
+# Positions whose head columns fill 48-column tiles (49, 196) run avx512's
+# 9 x 48 tile (GemmKernels::wide_tile), K past whole tiles of 9 rows.
 FEW_POSITION_CASES = [
     Case2d(1, 300, 6, 7, 37, 3, 3, padding=1, activation="relu"),       # 8 K blocks, K and P*Q past whole tiles
     Case2d(1, 512, 7, 7, 128, 3, 3, padding=1),                         # ResNet-50's 7x7 layer, fewer filters
@@ -287,7 +291,8 @@ FEW_POSITION_CASES = [
     # (1..4 of 16 on avx512, 1..2 of 8 on avx2); 195 above: 3 on avx512.
     Case2d(1, 300, 5, 10, 41, 3, 3, padding=1, activation="relu"),      # 50 positions: 2 on avx512 and avx2
     Case2d(1, 256, 14, 14, 45, 3, 3, padding=1, bias=False),            # ResNet-50's 14x14: 4 on avx512
-    Case2d(1, 256, 14, 14, 229, 3, 3, padding=1, activation="relu"),    # many filters: each thread packs `col`
+    Case2d(1, 256, 14, 14, 229, 3, 3, padding=1, activation="relu"),    # many filters: the K split
+    Case2d(1, 100, 9, 11, 229, 3, 3, padding=1, activation="leaky_relu"),  # K split over 3 K blocks on avx512
     Case2d(1, 512, 7, 7, 300, 1, 1),                                    # 49 positions, x read in place
     Case2d(1, 129, 3, 3, 520, 3, 3, padding=(2, 1), dilation=(2, 1)),   # 9 positions: 1 on avx2
 ]
@@ -539,6 +544,33 @@ def test_implicit_gemm_team_splits_agree(rng):
         minidnn.set_num_threads(previous)
     expected = ref.conv2d(x, w, padding=1)
     _check(outs[0], expected, ref.conv2d(np.abs(x), np.abs(w), padding=1), 16 * 9, "y")
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+
+
+def test_implicit_gemm_k_split_agrees(isa, rng):
+    """One unit of many output channels is summed as two halves of its K
+    blocks, the second into a buffer added at the end (conv_forward.cpp):
+    an odd number of K blocks (3 on avx512, 4 on avx2 and the portable
+    path), a short last A panel, dot-product columns (99 positions), bias
+    and an activation applied after the halves are added. Two threads take
+    a half each; three and four cut the halves' panels between threads;
+    every count gives the same bits."""
+    case = Case2d(1, 100, 9, 11, 229, 3, 3, padding=1, activation="leaky_relu")
+    x, w, b = case.data(rng)
+    previous = minidnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3, 4):
+            minidnn.set_num_threads(threads)
+            outs.append(minidnn.conv2d(x, w, b, activation=case.activation, **case.kwargs()))
+    finally:
+        minidnn.set_num_threads(previous)
+    assert _conv2d_route(x, w, **case.kwargs()) == "implicit_gemm"
+    expected = ACTIVATIONS[case.activation](ref.conv2d(x, w, b, **case.kwargs()))
+    condition = ref.conv2d(np.abs(x), np.abs(w), np.abs(b), **case.kwargs())
+    condition = _activated_condition(case.activation, condition, expected)
+    _check(outs[0], expected, condition, case.reduction(), "y")
     for out in outs[1:]:
         np.testing.assert_array_equal(out, outs[0])
 

@@ -45,7 +45,10 @@
 // column) and the activation are applied to each mr x nc strip right after
 // its last K block, while it is still in cache.
 //
-// Threads take contiguous shares of (image, group, column block) units, or,
+// One unit of many output channels and several K blocks (N = 1, few
+// positions) is summed as two halves of its K blocks, a thread per half
+// (kSplitKPanels, in the driver). Otherwise threads take contiguous shares
+// of (image, group, column block) units, or,
 // with fewer units than threads, take them one at a time as a team: each
 // takes a share of the unit's A panels, packing all of its `col` for
 // itself, where there are many (kOwnPackPanels a thread), or else an equal
@@ -55,9 +58,10 @@
 // them. A column block's last few columns past whole
 // vectors are dot products (dot_tail_columns), by whoever computes the
 // block's last columns. Every output element is accumulated in the same
-// order (K blocks of one size fixed by the shape, panels from the block's
-// first column) whoever computes it and however the units are cut, so
-// results are bit-identical for any thread count.
+// order (K blocks of one size fixed by the shape, the K split's halves
+// fixed by the shape, panels from the block's first column) whoever
+// computes it and however the units are cut, so results are bit-identical
+// for any thread count.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -255,6 +259,11 @@ bool few_positions_large_weight(const ConvGeometry& g) {
 // call at 19 panels of 14 rows).
 constexpr int64_t kOwnPackPanels = 8;
 
+// The K split of one unit (see the driver) from this many A panels: below,
+// a thread's panels are few enough that the split of the output channels
+// (each thread packing all of `col` for its half of them) wastes less.
+constexpr int64_t kSplitKPanels = 2 * kOwnPackPanels;
+
 }  // namespace
 
 ConvForwardRoute conv2d_forward_route(const ConvGeometry& g) {
@@ -314,7 +323,22 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
   const int64_t kdim = cg * g.r * g.s;
   const GemmKernels& kern = gemm_kernels();
   const GemmBlocking& blk = kern.blocking;
-  const int mr = blk.mr, nr = blk.nr;
+  // The wide tile (GemmKernels::wide_tile) where an image's positions, less
+  // the dot-product columns, are one column block and fill the wide tiles
+  // exactly: 7x7's 48 (and 1), 14x14's 192 (and 4). On avx512 the 9 x 48
+  // tile then runs 7x7's 48 columns as one tile where the 14 x 32 one ran
+  // 32 + 16, the 16 on a one-vector kernel (1 load and 14 broadcasts per 14
+  // FMAs: load-bound, 13% slower per FMA than the two-vector kernel in perf
+  // samples); and at 14x14 it reads each weight row 4 times where 14 x 32
+  // read it 6. Measured (1 thread, CPU time, avx512, ms, 14 x 32 / 9 x 48,
+  // best of 200 calls, loaded machine): 3x3 7x7 512 1.385 / 1.224-1.244,
+  // 3x3 14x14 256 1.18 / 1.14-1.15, 1x1 14x14 1024->256 0.542-0.555 /
+  // 0.514-0.518, 256->1024 0.536-0.545 / 0.517-0.545.
+  const GemmTile wide = kern.wide_tile;
+  const int64_t head_all = npix - dot_tail_columns(blk.lanes, npix);
+  const bool use_wide = wide.nr != blk.nr && npix <= blk.nc && head_all % wide.nr == 0;
+  const int mr = use_wide ? wide.mr : blk.mr, nr = use_wide ? wide.nr : blk.nr;
+  const auto ukernel_a_rows = use_wide ? kern.ukernel_a_rows_wide : kern.ukernel_a_rows;
 
   // K blocks of equal size (<= kc): a short last block would waste a pass.
   const int64_t k_blocks = ceil_div(kdim, blk.kc);
@@ -386,55 +410,92 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
 
   // Columns [jb, je) of unit u (all of them, or a team member's share: jb
   // a whole number of panels in, the tail columns with the last share) and
-  // its A panels [ip_begin, ip_end), over all K blocks; their B blocks x
+  // its A panels [ip_begin, ip_end), over K blocks [b_begin, b_end), into
+  // y_unit (the unit's rows of y, or of the K split's second partial sum
+  // below), with the bias and activation when `finish`; their B blocks x
   // itself (col_is_x), or packed at b_base (block b at b_base + b * kc *
   // nc), or, when `pack`, packed there first one at a time (b_base then
   // holds one); the tail columns (tail_columns) packed at tail_buf, one K
   // block at a time, by each thread for its own rows.
-  auto compute = [&](int64_t u, int64_t jb, int64_t je, int64_t ip_begin, int64_t ip_end, float* b_base, bool pack,
-                     Run* runs, ConvCopyRun* copies, float* tail_buf) {
+  auto compute = [&](int64_t u, int64_t jb, int64_t je, int64_t ip_begin, int64_t ip_end, int64_t b_begin,
+                     int64_t b_end, float* y_unit, bool finish, float* b_base, bool pack, Run* runs,
+                     ConvCopyRun* copies, float* tail_buf) {
     const auto [gi, j_unit, ncols_unit, xg] = unit_at(u);
     const int64_t j0 = j_unit + jb, ncols = je - jb;
-    float* yg = y + (u / (n_col_blocks * g.groups) * g.k + gi * kg) * npix + j0;
+    float* yg = y_unit + j0;
     // head: the microkernel's columns.
     const int64_t tail = je == ncols_unit ? tail_columns(ncols_unit) : 0, head = ncols - tail;
     pack = pack && !col_is_x;
     const int64_t n_runs = pack && head > 0 ? make_runs(g, j0, head, nr, runs) : 0;
     const int64_t col_panels = ceil_div(head, nr);
-    for (int64_t b = 0; b < k_blocks; ++b) {
+    finish = finish && (ep.bias != nullptr || ep.activate);
+    for (int64_t b = b_begin; b < b_end; ++b) {
       const int64_t p0 = b * kc, kcur = std::min(kc, kdim - p0);
       const float* b_block = col_is_x ? xg + p0 * npix + j0 : pack ? b_base : b_base + b * kc * nc;
       const int64_t ldb = col_is_x ? npix : nr, panel_floats = col_is_x ? nr : kcur * nr;
       if (pack && head > 0) pack_col_block(g, xg, p0, kcur, runs, n_runs, head, nr, kcur * nr, copies, b_base);
       if (tail > 0) pack_col_columns(g, xg, p0, kcur, j0 + head, tail, tail_buf);
-      const TileUpdate update{1.0f, 0.0f, b == 0, nullptr};
-      const bool last = b + 1 == k_blocks;
+      const TileUpdate update{1.0f, 0.0f, b == b_begin, nullptr};
+      const bool last = b + 1 == b_end;
       for (int64_t ip = ip_begin; ip < ip_end; ++ip) {
         const float* a_rows = weight + (gi * kg + ip * mr) * kdim + p0;
         const int rows = static_cast<int>(std::min<int64_t>(mr, kg - ip * mr));
         float* c = yg + ip * mr * npix;
         for (int64_t jp = 0; jp < col_panels; ++jp) {
-          kern.ukernel_a_rows(kcur, a_rows, kdim, b_block + jp * panel_floats, ldb, col_is_x, c + jp * nr, npix, rows,
+          ukernel_a_rows(kcur, a_rows, kdim, b_block + jp * panel_floats, ldb, col_is_x, c + jp * nr, npix, rows,
                               static_cast<int>(std::min<int64_t>(nr, head - jp * nr)), update);
         }
         // While the panel's rows of this K block are in L1.
-        if (tail > 0) kern.dot(rows, tail, kcur, a_rows, kdim, tail_buf, kcur, b == 0 ? 0.0f : 1.0f, c + head, npix);
-        if (last && (ep.bias != nullptr || ep.activate)) {
-          finish_rows(c, npix, rows, ncols, ep.bias != nullptr ? ep.bias + gi * kg + ip * mr : nullptr, ep);
+        if (tail > 0) {
+          kern.dot(rows, tail, kcur, a_rows, kdim, tail_buf, kcur, b == b_begin ? 0.0f : 1.0f, c + head, npix);
         }
+        if (last && finish) finish_rows(c, npix, rows, ncols, ep.bias != nullptr ? ep.bias + gi * kg + ip * mr : nullptr, ep);
       }
     }
   };
+  // The rows of y of unit u.
+  auto y_of = [&](int64_t u) { return y + (u / (n_col_blocks * g.groups) * g.k + unit_at(u).gi * kg) * npix; };
+
+  // One unit of many output channels and several K blocks (a layer of
+  // few positions at N = 1: 3x3 14x14 256->256, 7x7 512->512) is computed
+  // as two partial sums over the two halves of its K blocks, the second
+  // into `partial`, then added: y = (first half) + (second half), row by
+  // row, and the bias and activation applied. The halves are fixed by the
+  // shape, so every thread count sums the same way; two threads take one
+  // half each: each packs only its half of `col` (each thread packing all
+  // of it, as the split of the output channels below does, was ~11% of a
+  // thread's time at 14x14) and reads half of every weight row, and both
+  // run the same panels, the short last one included.
+  const bool split_k = units == 1 && !col_is_x && npix - tail_columns(npix) > 0 && k_blocks >= 2 &&
+                       a_panels >= kSplitKPanels;
+  float* const partial = split_k ? gemm_scratch(0, kg * npix) : nullptr;
 
   parallel(threads, [&](int t, int nt) {
     Run* runs = runs_all + t * max_runs;
     ConvCopyRun* copies = copies_all + t * max_copies;
     float* tail_buf = tail_all + t * max_tail * kc;
     float* own_b = col_is_x ? nullptr : b_blocks + t * kc * nc;
+    if (split_k) {
+      // Items (half, A panel), half-major; this thread's contiguous share.
+      const int64_t items = 2 * a_panels, i0 = items * t / nt, i1 = items * (t + 1) / nt;
+      for (int64_t half = 0; half < 2; ++half) {
+        const int64_t ip0 = std::max(i0 - half * a_panels, int64_t{0}), ip1 = std::min(i1 - half * a_panels, a_panels);
+        if (ip0 >= ip1) continue;
+        compute(0, 0, npix, ip0, ip1, k_blocks * half / 2, k_blocks * (half + 1) / 2, half == 0 ? y : partial, false,
+                own_b, true, runs, copies, tail_buf);
+      }
+#pragma omp barrier
+      const int64_t r0 = kg * t / nt, r1 = kg * (t + 1) / nt;
+      for (int64_t i = r0 * npix; i < r1 * npix; ++i) y[i] += partial[i];
+      if (ep.bias != nullptr || ep.activate) {
+        finish_rows(y + r0 * npix, npix, r1 - r0, npix, ep.bias != nullptr ? ep.bias + r0 : nullptr, ep);
+      }
+      return;
+    }
     if (!team_units) {
       for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
         const int64_t ncols = unit_at(u).ncols;
-        compute(u, 0, ncols, 0, a_panels, own_b, true, runs, copies, tail_buf);
+        compute(u, 0, ncols, 0, a_panels, 0, k_blocks, y_of(u), true, own_b, true, runs, copies, tail_buf);
       }
       return;
     }
@@ -442,7 +503,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
       const auto [gi, j0, ncols, xg] = unit_at(u);
       const int64_t head = ncols - tail_columns(ncols);
       if (col_is_x || head == 0) {
-        compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
+        compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, 0, k_blocks, y_of(u), true, b_blocks, false, runs, copies, tail_buf);
         continue;
       }
       // Many output channels (at least kOwnPackPanels A panels a thread):
@@ -459,7 +520,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
       // (whose panels do not divide: before, a shared `col`) 0.738-0.744
       // against 0.789-0.812.
       if (a_panels >= kOwnPackPanels * nt) {
-        compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, own_b, true, runs, copies, tail_buf);
+        compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, 0, k_blocks, y_of(u), true, own_b, true, runs, copies, tail_buf);
         continue;
       }
       // Whole panels, as many for each thread: the team splits the columns,
@@ -475,7 +536,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
       const int64_t head_panels = head / nr;
       if (head % nr == 0 && head_panels >= nt && head_panels % nt == 0) {
         const int64_t jb = head_panels * t / nt * nr, je = t + 1 == nt ? ncols : head_panels * (t + 1) / nt * nr;
-        compute(u, jb, je, 0, a_panels, own_b, true, runs, copies, tail_buf);
+        compute(u, jb, je, 0, a_panels, 0, k_blocks, y_of(u), true, own_b, true, runs, copies, tail_buf);
         // A next unit split by rows packs its B over these threads' blocks
         // (with more threads than 2, units can differ: the last column block).
         if (u + 1 < units) {
@@ -493,7 +554,7 @@ void conv2d_forward_on_route(ConvForwardRoute route, const ConvGeometry& g, cons
                        b_blocks + b * kc * nc + (lo - p0) * nr);
       }
 #pragma omp barrier
-      compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, b_blocks, false, runs, copies, tail_buf);
+      compute(u, 0, ncols, a_panels * t / nt, a_panels * (t + 1) / nt, 0, k_blocks, y_of(u), true, b_blocks, false, runs, copies, tail_buf);
       // The next unit's packing overwrites this one's B.
 #pragma omp barrier
     }

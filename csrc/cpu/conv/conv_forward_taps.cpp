@@ -292,12 +292,13 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
         // The accumulator tile: the block's columns of y's rows, or the L1 tile.
         float* const acc = tile_is_y ? y_rows + f0 : tile;
         const int64_t ld_acc = tile_is_y ? y.plane_stride : nc;
+        const float* bias = ep.bias != nullptr ? ep.bias + k0 : nullptr;
         for (int64_t c0 = 0; c0 < cg; c0 += chunk) {
           const int64_t cc = std::min(chunk, cg - c0);
           for (int64_t tap = 0; tap < taps; ++tap) {
             const float* a = panel + (c0 * taps + tap * cc) * mr;
             const float* b = b_block + c0 * plane + (tap / g.s) * g.dil_h * wp + (tap % g.s) * g.dil_w;
-            const TileUpdate update{1.0f, 0.0f, c0 == 0 && tap == 0, nullptr};
+            const TileUpdate update{1.0f, 0.0f, c0 == 0 && tap == 0, nullptr, bias};
             for (int64_t j = 0; j < head; j += nr) {
               kern.ukernel(cc, a, b + j, plane, true, acc + j, ld_acc, rows,
                            static_cast<int>(std::min<int64_t>(nr, head - j)), update);
@@ -309,11 +310,12 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
                      c0 == 0 ? 0.0f : 1.0f, acc + head, ld_acc);
           }
         }
-        const float* bias = ep.bias != nullptr ? ep.bias + k0 : nullptr;
+        // The microkernel's columns have their bias; the dots' not yet.
+        if (tail > 0) finish_block_rows(ConvEpilogue{}, acc + head, ld_acc, rows, tail, bias);
         if (tile_is_y) {
-          finish_block_rows(ep, acc, ld_acc, rows, ncols, bias);
+          finish_block_rows(ep, acc, ld_acc, rows, ncols, nullptr);
         } else {
-          store_block(g, ep, tile, nc, rows, f0, ncols, wp, bias, y, y_rows);
+          store_block(g, ep, tile, nc, rows, f0, ncols, wp, nullptr, y, y_rows);
         }
       }
     }

@@ -41,6 +41,10 @@ struct TileUpdate {
   float beta;          // read only when `first`; beta == 0 never reads C (it may hold NaN)
   bool first;          // first K block: C = alpha*acc + beta*C; later ones: C += alpha*acc
   const float* bias;   // last K block only: adds bias[j] (offset to the tile's first column), or null
+  // First K block only: adds row_bias[i] to row i of the tile (a
+  // convolution's bias, per output channel), or null. Not with the
+  // transposed store of the weight-rows route.
+  const float* row_bias = nullptr;
 };
 
 // Cache blocking of one ISA's driver; mr x nr is its microkernel tile.
@@ -51,6 +55,12 @@ struct GemmBlocking {
   int64_t kc;   // K per block: the A panel (mr x kc) stays in L1
   int64_t nc;   // N per block: the packed B block (kc x nc) stays in L2
   int64_t mc;   // M per block: the packed A block (mc x kc) stays in L3
+};
+
+// A microkernel tile: mr rows x nr columns.
+struct GemmTile {
+  int mr;
+  int nr;
 };
 
 struct GemmKernels {
@@ -96,6 +106,17 @@ struct GemmKernels {
   // product left over past whole vectors of the microkernel's tiles.
   void (*dot)(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* bt, int64_t ldb, float beta,
               float* c, int64_t ldc);
+
+  // `ukernel_a_rows` on a tile of another shape, `wide_tile` (m <= its mr,
+  // n <= its nr; a packed B panel holds its nr columns): one vector wider
+  // and fewer rows where the registers allow it (avx512: 9 x 48 against 14
+  // x 32), so that a product of 48 columns (a 7x7 image's 49 positions
+  // less the last) runs as one tile rather than a two-vector tile and a
+  // one-vector one, whose one vector per 14 broadcasts is load-bound. Elsewhere the
+  // same kernel and tile as ukernel_a_rows.
+  GemmTile wide_tile;
+  void (*ukernel_a_rows_wide)(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb,
+                              bool b_exact, float* c, int64_t ldc, int m, int n, const TileUpdate& update);
 };
 
 const GemmKernels& gemm_kernels_scalar();

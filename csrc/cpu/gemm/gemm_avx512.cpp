@@ -56,12 +56,20 @@ struct Avx512Gemm {
   }
 };
 
+// The wide tile of ukernel_a_rows_wide, 9 x 48: 27 accumulators + 3 for the
+// B row + 1 broadcast = 31 registers; per k step 3 loads and 9 broadcasts
+// feed 27 FMAs (the 14 x 16 tile's 1 load and 14 broadcasts per 14 FMAs,
+// and the spilled row offsets' reloads, leave it load-bound).
+struct Avx512WideRows : Avx512Gemm {
+  static constexpr int kMR = 9, kNV = 3;
+};
+
 }  // namespace
 
 namespace minidnn::cpu {
 
 const GemmKernels& gemm_kernels_avx512() {
-  static const GemmKernels table = make_gemm_kernels<Avx512Gemm>();
+  static const GemmKernels table = make_gemm_kernels<Avx512Gemm, Avx512WideRows>();
   return table;
 }
 

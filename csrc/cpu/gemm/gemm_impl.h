@@ -73,17 +73,19 @@ void store_lanes(float* p, typename Ops::V v, int lanes) {
 // ---------------------------------------------------------------------------
 
 // One vector of an output row through `u`: r = alpha * acc (+ beta * C on
-// the first K block, + C on later ones) (+ bias), `lanes` of it written at
-// `row`; `bias` is already offset to the vector's first column.
+// the first K block, + C on later ones) (+ the row's bias, first K block)
+// (+ bias), `lanes` of it written at `row`; `bias` is already offset to the
+// vector's first column, `row_bias` to the row's (or null).
 template <class Ops>
 [[gnu::always_inline]] inline void update_vector(float* row, typename Ops::V acc, int lanes, const float* bias,
-                                                 const TileUpdate& u) {
+                                                 const float* row_bias, const TileUpdate& u) {
   using V = typename Ops::V;
   V r = Ops::mul(Ops::set1(u.alpha), acc);
   if (!u.first || u.beta != 0.0f) {
     const V old = load_lanes<Ops>(row, lanes);
     r = u.first ? Ops::fmadd(Ops::set1(u.beta), old, r) : Ops::add(r, old);
   }
+  if (row_bias != nullptr) r = Ops::add(r, Ops::set1(*row_bias));
   if (bias != nullptr) r = Ops::add(r, load_lanes<Ops>(bias, lanes));
   store_lanes<Ops>(row, r, lanes);
 }
@@ -104,7 +106,8 @@ template <class Ops, int kRows, int kNV>
 #pragma GCC unroll 8
     for (int v = 0; v < kNV; ++v) {
       update_vector<Ops>(row + v * Ops::W, acc[i][v], lanes_of<Ops>(n, v),
-                         u.bias != nullptr ? u.bias + v * Ops::W : nullptr, u);
+                         u.bias != nullptr ? u.bias + v * Ops::W : nullptr,
+                         u.first && u.row_bias != nullptr ? u.row_bias + i : nullptr, u);
     }
   }
 }
@@ -132,7 +135,7 @@ template <class Cfg, int kRows, int kNV>
       Cfg::transpose_tile(tile + ib * kNR + jb, kNR, columns, kW);
       for (int q = 0; q < kW && jb + q < n; ++q) {
         update_vector<Ops>(c + (jb + q) * ldc + ib, Ops::load(columns + q * kW), lanes,
-                           u.bias != nullptr ? u.bias + ib : nullptr, u);
+                           u.bias != nullptr ? u.bias + ib : nullptr, nullptr, u);
       }
     }
   }
@@ -728,7 +731,9 @@ void pack_a(int64_t m, int64_t k, GemmOperand a, int64_t panel_begin, int64_t pa
   }
 }
 
-template <class Cfg>
+// WideCfg: the tile of ukernel_a_rows_wide (its kMR rows, kNV vectors;
+// the rest as Cfg's).
+template <class Cfg, class WideCfg = Cfg>
 minidnn::cpu::GemmKernels make_gemm_kernels() {
   return minidnn::cpu::GemmKernels{
       GemmBlocking{Cfg::kMR, Cfg::kNV * Cfg::Ops::W, Cfg::Ops::W, Cfg::kKC, Cfg::kNC, Cfg::kMC},
@@ -739,6 +744,8 @@ minidnn::cpu::GemmKernels make_gemm_kernels() {
       ukernel<Cfg>,
       ukernel_a_rows<Cfg>,
       dot_block<Cfg>,
+      minidnn::cpu::GemmTile{WideCfg::kMR, WideCfg::kNV * WideCfg::Ops::W},
+      ukernel_a_rows<WideCfg>,
   };
 }
 
