@@ -145,11 +145,17 @@ def test_two_hundred_steps(rng, name):
     check(out, expected, name, cfg, carried=1)
 
 
-@pytest.mark.parametrize("batch", [64, 16])  # 16: the transposed hidden map on avx512
+# (batch, hidden): 16 rows take the transposed hidden map on avx512; 200
+# rows of 24 units (one panel of the GEMM's width) split the time loops'
+# teams by rows rather than units; 130 units make the backward's product
+# (K = gates * 130) span two K blocks.
+@pytest.mark.parametrize("batch,hidden", [(64, 96), (16, 96), (200, 24), (40, 130)])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_one_and_two_threads_agree_bitwise(rng, name, batch):
-    # Large enough that the GEMMs and the gate kernels split.
-    cfg = Config(4, batch, 40, 96, layers=2, bidirectional=True)
+def test_one_and_two_threads_agree_bitwise(rng, name, batch, hidden):
+    # Large enough that the GEMMs and the gate kernels split; one direction,
+    # so that two threads split each time loop (two directions would run
+    # one a thread: test_directions_at_once).
+    cfg = Config(4, batch, 40, hidden, layers=2)
     x, params, initial = make_case(rng, name, cfg)
 
     def run():
