@@ -3,9 +3,10 @@
 // W_hh packed once, or at some batch sizes transposed with W_hh read in
 // place) and the cell's fused gate kernel, the forward's steps all on one
 // team of threads (TeamHiddenMap, TransposedHiddenMap). The backwards walk
-// the steps in reverse with the same gate kernels as the cells' backwards
-// (on a copy of the cached pre-activations, which they overwrite with gate
-// gradients), keep every step's gate gradients, and after the loop form
+// the steps in reverse, also on one team (TeamProduct), with the same gate
+// kernels as the cells' backwards (on a copy of the cached pre-activations,
+// which they overwrite with gate gradients), keep every step's gate
+// gradients, and after the loop form
 // grad_x and each weight gradient as one GEMM over all T * N rows. Threads
 // split only GEMM outputs and the gate kernels' rows and units, so every
 // result is the same for any thread count. The two directions of a
@@ -363,10 +364,10 @@ void summed_maps_backward(const LayerShape& s, int gates, const float* x, const 
 
 // Two directions on two threads, one each, rather than in turn on both:
 // one direction's steps split over two threads meet twice a step (h
-// packed, h_{t+1} whole; the backward's GEMM and gate kernel fork and join
-// once each a step), and at N = 32, H = 256 a step is a few tens of
-// microseconds, while two directions need no meeting at all. Below the
-// grain (a direction's multiply-adds) one fork costs more than it saves.
+// packed, h_{t+1} whole; in the backward d_t whole, d_t packed), and at
+// N = 32, H = 256 a step is a few tens of microseconds, while two
+// directions need no meeting at all. Below the grain (a direction's
+// multiply-adds) one fork costs more than it saves.
 // With more threads each direction keeps the whole team in turn (two
 // teams of half would need nested parallel regions).
 void layer_directions(int directions, int64_t work, const std::function<void(int)>& direction) {
