@@ -253,6 +253,19 @@ def test_cache_is_reusable_and_its_size_documented(rng):
     assert cache.nbytes == 4 * 2 * per_direction
 
 
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_outputs_without_cache_are_those_with_it(threads, rng, name):
+    """Without return_cache the steps' pre-activations live in a scratch
+    buffer kept from call to call (not in the outputs): the same bits as
+    with the cache, for a larger call then a smaller one reusing that
+    buffer, two layers with both directions at once on two threads."""
+    for cfg in (Config(6, 13, 37, 45, layers=2, bidirectional=True), Config(3, 5, 7, 9, layers=2)):
+        x, params, initial = make_case(rng, name, cfg)
+        *with_cache, _ = forward(minidnn, name, cfg, x, params, initial)
+        without = forward(minidnn, name, cfg, x, params, initial, return_cache=False)
+        _assert_identical(flatten(with_cache), flatten(without))
+
+
 def test_output_gradients_may_be_none(rng):
     cfg = Config(3, 2, 4, 5, bidirectional=True)
     x, params, initial = make_case(rng, "lstm", cfg)
