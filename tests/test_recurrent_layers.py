@@ -255,10 +255,9 @@ def test_cache_is_reusable_and_its_size_documented(rng):
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_outputs_without_cache_are_those_with_it(threads, rng, name):
-    """Without return_cache the steps' pre-activations live in a scratch
-    buffer kept from call to call (not in the outputs): the same bits as
-    with the cache, for a larger call then a smaller one reusing that
-    buffer, two layers with both directions at once on two threads."""
+    """return_cache changes nothing in the outputs: the same bits with and
+    without it, two layers with both directions at once on two threads,
+    then one direction."""
     for cfg in (Config(6, 13, 37, 45, layers=2, bidirectional=True), Config(3, 5, 7, 9, layers=2)):
         x, params, initial = make_case(rng, name, cfg)
         *with_cache, _ = forward(minidnn, name, cfg, x, params, initial)

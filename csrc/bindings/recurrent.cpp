@@ -9,7 +9,6 @@
 
 #include "bindings/common.h"
 #include "cpu/recurrent/recurrent.h"
-#include "runtime/scratch.h"
 
 namespace minidnn::bindings {
 namespace {
@@ -320,33 +319,16 @@ class LayerDirections {
   const float* state(const float* states, int d) const {
     return states ? states + d * args_[0].n * args_[0].hs : nullptr;
   }
-  // Each direction's new (count, N, width) buffers, one tuple a direction
-  // appended to `out`, and their data (or null for a count of 0: None).
-  // The first `states` are arrays; the rest, what only a cache keeps (the
-  // steps' pre-activations), are arrays when `cache`, else None in `out`
-  // and carved from the calling thread's recurrent_steps scratch: a layer
-  // of T = 50, N = 64, H = 512 would otherwise fault in and clear 26 MB of
-  // fresh pages for its LSTM gates at every call (4-5% of the forward).
+  // Each direction's new (count, N, width) arrays, one tuple a direction
+  // appended to `out` (None for a count of 0), and their data (or null).
   template <size_t K>
-  std::array<std::array<float*, K>, 2> new_buffers(const std::array<Extent, K>& extents, size_t states, bool cache,
-                                                   py::list* out) const {
+  std::array<std::array<float*, K>, 2> new_buffers(const std::array<Extent, K>& extents, py::list* out) const {
     std::array<std::array<float*, K>, 2> data{};
-    float* scratch = nullptr;
-    if (!cache) {
-      int64_t floats = 0;
-      for (int d = 0; d < count_; ++d) {
-        for (size_t i = states; i < K; ++i) floats += scratch_floats(d, extents[i]);
-      }
-      scratch = thread_scratch(ScratchSlot::recurrent_steps, floats);
-    }
     for (int d = 0; d < count_; ++d) {
       py::tuple arrays(K);
       for (size_t i = 0; i < K; ++i) {
-        arrays[i] = py::none();
-        if (extents[i].count == 0) continue;
-        if (i >= states && !cache) {
-          data[d][i] = scratch;
-          scratch += scratch_floats(d, extents[i]);
+        if (extents[i].count == 0) {
+          arrays[i] = py::none();
           continue;
         }
         py::object a = args_[d].new_steps(extents[i].count, extents[i].width);
@@ -389,9 +371,6 @@ class LayerDirections {
   }
 
  private:
-  // Direction d's buffer of `e` in scratch floats: whole cache lines.
-  int64_t scratch_floats(int d, const Extent& e) const { return (e.count * args_[d].n * e.width + 15) / 16 * 16; }
-
   int count_ = 0;
   std::array<LayerArgs, 2> args_;
 };
@@ -406,11 +385,11 @@ std::array<Extent, 4> gru_buffers(const LayerArgs& a, bool linear_before_reset) 
 }
 std::array<Extent, 2> rnn_buffers(const LayerArgs& a) { return {{a.states(), a.steps_of(a.hs)}}; }
 
-py::object lstm_layer(py::handle x, py::handle params, py::handle h0, py::handle c0, bool cache) {
+py::object lstm_layer(py::handle x, py::handle params, py::handle h0, py::handle c0) {
   const LayerDirections dirs(4, x, params);
   const float *h0p = dirs.states(h0, "h0"), *c0p = dirs.states(c0, "c0");
   py::list out;
-  const auto p = dirs.new_buffers(lstm_buffers(dirs[0]), 2, cache, &out);
+  const auto p = dirs.new_buffers(lstm_buffers(dirs[0]), &out);
   dirs.run([&](int d, const LayerArgs& a) {
     cpu::lstm_layer(a.shape(d == 1), a.x.data, a.weights(), dirs.state(h0p, d), dirs.state(c0p, d), p[d][0], p[d][1],
                     p[d][2]);
@@ -466,11 +445,11 @@ py::object lstm_layer_backward(py::handle x, py::handle params, py::handle buffe
   return grads_list(dirs, g, 2);
 }
 
-py::object gru_layer(py::handle x, py::handle params, py::handle h0, bool linear_before_reset, bool cache) {
+py::object gru_layer(py::handle x, py::handle params, py::handle h0, bool linear_before_reset) {
   const LayerDirections dirs(3, x, params);
   const float* h0p = dirs.states(h0, "h0");
   py::list out;
-  const auto p = dirs.new_buffers(gru_buffers(dirs[0], linear_before_reset), 1, cache, &out);
+  const auto p = dirs.new_buffers(gru_buffers(dirs[0], linear_before_reset), &out);
   dirs.run([&](int d, const LayerArgs& a) {
     cpu::gru_layer(a.shape(d == 1), a.x.data, a.weights(), linear_before_reset, dirs.state(h0p, d), p[d][0], p[d][1],
                    p[d][2], p[d][3]);
@@ -492,11 +471,11 @@ py::object gru_layer_backward(py::handle x, py::handle params, py::handle buffer
   return grads_list(dirs, g, 1);
 }
 
-py::object rnn_layer(py::handle x, py::handle params, py::handle h0, bool relu, bool cache) {
+py::object rnn_layer(py::handle x, py::handle params, py::handle h0, bool relu) {
   const LayerDirections dirs(1, x, params);
   const float* h0p = dirs.states(h0, "h0");
   py::list out;
-  const auto p = dirs.new_buffers(rnn_buffers(dirs[0]), 1, cache, &out);
+  const auto p = dirs.new_buffers(rnn_buffers(dirs[0]), &out);
   dirs.run([&](int d, const LayerArgs& a) {
     cpu::rnn_layer(a.shape(d == 1), a.x.data, a.weights(), relu, dirs.state(h0p, d), p[d][0], p[d][1]);
   });
@@ -531,14 +510,13 @@ void bind_recurrent(py::module_& m) {
         py::arg("b_hh"), py::arg("nonlinearity"));
   m.def("rnn_cell_backward", &rnn_cell_backward, py::arg("grad_h1"), py::arg("x"), py::arg("h"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih"), py::arg("b_hh"), py::arg("nonlinearity"));
-  m.def("lstm_layer", &lstm_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("c0"), py::arg("cache"));
+  m.def("lstm_layer", &lstm_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("c0"));
   m.def("lstm_layer_backward", &lstm_layer_backward, py::arg("x"), py::arg("params"), py::arg("buffers"),
         py::arg("grad_y"), py::arg("grad_h_n"), py::arg("grad_c_n"));
-  m.def("gru_layer", &gru_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("linear_before_reset"),
-        py::arg("cache"));
+  m.def("gru_layer", &gru_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("linear_before_reset"));
   m.def("gru_layer_backward", &gru_layer_backward, py::arg("x"), py::arg("params"), py::arg("buffers"),
         py::arg("linear_before_reset"), py::arg("grad_y"), py::arg("grad_h_n"));
-  m.def("rnn_layer", &rnn_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("relu"), py::arg("cache"));
+  m.def("rnn_layer", &rnn_layer, py::arg("x"), py::arg("params"), py::arg("h0"), py::arg("relu"));
   m.def("rnn_layer_backward", &rnn_layer_backward, py::arg("x"), py::arg("params"), py::arg("buffers"),
         py::arg("relu"), py::arg("grad_y"), py::arg("grad_h_n"));
 }

@@ -10,7 +10,7 @@
 namespace minidnn {
 namespace {
 
-constexpr int kSlots = 7;
+constexpr int kSlots = 6;
 constexpr size_t kAlign = 64;  // a cache line: panels never straddle one more than needed
 
 struct ScratchBuffer {

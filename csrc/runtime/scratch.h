@@ -15,7 +15,6 @@ enum class ScratchSlot {
   conv_columns = 3,  // convolution's im2col tile around a gemm() call (which uses both GEMM slots)
   recurrent_gates = 4,  // a recurrent cell's or layer's buffers (gates, packed W_hh) around its gemm() calls
   pooling_row = 5,       // pooling's row buffer (average forward's column sums, backward's window sums)
-  recurrent_steps = 6,   // a recurrent layer's per-step buffers that only a cache would keep (the forward's caller)
 };
 
 // `floats` floats for `slot` on the calling thread. Valid until the next

@@ -217,13 +217,12 @@ class RecurrentCache:
         return self.params[0][1].shape[1]
 
 
-def _layer_forward_call(kind, x, w, initial, option, cache):
+def _layer_forward_call(kind, x, w, initial, option):
     """One layer's _C call: w its directions' params, initial its states
-    (directions, N, H) or None; a list of each direction's buffers (without
-    `cache`, the states only, the rest None)."""
+    (directions, N, H) or None; a list of each direction's buffers."""
     if kind == "lstm":
-        return _C.lstm_layer(x, w, *initial, cache)
-    return getattr(_C, f"{kind}_layer")(x, w, *initial, option, cache)
+        return _C.lstm_layer(x, w, *initial)
+    return getattr(_C, f"{kind}_layer")(x, w, *initial, option)
 
 
 def _layer_backward_call(kind, x, w, buffers, option, grad_y, grad_finals):
@@ -320,7 +319,7 @@ def _layers(kind, x, params, initial, bidirectional, batch_first, return_cache, 
         outs = []
         mine = slice(layer * dirs, (layer + 1) * dirs)
         layer_initial = [None if s is None else s[mine] for s in initial]
-        directions = _layer_forward_call(kind, layer_in, params[mine], layer_initial, option, bool(return_cache))
+        directions = _layer_forward_call(kind, layer_in, params[mine], layer_initial, option)
         for d, bufs in enumerate(directions):
             buffers.append(bufs)
             # The states of the T + 1 instants, initial first in time order
