@@ -145,11 +145,18 @@ def test_two_hundred_steps(rng, name):
     check(out, expected, name, cfg, carried=1)
 
 
-@pytest.mark.parametrize("batch", [64, 16])  # 16: the transposed hidden map on avx512
+# (batch, hidden): 16 rows take the transposed hidden map on avx512; 256
+# rows of 32 units (one panel of the avx512 GEMM's width) split the LSTM's
+# and GRU's time loops by rows rather than units (threads_for gives two
+# threads from 2^19 multiply-adds a step); 130 units make the backward's
+# product (K = gates * 130) span two K blocks.
+@pytest.mark.parametrize("batch,hidden", [(64, 96), (16, 96), (256, 32), (40, 130)])
 @pytest.mark.parametrize("name", list(LAYERS))
-def test_one_and_two_threads_agree_bitwise(rng, name, batch):
-    # Large enough that the GEMMs and the gate kernels split.
-    cfg = Config(4, batch, 40, 96, layers=2, bidirectional=True)
+def test_one_and_two_threads_agree_bitwise(rng, name, batch, hidden):
+    # Large enough that the GEMMs and the gate kernels split; one direction,
+    # so that two threads split each time loop (two directions would run
+    # one a thread: test_directions_at_once).
+    cfg = Config(4, batch, 40, hidden, layers=2)
     x, params, initial = make_case(rng, name, cfg)
 
     def run():
@@ -245,6 +252,18 @@ def test_cache_is_reusable_and_its_size_documented(rng):
     x, params, initial = make_case(rng, "lstm", one_way)
     cache = forward(minidnn, "lstm", one_way, x, params, initial)[-1]
     assert cache.nbytes == 4 * 2 * per_direction
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_outputs_without_cache_are_those_with_it(threads, rng, name):
+    """return_cache changes nothing in the outputs: the same bits with and
+    without it, two layers with both directions at once on two threads,
+    then one direction."""
+    for cfg in (Config(6, 13, 37, 45, layers=2, bidirectional=True), Config(3, 5, 7, 9, layers=2)):
+        x, params, initial = make_case(rng, name, cfg)
+        *with_cache, _ = forward(minidnn, name, cfg, x, params, initial)
+        without = forward(minidnn, name, cfg, x, params, initial, return_cache=False)
+        _assert_identical(flatten(with_cache), flatten(without))
 
 
 def test_output_gradients_may_be_none(rng):

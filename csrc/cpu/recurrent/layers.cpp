@@ -3,9 +3,10 @@
 // W_hh packed once, or at some batch sizes transposed with W_hh read in
 // place) and the cell's fused gate kernel, the forward's steps all on one
 // team of threads (TeamHiddenMap, TransposedHiddenMap). The backwards walk
-// the steps in reverse with the same gate kernels as the cells' backwards
-// (on a copy of the cached pre-activations, which they overwrite with gate
-// gradients), keep every step's gate gradients, and after the loop form
+// the steps in reverse, also on one team (TeamProduct), with the same gate
+// kernels as the cells' backwards (on a copy of the cached pre-activations,
+// which they overwrite with gate gradients), keep every step's gate
+// gradients, and after the loop form
 // grad_x and each weight gradient as one GEMM over all T * N rows. Threads
 // split only GEMM outputs and the gate kernels' rows and units, so every
 // result is the same for any thread count. The two directions of a
@@ -37,76 +38,47 @@ inline void team_barrier(int nt) {
   }
 }
 
-// op(B) (k x n) packed once into the active ISA's panels, for the T
-// products of a time loop (gemm() would pack it again at every step), in
-// floats(k, n) floats of the caller's scratch.
-class PackedB {
+// A product that one team of threads forms at every step of a time loop,
+// rather than a GEMM entering and leaving OpenMP at every step (at N = 64,
+// H = 512 an LSTM step's GEMM and gate kernel forked once each, and the
+// gate kernel took 43 us of a 470 us step on two threads, 60 us on one):
+// out[r, b * w + u] = (A B_b)[r, u] + beta out[r, b * w + u] (+ bias at the
+// same column), for a step's A (n x k) that the team packs, and `blocks`
+// column blocks B_b (k x w) of a weight packed once, each from a panel
+// boundary. Thread t owns the units u of a contiguous range of the
+// panels, of every block (or, when w is a single panel, a range of rows),
+// and runs the step's gate kernel of exactly those units, so that the team
+// meets only once A is whole and once it is packed. Each tile is the
+// microkernel over the same K blocks as gemm_packed_b's, so results are
+// those of any thread count.
+class TeamProduct {
  public:
-  PackedB(int64_t k, int64_t n, GemmOperand b, Scratch& scratch)
-      : kern_(gemm_kernels()), k_(k), n_(n), data_(scratch.take(packed_b_floats(kern_.blocking, k, n))) {
-    kern_.pack_b(k, n, b, data_);
-  }
-  static int64_t floats(int64_t k, int64_t n) {
-    return Scratch::size(packed_b_floats(gemm_kernels().blocking, k, n));
-  }
-  // C (m x n, stride ldc) = A (m x k, stride lda) op(B) + beta C (+ bias).
-  void multiply(int64_t m, const float* a, int64_t lda, float beta, float* c, int64_t ldc,
-                const float* bias = nullptr) const {
-    GemmEpilogue ep;
-    ep.bias = bias;
-    kern_.gemm_packed_b(m, n_, k_, 1.0f, {a, ld(lda), false}, data_, beta, c, ld(ldc), ep);
-  }
-
- private:
-  const GemmKernels& kern_;
-  int64_t k_, n_;
-  float* data_;
-};
-
-// W_hh (cols x H) from row `first`: gate gradients to grad_h.
-PackedB hidden_grad_weights(const float* w_hh, int64_t hs, int64_t first, int64_t cols, Scratch& scratch) {
-  return PackedB(cols, hs, {w_hh + first * hs, ld(hs), false}, scratch);
-}
-
-// The hidden map of a forward time loop that one team of threads runs for
-// all its steps, rather than a GEMM and a gate kernel each entering and
-// leaving OpenMP at every step (at N = 64, H = 512 the gate kernel took
-// 43 us of a 470 us LSTM step on two threads, 60 us on one). Thread t owns
-// the hidden units of a contiguous range of the GEMM's column panels: it
-// computes every gate's columns of h W_hh^T for those units (W_hh packed
-// per gate, so that each gate's units start at a panel), then the gate
-// kernel of those units on gates still in its cache. The team meets twice
-// a step: once h_t is packed (each thread packs a share of h's row panels),
-// and once h_{t+1} is whole. Each tile is the microkernel over the same K
-// blocks as gemm_packed_b's, so results are those of any thread count.
-class TeamHiddenMap {
- public:
-  // `gates` gates of hs units: the gates * hs rows of W_hh (hs columns each)
-  // from w_hh on; h has n rows.
-  TeamHiddenMap(const float* w_hh, int64_t n, int64_t hs, int gates, Scratch& scratch)
+  // B_b = op(b) from b.data + b_step * block_step floats on.
+  TeamProduct(int64_t n, int64_t k, int64_t w, int blocks, GemmOperand b, int64_t block_step, Scratch& scratch)
       : kern_(gemm_kernels()),
         blk_(kern_.blocking),
         n_(n),
-        hs_(hs),
-        gates_(gates),
+        k_(k),
+        w_(w),
+        blocks_(blocks),
         row_panels_((n + blk_.mr - 1) / blk_.mr),
-        unit_panels_((hs + blk_.nr - 1) / blk_.nr),
-        gate_floats_(Scratch::size(packed_b_floats(blk_, hs, hs))),
-        packed_w_(scratch.take(gates * gate_floats_)),
-        packed_h_(scratch.take(packed_a_floats(blk_, n, hs))) {
-    for (int gate = 0; gate < gates; ++gate) {
-      kern_.pack_b(hs, hs, {w_hh + gate * hs * hs, ld(hs), true}, packed_w_ + gate * gate_floats_);
+        unit_panels_((w + blk_.nr - 1) / blk_.nr),
+        block_floats_(Scratch::size(packed_b_floats(blk_, k, w))),
+        packed_b_(scratch.take(blocks * block_floats_)),
+        packed_a_(scratch.take(packed_a_floats(blk_, n, k))) {
+    for (int block = 0; block < blocks; ++block) {
+      kern_.pack_b(k, w, {b.data + block * block_step, b.ld, b.trans}, packed_b_ + block * block_floats_);
     }
   }
-  static int64_t floats(int64_t n, int64_t hs, int gates) {
+  static int64_t floats(int64_t n, int64_t k, int64_t w, int blocks) {
     const GemmBlocking& blk = gemm_kernels().blocking;
-    return gates * Scratch::size(packed_b_floats(blk, hs, hs)) + Scratch::size(packed_a_floats(blk, n, hs));
+    return blocks * Scratch::size(packed_b_floats(blk, k, w)) + Scratch::size(packed_a_floats(blk, n, k));
   }
-  int threads() const { return threads_for(n_ * gates_ * hs_ * hs_, int64_t{1} << 18); }
+  int threads() const { return threads_for(n_ * blocks_ * k_ * w_, int64_t{1} << 18); }
 
   // Thread t's block of the output: row panels [q_begin, q_end) x unit
   // panels [p_begin, p_end). The team splits the units while there are
-  // panels enough (a GEMM's N split), the rows otherwise (H <= one panel).
+  // panels enough (a GEMM's N split), the rows otherwise (w <= one panel).
   struct Share {
     int64_t q_begin, q_end, p_begin, p_end;
     int64_t row_begin, rows, unit_begin, unit_end;  // the same block in rows and units
@@ -120,42 +92,35 @@ class TeamHiddenMap {
     sh.row_begin = sh.q_begin * blk_.mr;
     sh.rows = std::min(n_, sh.q_end * blk_.mr) - sh.row_begin;
     sh.unit_begin = sh.p_begin * blk_.nr;
-    sh.unit_end = std::min(hs_, sh.p_end * blk_.nr);
+    sh.unit_end = std::min(w_, sh.p_end * blk_.nr);
     return sh;
   }
 
-  // Thread t's part of a step: out (+)= h W^T (+ bias) for its share (the
-  // team meets once h is packed).
-  void product(const float* h, int t, int nt, const Share& sh, const float* bias, float* out, int64_t ldo,
-               bool accumulate) const {
-    pack(h, t, nt);
+  // Thread t's part of a step: its share of out = A (n x k, rows lda
+  // apart) B + beta out (+ bias); the team meets once A is packed.
+  void product(const float* a, int64_t lda, int t, int nt, const Share& sh, const float* bias, float beta,
+               float* out, int64_t ldo) const {
+    kern_.pack_a(n_, k_, {a, ld(lda), false}, row_panels_ * t / nt, row_panels_ * (t + 1) / nt, packed_a_);
     team_barrier(nt);
-    multiply(sh, accumulate ? 1.0f : 0.0f, out, ldo, bias);
+    multiply(sh, beta, out, ldo, bias);
   }
 
  private:
-  // Thread t's share of packing h (n x hs, dense) for the next multiply.
-  void pack(const float* h, int t, int nt) const {
-    kern_.pack_a(n_, hs_, {h, ld(hs_), false}, row_panels_ * t / nt, row_panels_ * (t + 1) / nt, packed_h_);
-  }
-
-  // A share of every gate: out[r, gate * hs + u] (rows ldo apart) =
-  // (h W^T)[r, gate * hs + u] + beta * out (+ bias[gate * hs + u]).
   void multiply(const Share& sh, float beta, float* out, int64_t ldo, const float* bias) const {
     const int64_t mr = blk_.mr, nr = blk_.nr;
-    for (int gate = 0; gate < gates_; ++gate) {
-      for (int64_t pc = 0; pc < hs_; pc += blk_.kc) {
-        const int64_t kc = std::min(blk_.kc, hs_ - pc);
-        const bool last = pc + kc == hs_;
-        const float* b_block = packed_w_ + gate * gate_floats_ + pc * unit_panels_ * nr;
+    for (int block = 0; block < blocks_; ++block) {
+      for (int64_t pc = 0; pc < k_; pc += blk_.kc) {
+        const int64_t kc = std::min(blk_.kc, k_ - pc);
+        const bool last = pc + kc == k_;
+        const float* b_block = packed_b_ + block * block_floats_ + pc * unit_panels_ * nr;
         for (int64_t q = sh.q_begin; q < sh.q_end; ++q) {
-          const float* a_panel = packed_h_ + pc * row_panels_ * mr + q * mr * kc;
+          const float* a_panel = packed_a_ + pc * row_panels_ * mr + q * mr * kc;
           const int rows = static_cast<int>(std::min(mr, n_ - q * mr));
           for (int64_t p = sh.p_begin; p < sh.p_end; ++p) {
-            const int64_t col = gate * hs_ + p * nr;
+            const int64_t col = block * w_ + p * nr;
             const TileUpdate u{1.0f, beta, pc == 0, last && bias ? bias + col : nullptr};
             kern_.ukernel(kc, a_panel, b_block + p * kc * nr, nr, false, out + q * mr * ldo + col, ldo, rows,
-                          static_cast<int>(std::min(nr, hs_ - p * nr)), u);
+                          static_cast<int>(std::min(nr, w_ - p * nr)), u);
           }
         }
       }
@@ -164,12 +129,43 @@ class TeamHiddenMap {
 
   const GemmKernels& kern_;
   const GemmBlocking& blk_;
-  int64_t n_, hs_;
-  int gates_;
-  int64_t row_panels_, unit_panels_, gate_floats_;
-  float* packed_w_;
-  float* packed_h_;
+  int64_t n_, k_, w_;
+  int blocks_;
+  int64_t row_panels_, unit_panels_, block_floats_;
+  float* packed_b_;
+  float* packed_a_;
 };
+
+// The hidden map of a forward time loop on one team (TeamProduct): h W_hh^T
+// with W_hh packed per gate, so that each gate's units start at a panel.
+class TeamHiddenMap {
+ public:
+  using Share = TeamProduct::Share;
+  // `gates` gates of hs units: the gates * hs rows of W_hh (hs columns each)
+  // from w_hh on; h has n rows.
+  TeamHiddenMap(const float* w_hh, int64_t n, int64_t hs, int gates, Scratch& scratch)
+      : product_(n, hs, hs, gates, {w_hh, ld(hs), true}, hs * hs, scratch), hs_(hs) {}
+  static int64_t floats(int64_t n, int64_t hs, int gates) { return TeamProduct::floats(n, hs, hs, gates); }
+  int threads() const { return product_.threads(); }
+  Share share(int t, int nt) const { return product_.share(t, nt); }
+  // Thread t's part of a step: out (+)= h W^T (+ bias) for its share.
+  void product(const float* h, int t, int nt, const Share& sh, const float* bias, float* out, int64_t ldo,
+               bool accumulate) const {
+    product_.product(h, hs_, t, nt, sh, bias, accumulate ? 1.0f : 0.0f, out, ldo);
+  }
+
+ private:
+  TeamProduct product_;
+  int64_t hs_;
+};
+
+// The backward's product of a step's gate gradients (n x cols) with the
+// rows [first, first + cols) of W_hh (hs columns each): their share of
+// grad_h, on the team of the time loop.
+TeamProduct hidden_grad_weights(const float* w_hh, int64_t n, int64_t hs, int64_t first, int64_t cols,
+                                Scratch& scratch) {
+  return TeamProduct(n, cols, hs, 1, {w_hh + first * hs, ld(hs), false}, 0, scratch);
+}
 
 // The hidden map of a forward time loop computed transposed, W_hh h_t^T,
 // with W_hh read in place (recurrent_gemm.h's InPlaceMaps). Thread t owns
@@ -285,13 +281,28 @@ void copy_or_zero(const float* src, int64_t floats, float* dst) {
   }
 }
 
-// grad_h += the gradient of y at step t.
-void add_output_grad(const LayerOutputGrad& g, int64_t t, int64_t n, int64_t hs, float* grad_h) {
+using Share = TeamProduct::Share;
+
+// grad_h += the gradient of y at step t, in the share's rows and units.
+void add_output_grad(const LayerOutputGrad& g, int64_t t, int64_t n, int64_t hs, const Share& sh, float* grad_h) {
   if (!g.grad_y) return;
-  for (int64_t row = 0; row < n; ++row) {
+  for (int64_t row = sh.row_begin; row < sh.row_begin + sh.rows; ++row) {
     const float* src = g.grad_y + (t * n + row) * g.ld_grad_y;
     float* dst = grad_h + row * hs;
-    for (int64_t j = 0; j < hs; ++j) dst[j] += src[j];
+    for (int64_t j = sh.unit_begin; j < sh.unit_end; ++j) dst[j] += src[j];
+  }
+}
+
+// The share's rows and units of every gate of a step's buffer (rows of
+// gates * hs floats) copied from src to dst: what its gate kernel reads.
+void copy_share(const float* src, int64_t hs, int gates, const Share& sh, float* dst) {
+  const int64_t cols = gates * hs, len = sh.unit_end - sh.unit_begin;
+  if (len <= 0) return;
+  for (int64_t row = sh.row_begin; row < sh.row_begin + sh.rows; ++row) {
+    for (int gate = 0; gate < gates; ++gate) {
+      const int64_t at = row * cols + gate * hs + sh.unit_begin;
+      std::memcpy(dst + at, src + at, sizeof(float) * len);
+    }
   }
 }
 
@@ -313,28 +324,34 @@ void summed_bias_grad(int64_t rows, int64_t cols, const float* ones, const float
 
 // The LSTM's and RNN's backward: per step (in reverse) the gate kernel
 // turns a copy of the step's pre-activations into their gradients d_t given
-// grad_h, and grad_h becomes d_t W_hh; then grad_x and the weight
-// gradients from all the d_t at once.
+// grad_h, and grad_h becomes d_t W_hh, all steps on one team (TeamProduct:
+// each thread copies and runs the gate kernel of its own units, then its
+// units of d_t W_hh, which are what its next step reads); then grad_x and
+// the weight gradients from all the d_t at once.
 template <class GateBackward>
-void summed_maps_backward(const LayerShape& s, int64_t cols, const float* x, const CellWeights& w,
+void summed_maps_backward(const LayerShape& s, int gates, const float* x, const CellWeights& w,
                           const float* h_states, const float* pre, const LayerOutputGrad& g, float* grad_x,
                           float* grad_h0, const CellWeightGrads& gw, const GateBackward& gate_backward) {
   const Steps st{s};
-  const int64_t rows = s.steps * s.n, step = s.n * cols;
-  Scratch scratch(Scratch::size(rows * cols) + Scratch::size(st.block()) + PackedB::floats(cols, s.hs) +
+  const int64_t cols = gates * s.hs, rows = s.steps * s.n, step = s.n * cols;
+  Scratch scratch(Scratch::size(rows * cols) + Scratch::size(st.block()) + TeamProduct::floats(s.n, cols, s.hs, 1) +
                   Scratch::size(rows));
   float* d = scratch.take(rows * cols);
   float* grad_h = scratch.take(st.block());
   copy_or_zero(g.grad_h_n, st.block(), grad_h);
-  const PackedB w_hh = hidden_grad_weights(w.w_hh, s.hs, 0, cols, scratch);
-  for (int64_t i = s.steps - 1; i >= 0; --i) {
-    const int64_t t = st.time(i);
-    add_output_grad(g, t, s.n, s.hs, grad_h);
-    float* dt = d + t * step;
-    std::memcpy(dt, pre + t * step, sizeof(float) * step);
-    gate_backward(t, dt, grad_h);
-    w_hh.multiply(s.n, dt, cols, 0.0f, grad_h, s.hs);
-  }
+  const TeamProduct w_hh = hidden_grad_weights(w.w_hh, s.n, s.hs, 0, cols, scratch);
+  parallel(w_hh.threads(), [&](int t, int nt) {
+    const Share sh = w_hh.share(t, nt);
+    for (int64_t i = s.steps - 1; i >= 0; --i) {
+      const int64_t time = st.time(i);
+      add_output_grad(g, time, s.n, s.hs, sh, grad_h);
+      float* dt = d + time * step;
+      copy_share(pre + time * step, s.hs, gates, sh, dt);
+      gate_backward(time, sh, dt, grad_h);
+      team_barrier(nt);  // d_t whole
+      w_hh.product(dt, cols, t, nt, sh, nullptr, 0.0f, grad_h, s.hs);
+    }
+  });
   std::memcpy(grad_h0, grad_h, sizeof(float) * st.block());
   const float* one = ones(scratch, rows);
   input_grads(rows, s.in, cols, d, x, w.w_ih, one, grad_x, gw.w_ih, gw.b_ih);
@@ -347,10 +364,10 @@ void summed_maps_backward(const LayerShape& s, int64_t cols, const float* x, con
 
 // Two directions on two threads, one each, rather than in turn on both:
 // one direction's steps split over two threads meet twice a step (h
-// packed, h_{t+1} whole; the backward's GEMM and gate kernel fork and join
-// once each a step), and at N = 32, H = 256 a step is a few tens of
-// microseconds, while two directions need no meeting at all. Below the
-// grain (a direction's multiply-adds) one fork costs more than it saves.
+// packed, h_{t+1} whole; in the backward d_t whole, d_t packed), and at
+// N = 32, H = 256 a step is a few tens of microseconds, while two
+// directions need no meeting at all. Below the grain (a direction's
+// multiply-adds) one fork costs more than it saves.
 // With more threads each direction keeps the whole team in turn (two
 // teams of half would need nested parallel regions).
 void layer_directions(int directions, int64_t work, const std::function<void(int)>& direction) {
@@ -408,10 +425,13 @@ void lstm_layer_backward(const LayerShape& s, const float* x, const CellWeights&
   // grad_c is the gradient of the step's new cell state going in and of
   // its old one coming out: the kernel reads each element before it
   // writes it.
-  summed_maps_backward(s, 4 * s.hs, x, w, h_states, gates, g, grad_x, grad_h0, gw,
-                       [&](int64_t t, float* d, const float* grad_h) {
-                         k.lstm_backward(s.n, s.hs, d, c_states + st.read_slot(t) * block, grad_h, grad_c.data(),
-                                         grad_c.data());
+  summed_maps_backward(s, 4, x, w, h_states, gates, g, grad_x, grad_h0, gw,
+                       [&](int64_t t, const Share& sh, float* d, const float* grad_h) {
+                         const int64_t mine = sh.row_begin * s.hs;
+                         float* grad_c_mine = grad_c.data() + mine;
+                         k.lstm_backward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, d + 4 * mine,
+                                               c_states + st.read_slot(t) * block + mine, grad_h + mine,
+                                               grad_c_mine, grad_c_mine);
                        });
   std::memcpy(grad_c0, grad_c.data(), sizeof(float) * block);
 }
@@ -438,8 +458,12 @@ void rnn_layer_backward(const LayerShape& s, const float* x, const CellWeights& 
                         const float* pre, const LayerOutputGrad& g, float* grad_x, float* grad_h0,
                         const CellWeightGrads& gw) {
   const RecurrentKernels& k = recurrent_kernels();
-  summed_maps_backward(s, s.hs, x, w, h_states, pre, g, grad_x, grad_h0, gw,
-                       [&](int64_t, float* d, const float* grad_h) { k.rnn_backward(s.n, s.hs, d, grad_h, relu); });
+  summed_maps_backward(s, 1, x, w, h_states, pre, g, grad_x, grad_h0, gw,
+                       [&](int64_t, const Share& sh, float* d, const float* grad_h) {
+                         const int64_t mine = sh.row_begin * s.hs;
+                         k.rnn_backward_units(sh.rows, s.hs, sh.unit_begin, sh.unit_end, d + mine, grad_h + mine,
+                                              relu);
+                       });
 }
 
 // ------------------------------------------------------------------- GRU
@@ -496,35 +520,52 @@ void gru_layer_backward(const LayerShape& s, const float* x, const CellWeights& 
   // hidden maps' outputs is then gi's).
   const int64_t d_gh_floats = linear_before_reset ? rows * cols : step, h_cols = linear_before_reset ? cols : 2 * hs;
   Scratch scratch(Scratch::size(rows * cols) + Scratch::size(d_gh_floats) + 3 * Scratch::size(block) +
-                  PackedB::floats(h_cols, hs) + PackedB::floats(hs, hs) + Scratch::size(rows));
+                  TeamProduct::floats(s.n, h_cols, hs, 1) + TeamProduct::floats(s.n, hs, hs, 1) +
+                  Scratch::size(rows));
   float* d_gi = scratch.take(rows * cols);
   float* d_gh = scratch.take(d_gh_floats);
   float* grad_h = scratch.take(block);
   float* grad_prev = scratch.take(block);
   float* d_rh = scratch.take(block);
   copy_or_zero(g.grad_h_n, block, grad_h);
-  const PackedB w_h = hidden_grad_weights(w.w_hh, hs, 0, h_cols, scratch);
-  std::optional<PackedB> w_hn;
-  if (!linear_before_reset) w_hn.emplace(hidden_grad_weights(w.w_hh, hs, 2 * hs, hs, scratch));
+  const TeamProduct w_h = hidden_grad_weights(w.w_hh, s.n, hs, 0, h_cols, scratch);
+  std::optional<TeamProduct> w_hn;
+  if (!linear_before_reset) w_hn.emplace(hidden_grad_weights(w.w_hh, s.n, hs, 2 * hs, hs, scratch));
   const RecurrentKernels& k = recurrent_kernels();
-  for (int64_t i = s.steps - 1; i >= 0; --i) {
-    const int64_t t = st.time(i);
-    const float* h = h_states + st.read_slot(t) * block;
-    add_output_grad(g, t, s.n, hs, grad_h);
-    float* dgi = d_gi + t * step;
-    float* dgh = d_gh + (linear_before_reset ? t * step : 0);
-    std::memcpy(dgi, gi + t * step, sizeof(float) * step);
-    std::memcpy(dgh, gh + t * step, sizeof(float) * step);
-    k.gru_backward(s.n, hs, dgi, dgh, h, grad_h, grad_prev, !linear_before_reset);
-    if (w_hn) {
-      w_hn->multiply(s.n, dgi + 2 * hs, cols, 0.0f, d_rh, hs);
-      k.gru_backward_reset(s.n, hs, dgi, dgh, h, d_rh, grad_prev);
-      w_h.multiply(s.n, dgi, cols, 1.0f, grad_prev, hs);
-    } else {
-      w_h.multiply(s.n, dgh, cols, 1.0f, grad_prev, hs);
+  // One team for all steps, as summed_maps_backward's; without
+  // linear_before_reset d_rh = da_n W_hn needs every unit of da_n, and
+  // the second product every unit of da_r: two meetings more a step.
+  parallel(w_h.threads(), [&](int t, int nt) {
+    // w_hn's shares are w_h's: the same rows and units.
+    const Share sh = w_h.share(t, nt);
+    const int64_t mine = sh.row_begin * hs, mine_gates = sh.row_begin * cols;
+    float* grad_next = grad_h;  // the gradient of the state a step writes
+    float* grad_this = grad_prev;  // and of the one it reads
+    for (int64_t i = s.steps - 1; i >= 0; --i) {
+      const int64_t time = st.time(i);
+      const float* h = h_states + st.read_slot(time) * block;
+      add_output_grad(g, time, s.n, hs, sh, grad_next);
+      float* dgi = d_gi + time * step;
+      float* dgh = d_gh + (linear_before_reset ? time * step : 0);
+      copy_share(gi + time * step, hs, 3, sh, dgi);
+      copy_share(gh + time * step, hs, 3, sh, dgh);
+      k.gru_backward_units(sh.rows, hs, sh.unit_begin, sh.unit_end, dgi + mine_gates, dgh + mine_gates, h + mine,
+                           grad_next + mine, grad_this + mine, !linear_before_reset);
+      team_barrier(nt);  // the step's gate gradients whole
+      if (w_hn) {
+        w_hn->product(dgi + 2 * hs, cols, t, nt, sh, nullptr, 0.0f, d_rh, hs);
+        k.gru_backward_reset_units(sh.rows, hs, sh.unit_begin, sh.unit_end, dgi + mine_gates, dgh + mine_gates,
+                                   h + mine, d_rh + mine, grad_this + mine);
+        team_barrier(nt);  // da_r whole
+        w_h.product(dgi, cols, t, nt, sh, nullptr, 1.0f, grad_this, hs);
+      } else {
+        w_h.product(dgh, cols, t, nt, sh, nullptr, 1.0f, grad_this, hs);
+      }
+      std::swap(grad_next, grad_this);
     }
-    std::swap(grad_h, grad_prev);
-  }
+  });
+  // The gradient the last step wrote: grad_prev after an odd number of steps.
+  if (s.steps % 2 != 0) std::swap(grad_h, grad_prev);
   std::memcpy(grad_h0, grad_h, sizeof(float) * block);
   const float* one = ones(scratch, rows);
   input_grads(rows, s.in, cols, d_gi, x, w.w_ih, one, grad_x, gw.w_ih, gw.b_ih);

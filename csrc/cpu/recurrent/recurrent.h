@@ -131,8 +131,9 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
 // One direction of one layer over a whole sequence (layers.cpp): the input
 // map of every step as one GEMM, then per step the hidden map (on W_hh
 // packed once, or transposed with W_hh read in place where that fills more
-// of the microkernel's lanes) and the fused gate kernel (the forwards'
-// steps on one team of threads, each owning some hidden units). x is
+// of the microkernel's lanes) and the fused gate kernel (the steps of the
+// forwards and of the backwards on one team of threads, each owning some
+// hidden units). x is
 // (T, N, I), dense.
 //
 // The states of the T + 1 instants are kept time-indexed in `h_states`
