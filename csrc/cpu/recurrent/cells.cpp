@@ -189,6 +189,25 @@ class InPlaceBackward {
   const float* h_;
 };
 
+// The backward with the weights in place of a cell whose gates are the
+// summed maps (LSTM, RNN): each thread recomputes its units' gates, turns
+// them into gate gradients with unit_backward(d, u_begin, u_end), and forms
+// those units' weight-gradient rows; then grad_x and grad_h.
+template <class UnitBackward>
+void summed_maps_backward_in_place(int64_t n, int64_t in, int64_t hs, int gates, const float* x, const float* h,
+                                   const CellWeights& w, float* grad_x, float* grad_h, const CellWeightGrads& gw,
+                                   UnitBackward unit_backward) {
+  const int64_t cols = gates * hs;
+  Scratch s(Scratch::size(n * cols) + InPlaceBackward::floats(n, in, hs) + summed_maps_floats(n, in, hs, gates));
+  float* d = s.take(n * cols);
+  const InPlaceBackward back(n, in, hs, x, h, s);
+  summed_maps(n, in, hs, gates, x, h, w, d, s, [&](int64_t u_begin, int64_t u_end) {
+    unit_backward(d, u_begin, u_end);
+    back.shared_unit_rows(d, gates, u_begin, u_end, gw);
+  });
+  back.input_grads(d, cols, d, cols, cols, w, grad_x, grad_h, false);
+}
+
 }  // namespace
 
 // ------------------------------------------------------------------ LSTM
@@ -210,14 +229,10 @@ void lstm_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1,
   const int64_t cols = 4 * hs;
   const RecurrentKernels& k = recurrent_kernels();
   if (weights_in_place(n, in, hs)) {
-    Scratch s(Scratch::size(n * cols) + InPlaceBackward::floats(n, in, hs) + summed_maps_floats(n, in, hs, 4));
-    float* d = s.take(n * cols);
-    const InPlaceBackward back(n, in, hs, x, h, s);
-    summed_maps(n, in, hs, 4, x, h, w, d, s, [&](int64_t u_begin, int64_t u_end) {
-      k.lstm_backward_units(n, hs, u_begin, u_end, d, c, grad_h1, grad_c1, grad_c);
-      back.shared_unit_rows(d, 4, u_begin, u_end, gw);
-    });
-    back.input_grads(d, cols, d, cols, cols, w, grad_x, grad_h, false);
+    summed_maps_backward_in_place(n, in, hs, 4, x, h, w, grad_x, grad_h, gw,
+                                  [&](float* d, int64_t u_begin, int64_t u_end) {
+                                    k.lstm_backward_units(n, hs, u_begin, u_end, d, c, grad_h1, grad_c1, grad_c);
+                                  });
     return;
   }
   Scratch s(Scratch::size(n * cols) + Scratch::size(n));
@@ -412,14 +427,10 @@ void rnn_cell_backward(int64_t n, int64_t in, int64_t hs, const float* grad_h1, 
                        const CellWeights& w, bool relu, float* grad_x, float* grad_h, const CellWeightGrads& gw) {
   const RecurrentKernels& k = recurrent_kernels();
   if (weights_in_place(n, in, hs)) {
-    Scratch s(Scratch::size(n * hs) + InPlaceBackward::floats(n, in, hs) + summed_maps_floats(n, in, hs, 1));
-    float* d = s.take(n * hs);
-    const InPlaceBackward back(n, in, hs, x, h, s);
-    summed_maps(n, in, hs, 1, x, h, w, d, s, [&](int64_t u_begin, int64_t u_end) {
-      k.rnn_backward_units(n, hs, u_begin, u_end, d, grad_h1, relu);
-      back.shared_unit_rows(d, 1, u_begin, u_end, gw);
-    });
-    back.input_grads(d, hs, d, hs, hs, w, grad_x, grad_h, false);
+    summed_maps_backward_in_place(n, in, hs, 1, x, h, w, grad_x, grad_h, gw,
+                                  [&](float* d, int64_t u_begin, int64_t u_end) {
+                                    k.rnn_backward_units(n, hs, u_begin, u_end, d, grad_h1, relu);
+                                  });
     return;
   }
   Scratch s(Scratch::size(n * hs) + Scratch::size(n));
