@@ -110,9 +110,11 @@ CONFIGS = [
     Config(4, 2, 9, 8, bidirectional=True, batch_first=True, initial=False),
     Config(3, 0, 5, 6, layers=2, bidirectional=True),  # an empty batch
     Config(3, 2, 0, 4, bidirectional=True),  # no input features
-    # 16 rows: on avx512 the hidden map is computed transposed, W_hh read
-    # in place (layers.cpp): units over several panels and tiles.
+    # 16 rows: on avx512 the hidden map is computed transposed, on W_hh
+    # packed by each thread (layers.cpp): units over several panels and
+    # tiles; and fewer units than a tile's rows, all on one thread.
     Config(3, 16, 11, 70, layers=2, bidirectional=True),
+    Config(3, 16, 4, 5),
 ]
 
 

@@ -148,6 +148,8 @@ class TeamHiddenMap {
   static int64_t floats(int64_t n, int64_t hs, int gates) { return TeamProduct::floats(n, hs, hs, gates); }
   int threads() const { return product_.threads(); }
   Share share(int t, int nt) const { return product_.share(t, nt); }
+  // W_hh was packed whole by the constructor.
+  void prepare(int, const Share&) const {}
   // Thread t's part of a step: out (+)= h W^T (+ bias) for its share.
   void product(const float* h, int t, int nt, const Share& sh, const float* bias, float* out, int64_t ldo,
                bool accumulate) const {
@@ -167,12 +169,18 @@ TeamProduct hidden_grad_weights(const float* w_hh, int64_t n, int64_t hs, int64_
   return TeamProduct(n, cols, hs, 1, {w_hh + first * hs, ld(hs), false}, 0, scratch);
 }
 
-// The hidden map of a forward time loop computed transposed, W_hh h_t^T,
-// with W_hh read in place (recurrent_gemm.h's InPlaceMaps). Thread t owns
-// the units of a contiguous range of column panels, of every gate, and all
-// rows. Each thread packs h_t^T for itself (n * hs floats: a copy per
-// thread costs less than a meeting), so the team meets once a step, when
-// h_{t+1} is whole. The interface is TeamHiddenMap's.
+// The hidden map of a forward time loop computed transposed, W_hh h_t^T
+// (recurrent_gemm.h's InPlaceMaps). Thread t owns the units of a
+// contiguous range of column panels, of every gate, and all rows. Before
+// its first step (`prepare`) each thread packs its rows of W_hh, its units
+// of every gate, as the GEMM's A panels, once for all T steps: read in
+// place at every step, the 14 rows of a tile lie H floats apart, and at
+// H = 1024 (4 KB) all of them fall in one set of the L1, which holds 8
+// (Zen 4) or 12 (Sapphire Rapids) lines of it: the LSTM layer ran 35%
+// slower at H = 1024 than at H = 1008 (bench/NOTES.md). Each thread packs
+// h_t^T for itself (n * hs floats: a copy per thread costs less than a
+// meeting), so the team meets once a step, when h_{t+1} is whole. The
+// interface is TeamHiddenMap's.
 class TransposedHiddenMap {
  public:
   struct Share {
@@ -185,30 +193,53 @@ class TransposedHiddenMap {
         n_(n),
         hs_(hs),
         gates_(gates),
-        packed_h_(scratch.take(get_num_threads() * InPlaceMaps::packed_floats(hs, n))) {}
+        packed_h_(scratch.take(get_num_threads() * InPlaceMaps::packed_floats(hs, n))),
+        packed_w_(scratch.take(packed_w_floats(hs, gates))) {}
   // A copy of h^T per thread of any team (the GRU's W_hn map runs on the
-  // team of its other gates).
+  // team of its other gates), and W_hh packed.
   static int64_t floats(int64_t n, int64_t hs, int gates) {
-    return Scratch::size(gates * hs * n) + get_num_threads() * InPlaceMaps::packed_floats(hs, n);
+    return Scratch::size(gates * hs * n) + get_num_threads() * InPlaceMaps::packed_floats(hs, n) +
+           packed_w_floats(hs, gates);
   }
   int threads() const { return threads_for(n_ * gates_ * hs_ * hs_, int64_t{1} << 18); }
   Share share(int t, int nt) const {
     const auto [unit_begin, unit_end] = maps_.units(hs_, t, nt);
     return {0, n_, unit_begin, unit_end};
   }
+  void prepare(int t, const Share& sh) const {
+    for (int gate = 0; gate < gates_; ++gate) {
+      maps_.pack_rows(w_hh_, hs_, gate * hs_ + sh.unit_begin, gate * hs_ + sh.unit_end, packed_rows(t, sh, gate));
+    }
+  }
   void product(const float* h, int t, int, const Share& sh, const float* bias, float* out, int64_t ldo,
                bool accumulate) const {
     const float* packed = maps_.pack(h, hs_, packed_h_ + t * InPlaceMaps::packed_floats(hs_, n_));
-    maps_.gate_units({{w_hh_, hs_, packed}}, hs_, 0, gates_, sh.unit_begin, sh.unit_end, bias, nullptr, out, ldo,
-                     accumulate);
+    for (int gate = 0; gate < gates_; ++gate) {
+      const int64_t begin = gate * hs_ + sh.unit_begin, end = gate * hs_ + sh.unit_end;
+      maps_.packed_rows(packed_rows(t, sh, gate), hs_, packed, begin, end);
+      maps_.transpose(begin, end, bias, nullptr, out, ldo, accumulate);
+    }
   }
 
  private:
+  // Thread t's packed rows of one gate. Its units of every gate take at
+  // most gates * (units + mr) * hs floats (each gate's rows padded to
+  // whole panels), so thread t's start at gates * (unit_begin + t * mr) * hs.
+  static int64_t packed_w_floats(int64_t hs, int gates) {
+    return Scratch::size(gates * (hs + get_num_threads() * gemm_kernels().blocking.mr) * hs);
+  }
+  float* packed_rows(int t, const Share& sh, int gate) const {
+    const int64_t mr = gemm_kernels().blocking.mr;
+    return packed_w_ + gates_ * (sh.unit_begin + t * mr) * hs_ +
+           gate * InPlaceMaps::packed_rows_floats(sh.unit_end - sh.unit_begin, hs_);
+  }
+
   InPlaceMaps maps_;
   const float* w_hh_;
   int64_t n_, hs_;
   int gates_;
   float* packed_h_;
+  float* packed_w_;
 };
 
 template <class Map>
@@ -265,6 +296,7 @@ void forward_steps(const LayerShape& s, const float* w_hh, int gates, const Step
     const Map map(w_hh, s.n, s.hs, gates, scratch);
     parallel(map.threads(), [&](int t, int nt) {
       const auto sh = map.share(t, nt);
+      map.prepare(t, sh);
       for (int64_t i = 0; i < s.steps; ++i) {
         step(map, t, nt, sh, Steps{s}.time(i));
         team_barrier(nt);
@@ -487,6 +519,8 @@ void gru_layer(const LayerShape& s, const float* x, const CellWeights& w, bool l
     parallel(w_h.threads(), [&](int t, int nt) {
       // w_hn's shares are w_h's: the same rows and units.
       const auto sh = w_h.share(t, nt);
+      w_h.prepare(t, sh);
+      if (w_hn) w_hn->prepare(t, sh);
       const int64_t mine = sh.row_begin * hs, mine_gates = sh.row_begin * cols;
       for (int64_t i = 0; i < s.steps; ++i) {
         const int64_t step = st.time(i);

@@ -163,6 +163,39 @@ class InPlaceMaps {
     }
   }
 
+  // Rows [row_begin, row_end) of W (row-major, k columns) packed as the
+  // GEMM's A panels, a matrix of their own: packed_rows_floats(row_end -
+  // row_begin, k) floats, read by packed_rows.
+  void pack_rows(const float* w, int64_t k, int64_t row_begin, int64_t row_end, float* packed) const {
+    const int64_t m = row_end - row_begin, mr = kern_.blocking.mr;
+    kern_.pack_a(m, k, {w + row_begin * k, ld(k), false}, 0, (m + mr - 1) / mr, packed);
+  }
+  static int64_t packed_rows_floats(int64_t rows, int64_t k) {
+    return packed_a_floats(gemm_kernels().blocking, rows, k);
+  }
+
+  // out_t rows [row_begin, row_end) = W x^T, with those rows of W packed by
+  // pack_rows. Each output is the same microkernel chain over the same K
+  // blocks as in `rows`, so the two agree to the bit.
+  void packed_rows(const float* packed_w, int64_t k, const float* packed_xt, int64_t row_begin,
+                   int64_t row_end) const {
+    const GemmBlocking& blk = kern_.blocking;
+    const int64_t nr = blk.nr, n_padded = (n_ + nr - 1) / nr * nr;
+    const int64_t m_padded = (row_end - row_begin + blk.mr - 1) / blk.mr * blk.mr;
+    for (int64_t i = row_begin; i < row_end; i += blk.mr) {
+      const int m = static_cast<int>(std::min<int64_t>(blk.mr, row_end - i));
+      for (int64_t pc = 0; pc < k; pc += blk.kc) {
+        const int64_t kc = std::min(blk.kc, k - pc);
+        const float* panel = packed_w + pc * m_padded + (i - row_begin) * kc;
+        const TileUpdate u{1.0f, 0.0f, pc == 0, nullptr};
+        for (int64_t j = 0; j < n_; j += nr) {
+          kern_.ukernel(kc, panel, packed_xt + pc * n_padded + j * kc, nr, false, out_t_ + i * n_ + j, n_, m,
+                        static_cast<int>(std::min(nr, n_ - j)), u);
+        }
+      }
+    }
+  }
+
   // out_t's row j, n floats: for callers computing rows themselves.
   float* out_row(int64_t j) const { return out_t_ + j * n_; }
 
