@@ -295,6 +295,7 @@ FEW_POSITION_CASES = [
     Case2d(1, 100, 9, 11, 229, 3, 3, padding=1, activation="leaky_relu"),  # K split over 3 K blocks on avx512
     Case2d(1, 512, 7, 7, 300, 1, 1),                                    # 49 positions, x read in place
     Case2d(1, 129, 3, 3, 520, 3, 3, padding=(2, 1), dilation=(2, 1)),   # 9 positions: 1 on avx2
+    Case2d(1, 1024, 6, 6, 75, 1, 1, activation="relu"),                 # weight rows 4 KB apart: half tiles
 ]
 
 

@@ -23,6 +23,9 @@ SHAPES = [
     ((32, 768), 3072),     # transformer MLP up-projection, 32 tokens
     ((128, 512), 512),     # attention projection
     ((16, 1024), 4096),    # LSTM gates (4 x 1024) of a step at batch 16
+    # W's rows 8 KB apart as the tiles' rows, in two halves (gemm_impl.h's
+    # in_place_row_passes), with one- and two-vector panels of x.
+    ((40, 2048), 45),
 ]
 
 

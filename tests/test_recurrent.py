@@ -23,8 +23,12 @@ from conftest import on_every_cpu_path
 # gate rows (the K of the backward's grad_x = d W_ih and grad_h = d W_hh,
 # read in place) span more than one K block of every ISA (130 units: 4 or
 # 3 gates of them, 520 and 390 rows, past avx512's 384) with a partial last
-# panel of units and of input columns.
-SHAPES = [(1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6), (16, 3, 33), (37, 389, 70), (19, 21, 130)]
+# panel of units and of input columns; and W_ih's rows 4 KB apart, whose
+# tiles run in two halves (gemm_impl.h's in_place_row_passes).
+SHAPES = [
+    (1, 7, 5), (3, 16, 17), (17, 33, 32), (3, 0, 4), (0, 5, 6), (16, 3, 33), (37, 389, 70), (19, 21, 130),
+    (16, 1024, 11),
+]
 
 # name -> (gates, has a cell state, keyword arguments)
 CELLS = {

@@ -251,10 +251,38 @@ void ukernel(int64_t k, const float* a_panel, const float* b_panel, int64_t ldb,
   ukernel_by_columns<Cfg, ARead::packed>(k, a_panel, 0, b_panel, ldb, b_exact, c, ldc, m, n, u);
 }
 
+// Rows of an A read in place that lie a multiple of 4 KB apart all fall in
+// one set of the L1, which holds 8 lines of it on Zen 4 (12 on Sapphire
+// Rapids): a tile of more of them evicts its own lines at every step of K
+// (linear 64x1024x1024, W's rows as the tile's: 120-167 GFLOP/s, against
+// 207 at K = 1008; bench/NOTES.md). Such a tile runs as two of about half
+// its rows, each within the set's ways. Each output is the same chain of
+// FMAs either way.
+constexpr int64_t kL1SetAliasFloats = 1024;
+constexpr int kL1SetRows = 8;
+
+// tile(first, rows) over the rows [0, m) of a tile of A read in place, in
+// one pass or in two (see kL1SetAliasFloats).
+template <class Tile>
+void in_place_row_passes(int64_t lda, int m, const Tile& tile) {
+  if (lda % kL1SetAliasFloats == 0 && m > kL1SetRows) {
+    const int half = (m + 1) / 2;
+    tile(0, half);
+    tile(half, m - half);
+  } else {
+    tile(0, m);
+  }
+}
+
 template <class Cfg>
 void ukernel_a_rows(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact, float* c,
                     int64_t ldc, int m, int n, const TileUpdate& u) {
-  ukernel_by_columns<Cfg, ARead::in_place>(k, a, lda, b_panel, ldb, b_exact, c, ldc, m, n, u);
+  in_place_row_passes(lda, m, [&](int first, int rows) {
+    TileUpdate part = u;
+    if (part.row_bias != nullptr) part.row_bias += first;
+    ukernel_by_columns<Cfg, ARead::in_place>(k, a + first * lda, lda, b_panel, ldb, b_exact, c + first * ldc, ldc,
+                                            rows, n, part);
+  });
 }
 
 // ---------------------------------------------------------------------------
@@ -616,12 +644,18 @@ void weight_rows_tile(int rows, int64_t k, const float* w, int64_t ldw, const fl
   constexpr CWrite kT = CWrite::transposed;
   constexpr int kNR = Cfg::kNV * Ops::W;
   // A panel of at most W rows of x runs the one-vector kernel (see
-  // ukernel_a_rows).
-  if (Cfg::kNV > 1 && cols <= Ops::W) {
-    ukernel_any_rows<Cfg, 1, BRead::packed, kA, kT>(rows, k, w, ldw, xt_panel, kNR, c, ldc, cols, u);
-  } else {
-    ukernel_any_rows<Cfg, Cfg::kNV, BRead::packed, kA, kT>(rows, k, w, ldw, xt_panel, kNR, c, ldc, cols, u);
-  }
+  // ukernel_a_rows). The tile's rows are C's columns (the transposed store).
+  in_place_row_passes(ldw, rows, [&](int first, int part_rows) {
+    TileUpdate part = u;
+    if (part.bias != nullptr) part.bias += first;
+    if (Cfg::kNV > 1 && cols <= Ops::W) {
+      ukernel_any_rows<Cfg, 1, BRead::packed, kA, kT>(part_rows, k, w + first * ldw, ldw, xt_panel, kNR, c + first,
+                                                      ldc, cols, part);
+    } else {
+      ukernel_any_rows<Cfg, Cfg::kNV, BRead::packed, kA, kT>(part_rows, k, w + first * ldw, ldw, xt_panel, kNR,
+                                                             c + first, ldc, cols, part);
+    }
+  });
 }
 
 template <class Cfg>
