@@ -176,11 +176,11 @@ TeamProduct hidden_grad_weights(const float* w_hh, int64_t n, int64_t hs, int64_
 // of every gate, as the GEMM's A panels, once for all T steps: read in
 // place at every step, the 14 rows of a tile lie H floats apart, and at
 // H = 1024 (4 KB) all of them fall in one set of the L1, which holds 8
-// (Zen 4) or 12 (Sapphire Rapids) lines of it: the LSTM layer ran 35%
-// slower at H = 1024 than at H = 1008 (bench/NOTES.md). Each thread packs
-// h_t^T for itself (n * hs floats: a copy per thread costs less than a
-// meeting), so the team meets once a step, when h_{t+1} is whole. The
-// interface is TeamHiddenMap's.
+// (Zen 4) or 12 (Sapphire Rapids) lines of it: the LSTM layer ran at 140
+// GFLOP/s at H = 1024 against 179 at H = 1008 (bench/NOTES.md). Each
+// thread packs h_t^T for itself (n * hs floats: a copy per thread costs
+// less than a meeting), so the team meets once a step, when h_{t+1} is
+// whole. The interface is TeamHiddenMap's.
 class TransposedHiddenMap {
  public:
   struct Share {
