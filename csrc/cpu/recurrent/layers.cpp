@@ -215,9 +215,8 @@ class TransposedHiddenMap {
                bool accumulate) const {
     const float* packed = maps_.pack(h, hs_, packed_h_ + t * InPlaceMaps::packed_floats(hs_, n_));
     for (int gate = 0; gate < gates_; ++gate) {
-      const int64_t begin = gate * hs_ + sh.unit_begin, end = gate * hs_ + sh.unit_end;
-      maps_.packed_rows(packed_rows(t, sh, gate), hs_, packed, begin, end);
-      maps_.transpose(begin, end, bias, nullptr, out, ldo, accumulate);
+      maps_.gate_units({{w_hh_, hs_, packed, packed_rows(t, sh, gate)}}, hs_, gate, gate + 1, sh.unit_begin,
+                       sh.unit_end, bias, nullptr, out, ldo, accumulate);
     }
   }
 

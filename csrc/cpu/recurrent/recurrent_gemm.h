@@ -96,6 +96,10 @@ struct InPlaceTerm {
   const float* w;
   int64_t k;
   const float* packed_xt;
+  // Or W's rows of the call (gate_units' rows of one gate) packed by
+  // pack_rows, read instead of w when set: the same microkernel chain over
+  // the same K blocks, so the results agree to the bit.
+  const float* packed_w = nullptr;
 };
 
 class InPlaceMaps {
@@ -165,35 +169,13 @@ class InPlaceMaps {
 
   // Rows [row_begin, row_end) of W (row-major, k columns) packed as the
   // GEMM's A panels, a matrix of their own: packed_rows_floats(row_end -
-  // row_begin, k) floats, read by packed_rows.
+  // row_begin, k) floats, for InPlaceTerm::packed_w.
   void pack_rows(const float* w, int64_t k, int64_t row_begin, int64_t row_end, float* packed) const {
     const int64_t m = row_end - row_begin, mr = kern_.blocking.mr;
     kern_.pack_a(m, k, {w + row_begin * k, ld(k), false}, 0, (m + mr - 1) / mr, packed);
   }
   static int64_t packed_rows_floats(int64_t rows, int64_t k) {
     return packed_a_floats(gemm_kernels().blocking, rows, k);
-  }
-
-  // out_t rows [row_begin, row_end) = W x^T, with those rows of W packed by
-  // pack_rows. Each output is the same microkernel chain over the same K
-  // blocks as in `rows`, so the two agree to the bit.
-  void packed_rows(const float* packed_w, int64_t k, const float* packed_xt, int64_t row_begin,
-                   int64_t row_end) const {
-    const GemmBlocking& blk = kern_.blocking;
-    const int64_t nr = blk.nr, n_padded = (n_ + nr - 1) / nr * nr;
-    const int64_t m_padded = (row_end - row_begin + blk.mr - 1) / blk.mr * blk.mr;
-    for (int64_t i = row_begin; i < row_end; i += blk.mr) {
-      const int m = static_cast<int>(std::min<int64_t>(blk.mr, row_end - i));
-      for (int64_t pc = 0; pc < k; pc += blk.kc) {
-        const int64_t kc = std::min(blk.kc, k - pc);
-        const float* panel = packed_w + pc * m_padded + (i - row_begin) * kc;
-        const TileUpdate u{1.0f, 0.0f, pc == 0, nullptr};
-        for (int64_t j = 0; j < n_; j += nr) {
-          kern_.ukernel(kc, panel, packed_xt + pc * n_padded + j * kc, nr, false, out_t_ + i * n_ + j, n_, m,
-                        static_cast<int>(std::min(nr, n_ - j)), u);
-        }
-      }
-    }
   }
 
   // out_t's row j, n floats: for callers computing rows themselves.
@@ -204,6 +186,7 @@ class InPlaceMaps {
   void rows(std::initializer_list<InPlaceTerm> terms, int64_t row_begin, int64_t row_end) const {
     const GemmBlocking& blk = kern_.blocking;
     const int64_t nr = blk.nr, n_padded = (n_ + nr - 1) / nr * nr;
+    const int64_t m_padded = (row_end - row_begin + blk.mr - 1) / blk.mr * blk.mr;  // rows of a packed_w
     for (int64_t i = row_begin; i < row_end; i += blk.mr) {
       const int m = static_cast<int>(std::min<int64_t>(blk.mr, row_end - i));
       bool first = true;
@@ -212,8 +195,15 @@ class InPlaceMaps {
           const int64_t kc = std::min(blk.kc, term.k - pc);
           const TileUpdate u{1.0f, 0.0f, first, nullptr};
           for (int64_t j = 0; j < n_; j += nr) {
-            kern_.ukernel_a_rows(kc, term.w + i * term.k + pc, term.k, term.packed_xt + pc * n_padded + j * kc, nr,
-                                 false, out_t_ + i * n_ + j, n_, m, static_cast<int>(std::min(nr, n_ - j)), u);
+            const float* b = term.packed_xt + pc * n_padded + j * kc;
+            float* c = out_t_ + i * n_ + j;
+            const int cols = static_cast<int>(std::min(nr, n_ - j));
+            if (term.packed_w) {
+              kern_.ukernel(kc, term.packed_w + pc * m_padded + (i - row_begin) * kc, b, nr, false, c, n_, m, cols,
+                            u);
+            } else {
+              kern_.ukernel_a_rows(kc, term.w + i * term.k + pc, term.k, b, nr, false, c, n_, m, cols, u);
+            }
           }
           first = false;
         }
