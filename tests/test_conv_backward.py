@@ -86,6 +86,7 @@ FIXED_CASES = [
     Case(1, 1, 1, 1, 1, 1, 1),
     Case(2, 3, 5, 7, 4, 1, 1),                                         # 1x1
     Case(2, 16, 9, 9, 33, 1, 1),                                       # 1x1 over SIMD tails
+    Case(2, 40, 7, 11, 17, 1, 1),                                      # 1x1, C > K, few positions: grad_x on taps
     # 1x1 grad_weight with one operand read in place: x's rows (C > K, the
     # product transposed) over two K blocks of positions; grad_y's rows in
     # 4 strips of 2 panels (the threads split the panels too); groups; and

@@ -241,15 +241,24 @@ void add_channel_bias(const ConvGeometry& g, const float* bias, float* grad_x) {
 // channel axes swapped as it lies (as the stride phases read it), the bias
 // added in its store, all images in one team. The GEMM packs each image of
 // grad_y (its B, K/groups x HW, a copy from memory) for C/groups output
-// rows; the tap route reads grad_y in place. Measured (N=8, 1 thread,
-// loaded machine, ms, GEMM / taps): 56x56 64->256 5.33 / 5.04, 256->64
-// 4.98 / 5.77; 28x28 128->512 5.17 / 4.88, 512->128 4.50 / 4.73; 14x14
-// 256->1024 4.99 / 4.55, 1024->256 5.13 / 4.71. So the GEMM keeps the
-// layers whose pack serves more output rows than it has rows (C/groups >
-// K/groups; 1024->256 at 14x14 is the exception, left to the GEMM too);
-// on the portable path the tap route was 1.5x slower than the GEMM.
+// rows, and all of W^T again for each image; the tap route reads grad_y in
+// place. Measured (N=8, 1 thread, loaded machine, ms, GEMM / taps):
+// 56x56 64->256 5.33 / 5.04, 256->64 4.98 / 5.77; 28x28 128->512 5.17 /
+// 4.88, 512->128 4.50 / 4.73; 14x14 256->1024 4.99 / 4.55, 1024->256 5.13 /
+// 4.71. So the GEMM keeps the layers whose pack of grad_y serves more
+// output rows than it has rows (C/groups > K/groups) on large images. On
+// small ones (kTapsMaxPositions) the repack of W^T per image is a larger
+// share (a GEMM of HW columns per C x K floats packed), and the split of
+// few columns between the threads is uneven (196 = 6 x 32 + 4: the last
+// panel costs as much as a full one): measured on Zen 4 (the whole
+// backward, N=8, 2 threads, ms, GEMM / taps), 14x14 1024->256 9.9 / 9.0,
+// 7x7 2048->512 15.6 / 13.2 (1 thread: 17.8 / 17.8, 24.8 / 23.5), while
+// 28x28 512->128 and 56x56 256->64 tie there (8.8 / 8.6, 9.0 / 8.9). On the
+// portable path the tap route was 1.5x slower than the GEMM.
+constexpr int64_t kTapsMaxPositions = 256;
+
 bool backward_data_1x1_on_taps(const ConvGeometry& g) {
-  return gemm_kernels().blocking.lanes > 1 && g.c <= g.k;
+  return gemm_kernels().blocking.lanes > 1 && (g.c <= g.k || g.h * g.w <= kTapsMaxPositions);
 }
 
 void backward_data_1x1(const ConvGeometry& g, const float* grad_y, const float* weight, const float* bias,
