@@ -253,11 +253,12 @@ TAP_CASES = _tap_sweep(30, 4242) + [
     Case2d(1, 800, 7, 7, 30, 1, 1, groups=2, activation="relu"),  # 49 columns, a dot per channel chunk
     Case2d(1, 16, 6, 40, 7, 2, 7, padding=((0, 3), (5, 0)), dilation=(3, 2)),  # asymmetric, dilated
     Case2d(1, 32, 4, 4, 8, 3, 3, padding=((2, 2), (4, 4))),     # pads wider than the image
-    # Inputs of 16 MB and more: each next band is prefetched while the
+    # Inputs of 16 MB and more: the band after next is prefetched while the
     # current one is used (kPrefetchMinInputFloats), its input rows clamped
     # to the image (a padded grid), the next image's after an image's last.
     Case2d(1, 64, 256, 257, 8, 1, 1, padding=1),
     Case2d(2, 64, 182, 182, 5, 1, 1),
+    Case2d(1, 64, 1, 65537, 4, 1, 3, padding=((0, 0), (2, 0))),  # a long row: blocks prefetch slices of it
 ]
 
 

@@ -123,7 +123,7 @@ constexpr int64_t kLineFloats = 16;  // floats per 64-byte cache line
 
 // Inputs from this size (16 MB) on are taken to come from memory, not from
 // a cache the previous layer or call left them in: conv2d_forward_taps
-// prefetches the next band of these (see there).
+// prefetches the input of bands ahead for these (see there).
 constexpr int64_t kPrefetchMinInputFloats = int64_t{1} << 22;
 
 // Bias and activation on rows [0, rows) of an accumulator tile (`ncols`
@@ -276,28 +276,46 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
       const int64_t img = u / (row_chunks * n_col_blocks * g.groups);
       const int64_t f0 = jb * nc, ncols = std::min(nc, grid_outputs - f0);
       const float* xg = x + (img * g.c + gi * cg) * g.h * g.w;
-      // The input rows of the next band this thread builds (its next unit
-      // of another block), into L2 a share of its channels per microkernel
-      // call below, so that build_band copies them from cache: from memory,
-      // the copy stalled on its loads (1x1 56x56 256->64 N=8 on Zen 4: a
-      // quarter of the time in memcpy; with the prefetch 5.0 -> 4.65 ms on
-      // 2 threads, 10.3 -> 9.4 on 1). Only for inputs too large to have
-      // stayed in cache (kPrefetchMinInputFloats): at N=1 the same layer's
-      // 3.2 MB came from L3 and the prefetches cost 1-2%.
-      const int64_t next_band_u = (u / row_chunks + 1) * row_chunks;
-      const bool prefetch_next = prefetch_bands && next_band_u < u_end;
-      const float* next_rows = nullptr;  // channel 0's first input row of the next band
-      int64_t next_row_floats = 0;       // floats of each channel's rows from there
-      if (prefetch_next) {
-        const int64_t next_jb = next_band_u / row_chunks % n_col_blocks;
-        const int64_t next_gi = next_band_u / (row_chunks * n_col_blocks) % g.groups;
-        const int64_t next_img = next_band_u / (row_chunks * n_col_blocks * g.groups);
-        const int64_t next_f0 = next_jb * nc;
-        const int64_t next_span = std::min(nc, grid_outputs - next_f0) + tap_reach;
-        const int64_t ih_first = std::clamp<int64_t>(next_f0 / wp - g.pad_top, 0, g.h - 1);
-        const int64_t ih_last = std::clamp<int64_t>((next_f0 + next_span - 1) / wp - g.pad_top, 0, g.h - 1);
-        next_rows = x + (next_img * g.c + next_gi * cg) * g.h * g.w + ih_first * g.w;
-        next_row_floats = (ih_last - ih_first + 1) * g.w;
+      // The input of the band after next this thread builds (its units of
+      // other blocks), into L2 a share of its channels per microkernel call
+      // below, so that build_band copies it from cache: from memory, the
+      // copy stalled on its loads (1x1 56x56 256->64 N=8 on Zen 4: a quarter
+      // of the time in memcpy). Two bands ahead rather than one, so that
+      // the last shares have arrived when their copy starts: with the
+      // prefetch that layer went 5.1 -> 4.8 ms on 2 threads (4.9 one band
+      // ahead) and 10.2 -> 9.4 on 1; WaveNet's conv1d at N=8 13.3 -> 12.6
+      // and 26.3 -> 24.2. Only for inputs too large to have stayed in
+      // cache (kPrefetchMinInputFloats): at N=1 the 56x56 layer's 3.2 MB
+      // came from L3 and the prefetches cost 1-2%.
+      const int64_t ahead_band_u = (u / row_chunks + 2) * row_chunks;
+      const bool prefetch_ahead = prefetch_bands && ahead_band_u < u_end;
+      const float* ahead_input = nullptr;  // channel 0's first input element that band reads
+      int64_t ahead_input_floats = 0;      // elements of each channel's plane from there
+      if (prefetch_ahead) {
+        const int64_t ahead_jb = ahead_band_u / row_chunks % n_col_blocks;
+        const int64_t ahead_gi = ahead_band_u / (row_chunks * n_col_blocks) % g.groups;
+        const int64_t ahead_img = ahead_band_u / (row_chunks * n_col_blocks * g.groups);
+        const int64_t ahead_f0 = ahead_jb * nc;
+        const int64_t ahead_last = ahead_f0 + std::min(nc, grid_outputs - ahead_f0) + tap_reach - 1;
+        // Its first and last grid positions as input elements (rows
+        // of the plane are contiguous), clamped to the plane: a block of a
+        // long row (conv1d) reads a slice of it, not the row.
+        int64_t ih0 = ahead_f0 / wp - g.pad_top, iw0 = ahead_f0 % wp - g.pad_left;
+        int64_t ih1 = ahead_last / wp - g.pad_top, iw1 = ahead_last % wp - g.pad_left;
+        if (ih0 < 0) {  // from the top padding on: the plane's first element
+          ih0 = 0;
+          iw0 = 0;
+        }
+        if (ih1 >= g.h) {  // into the bottom padding: up to the plane's last
+          ih1 = g.h - 1;
+          iw1 = g.w - 1;
+        }
+        const int64_t first = ih0 * g.w + std::clamp<int64_t>(iw0, 0, g.w - 1);
+        const int64_t last = ih1 * g.w + std::clamp<int64_t>(iw1, 0, g.w - 1);
+        if (ih0 < g.h && ih1 >= 0 && last >= first) {
+          ahead_input = x + (ahead_img * g.c + ahead_gi * cg) * g.h * g.w + first;
+          ahead_input_floats = last - first + 1;
+        }
       }
       const float* b_block = nullptr;  // B of tap (0, 0), channel 0, grid position f0
       int64_t plane = 0;
@@ -339,11 +357,11 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
             const float* b = b_block + c0 * plane + (tap / g.s) * g.dil_h * wp + (tap % g.s) * g.dil_w;
             const TileUpdate update{1.0f, 0.0f, c0 == 0 && tap == 0, nullptr, bias};
             for (int64_t j = 0; j < head; j += nr) {
-              if (prefetch_next && c0 == 0 && tap == 0) {
+              if (ahead_input_floats > 0 && c0 == 0 && tap == 0) {
                 const int64_t share = (ip - ip_begin) * head_tiles + j / nr;
                 for (int64_t c = cg * share / shares; c < cg * (share + 1) / shares; ++c) {
-                  const float* rows_c = next_rows + c * g.h * g.w;
-                  for (int64_t e = 0; e < next_row_floats; e += kLineFloats) __builtin_prefetch(rows_c + e, 0, 2);
+                  const float* input_c = ahead_input + c * g.h * g.w;
+                  for (int64_t e = 0; e < ahead_input_floats; e += kLineFloats) __builtin_prefetch(input_c + e, 0, 2);
                 }
               }
               kern.ukernel(cc, a, b + j, plane, true, acc + j, ld_acc, rows,
