@@ -282,7 +282,7 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
       // copy stalled on its loads (1x1 56x56 256->64 N=8 on Zen 4: a quarter
       // of the time in memcpy). Two bands ahead rather than one, so that
       // the last shares have arrived when their copy starts: with the
-      // prefetch that layer went 5.1 -> 4.8 ms on 2 threads (4.9 one band
+      // prefetch that layer went 5.0-5.2 -> 4.8 ms on 2 threads (4.9 one band
       // ahead) and 10.2 -> 9.4 on 1; WaveNet's conv1d at N=8 13.3 -> 12.6
       // and 26.3 -> 24.2. Only for inputs too large to have stayed in
       // cache (kPrefetchMinInputFloats): at N=1 the 56x56 layer's 3.2 MB
