@@ -234,9 +234,8 @@ double sum_wq(const float* w, const float* q, int64_t n) {
 // the max of the lookahead), however sequential; prefetched 4 KB ahead,
 // softmax 4096x1000 ran 0.86 -> 0.70 ms and 64x262144 5.0 -> 4.6 ms at two
 // threads (medians of 8 processes; 2 and 8 KB ahead were slower, 1 KB much
-// slower). The
-// statistics pass of log_softmax and cross-entropy gained nothing from it
-// (bench/NOTES.md).
+// slower). The statistics pass of log_softmax and cross-entropy gained
+// nothing from it (bench/NOTES.md).
 constexpr int64_t kPrefetchAhead = 1024;
 template <class Ops>
 inline void prefetch_ahead(const float* p) {
