@@ -160,7 +160,9 @@ void conv2d_forward_first_layer(const ConvGeometry& g, const float* x, const Tap
       const int64_t gi = plane % g.groups;  // plane: image * groups + group
       group_plan.packed_weight = packed + gi * group_weight;
       group_ep.bias = ep.bias != nullptr ? ep.bias + gi * gg.k : nullptr;
-      kern.rows(group_plan, gg, x + plane * group_in, group_ep, p0, std::min(g.p, p0 + plan.band_rows), band,
+      const float* x_plane = x + plane * group_in;
+      const float* next_planes = plane + 1 < g.n * g.groups ? x_plane + group_in : nullptr;
+      kern.rows(group_plan, gg, x_plane, next_planes, group_ep, p0, std::min(g.p, p0 + plan.band_rows), band,
                 y + plane * group_out);
     }
   });

@@ -61,6 +61,7 @@
 #include "cpu/activation/activation.h"
 #include "cpu/conv/conv_blocking.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/simd/cache_line.h"
 #include "runtime/threads.h"
 
 namespace minidnn::cpu {
@@ -118,8 +119,6 @@ constexpr int64_t kBlockColumns = 256;
 // which the hardware prefetchers stream), the block is read from L2 by
 // every panel.
 constexpr int64_t kInPlaceMaxPlaneFloats = 512;
-
-constexpr int64_t kLineFloats = 16;  // floats per 64-byte cache line
 
 // Inputs from this size (16 MB) on are taken to come from memory, not from
 // a cache the previous layer or call left them in: conv2d_forward_taps
@@ -361,7 +360,7 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
                 const int64_t share = (ip - ip_begin) * head_tiles + j / nr;
                 for (int64_t c = cg * share / shares; c < cg * (share + 1) / shares; ++c) {
                   const float* input_c = ahead_input + c * g.h * g.w;
-                  for (int64_t e = 0; e < ahead_input_floats; e += kLineFloats) __builtin_prefetch(input_c + e, 0, 2);
+                  for (int64_t e = 0; e < ahead_input_floats; e += kCacheLineFloats) __builtin_prefetch(input_c + e, 0, 2);
                 }
               }
               kern.ukernel(cc, a, b + j, plane, true, acc + j, ld_acc, rows,

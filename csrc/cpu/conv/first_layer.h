@@ -58,9 +58,11 @@ struct FirstLayerKernels {
   int64_t block_channels;  // output channels of a register tile
   // Output rows [p0, p1) (p1 - p0 <= plan.band_rows) of one image: x_img
   // its (C, H, W) input, y_img its (K, P, Q) output; `band` holds
-  // plan.band_floats. Every output of those rows is written.
-  void (*rows)(const FirstLayerPlan& plan, const ConvGeometry& g, const float* x_img, const ConvEpilogue& ep,
-               int64_t p0, int64_t p1, float* band, float* y_img);
+  // plan.band_floats. Every output of those rows is written. next_planes:
+  // the (C, H, W) input that follows x_img in x (the next image's, or the
+  // next group's), prefetched while these rows run; nullptr on the last.
+  void (*rows)(const FirstLayerPlan& plan, const ConvGeometry& g, const float* x_img, const float* next_planes,
+               const ConvEpilogue& ep, int64_t p0, int64_t p1, float* band, float* y_img);
 };
 
 const FirstLayerKernels& first_layer_kernels_scalar();

@@ -23,6 +23,7 @@
 
 #include "cpu/activation/activation_impl.h"
 #include "cpu/conv/first_layer.h"
+#include "cpu/simd/cache_line.h"
 
 namespace {
 
@@ -124,23 +125,22 @@ void output_tile_of(int64_t vectors, const float* in, const int64_t* tap_offset,
 
 // FirstLayerKernels::rows with tiles of KK channels x at most PV vectors.
 template <class Ops, int KK, int PV>
-void first_layer_rows(const FirstLayerPlan& plan, const ConvGeometry& g, const float* x_img, const ConvEpilogue& ep,
-                      int64_t p0, int64_t p1, float* band, float* y_img) {
+void first_layer_rows(const FirstLayerPlan& plan, const ConvGeometry& g, const float* x_img,
+                      const float* next_planes, const ConvEpilogue& ep, int64_t p0, int64_t p1, float* band,
+                      float* y_img) {
   constexpr int64_t W = Ops::W;
   build_band<Ops>(plan, g, x_img, p0, p1 - p0, band);
   const int64_t npix = g.p * g.q;
   const int64_t vectors = plan.vectors;
   const int64_t tiles = (vectors + PV - 1) / PV;
   const int64_t last_lanes = g.q - (vectors - 1) * W;
-  // The input planes that follow x_img's (the next image's, or the next
-  // group's: the unit a thread takes next), into L2 a slice per output row,
-  // so that the next band's copy reads them from cache: read when the copy
-  // starts, they stalled it (on Zen 4 a grouped layer's copy took 30% of its
-  // time, its loads most of it).
-  const int64_t plane_floats = g.c * g.h * g.w;
-  const float* next_planes = x_img + plane_floats;
+  // next_planes (the unit a thread takes next) into L2 a slice per output
+  // row, so that the next band's copy reads them from cache: read when the
+  // copy starts, they stalled it (on Zen 4 a grouped layer's copy took 30%
+  // of its time, its loads most of it).
+  const int64_t plane_floats = next_planes != nullptr ? g.c * g.h * g.w : 0;
   for (int64_t p = p0; p < p1; ++p) {
-    for (int64_t f = plane_floats * p / g.p; f < plane_floats * (p + 1) / g.p; f += 16) {
+    for (int64_t f = plane_floats * p / g.p; f < plane_floats * (p + 1) / g.p; f += kCacheLineFloats) {
       __builtin_prefetch(next_planes + f, 0, 2);
     }
     const float* in_row = band + (p - p0) * g.stride_h * plan.phase_len;

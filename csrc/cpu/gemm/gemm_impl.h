@@ -33,6 +33,7 @@
 #include <cstdint>
 
 #include "cpu/gemm/gemm.h"
+#include "cpu/simd/cache_line.h"
 #include "runtime/threads.h"
 
 namespace {
@@ -347,10 +348,9 @@ void pack_a_panels(GemmOperand a, int64_t m, int64_t rows_readable, int64_t q_be
     return;
   }
   const int64_t i_begin = q_begin * kMR, i_end = gemm_min(m, q_end * kMR);
-  constexpr int64_t kLineFloats = 16;
   for (int64_t p = 0; p < kc; ++p) {
     const float* src = a.data + (p0 + p) * a.ld;
-    for (int64_t i = i_begin; i < i_end; i += kLineFloats) __builtin_prefetch(src + kPrefetchRows * a.ld + i);
+    for (int64_t i = i_begin; i < i_end; i += kCacheLineFloats) __builtin_prefetch(src + kPrefetchRows * a.ld + i);
     for (int64_t q = q_begin; q < q_end; ++q) {
       const int64_t i0 = q * kMR;
       const int rows = static_cast<int>(gemm_min(kMR, i_end - i0));

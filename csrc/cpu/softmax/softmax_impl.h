@@ -25,6 +25,7 @@
 
 #include <cstdint>
 
+#include "cpu/simd/cache_line.h"
 #include "cpu/simd/math.h"
 #include "cpu/simd/store.h"
 #include "cpu/softmax/softmax.h"
@@ -239,7 +240,7 @@ double sum_wq(const float* w, const float* q, int64_t n) {
 constexpr int64_t kPrefetchAhead = 1024;
 template <class Ops>
 inline void prefetch_ahead(const float* p) {
-  for (int64_t l = 0; l < 4 * Ops::W; l += 16) __builtin_prefetch(p + kPrefetchAhead + l, 0, 3);
+  for (int64_t l = 0; l < 4 * Ops::W; l += kCacheLineFloats) __builtin_prefetch(p + kPrefetchAhead + l, 0, 3);
 }
 
 // Runs pass(ahead_max, fused) over a chunk of len floats and returns the
