@@ -178,6 +178,25 @@ def test_general_route_stride2_col2im_im2col(isa, threads, rng, case):
     assert_agrees(grad_weight, expected, condition, _tolerance(case.n * case.h * case.w), path="grad_weight")
 
 
+# The general route's column tiles run over the positions of all images in
+# a row (backward_data_gemm): tiles that cross images mid-row (99 positions
+# of rows of 11) and at a row boundary (rows of 14: tiles of whole rows
+# where panels hold them), spans of images split between 2 threads in the
+# middle of a tile, and a GEMM of two K blocks (400 input channels: more
+# than any ISA's kc) whose grad_y tile is packed again for each channel
+# block. Bit-identical for 1 and 2 threads, whose spans differ.
+@pytest.mark.parametrize("case", [
+    Transposed(3, 40, 3, 9, 11, 4, 4, padding=1, what="3 images of 99 positions"),
+    Transposed(3, 40, 3, 7, 14, 4, 4, padding=1, what="rows of 14"),
+    Transposed(2, 400, 3, 5, 7, 3, 3, padding=1, what="two K blocks"),
+], ids=repr)
+def test_general_route_tiles_span_images(isa, threads, rng, case):
+    x, w, b = case.data(rng)
+    assert case.route(x, w) == "gemm"
+    _check_forward(case, x, w, b)
+    assert_same_at_thread_counts(lambda: minidnn.conv_transpose2d(x, w, b, **case.kwargs()))
+
+
 def test_empty_batch(rng):
     case = Transposed(0, 16, 16, 5, 33, 4, 4, padding=1)
     x, w, b = case.data(rng)

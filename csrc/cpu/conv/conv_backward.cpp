@@ -5,10 +5,11 @@
 //
 // Backward data, per image n and group: grad_col[(c, r, s), (p, q)] =
 // W_g^T x grad_y_n, then each column entry is added (col2im) to the input
-// position its tap read. Work units are (image, group, block of input
-// channels): a unit owns those grad_x planes, computes its rows of grad_col
-// a tile of output positions at a time and scatters them before the next
-// tile, so no two threads write one element.
+// position its tap read. Work units are (span of images, group, block of
+// input channels): a unit owns those grad_x planes, computes its rows of
+// grad_col a tile of output positions (of the span's images in a row) at a
+// time and scatters them before the next tile, so no two threads write one
+// element.
 //
 // The routes of backward data, in the order conv2d_backward_data_route
 // tries them: depthwise (direct loops, below); 1x1 stride-1 unpadded (one
@@ -296,9 +297,32 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
   const int64_t blocks = ceil_div(cg, cb);
   const int64_t a_panels = ceil_div(cb * rs, mr);   // A panels of a full channel block
   const int64_t a_unit = kg * a_panels * mr;         // packed W^T floats of one (group, block)
-  const int64_t tile = std::min(kTileColumns, ceil_div(pq, nr) * nr);
-  const int64_t units = g.n * g.groups * blocks;
+  // Column tiles run over the positions of all the images in a row, across
+  // image boundaries: DCGAN's 4x4/2 grad_x from 14 x 14 positions filled 6
+  // panels of 32 columns and one of 4 an image, the last costing half a
+  // full one (6% of the layer's time at batch 8); 8 images' 1568 columns
+  // fill 49. The tiles' bounds depend on the shape alone: a grad_x element
+  // sums its contributions tile by tile, so the order of that sum is the
+  // same for any thread count. Where whole panels can hold whole output
+  // rows (DCGAN's 14: 224 columns), a tile does, so that col2im meets each
+  // image's stretch of it as one window a tap rather than up to three.
+  const int64_t columns = g.n * pq;
+  const int64_t rows_in_panels = std::lcm<int64_t>(nr, g.q);
+  const int64_t tile = std::min(rows_in_panels <= kTileColumns ? kTileColumns / rows_in_panels * rows_in_panels
+                                                               : kTileColumns,
+                                ceil_div(columns, nr) * nr);
   const int threads = threads_for(g.n * g.c * rs * kg * pq, kGrain * 4);
+  // Work units: (span of images, group, channel block), a unit owning its
+  // grad_x planes. A thread takes consecutive units; those of one span and
+  // group share each packed grad_y tile. Spans: one a thread where the
+  // images allow (a thread then packs its own images' grad_y alone; DCGAN
+  // at batch 8 measured a little faster than one span whose channel
+  // blocks the threads split), more where that leaves the threads unequal
+  // shares of units (and fewer than 8 each).
+  const int64_t units_per_span = g.groups * blocks;
+  int64_t spans = std::min<int64_t>(std::max<int64_t>(g.n, 1), threads);
+  while (spans < g.n && spans * units_per_span % threads != 0 && spans * units_per_span < 8 * threads) ++spans;
+  const int64_t units = spans * units_per_span;
   const ConvRowKernels& row_kernels = conv_row_kernels();
   // Per thread: the grad_col tile (cb R S rows x tile) and the packed
   // grad_y block (kc x tile). Both scratch buffers come from the calling
@@ -351,71 +375,88 @@ void backward_data_gemm(const ConvGeometry& g, const float* grad_y, const float*
     }
   });
 
-  // When one tile and one K block cover the image, b_block holds all of
-  // its packed grad_y, and the channel blocks of an image after the first
-  // on a thread reuse it (DCGAN's 4x4/2 128 x 14 x 14 grad_x: 8 blocks, each
-  // packed 256 x 196 floats again).
-  const bool b_whole_image = pq <= tile && kg <= kc;
+  // One K block: b_block holds the tile's packed grad_y whole, and it serves
+  // every channel block of the thread's run (DCGAN's 4x4/2 128 x 14 x 14
+  // grad_x: 8 blocks, each read 256 x 196 floats of an image).
+  const bool b_whole_tile = kg <= kc;
   parallel(threads, [&](int t, int nt) {
     float* col = scratch + t * (col_floats + b_floats);
     float* b_block = col + col_floats;
-    int64_t b_block_image = -1;  // the (image, group) b_block holds whole, or -1
-    for (int64_t u = units * t / nt; u < units * (t + 1) / nt; ++u) {
-      const int64_t n = u / (g.groups * blocks), grp = u / blocks % g.groups, blk = u % blocks;
-      const int64_t c0 = grp * cg + blk * cb, c_count = std::min(cb, cg - blk * cb);
-      const int64_t m_count = c_count * rs;
-      float* gx = grad_x + (n * g.c + c0) * hw;
-      // grad_x starts at the bias (in the store, not a pass of its own).
-      for (int64_t c = 0; c < c_count; ++c) {
-        std::fill(gx + c * hw, gx + (c + 1) * hw, bias != nullptr ? bias[c0 + c] : 0.0f);
-      }
-      const float* gy = grad_y + (n * g.k + grp * kg) * pq;
-      const bool b_packed = b_whole_image && b_block_image == u / blocks;
-      b_block_image = b_whole_image ? u / blocks : -1;
-      const float* w_unit = packed_w + (grp * blocks + blk) * a_unit;
-      for (int64_t j0 = 0; j0 < pq; j0 += tile) {
-        const int64_t cols = std::min(tile, pq - j0);
-        const int64_t b_panels = ceil_div(cols, nr);
-        for (int64_t pc = 0; pc < kg; pc += kc) {
-          const int64_t kcb = std::min(kc, kg - pc);
-          // grad_y rows [pc, pc + kcb), columns [j0, j0 + cols) as B panels
-          // (in place, rows pq apart, the microkernel ran at half the speed).
-          for (int64_t jp = 0; jp < b_panels && !b_packed; ++jp) {
-            const int64_t width = std::min<int64_t>(nr, cols - jp * nr);
-            float* panel = b_block + jp * kcb * nr;
-            for (int64_t p = 0; p < kcb; ++p) {
-              const float* src = gy + (pc + p) * pq + j0 + jp * nr;
-              float* dst = panel + p * nr;
-              for (int64_t jj = 0; jj < width; ++jj) dst[jj] = src[jj];
-              for (int64_t jj = width; jj < nr; ++jj) dst[jj] = 0.0f;
-            }
-          }
-          const TileUpdate update{1.0f, 0.0f, pc == 0, nullptr};
-          for (int64_t i = 0; i * mr < m_count; ++i) {
-            const float* a_panel = w_unit + pc * a_panels * mr + i * mr * kcb;
-            const int rows = static_cast<int>(std::min<int64_t>(mr, m_count - i * mr));
-            for (int64_t jp = 0; jp < b_panels; ++jp) {
-              kern.ukernel(kcb, a_panel, b_block + jp * kcb * nr, nr, false, col + i * mr * tile + jp * nr, tile, rows,
-                           static_cast<int>(std::min<int64_t>(nr, cols - jp * nr)), update);
-            }
+    const int64_t u_end = units * (t + 1) / nt;
+    for (int64_t u = units * t / nt; u < u_end;) {
+      // The run: channel blocks [blk0, blk1) of one span and group.
+      const int64_t span = u / units_per_span, grp = u / blocks % g.groups, blk0 = u % blocks;
+      const int64_t blk1 = blk0 + std::min(u_end - u, blocks - blk0);
+      u += blk1 - blk0;
+      const int64_t span_begin = g.n * span / spans * pq, span_end = g.n * (span + 1) / spans * pq;
+      const int64_t c_begin = grp * cg + blk0 * cb, c_end = grp * cg + std::min(cg, blk1 * cb);
+      for (int64_t ja = span_begin; ja < span_end;) {
+        const int64_t jb = std::min(span_end, (ja / tile + 1) * tile);
+        const int64_t cols = jb - ja, b_panels = ceil_div(cols, nr);
+        // grad_x starts at the bias (in the store, not a pass of its own),
+        // each image as the first tile that reaches it begins.
+        for (int64_t n = ceil_div(ja, pq); n * pq < jb; ++n) {
+          for (int64_t c = c_begin; c < c_end; ++c) {
+            float* plane = grad_x + (n * g.c + c) * hw;
+            std::fill(plane, plane + hw, bias != nullptr ? bias[c] : 0.0f);
           }
         }
-        // col2im: each grad_col entry onto the input position its tap read.
-        for_each_tap_window(g, 0, m_count, j0, j0 + cols,
-                            [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
-                              const float* src = col + m * tile + (j - j0);
-                              float* dst = gx + m / rs * hw + ih * g.w + iw0;
-                              const int64_t ldd = g.stride_h * g.w;
-                              if (g.stride_w == 1) {
-                                row_kernels.axpy(dst, ldd, src, g.q, 1.0f, rows, count);
-                              } else if (g.stride_w == 2) {
-                                row_kernels.add_stride2(dst, ldd, src, g.q, rows, count);
-                              } else {
-                                for (int64_t p = 0; p < rows; ++p) {
-                                  for (int64_t i = 0; i < count; ++i) dst[p * ldd + i * g.stride_w] += src[p * g.q + i];
-                                }
-                              }
-                            });
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
+          const int64_t c0 = grp * cg + blk * cb, m_count = std::min(cb, cg - blk * cb) * rs;
+          const float* w_unit = packed_w + (grp * blocks + blk) * a_unit;
+          for (int64_t pc = 0; pc < kg; pc += kc) {
+            const int64_t kcb = std::min(kc, kg - pc);
+            // grad_y rows [pc, pc + kcb) of the tile's columns as B panels
+            // (in place, rows pq apart, the microkernel ran at half the
+            // speed), an image's stretch of a panel row at a time.
+            for (int64_t jp = 0; jp < b_panels && (blk == blk0 || !b_whole_tile); ++jp) {
+              const int64_t j_lo = ja + jp * nr, j_hi = std::min(jb, j_lo + nr);
+              float* panel = b_block + jp * kcb * nr;
+              for (int64_t p = 0; p < kcb; ++p) {
+                float* dst = panel + p * nr;
+                for (int64_t j = j_lo; j < j_hi;) {
+                  const int64_t n = j / pq, stretch = std::min(j_hi, (n + 1) * pq) - j;
+                  const float* src = grad_y + (n * g.k + grp * kg + pc + p) * pq + (j - n * pq);
+                  std::copy(src, src + stretch, dst + (j - j_lo));
+                  j += stretch;
+                }
+                std::fill(dst + (j_hi - j_lo), dst + nr, 0.0f);
+              }
+            }
+            const TileUpdate update{1.0f, 0.0f, pc == 0, nullptr};
+            for (int64_t i = 0; i * mr < m_count; ++i) {
+              const float* a_panel = w_unit + pc * a_panels * mr + i * mr * kcb;
+              const int rows = static_cast<int>(std::min<int64_t>(mr, m_count - i * mr));
+              for (int64_t jp = 0; jp < b_panels; ++jp) {
+                kern.ukernel(kcb, a_panel, b_block + jp * kcb * nr, nr, false, col + i * mr * tile + jp * nr, tile,
+                             rows, static_cast<int>(std::min<int64_t>(nr, cols - jp * nr)), update);
+              }
+            }
+          }
+          // col2im: each grad_col entry onto the input position its tap
+          // read, an image's stretch of the tile at a time.
+          for (int64_t n = ja / pq; n * pq < jb; ++n) {
+            const int64_t image_begin = n * pq;
+            float* gx = grad_x + (n * g.c + c0) * hw;
+            for_each_tap_window(
+                g, 0, m_count, std::max(ja, image_begin) - image_begin, std::min(jb, image_begin + pq) - image_begin,
+                [&](int64_t m, int64_t j, int64_t ih, int64_t iw0, int64_t count, int64_t rows) {
+                  const float* src = col + m * tile + (image_begin + j - ja);
+                  float* dst = gx + m / rs * hw + ih * g.w + iw0;
+                  const int64_t ldd = g.stride_h * g.w;
+                  if (g.stride_w == 1) {
+                    row_kernels.axpy(dst, ldd, src, g.q, 1.0f, rows, count);
+                  } else if (g.stride_w == 2) {
+                    row_kernels.add_stride2(dst, ldd, src, g.q, rows, count);
+                  } else {
+                    for (int64_t p = 0; p < rows; ++p) {
+                      for (int64_t i = 0; i < count; ++i) dst[p * ldd + i * g.stride_w] += src[p * g.q + i];
+                    }
+                  }
+                });
+          }
+        }
+        ja = jb;
       }
     }
   });
