@@ -180,11 +180,12 @@ def test_general_route_stride2_col2im_im2col(isa, threads, rng, case):
 
 # The general route's column tiles run over the positions of all images in
 # a row (backward_data_gemm): tiles that cross images mid-row (99 positions
-# of rows of 11) and at a row boundary (rows of 14: tiles of whole rows
-# where panels hold them), spans of images split between 2 threads in the
-# middle of a tile, and a GEMM of two K blocks (400 input channels: more
-# than any ISA's kc) whose grad_y tile is packed again for each channel
-# block. Bit-identical for 1 and 2 threads, whose spans differ.
+# of rows of 11, in AVX-512's tiles of 256 columns) and at a row boundary
+# (rows of 14: tiles of whole rows where panels hold them, 224 columns),
+# spans of images split between 2 threads in the middle of a tile, and a
+# GEMM of two K blocks (400 input channels: more than any ISA's kc) whose
+# grad_y tile is packed again for each channel block. Bit-identical for 1
+# and 2 threads, whose spans differ.
 @pytest.mark.parametrize("case", [
     Transposed(3, 40, 3, 9, 11, 4, 4, padding=1, what="3 images of 99 positions"),
     Transposed(3, 40, 3, 7, 14, 4, 4, padding=1, what="rows of 14"),

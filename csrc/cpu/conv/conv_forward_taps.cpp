@@ -360,7 +360,9 @@ void conv2d_forward_taps(const ConvGeometry& g, const float* x, const TapsWeight
                 const int64_t share = (ip - ip_begin) * head_tiles + j / nr;
                 for (int64_t c = cg * share / shares; c < cg * (share + 1) / shares; ++c) {
                   const float* input_c = ahead_input + c * g.h * g.w;
-                  for (int64_t e = 0; e < ahead_input_floats; e += kCacheLineFloats) __builtin_prefetch(input_c + e, 0, 2);
+                  for (int64_t e = 0; e < ahead_input_floats; e += kCacheLineFloats) {
+                    __builtin_prefetch(input_c + e, 0, 2);
+                  }
                 }
               }
               kern.ukernel(cc, a, b + j, plane, true, acc + j, ld_acc, rows,
