@@ -31,7 +31,8 @@ def test_quick_run_writes_the_documented_json(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["--quick", "--cases", "cross_entropy fwd+bwd 4096", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
-    assert set(report) >= {"machine", "commit", "date", "results", "overhead"}
+    assert set(report) >= {"machine", "timing", "commit", "date", "results", "overhead"}
+    assert report["timing"]["rounds"] == 1 and report["timing"]["samples"] >= 1
     assert set(report["machine"]) >= {"cpu", "gpu", "threads", "ceilings"}
     ceilings = report["machine"]["ceilings"]
     assert ceilings["sgemm_GFLOPs"] > 0
@@ -51,6 +52,36 @@ def test_quick_run_writes_the_documented_json(tmp_path):
     assert result["working_set_bytes"] == 8 * 4096 * 1000
     assert result["pct_ceiling"] == pytest.approx(100 * result["gbps"] / result["ceiling_GBps"])
     assert report["overhead"] == []  # no tiny case matches the filter
+
+
+def test_libraries_take_turns_a_block_each_per_round():
+    """minidnn's and a peer's timed calls alternate block by block, one block
+    per round each, after the checks and warm-ups; each library's figure is
+    its fastest sample over the rounds."""
+    import contextlib
+    import types
+
+    from minidnn.bench.harness import Case, Peers, Timing, run_case
+
+    log = []
+
+    def calls(label):
+        def call():
+            log.append(label)
+            return np.ones(3, dtype=np.float32)
+        return call
+
+    peer = types.SimpleNamespace(no_grad=contextlib.nullcontext)
+    case = Case(name="turns", make=lambda rng: {"x": np.ones(3, dtype=np.float32)},
+                run=lambda inputs: calls("minidnn")(), reference=lambda inputs: np.ones(3),
+                bytes=24, flops=1, torch=lambda inputs: calls("torch"))
+    timing = Timing(samples=6, min_sample_s=0.0, warmup_s=0.0, rounds=3, overhead_rounds=1, overhead_calls=1)
+    result, error = run_case("softmax", case, "cpu", 1.0, Peers(torch=peer, ort=None), 1, timing, seed=0)
+    assert error == 0 and result.time_ms > 0 and result.torch_time_ms > 0
+    timed = log[log.index("torch") + 3:]  # after the peer's check and its two warm-up calls
+    blocks = [label for i, label in enumerate(timed) if i == 0 or timed[i - 1] != label]
+    assert blocks == ["minidnn", "torch"] * 3
+    assert timed.count("minidnn") == timed.count("torch") == 6  # k = 1 call a sample, 2 samples a turn
 
 
 def test_quick_overhead_group_covers_every_op_against_torch(tmp_path):

@@ -31,10 +31,14 @@ def throughput_table(run: dict) -> None:
     compute-bound ones (those with a FLOP count) against the SGEMM ceiling."""
     ceilings = run["machine"]["ceilings"]
     curve = ", ".join(f"{size(p['bytes'])} {p['GBps']:.1f}" for p in ceilings["copy_curve"])
+    rounds = run.get("timing", {}).get("rounds", 1)  # runs before the rounds carry no timing block
+    turns = (f" Each case's libraries took turns, {rounds} blocks each, the fastest sample kept."
+             if rounds > 1 else "")
     print(
         f"Measured ceilings: SGEMM {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s; copy GB/s by working set "
         f"(half read, half written): {curve}. Each memory-bound case's ceiling is the copy of its own "
-        "working set, the faster of two measurements, right before and right after minidnn's block.\n"
+        "working set, the faster of two measurements, right before and right after minidnn's "
+        f"{'blocks' if rounds > 1 else 'block'}.{turns}\n"
     )
     memory = [r for r in run["results"] if r["gflops"] is None]
     compute = [r for r in run["results"] if r["gflops"] is not None]

@@ -116,12 +116,13 @@ class Timing:
     samples: int  # timed samples per case and library (the fastest is reported)
     min_sample_s: float  # each sample loops over k calls to last at least this long
     warmup_s: float  # warm-up calls before sampling, for at least this long
+    rounds: int  # a CPU case's libraries take turns this many times, samples / rounds each turn
     overhead_rounds: int  # overhead group: timed rounds per op and library (the fastest is reported)
     overhead_calls: int  # overhead group: back-to-back calls per round
 
 
-FULL = Timing(samples=21, min_sample_s=0.02, warmup_s=0.2, overhead_rounds=5, overhead_calls=2000)
-QUICK = Timing(samples=3, min_sample_s=0.02, warmup_s=0.0, overhead_rounds=2, overhead_calls=200)
+FULL = Timing(samples=21, min_sample_s=0.02, warmup_s=0.2, rounds=3, overhead_rounds=5, overhead_calls=2000)
+QUICK = Timing(samples=3, min_sample_s=0.02, warmup_s=0.0, rounds=1, overhead_rounds=2, overhead_calls=200)
 
 # Working sets (bytes, half read and half written) of the copy-bandwidth
 # curve in the machine block: from L2-sized (1 MB per core on the EPYC of our
@@ -257,29 +258,60 @@ def overhead_case(op: str, shape: Tuple[int, ...], make: Callable[[np.random.Gen
 # ---------------------------------------------------------------- measuring
 
 
+class BlockTimer:
+    """One library's call timed in blocks of samples, the fastest sample
+    kept. Each sample loops over k calls, k chosen from the warm-up (on
+    creation) so that a sample lasts >= min_sample_s. The fastest sample, not
+    the median: on shared 2-core machines other tenants slow whole samples by
+    up to 2x at random, which moves medians between runs far more than any
+    change to the code; every library is timed the same way, so ratios stay
+    fair. `context` is entered around the warm-up and each block (NumPy's
+    BLAS thread count)."""
+
+    def __init__(self, fn: Callable[[], Any], timing: Timing,
+                 context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+        self.fn = fn
+        self.context = context
+        fastest = math.inf
+        with context():
+            warmup_start = time.perf_counter()
+            calls = 0
+            while calls < 2 or time.perf_counter() - warmup_start < timing.warmup_s:
+                start = time.perf_counter()
+                fn()
+                fastest = min(fastest, time.perf_counter() - start)
+                calls += 1
+        self.k = max(1, math.ceil(timing.min_sample_s / fastest))
+        self.seconds = math.inf
+
+    def block(self, samples: int) -> None:
+        with self.context():
+            for _ in range(samples):
+                start = time.perf_counter()
+                for _ in range(self.k):
+                    self.fn()
+                self.seconds = min(self.seconds, (time.perf_counter() - start) / self.k)
+
+
+class DeviceTimer:
+    """A call timed on the device (bench/cuda_timing.py: events, L2 flushed,
+    median of the samples), in a single block."""
+
+    def __init__(self, fn: Callable[[], Any], clock: Any, timing: Timing,
+                 context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext):
+        self.fn, self.clock, self.timing, self.context = fn, clock, timing, context
+        self.seconds = math.inf
+
+    def block(self, samples: int) -> None:
+        with self.context():
+            self.seconds = cuda_timing.time_per_call(self.fn, self.clock, samples, self.timing.warmup_s)
+
+
 def time_per_call(fn: Callable[[], Any], timing: Timing) -> float:
-    """Seconds per call of the fastest of timing.samples samples of k calls
-    each, with k chosen from the warm-up so that a sample lasts >=
-    min_sample_s. The fastest sample, not the median: on shared 2-core
-    machines other tenants slow whole samples by up to 2x at random, which
-    moves medians between runs far more than any change to the code; every
-    library is timed the same way, so ratios stay fair."""
-    fastest = math.inf
-    warmup_start = time.perf_counter()
-    calls = 0
-    while calls < 2 or time.perf_counter() - warmup_start < timing.warmup_s:
-        start = time.perf_counter()
-        fn()
-        fastest = min(fastest, time.perf_counter() - start)
-        calls += 1
-    k = max(1, math.ceil(timing.min_sample_s / fastest))
-    samples = []
-    for _ in range(timing.samples):
-        start = time.perf_counter()
-        for _ in range(k):
-            fn()
-        samples.append((time.perf_counter() - start) / k)
-    return min(samples)
+    """Seconds per call of the fastest of timing.samples samples, in one block."""
+    timer = BlockTimer(fn, timing)
+    timer.block(timing.samples)
+    return timer.seconds
 
 
 def time_per_call_in_rounds(fn: Callable[[], Any], rounds: int, calls: int) -> float:
@@ -485,17 +517,37 @@ def _time_peer(label: str, setup: Callable[[], Callable[[], Any]], expected: Out
         return None
 
 
+def _peer_timer(label: str, setup: Callable[[], Callable[[], Any]], expected: Output,
+                make_timer: Callable[..., Any], host: Callable[[Any], Any] = lambda out: out,
+                context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> Any:
+    """A warmed-up timer of a peer's call (None if it fails), after checking
+    that its output (brought to NumPy by `host`) agrees with minidnn's."""
+    time.sleep(PAUSE_S)
+    try:
+        with context():
+            call = setup()
+            error = relative_error(host(call()), expected)
+        if error > REL_TOL_PEER:
+            _warn(f"{label} output differs from minidnn's by {error:.2e} (relative)")
+        return make_timer(call, context)
+    except Exception as exc:  # a peer that cannot run this case is reported and skipped
+        _warn(f"{label} failed: {type(exc).__name__}: {exc}")
+        return None
+
+
 def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: Peers,
              threads: int, timing: Timing, seed: int) -> tuple[Result, float]:
-    """Checks one case against the reference, times minidnn between two
-    measurements of its copy ceiling, then times PyTorch and ONNX Runtime,
-    one block each. Returns the result and the relative error of minidnn's
-    output.
+    """Checks one case against the reference (and each peer against
+    minidnn), then times minidnn, PyTorch, ONNX Runtime and NumPy in turns:
+    timing.rounds rounds of one block per library (on the CPU), the fastest
+    sample of each library kept. Returns the result and the relative error of
+    minidnn's output.
 
     The ceiling is the copy of the case's own working set (half read, half
     written): the working set decides how much of the traffic stays in
     cache between calls, for the copy as for the case. It is measured right
-    before and right after minidnn's block and the faster kept, so that the
+    before minidnn's first block and right after its last and the faster
+    kept, so that the
     copy sees the load the case saw from the machine's other tenants
     (bench/NOTES.md, "Ceilings"). Cases that read more than they write (softmax
     backward reads two arrays per one written) are compared with the copy's
@@ -503,7 +555,7 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
     since a copy also reads each written cache line before overwriting it."""
     working_set = case.working_set or case.bytes
 
-    copies: list[CopyBandwidth] = []  # around minidnn's block; none for compute-bound cases
+    copies: list[CopyBandwidth] = []  # around minidnn's blocks; none for compute-bound cases
     on_device = device == "cuda"  # bench/cuda_timing.py: events, L2 flushed, median
     clock = cuda_timing.DeviceClock.create(peers.torch) if on_device else None
 
@@ -516,10 +568,9 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         else:
             copies.append(copy_bandwidth(working_set, threads, timing, peers.torch))
 
-    def seconds_per_call(call: Callable[[], Any]) -> float:
-        if on_device:
-            return cuda_timing.time_per_call(call, clock, timing.samples, timing.warmup_s)
-        return time_per_call(call, timing)
+    def make_timer(fn: Callable[[], Any], context: Callable[[], contextlib.AbstractContextManager]
+                   = contextlib.nullcontext) -> Union[BlockTimer, DeviceTimer]:
+        return DeviceTimer(fn, clock, timing, context) if on_device else BlockTimer(fn, timing, context)
 
     def host(out: Any) -> Any:
         return cuda_timing.to_host(out) if on_device else out
@@ -535,20 +586,13 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
         checked = case.check(np.random.default_rng(seed))
         run_checked = cuda_timing.to_device(checked) if on_device else checked
         error = relative_error(host(case.run(run_checked)), case.reference(checked))
-    measure_copy()
     if device == "cpu":
         _C.reset_scratch_peak()
-    seconds = seconds_per_call(lambda: case.run(run_inputs))
-    extra_memory = _C.scratch_peak_bytes() if device == "cpu" else None
-    measure_copy()
-    ceiling = max(copies, key=lambda copy: copy.GBps, default=None)
-
-    torch_s = None
+    timers = {"minidnn": make_timer(lambda: case.run(run_inputs))}
     torch_on_device = not on_device or not cuda_timing.emulated()  # no PyTorch on the emulated device
     if peers.torch is not None and case.torch is not None and torch_on_device:
-        with peers.torch.no_grad():
-            torch_s = _time_peer("torch", lambda: case.torch(run_inputs), expected, seconds_per_call, host)
-    ort_s = None
+        timers["torch"] = _peer_timer("torch", lambda: case.torch(run_inputs), expected, make_timer, host,
+                                      peers.torch.no_grad)
     if peers.ort is not None and case.onnx is not None and not on_device:
         def ort_call() -> Callable[[], Any]:
             model = case.onnx(inputs)
@@ -556,11 +600,35 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
             session = peers.ort_session(model, threads)
             return lambda: session.run(None, feed)
 
-        ort_s = _time_peer("onnxruntime", ort_call, expected, seconds_per_call)
-    numpy_s = None
+        timers["onnxruntime"] = _peer_timer("onnxruntime", ort_call, expected, make_timer)
     if case.numpy is not None and not on_device:
-        with blas_threads(threads):
-            numpy_s = _time_peer("numpy", lambda: case.numpy(inputs), expected, seconds_per_call)
+        timers["numpy"] = _peer_timer("numpy", lambda: case.numpy(inputs), expected, make_timer,
+                                      context=lambda: blas_threads(threads))
+    # The libraries take turns, a block each per round, so that a stall of
+    # the host (seconds, at random) slows one round of every library rather
+    # than all of one library's samples. The device times each once.
+    rounds = 1 if on_device else timing.rounds
+    for r in range(rounds):
+        for label, timer in timers.items():
+            if timer is None:
+                continue
+            time.sleep(PAUSE_S)
+            if label == "minidnn" and r == 0:
+                measure_copy()
+            try:
+                timer.block(math.ceil(timing.samples / rounds))
+            except Exception as exc:  # a peer that stops working is reported and skipped
+                if label == "minidnn":
+                    raise
+                _warn(f"{label} failed: {type(exc).__name__}: {exc}")
+                timers[label] = None
+            if label == "minidnn" and r == rounds - 1:
+                measure_copy()
+    extra_memory = _C.scratch_peak_bytes() if device == "cpu" else None
+    ceiling = max(copies, key=lambda copy: copy.GBps, default=None)
+    seconds = timers["minidnn"].seconds
+    torch_s, ort_s, numpy_s = (timers[label].seconds if timers.get(label) is not None else None
+                               for label in ("torch", "onnxruntime", "numpy"))
 
     gbps = case.bytes / seconds / GB
     gflops = case.flops / seconds / GFLOP if case.flops is not None else None
@@ -699,7 +767,7 @@ def _mib(nbytes: int) -> str:
     return f"{nbytes / 2**20:g} MiB"
 
 
-def report(ceilings: Optional[Ceilings], threads: int, results: Sequence[Result],
+def report(ceilings: Optional[Ceilings], threads: int, timing: Timing, results: Sequence[Result],
            overhead: Sequence[OverheadResult]) -> dict:
     """The JSON document written by --json. The ceilings are null when no
     throughput case ran (the overhead group needs none)."""
@@ -715,6 +783,7 @@ def report(ceilings: Optional[Ceilings], threads: int, results: Sequence[Result]
                 "sgemm_GFLOPs": ceilings.sgemm_GFLOPs,
             },
         },
+        "timing": {"samples": timing.samples, "rounds": timing.rounds, "min_sample_s": timing.min_sample_s},
         "commit": git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "minidnn": minidnn.config(),
@@ -731,8 +800,10 @@ def _run_throughput(cases: Sequence[tuple[str, Case]], device: str, threads: int
     curve = ", ".join(f"{_mib(p.working_set)} {p.GBps:.1f}" for p in ceilings.copy_curve)
     print(f"copy GB/s by working set (half read, half written): {curve}\n"
           f"sgemm {ceilings.sgemm_GFLOPs:.1f} GFLOP/s (NumPy BLAS, 2048^3, {threads} thread(s))\n"
-          f"each case's ceiling: the copy of its own working set, the faster of two "
-          f"measurements, right before and right after minidnn's block\n")
+          f"each case: minidnn and its peers take turns, {timing.rounds} block(s) each of "
+          f"{math.ceil(timing.samples / timing.rounds)} samples, the fastest sample kept; its ceiling: "
+          f"the copy of its own working set, the faster of two measurements, right before "
+          f"minidnn's first block and right after its last\n")
 
     width = max(len("case"), *(len(case.name) for _, case in cases))
     print(table_header(width, THROUGHPUT_COLUMNS), flush=True)
@@ -791,7 +862,7 @@ def run(cases: Sequence[tuple[str, Case]], overhead_cases: Sequence[tuple[str, O
     print(f"{len(names) - len(failed)}/{len(names)} cases pass the reference check"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     if json_path is not None:
-        document = report(ceilings, threads, results, overhead)
+        document = report(ceilings, threads, timing, results, overhead)
         Path(json_path).write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {json_path}")
     return 1 if failed else 0
