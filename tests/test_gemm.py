@@ -18,10 +18,11 @@ from minidnn import _C
 # Rows around every ISA's mr (4, 6, 14; B is read in place up to mr rows),
 # the dot-product route (up to 6 or 8 rows) and the weight-rows route (up to
 # 128 rows; its tiles' columns are rows of C, one-vector tiles up to the lane
-# width), columns around every nr (8, 16, 32) and lane width, K = 1 and
-# around kc (256, 384).
+# width), columns around every nr (8, 16, 32), lane width and half lane
+# width (AVX-512's 8-float tail kernel; 72: two whole tiles and such a tail),
+# K = 1 and around kc (256, 384).
 M_SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 24, 25, 28, 29, 32, 33, 47, 127, 128, 129]
-N_SWEEP = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 65]
+N_SWEEP = [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 72]
 K_SWEEP = [1, 2, 17, 255, 256, 257, 383, 385]
 SWEEP = [(m, N_SWEEP[i % len(N_SWEEP)], K_SWEEP[i % len(K_SWEEP)]) for i, m in enumerate(M_SWEEP)] + [
     (m, n, 5) for m, n in itertools.product([1, 6, 14, 29], N_SWEEP)

@@ -1,8 +1,29 @@
 // GEMM, avx512 variant: compiled with this ISA's flags only.
 #include "cpu/gemm/gemm_impl.h"
+#include "cpu/simd/avx2.h"
 #include "cpu/simd/avx512.h"
 
 namespace {
+
+// Eight-float vectors, for tiles of at most 8 columns: Zen 4 runs a
+// 512-bit FMA as two 256-bit halves, so such a tile costs half as much in
+// 256-bit vectors as in masked 512-bit ones (DCGAN's transposed convolution
+// at batch 1: a 4-column tile after six of 32 on each of its 128 row
+// panels). Tails by AVX-512VL masks rather than AVX2's masked moves.
+struct Avx512HalfOps : Avx2Ops {
+  static __mmask8 tail_mask(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }
+  static V load_tail(const float* p, int64_t n, float fill) {
+    return _mm256_mask_loadu_ps(_mm256_set1_ps(fill), tail_mask(n), p);
+  }
+  static void store_tail(float* p, V v, int64_t n) { _mm256_mask_storeu_ps(p, tail_mask(n), v); }
+};
+
+// The half-width kernel of a tile whose A panels have kPanelRows rows.
+template <int kPanelRows>
+struct Avx512HalfTail {
+  using Ops = Avx512HalfOps;
+  static constexpr int kMR = kPanelRows, kNV = 1;
+};
 
 // Tile 14 x 32: 28 zmm accumulators + 2 for the B row + 1 broadcast = 31 of
 // the 32 registers; per k step 2 loads and 14 broadcasts feed 28 FMAs, so
@@ -14,6 +35,7 @@ namespace {
 struct Avx512Gemm {
   using Ops = Avx512Ops;
   static constexpr int kMR = 14, kNV = 2;
+  using HalfTail = Avx512HalfTail<kMR>;
   static constexpr int64_t kKC = 384, kNC = 640, kMC = 2016;
   // x @ W^T: dot products (4 x 4 zmm accumulators) up to 8 rows, the
   // weight-rows route from 9 to 128 rows (faster than the dot products from
@@ -62,6 +84,7 @@ struct Avx512Gemm {
 // and the spilled row offsets' reloads, leave it load-bound).
 struct Avx512WideRows : Avx512Gemm {
   static constexpr int kMR = 9, kNV = 3;
+  using HalfTail = Avx512HalfTail<kMR>;
 };
 
 }  // namespace

@@ -31,6 +31,7 @@
 #include <omp.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/gemm/gemm.h"
 #include "cpu/simd/cache_line.h"
@@ -220,10 +221,23 @@ void ukernel_any_rows(int rows, int64_t k, const float* a, int64_t lda, const fl
   ukernel_rows<Cfg, kRows, kNV, kRead, kARead, kWrite>(k, a, lda, b, ldb, c, ldc, n, u);
 }
 
+// Cfg::HalfTail, where an ISA's Cfg names one: the configuration of a
+// one-vector kernel of half-width vectors (the same A panel stride) for
+// tiles of at most that many columns.
+template <class Cfg, class = void>
+struct HalfTailOf {
+  using type = void;
+};
+template <class Cfg>
+struct HalfTailOf<Cfg, std::void_t<typename Cfg::HalfTail>> {
+  using type = typename Cfg::HalfTail;
+};
+
 // The kernel for a tile of n columns of A read as kA says: a tile of at
 // most W columns runs the one-vector kernel, since its other vectors would
 // be FMAs on padding (a convolution of 196 positions has one such tile of 4
-// columns after six full ones, 1/14 of its FMAs); B read packed, in place
+// columns after six full ones, 1/14 of its FMAs), and one of at most half
+// of W the half-width kernel where the ISA has one; B read packed, in place
 // whole, or in place with a partial last vector.
 template <class Cfg, ARead kA>
 void ukernel_by_columns(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact,
@@ -231,6 +245,18 @@ void ukernel_by_columns(int64_t k, const float* a, int64_t lda, const float* b_p
   using Ops = typename Cfg::Ops;
   constexpr int kNV = Cfg::kNV;
   constexpr int kNR = kNV * Ops::W;
+  using Half = typename HalfTailOf<Cfg>::type;
+  if constexpr (!std::is_void_v<Half>) {
+    static_assert(Half::kMR == Cfg::kMR && Half::kNV == 1, "the half-width kernel reads the same A panels");
+    if (n <= Half::Ops::W) {
+      if (b_exact) {
+        ukernel_any_rows<Half, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+      } else {
+        ukernel_any_rows<Half, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+      }
+      return;
+    }
+  }
   if (kNV > 1 && n <= Ops::W) {
     if (b_exact) {
       ukernel_any_rows<Cfg, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
