@@ -500,28 +500,12 @@ def _warn(message: str) -> None:
     print(f"  warning: {message}", flush=True)
 
 
-def _time_peer(label: str, setup: Callable[[], Callable[[], Any]], expected: Output,
-               seconds_per_call: Callable[[Callable[[], Any]], float],
-               host: Callable[[Any], Any] = lambda out: out) -> Optional[float]:
-    """Seconds per call of a peer (None if it fails), after checking that its
-    output (brought to NumPy by `host`) agrees with minidnn's."""
-    time.sleep(PAUSE_S)
-    try:
-        call = setup()
-        error = relative_error(host(call()), expected)
-        if error > REL_TOL_PEER:
-            _warn(f"{label} output differs from minidnn's by {error:.2e} (relative)")
-        return seconds_per_call(call)
-    except Exception as exc:  # a peer that cannot run this case is reported and skipped
-        _warn(f"{label} failed: {type(exc).__name__}: {exc}")
-        return None
-
-
 def _peer_timer(label: str, setup: Callable[[], Callable[[], Any]], expected: Output,
                 make_timer: Callable[..., Any], host: Callable[[Any], Any] = lambda out: out,
                 context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> Any:
-    """A warmed-up timer of a peer's call (None if it fails), after checking
-    that its output (brought to NumPy by `host`) agrees with minidnn's."""
+    """make_timer(call, context) of a peer's call (None if the peer fails),
+    after checking that its output (brought to NumPy by `host`) agrees with
+    minidnn's."""
     time.sleep(PAUSE_S)
     try:
         with context():
@@ -533,6 +517,14 @@ def _peer_timer(label: str, setup: Callable[[], Callable[[], Any]], expected: Ou
     except Exception as exc:  # a peer that cannot run this case is reported and skipped
         _warn(f"{label} failed: {type(exc).__name__}: {exc}")
         return None
+
+
+def _time_peer(label: str, setup: Callable[[], Callable[[], Any]], expected: Output,
+               seconds_per_call: Callable[[Callable[[], Any]], float]) -> Optional[float]:
+    """Seconds per call of a peer in one block (None if it fails its setup),
+    after the check of _peer_timer."""
+    call = _peer_timer(label, setup, expected, lambda call, context: call)
+    return None if call is None else seconds_per_call(call)
 
 
 def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: Peers,
@@ -547,8 +539,8 @@ def run_case(family: str, case: Case, device: str, sgemm_GFLOPs: float, peers: P
     written): the working set decides how much of the traffic stays in
     cache between calls, for the copy as for the case. It is measured right
     before minidnn's first block and right after its last and the faster
-    kept, so that the
-    copy sees the load the case saw from the machine's other tenants
+    kept, so that the copy sees the load the case saw from the machine's
+    other tenants
     (bench/NOTES.md, "Ceilings"). Cases that read more than they write (softmax
     backward reads two arrays per one written) are compared with the copy's
     even split; at memory-sized working sets that favours the case slightly,
