@@ -8,7 +8,7 @@ namespace {
 // Eight-float vectors, for tiles of at most 8 columns: Zen 4 runs a
 // 512-bit FMA as two 256-bit halves, so such a tile costs half as much in
 // 256-bit vectors as in masked 512-bit ones (DCGAN's transposed convolution
-// at batch 1: a 4-column tile after six of 32 on each of its 128 row
+// at batch 1: a 4-column tile after six of 32 on each of its 147 row
 // panels). Tails by AVX-512VL masks rather than AVX2's masked moves.
 struct Avx512HalfOps : Avx2Ops {
   static __mmask8 tail_mask(int64_t n) { return static_cast<__mmask8>((1u << n) - 1u); }
