@@ -233,6 +233,19 @@ struct HalfTailOf<Cfg, std::void_t<typename Cfg::HalfTail>> {
   using type = typename Cfg::HalfTail;
 };
 
+// The one-vector kernel of Cfg (its kMR the A panel stride) on a tile of at
+// most one vector of columns: B read packed, or in place with a partial
+// vector.
+template <class Cfg, ARead kA>
+void ukernel_one_vector(int64_t k, const float* a, int64_t lda, const float* b_panel, int64_t ldb, bool b_exact,
+                        float* c, int64_t ldc, int m, int n, const TileUpdate& u) {
+  if (b_exact) {
+    ukernel_any_rows<Cfg, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  } else {
+    ukernel_any_rows<Cfg, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
+  }
+}
+
 // The kernel for a tile of n columns of A read as kA says: a tile of at
 // most W columns runs the one-vector kernel, since its other vectors would
 // be FMAs on padding (a convolution of 196 positions has one such tile of 4
@@ -249,20 +262,12 @@ void ukernel_by_columns(int64_t k, const float* a, int64_t lda, const float* b_p
   if constexpr (!std::is_void_v<Half>) {
     static_assert(Half::kMR == Cfg::kMR && Half::kNV == 1, "the half-width kernel reads the same A panels");
     if (n <= Half::Ops::W) {
-      if (b_exact) {
-        ukernel_any_rows<Half, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
-      } else {
-        ukernel_any_rows<Half, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
-      }
+      ukernel_one_vector<Half, kA>(k, a, lda, b_panel, ldb, b_exact, c, ldc, m, n, u);
       return;
     }
   }
   if (kNV > 1 && n <= Ops::W) {
-    if (b_exact) {
-      ukernel_any_rows<Cfg, 1, BRead::in_place_n, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
-    } else {
-      ukernel_any_rows<Cfg, 1, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
-    }
+    ukernel_one_vector<Cfg, kA>(k, a, lda, b_panel, ldb, b_exact, c, ldc, m, n, u);
   } else if (!b_exact) {
     ukernel_any_rows<Cfg, kNV, BRead::packed, kA>(m, k, a, lda, b_panel, ldb, c, ldc, n, u);
   } else if (n == kNR) {
