@@ -38,7 +38,7 @@ def throughput_table(run: dict) -> None:
         f"Measured ceilings: SGEMM {ceilings['sgemm_GFLOPs']:.0f} GFLOP/s; copy GB/s by working set "
         f"(half read, half written): {curve}. Each memory-bound case's ceiling is the copy of its own "
         "working set, the faster of two measurements, right before and right after minidnn's "
-        f"{'blocks' if rounds > 1 else 'block'}.{turns}\n"
+        f"{'blocks (before the first, after the last)' if rounds > 1 else 'block'}.{turns}\n"
     )
     memory = [r for r in run["results"] if r["gflops"] is None]
     compute = [r for r in run["results"] if r["gflops"] is not None]
