@@ -291,6 +291,14 @@ void output_tile(const RowTaps& t, int64_t q, int64_t last, float* y, int64_t y_
   store_tile<Ops, BR, BV, kTail>(acc, q, last, y, y_step);
 }
 
+// Output rows a tile takes at most: 8 with AVX-512's 32 registers (8 x 2
+// accumulators beside a tap column's 5 weights and a row's 2 vectors), 4
+// with AVX2's 16. 5x5 at 28 ran 19% faster with 8 than with 4 (twice the
+// independent multiply-adds in flight, 12 input rows loaded a tap column
+// for 8 output rows instead of 8 for 4), 3x3 at 56 10% (bench/NOTES.md).
+template <class Ops>
+constexpr int kMaxRows = Ops::W >= 16 ? 8 : 4;
+
 // output_tile for kernels whose tap rows are one input row apart (dil_h 1)
 // with stride_h kStrideH (1 or 2) and kR x kS taps: output row i, tap row r
 // reads input row i * kStrideH + r, so the tile's BR output rows read only
@@ -330,6 +338,12 @@ void output_tile_shared_rows(const RowTaps& t, int64_t q, int64_t last, float* y
       V row[BV];
       for (int b = 0; b < BV; ++b) {
         row[b] = load_taps<Ops, kStride, kEdge>(rows[j], col[b], lanes[b], e[b], t.lane_step);
+        // Each row vector feeds up to kR multiply-adds. Left to itself GCC
+        // folds the load into every one of them (a memory operand each):
+        // AVX-512's 8 x 2 tile of a 3x3 kernel made 48 loads a tap column
+        // instead of 20 and took a fifth longer on Zen 4. With AVX2's 16
+        // registers the folded loads measured faster (bench/NOTES.md).
+        if constexpr (kMaxRows<Ops> == 8) row[b] = Ops::in_register(row[b]);
       }
 #pragma GCC unroll 16
       for (int i = 0; i < BR; ++i) {
@@ -453,14 +467,6 @@ void output_rows(const RowTaps& t, int64_t q_end, float* y) {
     tile<Ops, kStride, kStrideH, kR, kS, BR, 1, true>(t, q, rest, y, q_end);
   }
 }
-
-// Output rows a tile takes at most: 8 with AVX-512's 32 registers (8 x 2
-// accumulators beside a tap column's 5 weights and a row's 2 vectors), 4
-// with AVX2's 16. 5x5 at 28 ran 19% faster with 8 than with 4 (twice the
-// independent multiply-adds in flight, 12 input rows loaded a tap column
-// for 8 output rows instead of 8 for 4), 3x3 at 56 10% (bench/NOTES.md).
-template <class Ops>
-constexpr int kMaxRows = Ops::W >= 16 ? 8 : 4;
 
 // Output rows [p_begin, p_end) of one plane: x the input plane, w the
 // output channel's R x S weights, y the output plane; scratch holds

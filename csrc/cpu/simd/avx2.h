@@ -20,6 +20,10 @@ struct Avx2Ops {
   static V set1(float a) { return _mm256_set1_ps(a); }
   static V zero() { return _mm256_setzero_ps(); }
   static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V in_register(V v) {
+    asm("" : "+x"(v));
+    return v;
+  }
   static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
   static __m256i tail_mask(int64_t n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)),

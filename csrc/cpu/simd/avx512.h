@@ -20,6 +20,10 @@ struct Avx512Ops {
   static V set1(float a) { return _mm512_set1_ps(a); }
   static V zero() { return _mm512_setzero_ps(); }
   static V load(const float* p) { return _mm512_loadu_ps(p); }
+  static V in_register(V v) {
+    asm("" : "+v"(v));
+    return v;
+  }
   static void store(float* p, V v) { _mm512_storeu_ps(p, v); }
   static __mmask16 tail_mask(int64_t n) { return static_cast<__mmask16>((1u << n) - 1u); }
   static V load_tail(const float* p, int64_t n, float fill) {

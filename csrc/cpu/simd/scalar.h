@@ -15,6 +15,10 @@ struct ScalarOps {
   static V set1(float a) { return a; }
   static V zero() { return 0.0f; }
   static V load(const float* p) { return *p; }
+  static V in_register(V v) {
+    asm("" : "+x"(v));
+    return v;
+  }
   static void store(float* p, V v) { *p = v; }
   static V load_tail(const float* p, int64_t n, float fill) { return n > 0 ? *p : fill; }
   static void store_tail(float* p, V v, int64_t n) {
